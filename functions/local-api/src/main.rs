@@ -1,0 +1,90 @@
+//! `local-api`: run every route on the embedded default (`local-api`), or print a dev
+//! identity token (`local-api dev-token --sub alice --groups support`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shared::adapters::embedded::EmbeddedRuntime;
+use shared::domain::Policy;
+use shared::ports::{Clock, SystemClock};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "local-api", version, about = "support-access: every route in one process, no AWS account needed")]
+struct Cli {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
+    port: u16,
+    /// Where the database and keys live [default: the user's data dir, else ./.support-access].
+    #[arg(long, env = "SUPPORT_ACCESS_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Seconds between sweeps that record expired consents.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    sweep_seconds: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an identity token from the dev identity provider that this local API accepts.
+    DevToken {
+        /// The caller's user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated groups, e.g. `support` or `support,auditor`.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl_seconds: i64,
+    },
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("support-access")).unwrap_or_else(|| PathBuf::from(".support-access"))
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(message) = run(Cli::parse()).await {
+        eprintln!("local-api: {message}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let policy = Policy::from_env().map_err(|e| e.to_string())?;
+    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let runtime = Arc::new(EmbeddedRuntime::open(&data_dir, policy, clock.clone()).await?);
+
+    if let Some(Command::DevToken { sub, groups, ttl_seconds }) = cli.command {
+        println!("{}", runtime.identity.issue(&sub, &groups, clock.now(), ttl_seconds));
+        return Ok(());
+    }
+
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cli.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("local-api listening on http://{addr} (data in {})", data_dir.display());
+    tokio::spawn(local_api::sweep_expired(runtime.clone(), Duration::from_secs(cli.sweep_seconds)));
+    local_api::serve(listener, runtime, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,382 @@
+//! The embedded consent store and audit log: one SQLite database (WAL, `synchronous=FULL`, so
+//! a committed write survives a crash). Each port call is one transaction, which gives the
+//! same guarantees the DynamoDB adapter gets from `TransactWriteItems`. Triggers make the
+//! audit table append-only even for code that forgets.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use crate::domain::{Actor, AuditEvent, AuditEventType, Consent, ConsentId, Note, Scope, Timestamp, UserId};
+use crate::ports::{
+    AuditAppender, AuditPage, AuditQuery, AuditReader, ConsentReader, ConsentWriter, ExpirySweeper, StoreError,
+    TokenLedger,
+};
+
+/// The stream of events that no user can be trusted to own (tokens whose signature failed).
+/// `~` is outside the id alphabet, so no user id can collide with it.
+const UNATTRIBUTED: &str = "~unattributed";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS consents (
+    user_id    TEXT PRIMARY KEY,
+    consent_id TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    note       TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consents_expiry ON consents (expires_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    type     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    user_id  TEXT,
+    actor    TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    UNIQUE (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_by_user  ON audit (user_id, id);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, id);
+CREATE INDEX IF NOT EXISTS audit_by_time  ON audit (at, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        Self::init(conn)
+    }
+
+    /// A private database in memory (tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(unavailable)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `work` in one immediate transaction on a blocking thread; commits on `Ok`.
+    async fn transaction<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let out = work(&tx)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite task: {e}")))?
+    }
+}
+
+/// Appends `event` at the end of its stream inside `tx`, assigning the next `seq`.
+fn append_in(tx: &Transaction<'_>, mut event: AuditEvent) -> Result<AuditEvent, StoreError> {
+    let stream = event.user_id.as_ref().map_or(UNATTRIBUTED, |u| u.as_str()).to_owned();
+    let last: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit WHERE stream = ?1", [&stream], |r| r.get(0))
+        .map_err(unavailable)?;
+    event.seq = last as u64 + 1;
+    let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            stream,
+            event.seq as i64,
+            event.event_id.as_str(),
+            event.event_type.as_str(),
+            event.at.unix(),
+            event.user_id.as_ref().map(|u| u.as_str()),
+            event.actor.sub.as_str(),
+            body
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(event)
+}
+
+fn consent_of(tx: &Transaction<'_>, user: &UserId) -> Result<Option<Consent>, StoreError> {
+    tx.query_row(
+        "SELECT consent_id, user_id, scope, note, granted_at, expires_at FROM consents WHERE user_id = ?1",
+        [user.as_str()],
+        |row| Ok(ConsentRow::try_from(row)),
+    )
+    .optional()
+    .map_err(unavailable)?
+    .transpose()
+    .map(|c| c.map(|c| c.0))
+}
+
+/// If the user's stored consent ran out by `now`, deletes it and records `consent.expired`.
+fn settle_expiry(tx: &Transaction<'_>, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+    let Some(consent) = consent_of(tx, user)? else { return Ok(None) };
+    if consent.is_active(now) {
+        return Ok(Some(consent));
+    }
+    tx.execute(
+        "DELETE FROM consents WHERE user_id = ?1 AND consent_id = ?2",
+        [user.as_str(), consent.consent_id.as_str()],
+    )
+    .map_err(unavailable)?;
+    let expired = AuditEvent::new(AuditEventType::ConsentExpired, now, Some(user.clone()), Actor::system())
+        .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
+    append_in(tx, expired)?;
+    Ok(None)
+}
+
+/// A consent row, mapped field by field; a missing or malformed column is corruption.
+struct ConsentRow(Consent);
+
+impl TryFrom<&Row<'_>> for ConsentRow {
+    type Error = StoreError;
+
+    fn try_from(row: &Row<'_>) -> Result<Self, StoreError> {
+        let text =
+            |i: usize| row.get::<_, String>(i).map_err(|e| StoreError::Corrupt(format!("consent column {i}: {e}")));
+        let int = |i: usize| row.get::<_, i64>(i).map_err(|e| StoreError::Corrupt(format!("consent column {i}: {e}")));
+        let corrupt = |e: crate::domain::ValidationError| StoreError::Corrupt(e.to_string());
+        Ok(Self(Consent {
+            consent_id: ConsentId::parse(&text(0)?).map_err(corrupt)?,
+            user_id: UserId::parse(&text(1)?).map_err(corrupt)?,
+            scope: Scope::parse(&text(2)?).map_err(corrupt)?,
+            note: Note::parse(&text(3)?).map_err(corrupt)?,
+            granted_at: Timestamp::from_unix(int(4)?),
+            expires_at: Timestamp::from_unix(int(5)?),
+        }))
+    }
+}
+
+#[async_trait]
+impl ConsentReader for SqliteStore {
+    async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+        let user = user.clone();
+        self.transaction(move |tx| settle_expiry(tx, &user, now)).await
+    }
+}
+
+#[async_trait]
+impl ConsentWriter for SqliteStore {
+    async fn grant(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+        let c = consent.clone();
+        self.transaction(move |tx| {
+            // A consent that ran out unnoticed gets its expiry on the log before it is replaced.
+            settle_expiry(tx, &c.user_id, event.at)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO consents (user_id, consent_id, scope, note, granted_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    c.user_id.as_str(),
+                    c.consent_id.as_str(),
+                    c.scope.as_str(),
+                    c.note.as_str(),
+                    c.granted_at.unix(),
+                    c.expires_at.unix()
+                ],
+            )
+            .map_err(unavailable)?;
+            append_in(tx, event)
+        })
+        .await
+    }
+
+    async fn revoke(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        self.transaction(move |tx| {
+            let deleted = tx
+                .execute(
+                    "DELETE FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3",
+                    params![user.as_str(), id.as_str(), event.at.unix()],
+                )
+                .map_err(unavailable)?;
+            if deleted == 0 {
+                return Err(StoreError::ConsentChanged);
+            }
+            append_in(tx, event)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenLedger for SqliteStore {
+    async fn record_issue(
+        &self,
+        consent: &Consent,
+        now: Timestamp,
+        event: AuditEvent,
+    ) -> Result<AuditEvent, StoreError> {
+        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        self.transaction(move |tx| {
+            let live: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3",
+                    params![user.as_str(), id.as_str(), now.unix()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if live.is_none() {
+                return Err(StoreError::ConsentChanged);
+            }
+            append_in(tx, event)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditAppender for SqliteStore {
+    async fn append(&self, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+        self.transaction(move |tx| append_in(tx, event)).await
+    }
+}
+
+#[async_trait]
+impl AuditReader for SqliteStore {
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let q = query.clone();
+        let after = match &q.after {
+            None => i64::MAX,
+            Some(p) => p.parse::<i64>().map_err(|_| StoreError::Corrupt(format!("position {p:?}")))?,
+        };
+        self.transaction(move |tx| {
+            let f = &q.filter;
+            let mut sql = String::from("SELECT id, body FROM audit WHERE id < ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![after.into()];
+            let mut push = |clause: &str, value: rusqlite::types::Value| {
+                args.push(value);
+                sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+            };
+            if let Some(u) = &f.user_id {
+                push("user_id =", u.as_str().to_owned().into());
+            }
+            if let Some(a) = &f.actor {
+                push("actor =", a.as_str().to_owned().into());
+            }
+            if let Some(t) = f.event_type {
+                push("type =", t.as_str().to_owned().into());
+            }
+            if let Some(from) = f.from {
+                push("at >=", from.unix().into());
+            }
+            if let Some(to) = f.to {
+                push("at <=", to.unix().into());
+            }
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+            let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(unavailable)?;
+            let mut events = Vec::new();
+            let mut last_id = None;
+            let mut more = false;
+            for row in rows {
+                let (id, body) = row.map_err(unavailable)?;
+                if events.len() == q.limit {
+                    more = true;
+                    break;
+                }
+                let event: AuditEvent =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("audit row {id}: {e}")))?;
+                events.push(event);
+                last_id = Some(id);
+            }
+            Ok(AuditPage { events, next: if more { last_id.map(|id| id.to_string()) } else { None } })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ExpirySweeper for SqliteStore {
+    async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.transaction(move |tx| {
+            let users: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT user_id FROM consents WHERE expires_at <= ?1").map_err(unavailable)?;
+                let rows = stmt.query_map([now.unix()], |r| r.get(0)).map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            for user in &users {
+                let user = UserId::parse(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                settle_expiry(tx, &user, now)?;
+            }
+            Ok(users.len())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgentId, Role};
+
+    fn event(t: AuditEventType, user: Option<&str>, at: i64) -> AuditEvent {
+        AuditEvent::new(
+            t,
+            Timestamp::from_unix(at),
+            user.map(|u| UserId::parse(u).unwrap()),
+            Actor { sub: AgentId::parse("agent").unwrap(), role: Role::Support },
+        )
+    }
+
+    #[tokio::test]
+    async fn sequences_are_gapless_per_stream() {
+        let s = SqliteStore::in_memory().unwrap();
+        let a1 = s.append(event(AuditEventType::TokenDenied, Some("alice"), 1)).await.unwrap();
+        let b1 = s.append(event(AuditEventType::TokenDenied, Some("bob"), 2)).await.unwrap();
+        let a2 = s.append(event(AuditEventType::TokenDenied, Some("alice"), 3)).await.unwrap();
+        let u1 = s.append(event(AuditEventType::TokenRejected, None, 4)).await.unwrap();
+        assert_eq!((a1.seq, b1.seq, a2.seq, u1.seq), (1, 1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn the_audit_table_refuses_updates_and_deletes() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.append(event(AuditEventType::TokenDenied, Some("alice"), 1)).await.unwrap();
+        let conn = s.conn.lock().unwrap();
+        assert!(conn.execute("UPDATE audit SET type = 'x'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_consent_row_is_reported_not_served() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.conn
+            .lock()
+            .unwrap()
+            .execute("INSERT INTO consents VALUES ('alice', 'c 1', 'read', '', 0, 9999999999)", [])
+            .unwrap();
+        let r = s.current(&UserId::parse("alice").unwrap(), Timestamp::from_unix(1)).await;
+        assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    }
+}

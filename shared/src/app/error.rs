@@ -1,0 +1,54 @@
+use thiserror::Error;
+
+use crate::domain::ValidationError;
+use crate::ports::{SignerError, StoreError};
+
+/// Every way a request can fail, mapped to problem+json in one place (`http::problem`).
+/// `Unavailable` keeps its cause for the log; the client only sees the slug.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("a valid identity token is required")]
+    Unauthenticated,
+    /// An impersonation token was refused; why is on the audit log, not in the answer.
+    #[error("the impersonation token was refused")]
+    TokenRefused,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("the user has no active consent")]
+    NoConsent,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("this route does not take that method")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("support access is disabled in this deployment")]
+    FeatureDisabled,
+    #[error("a dependency is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ConsentChanged => Self::Conflict("the consent changed while the request ran; read it again"),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<SignerError> for ApiError {
+    fn from(e: SignerError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}

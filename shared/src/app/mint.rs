@@ -1,0 +1,75 @@
+use serde::Serialize;
+
+use crate::domain::{
+    Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, Timestamp, UserId,
+};
+use crate::ports::{Ports, StoreError};
+use crate::token::{self, ImpersonationClaims};
+
+use super::ApiError;
+
+/// The `POST /tokens` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct MintedToken {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub expires_at: Timestamp,
+    pub jti: Jti,
+    pub consent_id: ConsentId,
+    pub scope: Scope,
+}
+
+/// `POST /tokens`: an impersonation token for `agent` acting as `user`, if the user's consent
+/// is live. The token is released only after its `token.issued` event is committed on
+/// condition that the consent is still the one that was read; without a live consent the
+/// refusal itself is audited (`token.denied`).
+pub async fn mint_token(
+    ports: &Ports,
+    agent: &AgentId,
+    user: &UserId,
+    reason: Reason,
+) -> Result<MintedToken, ApiError> {
+    let now = ports.clock.now();
+    let actor = Actor { sub: agent.clone(), role: Role::Support };
+    let denied = |code: &str| {
+        AuditEvent::new(AuditEventType::TokenDenied, now, Some(user.clone()), actor.clone())
+            .with_reason(&reason)
+            .with_detail(code)
+    };
+    if !ports.policy.enabled {
+        ports.audit.append(denied("feature-disabled")).await?;
+        return Err(ApiError::FeatureDisabled);
+    }
+    let Some(consent) = ports.consents.current(user, now).await? else {
+        ports.audit.append(denied("no-consent")).await?;
+        return Err(ApiError::NoConsent);
+    };
+
+    let claims = ImpersonationClaims::new(&consent, agent.clone(), reason.clone(), now, &ports.policy);
+    let access_token = token::sign(&claims, ports.signer.as_ref()).await?;
+
+    let issued = AuditEvent::new(AuditEventType::TokenIssued, now, Some(user.clone()), actor.clone())
+        .with_consent(&consent.consent_id, consent.scope, claims.expires_at())
+        .with_jti(&claims.jti)
+        .with_reason(&reason);
+    match ports.ledger.record_issue(&consent, now, issued).await {
+        Ok(_) => {}
+        Err(StoreError::ConsentChanged) => {
+            // Revoked or replaced between the read and the commit: the signed token is dropped.
+            ports.audit.append(denied("consent-changed")).await?;
+            return Err(ApiError::NoConsent);
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    Ok(MintedToken {
+        access_token,
+        token_type: "Bearer",
+        expires_in: claims.exp - now.unix(),
+        expires_at: claims.expires_at(),
+        jti: claims.jti,
+        consent_id: claims.cid,
+        scope: claims.scope,
+    })
+}

@@ -1,0 +1,18 @@
+//! The use cases: grant, read and revoke a consent, mint a token, authorize a token's use,
+//! and query the audit log. Each takes the [`Ports`](crate::ports::Ports) (clock included)
+//! and domain values already parsed at the edge, so the same code serves every Lambda, the
+//! local API and the tests.
+
+mod audit_query;
+mod authorize;
+mod consent;
+mod cursor;
+mod error;
+mod mint;
+
+pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
+pub use authorize::{AuthorizeError, Authorized, authorize};
+pub use consent::{current_consent, grant_consent, revoke_consent};
+pub use cursor::CursorKey;
+pub use error::ApiError;
+pub use mint::{MintedToken, mint_token};

@@ -1,0 +1,258 @@
+//! What the audit log records. Every event names who acted (`actor`), whose account it
+//! concerns (`user_id`; absent only for a token whose signature did not verify, since its
+//! claims cannot be trusted to name anyone), and the facts of that step.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AgentId, ConsentId, EventId, Jti, Reason, Scope, Timestamp, UserId, ValidationError};
+
+/// Every kind of event on the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditEventType {
+    #[serde(rename = "consent.granted")]
+    ConsentGranted,
+    #[serde(rename = "consent.revoked")]
+    ConsentRevoked,
+    #[serde(rename = "consent.expired")]
+    ConsentExpired,
+    #[serde(rename = "token.issued")]
+    TokenIssued,
+    #[serde(rename = "token.denied")]
+    TokenDenied,
+    #[serde(rename = "token.used")]
+    TokenUsed,
+    #[serde(rename = "token.rejected")]
+    TokenRejected,
+}
+
+impl AuditEventType {
+    pub const ALL: [Self; 7] = [
+        Self::ConsentGranted,
+        Self::ConsentRevoked,
+        Self::ConsentExpired,
+        Self::TokenIssued,
+        Self::TokenDenied,
+        Self::TokenUsed,
+        Self::TokenRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConsentGranted => "consent.granted",
+            Self::ConsentRevoked => "consent.revoked",
+            Self::ConsentExpired => "consent.expired",
+            Self::TokenIssued => "token.issued",
+            Self::TokenDenied => "token.denied",
+            Self::TokenUsed => "token.used",
+            Self::TokenRejected => "token.rejected",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        Self::ALL.into_iter().find(|t| t.as_str() == value).ok_or(ValidationError::OneOf {
+            field: "type",
+            allowed: "consent.granted, consent.revoked, consent.expired, token.issued, token.denied, token.used, token.rejected",
+        })
+    }
+}
+
+/// In which capacity the actor acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The end user, on their own account.
+    User,
+    /// A support agent.
+    Support,
+    /// The service itself (expiry).
+    System,
+    /// Someone presenting a token whose claims could not be trusted.
+    Unknown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Support => "support",
+            Self::System => "system",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::User, Self::Support, Self::System, Self::Unknown].into_iter().find(|r| r.as_str() == value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: AgentId,
+    pub role: Role,
+}
+
+impl Actor {
+    /// The service itself, for events nobody caused (a consent running out).
+    pub fn system() -> Self {
+        Self { sub: AgentId::parse("support-access").expect("constant id is valid"), role: Role::System }
+    }
+
+    /// A caller nobody could identify (a forged or malformed token).
+    pub fn unknown() -> Self {
+        Self { sub: AgentId::parse("unknown").expect("constant id is valid"), role: Role::Unknown }
+    }
+}
+
+/// One step on the audit log. `seq` is the event's place in its user's stream, gapless and
+/// assigned by the store when the event is appended (0 until then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub event_id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: AuditEventType,
+    pub at: Timestamp,
+    pub user_id: Option<UserId>,
+    pub actor: Actor,
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub consent_id: Option<ConsentId>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jti: Option<Jti>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_at: Option<Timestamp>,
+    /// Machine-readable particulars (a rejection code, the method and path of a use).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// A new event with a fresh id; the optional facts are filled with the `with_*` setters.
+    pub fn new(event_type: AuditEventType, at: Timestamp, user_id: Option<UserId>, actor: Actor) -> Self {
+        Self {
+            event_id: EventId::generate(),
+            event_type,
+            at,
+            user_id,
+            actor,
+            seq: 0,
+            consent_id: None,
+            jti: None,
+            scope: None,
+            reason: None,
+            expires_at: None,
+            detail: None,
+        }
+    }
+
+    pub fn with_consent(mut self, consent_id: &ConsentId, scope: Scope, expires_at: Timestamp) -> Self {
+        self.consent_id = Some(consent_id.clone());
+        self.scope = Some(scope);
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    pub fn with_jti(mut self, jti: &Jti) -> Self {
+        self.jti = Some(jti.clone());
+        self
+    }
+
+    pub fn with_reason(mut self, reason: &Reason) -> Self {
+        self.reason = Some(reason.clone());
+        self
+    }
+
+    pub fn with_expires_at(mut self, expires_at: Timestamp) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// Which events an audit query wants; every field narrows the result. Times are inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    pub user_id: Option<UserId>,
+    pub actor: Option<AgentId>,
+    pub event_type: Option<AuditEventType>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+impl AuditFilter {
+    /// Whether an event passes the filter (the reference semantics every store must match).
+    pub fn matches(&self, e: &AuditEvent) -> bool {
+        self.user_id.as_ref().is_none_or(|u| e.user_id.as_ref() == Some(u))
+            && self.actor.as_ref().is_none_or(|a| &e.actor.sub == a)
+            && self.event_type.is_none_or(|t| e.event_type == t)
+            && self.from.is_none_or(|f| e.at >= f)
+            && self.to.is_none_or(|t| e.at <= t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_serialize_as_their_dotted_names() {
+        for t in AuditEventType::ALL {
+            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::Value::String(t.as_str().into()));
+            assert_eq!(AuditEventType::parse(t.as_str()).unwrap(), t);
+        }
+        assert!(AuditEventType::parse("token.stolen").is_err());
+    }
+
+    #[test]
+    fn an_event_serializes_with_type_and_without_empty_facts() {
+        let e = AuditEvent::new(
+            AuditEventType::TokenDenied,
+            Timestamp::from_unix(0),
+            Some(UserId::parse("alice").unwrap()),
+            Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+        )
+        .with_reason(&Reason::parse("ticket 12345").unwrap());
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "token.denied");
+        assert_eq!(v["at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["actor"]["role"], "support");
+        assert_eq!(v["reason"], "ticket 12345");
+        assert!(v.get("jti").is_none());
+        let back: AuditEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_filter_narrows_by_every_field() {
+        let alice = UserId::parse("alice").unwrap();
+        let e = AuditEvent::new(
+            AuditEventType::ConsentGranted,
+            Timestamp::from_unix(100),
+            Some(alice.clone()),
+            Actor { sub: AgentId::from(alice.clone()), role: Role::User },
+        );
+        assert!(AuditFilter::default().matches(&e));
+        assert!(AuditFilter { user_id: Some(alice.clone()), ..Default::default() }.matches(&e));
+        assert!(!AuditFilter { user_id: Some(UserId::parse("bob").unwrap()), ..Default::default() }.matches(&e));
+        assert!(!AuditFilter { actor: Some(AgentId::parse("agent").unwrap()), ..Default::default() }.matches(&e));
+        assert!(!AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..Default::default() }.matches(&e));
+        assert!(
+            AuditFilter {
+                from: Some(Timestamp::from_unix(100)),
+                to: Some(Timestamp::from_unix(100)),
+                ..Default::default()
+            }
+            .matches(&e)
+        );
+        assert!(!AuditFilter { from: Some(Timestamp::from_unix(101)), ..Default::default() }.matches(&e));
+        assert!(!AuditFilter { to: Some(Timestamp::from_unix(99)), ..Default::default() }.matches(&e));
+    }
+}

@@ -1,0 +1,153 @@
+//! Identifiers: 1..=128 characters of `[A-Za-z0-9._@:+-]` (DESIGN.md), so any of them can
+//! be a DynamoDB key, a path segment or a claim without escaping.
+
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+const MAX_ID_LEN: usize = 128;
+
+fn parse_id(value: &str, field: &'static str) -> Result<String, ValidationError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(ValidationError::Length { field, min: 1, max: MAX_ID_LEN });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._@:+-".contains(c);
+    if !value.chars().all(allowed) {
+        return Err(ValidationError::Charset { field });
+    }
+    Ok(value.to_owned())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses an untrusted string; fails on length or a forbidden character.
+            pub fn parse(value: &str) -> Result<Self, ValidationError> {
+                parse_id(value, $field).map(Self)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ValidationError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// The end user whose account support may enter: the `sub` of the app's identity token.
+    UserId, "user_id"
+);
+identifier!(
+    /// The support agent (or any other actor): the `sub` of their identity token.
+    AgentId, "actor"
+);
+identifier!(
+    /// One grant of consent; a new grant gets a new id, which kills tokens of the old one.
+    ConsentId, "consent_id"
+);
+identifier!(
+    /// The unique id of one impersonation token.
+    Jti, "jti"
+);
+identifier!(
+    /// The unique id of one audit event.
+    EventId, "event_id"
+);
+
+impl ConsentId {
+    /// A fresh random id (UUID v4).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+impl Jti {
+    /// A fresh random id (UUID v4).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+impl EventId {
+    /// A fresh random id (UUID v4).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+impl From<UserId> for AgentId {
+    /// A user acting on their own consent is the actor of that event.
+    fn from(user: UserId) -> Self {
+        Self(user.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_id_is_accepted() {
+        assert_eq!(UserId::parse("alice@example.com").unwrap().as_str(), "alice@example.com");
+        assert!(UserId::parse("auth0|abc").is_err(), "| is not in the allowed set");
+        assert!(UserId::parse("a.b_c@d:e+f-1").is_ok());
+    }
+
+    #[test]
+    fn an_empty_id_is_rejected() {
+        assert!(matches!(UserId::parse(""), Err(ValidationError::Length { .. })));
+    }
+
+    #[test]
+    fn an_id_of_128_characters_is_accepted_and_129_rejected() {
+        assert!(AgentId::parse(&"a".repeat(128)).is_ok());
+        assert!(matches!(AgentId::parse(&"a".repeat(129)), Err(ValidationError::Length { .. })));
+    }
+
+    #[test]
+    fn ids_with_forbidden_characters_are_rejected() {
+        for bad in ["a b", "a/b", "a#b", "ä", "a\u{0}", "a\nb", "a%20", "<script>", "a'b", "a\"b"] {
+            assert!(matches!(UserId::parse(bad), Err(ValidationError::Charset { .. })), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        let ok: Result<UserId, _> = serde_json::from_str("\"bob\"");
+        assert!(ok.is_ok());
+        let bad: Result<UserId, _> = serde_json::from_str("\"bo b\"");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_distinct() {
+        let a = ConsentId::generate();
+        let b = ConsentId::generate();
+        assert_ne!(a, b);
+        assert!(ConsentId::parse(a.as_str()).is_ok());
+    }
+}

@@ -1,0 +1,186 @@
+//! The deployment's limits, read once at start-up from `SUPPORT_ACCESS_*` variables. A bad
+//! value stops start-up with a message naming the variable, rather than running with a
+//! policy nobody chose.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{variable}: {problem}")]
+pub struct PolicyError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+/// Limits and switches shared by every function and by local-api.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Shortest consent a user may grant.
+    pub min_duration_seconds: i64,
+    /// Longest consent a user may grant.
+    pub max_duration_seconds: i64,
+    /// Lifetime of one impersonation token (never past the consent).
+    pub token_ttl_seconds: i64,
+    /// Clock skew tolerated on `exp` / `nbf`.
+    pub leeway_seconds: i64,
+    /// Kill switch: off, grant and mint answer 403 `feature-disabled`.
+    pub enabled: bool,
+    /// `iss` of impersonation tokens.
+    pub issuer: String,
+    /// `aud` of impersonation tokens: the app whose API accepts them.
+    pub audience: String,
+    /// Identity-token claim that lists the caller's groups.
+    pub groups_claim: String,
+    pub support_group: String,
+    pub auditor_group: String,
+    pub introspect_group: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_duration_seconds: 900,
+            max_duration_seconds: 7 * 24 * 3600,
+            token_ttl_seconds: 900,
+            leeway_seconds: 30,
+            enabled: true,
+            issuer: "support-access".into(),
+            audience: "support-access-app".into(),
+            groups_claim: "groups".into(),
+            support_group: "support".into(),
+            auditor_group: "auditor".into(),
+            introspect_group: "introspect".into(),
+        }
+    }
+}
+
+impl Policy {
+    /// The policy from the process environment.
+    pub fn from_env() -> Result<Self, PolicyError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The policy from any name → value lookup (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
+        let d = Self::default();
+        let int = |variable: &'static str, default: i64, min: i64, max: i64| -> Result<i64, PolicyError> {
+            match lookup(variable) {
+                None => Ok(default),
+                Some(raw) => match raw.trim().parse::<i64>() {
+                    Ok(v) if (min..=max).contains(&v) => Ok(v),
+                    Ok(v) => Err(PolicyError { variable, problem: format!("{v} is outside {min}..={max}") }),
+                    Err(_) => Err(PolicyError { variable, problem: format!("{raw:?} is not a whole number") }),
+                },
+            }
+        };
+        let text = |variable: &'static str, default: &str| -> Result<String, PolicyError> {
+            match lookup(variable) {
+                None => Ok(default.to_owned()),
+                Some(v) if !v.trim().is_empty() && v.len() <= 256 => Ok(v.trim().to_owned()),
+                Some(_) => Err(PolicyError { variable, problem: "must be 1..=256 characters".into() }),
+            }
+        };
+        const YEAR: i64 = 366 * 24 * 3600;
+        let min_duration_seconds = int("SUPPORT_ACCESS_MIN_DURATION_SECONDS", d.min_duration_seconds, 60, YEAR)?;
+        let max_duration_seconds = int("SUPPORT_ACCESS_MAX_DURATION_SECONDS", d.max_duration_seconds, 60, YEAR)?;
+        if max_duration_seconds < min_duration_seconds {
+            return Err(PolicyError {
+                variable: "SUPPORT_ACCESS_MAX_DURATION_SECONDS",
+                problem: format!("{max_duration_seconds} is below the minimum duration {min_duration_seconds}"),
+            });
+        }
+        let enabled = match lookup("SUPPORT_ACCESS_ENABLED").as_deref().map(str::trim) {
+            None => d.enabled,
+            Some("true" | "1" | "on" | "yes") => true,
+            Some("false" | "0" | "off" | "no") => false,
+            Some(other) => {
+                return Err(PolicyError {
+                    variable: "SUPPORT_ACCESS_ENABLED",
+                    problem: format!("{other:?} is not one of true/false/1/0/on/off/yes/no"),
+                });
+            }
+        };
+        Ok(Self {
+            min_duration_seconds,
+            max_duration_seconds,
+            token_ttl_seconds: int("SUPPORT_ACCESS_TOKEN_TTL_SECONDS", d.token_ttl_seconds, 60, 3600)?,
+            leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, 300)?,
+            enabled,
+            issuer: text("SUPPORT_ACCESS_ISSUER", &d.issuer)?,
+            audience: text("SUPPORT_ACCESS_AUDIENCE", &d.audience)?,
+            groups_claim: text("SUPPORT_ACCESS_GROUPS_CLAIM", &d.groups_claim)?,
+            support_group: text("SUPPORT_ACCESS_SUPPORT_GROUP", &d.support_group)?,
+            auditor_group: text("SUPPORT_ACCESS_AUDITOR_GROUP", &d.auditor_group)?,
+            introspect_group: text("SUPPORT_ACCESS_INTROSPECT_GROUP", &d.introspect_group)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Policy::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_variables_give_the_documented_defaults() {
+        let p = from(&[]).unwrap();
+        assert_eq!(p, Policy::default());
+        assert_eq!((p.min_duration_seconds, p.max_duration_seconds), (900, 604_800));
+        assert_eq!((p.token_ttl_seconds, p.leeway_seconds), (900, 30));
+        assert!(p.enabled);
+        assert_eq!((p.support_group.as_str(), p.auditor_group.as_str()), ("support", "auditor"));
+        assert_eq!(p.introspect_group, "introspect");
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let p = from(&[
+            ("SUPPORT_ACCESS_MIN_DURATION_SECONDS", "600"),
+            ("SUPPORT_ACCESS_MAX_DURATION_SECONDS", "3600"),
+            ("SUPPORT_ACCESS_TOKEN_TTL_SECONDS", "300"),
+            ("SUPPORT_ACCESS_LEEWAY_SECONDS", "5"),
+            ("SUPPORT_ACCESS_ENABLED", "false"),
+            ("SUPPORT_ACCESS_ISSUER", "https://support.example"),
+            ("SUPPORT_ACCESS_AUDIENCE", "app"),
+            ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
+            ("SUPPORT_ACCESS_SUPPORT_GROUP", "helpdesk"),
+            ("SUPPORT_ACCESS_AUDITOR_GROUP", "compliance"),
+            ("SUPPORT_ACCESS_INTROSPECT_GROUP", "resource-servers"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p.min_duration_seconds, p.max_duration_seconds, p.token_ttl_seconds, p.leeway_seconds),
+            (600, 3600, 300, 5)
+        );
+        assert!(!p.enabled);
+        assert_eq!(p.issuer, "https://support.example");
+        assert_eq!(p.groups_claim, "cognito:groups");
+        assert_eq!(p.introspect_group, "resource-servers");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let e = from(&[("SUPPORT_ACCESS_TOKEN_TTL_SECONDS", "ten")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_TOKEN_TTL_SECONDS");
+        assert!(e.to_string().starts_with("SUPPORT_ACCESS_TOKEN_TTL_SECONDS"));
+        let e = from(&[("SUPPORT_ACCESS_ENABLED", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_ENABLED");
+        let e = from(&[("SUPPORT_ACCESS_LEEWAY_SECONDS", "3600")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_LEEWAY_SECONDS");
+        let e = from(&[("SUPPORT_ACCESS_ISSUER", "  ")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_ISSUER");
+    }
+
+    #[test]
+    fn a_maximum_below_the_minimum_is_refused() {
+        let e =
+            from(&[("SUPPORT_ACCESS_MIN_DURATION_SECONDS", "7200"), ("SUPPORT_ACCESS_MAX_DURATION_SECONDS", "3600")])
+                .unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_MAX_DURATION_SECONDS");
+    }
+}

@@ -1,0 +1,72 @@
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::ValidationError;
+
+/// A point in time, in whole seconds since the Unix epoch (UTC). Token claims carry the
+/// number; JSON bodies carry RFC 3339 (`2026-11-25T10:00:00Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_unix(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus_seconds(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds))
+    }
+
+    pub fn rfc3339(self) -> String {
+        DateTime::<Utc>::from_timestamp(self.0, 0)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    }
+
+    /// Parses an RFC 3339 time from a query string (fractions are cut to the second).
+    pub fn parse_rfc3339(value: &str, field: &'static str) -> Result<Self, ValidationError> {
+        DateTime::parse_from_rfc3339(value).map(|t| Self(t.timestamp())).map_err(|_| ValidationError::Time { field })
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_rfc3339(&s, "time").map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        let t = Timestamp::from_unix(1_795_000_000);
+        assert_eq!(t.rfc3339(), "2026-11-19T09:46:40Z");
+        assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339(), "t").unwrap(), t);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc() {
+        let t = Timestamp::parse_rfc3339("2026-11-19T10:46:40+01:00", "t").unwrap();
+        assert_eq!(t.unix(), 1_795_000_000);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(Timestamp::parse_rfc3339("yesterday", "from").is_err());
+    }
+}

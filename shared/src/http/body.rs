@@ -1,0 +1,28 @@
+use lambda_http::Request;
+use serde::de::DeserializeOwned;
+
+use crate::app::ApiError;
+
+/// Largest request body accepted (DESIGN.md): larger ones get 413 before any parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The request's JSON body as `T` (whose serde attributes refuse unknown fields).
+pub(crate) fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    }
+    // serde would also accept an array for a struct (`[900]`); every body here is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::InvalidRequest("a JSON body is required".into())),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::InvalidRequest("the body must be a JSON object".into())),
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest(format!("the body is not valid: {e}")))
+}
+
+/// The request's query string as `T`.
+pub(crate) fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let raw = req.uri().query().unwrap_or("");
+    serde_urlencoded::from_str(raw).map_err(|e| ApiError::InvalidRequest(format!("the query is not valid: {e}")))
+}

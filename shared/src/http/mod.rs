@@ -1,0 +1,13 @@
+//! From API Gateway v2 requests (`lambda_http::Request`, the caller in
+//! `requestContext.authorizer.jwt.claims`) to the use cases and back. Every Lambda and the
+//! local API call [`handle`] with their route; errors become problem+json in `problem`.
+
+mod body;
+mod caller;
+mod problem;
+mod routes;
+
+pub use body::MAX_BODY_BYTES;
+pub use caller::{Caller, parse_groups};
+pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
+pub use routes::{Route, handle, route};

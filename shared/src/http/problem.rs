@@ -1,0 +1,94 @@
+//! RFC 9457 problem details: the one place an [`ApiError`] becomes a response. The `type` is
+//! a stable URI whose last segment is the slug clients switch on; causes of 503s go to the
+//! log, never to the client.
+
+use http::{HeaderValue, StatusCode, header};
+use http_api_problem::HttpApiProblem;
+use lambda_http::{Body, Response};
+
+use crate::app::ApiError;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// The `type` URI for a slug (a tag URI: globally unique without owning a domain).
+pub fn problem_type(slug: &str) -> String {
+    format!("tag:support-access,2026:problems/{slug}")
+}
+
+fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
+    match e {
+        ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request"),
+        ApiError::Unauthenticated | ApiError::TokenRefused => {
+            (StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
+        }
+        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+        ApiError::NoConsent => (StatusCode::FORBIDDEN, "no-consent", "No active consent"),
+        ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+        ApiError::MethodNotAllowed { .. } => {
+            (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+        }
+        ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+        ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+        ApiError::FeatureDisabled => (StatusCode::FORBIDDEN, "feature-disabled", "Feature disabled"),
+        ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+    }
+}
+
+/// The problem+json response for `error`, carrying `request_id`.
+pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<Body> {
+    let (status, slug, title) = parts(error);
+    let detail = match error {
+        ApiError::Unavailable(cause) => {
+            tracing::error!(request_id, cause, "dependency unavailable");
+            "a dependency is unavailable; nothing was changed, try again shortly".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let problem = HttpApiProblem::new(status)
+        .type_url(problem_type(slug))
+        .title(title)
+        .detail(detail)
+        .value("request_id", &request_id);
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(serde_json::to_string(&problem).expect("a problem always serializes")))
+        .expect("a static status and headers always build");
+    match error {
+        ApiError::Unauthenticated | ApiError::TokenRefused => {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ApiError::MethodNotAllowed { allow } => {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::Unavailable(_) => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_cause_never_reaches_the_client() {
+        let r = problem_response(&ApiError::Unavailable("ThrottlingException: arn:aws:secret".into()), "req-1");
+        assert_eq!(r.status(), 503);
+        let body = std::str::from_utf8(r.body().as_ref()).unwrap().to_owned();
+        assert!(!body.contains("Throttling") && !body.contains("arn:"), "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], problem_type("unavailable"));
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["status"], 503);
+    }
+
+    #[test]
+    fn every_slug_is_the_last_segment_of_its_type() {
+        let t = problem_type("no-consent");
+        assert_eq!(t.rsplit('/').next(), Some("no-consent"));
+    }
+}

@@ -1,0 +1,272 @@
+//! The HTTP contract of DESIGN.md, route by route. Each handler parses the request into domain
+//! values (refusing anything else with 400 before touching a store), calls its use case and
+//! shapes the answer.
+
+use http::{Method, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::{Deserialize, Serialize};
+
+use super::body::{json_body, query};
+use super::caller::Caller;
+use super::problem::problem_response;
+use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::{AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, Scope, Timestamp, UserId};
+use crate::ports::Ports;
+use crate::token::Rejection;
+
+/// Every route of the API. A Lambda serves one; local-api resolves them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /consents`
+    GrantConsent,
+    /// `GET /consents/current`
+    GetConsent,
+    /// `DELETE /consents/current`
+    RevokeConsent,
+    /// `POST /tokens`
+    MintToken,
+    /// `GET /audit`
+    QueryAudit,
+    /// `GET /me/access-log`
+    AccessLog,
+    /// `GET /.well-known/jwks.json`
+    Jwks,
+    /// Any method on `/app/whoami`: the demo resource guarded by the impersonation token.
+    Whoami,
+}
+
+impl Route {
+    /// The route for `method` on `path`: 404 for an unknown path, 405 for a known path with
+    /// a method it does not take.
+    pub fn resolve(method: &Method, path: &str) -> Result<Self, ApiError> {
+        let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        let (allow, route) = match (path, method) {
+            ("/consents", &Method::POST) => ("POST", Some(Self::GrantConsent)),
+            ("/consents", _) => ("POST", None),
+            ("/consents/current", &Method::GET) => ("GET, DELETE", Some(Self::GetConsent)),
+            ("/consents/current", &Method::DELETE) => ("GET, DELETE", Some(Self::RevokeConsent)),
+            ("/consents/current", _) => ("GET, DELETE", None),
+            ("/tokens", &Method::POST) => ("POST", Some(Self::MintToken)),
+            ("/tokens", _) => ("POST", None),
+            ("/audit", &Method::GET) => ("GET", Some(Self::QueryAudit)),
+            ("/audit", _) => ("GET", None),
+            ("/me/access-log", &Method::GET) => ("GET", Some(Self::AccessLog)),
+            ("/me/access-log", _) => ("GET", None),
+            ("/.well-known/jwks.json", &Method::GET | &Method::HEAD) => ("GET", Some(Self::Jwks)),
+            ("/.well-known/jwks.json", _) => ("GET", None),
+            ("/app/whoami", _) => ("", Some(Self::Whoami)),
+            _ => return Err(ApiError::NotFound("no such route")),
+        };
+        route.ok_or(ApiError::MethodNotAllowed { allow })
+    }
+}
+
+/// Resolves the route from the request itself (local-api) and handles it.
+pub async fn route(req: Request, ports: &Ports) -> Response<Body> {
+    match Route::resolve(req.method(), req.uri().path()) {
+        Ok(route) => handle(route, req, ports).await,
+        Err(e) => problem_response(&e, &request_id(&req)),
+    }
+}
+
+/// Handles `req` as `route`: the one entry point of every Lambda function.
+pub async fn handle(route: Route, req: Request, ports: &Ports) -> Response<Body> {
+    let result = match route {
+        Route::GrantConsent => grant_consent(&req, ports).await,
+        Route::GetConsent => get_consent(&req, ports).await,
+        Route::RevokeConsent => revoke_consent(&req, ports).await,
+        Route::MintToken => mint_token(&req, ports).await,
+        Route::QueryAudit => query_audit(&req, ports).await,
+        Route::AccessLog => access_log(&req, ports).await,
+        Route::Jwks => Ok(json(StatusCode::OK, ports.keys.jwks())),
+        Route::Whoami => whoami(&req, ports).await,
+    };
+    result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
+}
+
+/// API Gateway's request id, or a fresh one where there is none.
+fn request_id(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(serde_json::to_string(body).expect("response bodies always serialize")))
+        .expect("a static status and headers always build")
+}
+
+fn caller(req: &Request, ports: &Ports) -> Result<Caller, ApiError> {
+    Caller::from_request(req, &ports.policy)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    duration_seconds: i64,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn grant_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    let body: GrantBody = json_body(req)?;
+    let duration = ConsentDuration::parse(body.duration_seconds, &ports.policy)?;
+    let scope = body.scope.as_deref().map(Scope::parse).transpose()?.unwrap_or_default();
+    let note = body.note.as_deref().map(Note::parse).transpose()?.unwrap_or_default();
+    let consent = app::grant_consent(ports, &user, duration, scope, note).await?;
+    Ok(json(StatusCode::CREATED, &consent))
+}
+
+async fn get_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    Ok(json(StatusCode::OK, &app::current_consent(ports, &user).await?))
+}
+
+async fn revoke_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    app::revoke_consent(ports, &user).await?;
+    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).expect("static response"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintBody {
+    user_id: String,
+    reason: String,
+}
+
+async fn mint_token(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.support_group)?;
+    let agent = caller.agent_id()?;
+    let body: MintBody = json_body(req)?;
+    let user = UserId::parse(&body.user_id)?;
+    let reason = Reason::parse(&body.reason)?;
+    let minted = app::mint_token(ports, &agent, &user, reason).await?;
+    Ok(json(StatusCode::CREATED, &minted))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    user_id: Option<String>,
+    actor: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(DEFAULT_PAGE_SIZE) };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+        _ => Err(ApiError::InvalidRequest(format!("limit must be a whole number in 1..={MAX_PAGE_SIZE}"))),
+    }
+}
+
+async fn query_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.auditor_group)?;
+    let p: AuditParams = query(req)?;
+    let filter = AuditFilter {
+        user_id: p.user_id.as_deref().map(UserId::parse).transpose()?,
+        actor: p.actor.as_deref().map(AgentId::parse).transpose()?,
+        event_type: p.event_type.as_deref().map(AuditEventType::parse).transpose()?,
+        from: p.from.as_deref().map(|t| Timestamp::parse_rfc3339(t, "from")).transpose()?,
+        to: p.to.as_deref().map(|t| Timestamp::parse_rfc3339(t, "to")).transpose()?,
+    };
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from > to
+    {
+        return Err(ApiError::InvalidRequest("from must not be after to".into()));
+    }
+    let limit = page_size(p.limit.as_deref())?;
+    let page = app::query_audit(ports, filter, limit, p.cursor.as_deref()).await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+async fn access_log(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    let p: AccessLogParams = query(req)?;
+    let filter = AuditFilter { user_id: Some(user), ..AuditFilter::default() };
+    let limit = page_size(p.limit.as_deref())?;
+    let page = app::query_audit(ports, filter, limit, p.cursor.as_deref()).await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+async fn whoami(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthenticated)?;
+    match app::authorize(ports, bearer, req.method(), req.uri().path()).await {
+        Ok(who) => Ok(json(StatusCode::OK, &WhoamiView::from(who))),
+        Err(AuthorizeError::Rejected(Rejection::Scope)) => {
+            Err(ApiError::Forbidden("the token's scope does not allow this method"))
+        }
+        Err(AuthorizeError::Rejected(_)) => Err(ApiError::TokenRefused),
+        Err(AuthorizeError::Unavailable(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Serialize)]
+struct WhoamiView {
+    user_id: UserId,
+    acting_agent: AgentId,
+    scope: Scope,
+    consent_id: crate::domain::ConsentId,
+}
+
+impl From<app::Authorized> for WhoamiView {
+    fn from(a: app::Authorized) -> Self {
+        Self { user_id: a.user_id, acting_agent: a.acting_agent, scope: a.scope, consent_id: a.consent_id }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_resolve_and_others_do_not() {
+        assert_eq!(Route::resolve(&Method::POST, "/consents").unwrap(), Route::GrantConsent);
+        assert_eq!(Route::resolve(&Method::GET, "/consents/current").unwrap(), Route::GetConsent);
+        assert_eq!(Route::resolve(&Method::DELETE, "/consents/current/").unwrap(), Route::RevokeConsent);
+        assert_eq!(Route::resolve(&Method::PATCH, "/app/whoami").unwrap(), Route::Whoami);
+        assert!(matches!(Route::resolve(&Method::GET, "/consents"), Err(ApiError::MethodNotAllowed { allow: "POST" })));
+        assert!(matches!(Route::resolve(&Method::GET, "/nope"), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn page_size_is_bounded() {
+        assert_eq!(page_size(None).unwrap(), 50);
+        assert_eq!(page_size(Some("1")).unwrap(), 1);
+        assert_eq!(page_size(Some("100")).unwrap(), 100);
+        for bad in ["0", "101", "-1", "ten", ""] {
+            assert!(page_size(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

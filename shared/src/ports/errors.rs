@@ -1,0 +1,25 @@
+use thiserror::Error;
+
+/// Why a storage port failed. The `String`s are for logs only: the HTTP layer answers
+/// `unavailable` and never shows them to a client.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The condition of a write did not hold: the consent is no longer the one read.
+    #[error("the consent changed since it was read")]
+    ConsentChanged,
+    /// Storage could not be reached or refused the work (throttling, timeout, I/O).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Storage holds something that does not parse into the domain.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why the signer failed. Like [`StoreError`], the text is for logs only.
+#[derive(Debug, Error)]
+pub enum SignerError {
+    #[error("signer unavailable: {0}")]
+    Unavailable(String),
+    #[error("signer answered something unusable: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,158 @@
+//! What the use cases need from the outside world, one small trait per job. Each write that
+//! pairs a consent change with its audit event is a single port call, so every adapter must
+//! make the pair atomic (one SQLite transaction, one DynamoDB `TransactWriteItems`).
+
+mod clock;
+mod errors;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use errors::{SignerError, StoreError};
+
+use crate::domain::{AuditEvent, AuditFilter, Consent, Policy, Timestamp, UserId};
+use crate::token::KeyRing;
+
+/// Reads a user's consent.
+#[async_trait]
+pub trait ConsentReader: Send + Sync {
+    /// The user's active consent, read consistently (never a stale replica). A stored consent
+    /// whose `expires_at <= now` is reported as absent, whatever storage still holds.
+    async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError>;
+}
+
+/// Changes a user's consent, each change with its audit event in one atomic write.
+#[async_trait]
+pub trait ConsentWriter: Send + Sync {
+    /// Makes `consent` the user's one active consent, replacing any other, and appends
+    /// `event` (`consent.granted`). Returns the event as recorded (with its `seq`).
+    async fn grant(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError>;
+
+    /// Deletes `consent` and appends `event` (`consent.revoked`), on condition that it is
+    /// still the user's consent; otherwise [`StoreError::ConsentChanged`] and nothing written.
+    async fn revoke(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError>;
+}
+
+/// Records that a token was issued, on condition the consent still allows it.
+#[async_trait]
+pub trait TokenLedger: Send + Sync {
+    /// Appends `event` (`token.issued`) on condition that `consent` is still the user's
+    /// consent (same `consent_id`) and unexpired at `now`; otherwise
+    /// [`StoreError::ConsentChanged`] and nothing written. A token is released only after this.
+    async fn record_issue(
+        &self,
+        consent: &Consent,
+        now: Timestamp,
+        event: AuditEvent,
+    ) -> Result<AuditEvent, StoreError>;
+}
+
+/// Appends events that change no consent (denials, uses, rejections, expiries).
+#[async_trait]
+pub trait AuditAppender: Send + Sync {
+    /// Appends `event` at the end of its user's stream and returns it with its `seq`.
+    async fn append(&self, event: AuditEvent) -> Result<AuditEvent, StoreError>;
+}
+
+/// One page of an audit query, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub filter: AuditFilter,
+    /// 1..=100.
+    pub limit: usize,
+    /// Where the previous page ended, as the same adapter reported it in `AuditPage::next`.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Adapter-specific position of the last event, when more may follow. The HTTP layer
+    /// seals it into an authenticated cursor; clients never see it raw.
+    pub next: Option<String>,
+}
+
+/// Queries the audit log.
+#[async_trait]
+pub trait AuditReader: Send + Sync {
+    /// The events matching `query.filter`, newest first, at most `query.limit` of them.
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+}
+
+/// An ES256 signature in JOSE form (raw `r || s`), with the key that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Es256Signature {
+    pub kid: String,
+    pub raw: [u8; 64],
+}
+
+/// Signs impersonation tokens; the private key never leaves the signer (KMS, or a local
+/// key file for the embedded default).
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// The `kid` of the key that signs now; it goes into the header before signing.
+    fn key_id(&self) -> &str;
+
+    /// ES256 over `message` (the JWS signing input).
+    async fn sign(&self, message: &[u8]) -> Result<Es256Signature, SignerError>;
+
+    /// Every public key that verifiers should accept, the signing one included.
+    async fn public_keys(&self) -> Result<jsonwebtoken::jwk::JwkSet, SignerError>;
+}
+
+/// Settles consents that ran out, where storage has no expiry stream of its own (the
+/// embedded default: DynamoDB does this with TTL and the stream).
+#[async_trait]
+pub trait ExpirySweeper: Send + Sync {
+    /// Deletes every consent with `expires_at <= now` and records `consent.expired` for each,
+    /// atomically per consent. Returns how many expired.
+    async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// A store that fills every storage port (the embedded store does; so will DynamoDB).
+pub trait Store: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader {}
+impl<T: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader> Store for T {}
+
+/// Everything a handler may touch, built once per process (per Lambda cold start).
+#[derive(Clone)]
+pub struct Ports {
+    pub consents: Arc<dyn ConsentReader>,
+    pub consent_writer: Arc<dyn ConsentWriter>,
+    pub ledger: Arc<dyn TokenLedger>,
+    pub audit: Arc<dyn AuditAppender>,
+    pub audit_reader: Arc<dyn AuditReader>,
+    pub signer: Arc<dyn Signer>,
+    /// The verification keys (the JWK Set), fetched once from the signer.
+    pub keys: Arc<KeyRing>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Arc<Policy>,
+    /// Authenticates audit cursors so a client cannot forge or edit one.
+    pub cursor_key: Arc<crate::app::CursorKey>,
+}
+
+impl Ports {
+    /// All storage ports from one store; the JWK Set is fetched from the signer here, once.
+    pub async fn new<S: Store + 'static>(
+        store: Arc<S>,
+        signer: Arc<dyn Signer>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        cursor_key: crate::app::CursorKey,
+    ) -> Result<Self, SignerError> {
+        let keys = KeyRing::from_jwks(signer.public_keys().await?)?;
+        Ok(Self {
+            consents: store.clone(),
+            consent_writer: store.clone(),
+            ledger: store.clone(),
+            audit: store.clone(),
+            audit_reader: store,
+            signer,
+            keys: Arc::new(keys),
+            clock,
+            policy: Arc::new(policy),
+            cursor_key: Arc::new(cursor_key),
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! local-api over real loopback HTTP: the curl walk-through of the README as a test, the
+//! minted token verified by PyJWT (another language) against the served JWK Set, and a
+//! restart on the same data directory that loses nothing.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use shared::adapters::embedded::EmbeddedRuntime;
+use shared::domain::Policy;
+use shared::ports::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+struct Running {
+    base: String,
+    runtime: Arc<EmbeddedRuntime>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(data_dir: &Path) -> Running {
+    let runtime = Arc::new(EmbeddedRuntime::open(data_dir, Policy::default(), Arc::new(SystemClock)).await.unwrap());
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(local_api::serve(listener, runtime.clone(), async {
+        let _ = stopped.await;
+    }));
+    Running { base, runtime, stop, task }
+}
+
+impl Running {
+    fn token(&self, sub: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.runtime.identity.issue(sub, &groups, SystemClock.now(), 3600)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the README's test command (scripts/test), which installs it",
+        path.display()
+    );
+    path
+}
+
+fn pyjwt_verify(jwks: &Value, token: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pyjwt_verify.py"))
+        .arg(dir.path().join("jwks.json"))
+        .arg(dir.path().join("token"))
+        .args(["support-access-app", "support-access"])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (alice, agent, auditor) =
+        (api.token("alice", &[]), api.token("agent-7", &["support"]), api.token("aud-1", &["auditor"]));
+
+    let (status, consent) = send(
+        http.post(format!("{}/consents", api.base))
+            .bearer_auth(&alice)
+            .json(&json!({"duration_seconds": 3600, "scope": "read", "note": "billing ticket 4411"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{consent}");
+
+    let (status, minted) = send(
+        http.post(format!("{}/tokens", api.base))
+            .bearer_auth(&agent)
+            .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["access_token"].as_str().unwrap().to_owned();
+
+    let (status, jwks) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    assert_eq!(status, 200);
+    let (ok, out) = pyjwt_verify(&jwks, &token);
+    assert!(ok, "PyJWT refused our token: {out}");
+    let claims: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["act"]["sub"], "agent-7");
+    assert_eq!(claims["cid"], consent["consent_id"]);
+
+    // PyJWT is a real check: it refuses a token whose payload was edited.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (ok, _) = pyjwt_verify(&jwks, &parts.join("."));
+    assert!(!ok, "PyJWT must refuse a tampered token");
+
+    let (status, who) = send(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    assert_eq!((status, who["acting_agent"].as_str()), (200, Some("agent-7")));
+    let (status, _) = send(http.post(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    assert_eq!(status, 403, "read scope refuses POST");
+
+    let (status, _) = send(http.delete(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
+    assert_eq!(status, 204);
+    let (status, refused) = send(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, denied) = send(
+        http.post(format!("{}/tokens", api.base))
+            .bearer_auth(&agent)
+            .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
+    )
+    .await;
+    assert_eq!((status, denied["type"].as_str().unwrap().rsplit('/').next()), (403, Some("no-consent")));
+
+    let (status, audit) = send(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "token.denied",
+            "token.rejected",
+            "consent.revoked",
+            "token.rejected",
+            "token.used",
+            "token.issued",
+            "consent.granted"
+        ]
+    );
+    let (status, log) = send(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
+    assert_eq!((status, &log["events"]), (200, &audit["events"]));
+
+    // An identity token from elsewhere is not an identity here.
+    let foreign =
+        shared::adapters::embedded::DevIdentityProvider::generate().issue("alice", &[], SystemClock.now(), 3600);
+    let (status, _) = send(http.get(format!("{}/consents/current", api.base)).bearer_auth(&foreign)).await;
+    assert_eq!(status, 401);
+
+    // A body over 16 KiB is refused without being read whole.
+    let big = "x".repeat(64 * 1024);
+    let (status, problem) = send(
+        http.post(format!("{}/consents", api.base))
+            .bearer_auth(&alice)
+            .header("content-type", "application/json")
+            .body(big),
+    )
+    .await;
+    assert_eq!((status, problem["type"].as_str().unwrap().rsplit('/').next()), (413, Some("payload-too-large")));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_directory_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+
+    let api = start(dir.path()).await;
+    let alice = api.token("alice", &[]);
+    let (_, consent) =
+        send(http.post(format!("{}/consents", api.base)).bearer_auth(&alice).json(&json!({"duration_seconds": 7200})))
+            .await;
+    let (_, jwks_before) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    api.stop().await;
+
+    let api = start(dir.path()).await;
+    let (status, again) = send(http.get(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
+    assert_eq!(status, 200, "the identity token and the consent survive the restart");
+    assert_eq!(again, consent);
+    let (_, log) = send(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
+    assert_eq!(log["events"][0]["type"], "consent.granted");
+    let (_, jwks_after) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    assert_eq!(jwks_before, jwks_after, "the signing key is kept");
+    api.stop().await;
+}

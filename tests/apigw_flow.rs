@@ -356,18 +356,13 @@ async fn a_consent_ends_at_its_expiry_second_and_its_expiry_is_recorded() {
 
 #[tokio::test]
 async fn the_sweep_records_expiry_without_anyone_reading() {
-    use shared::ports::ExpirySweeper;
     let app = TestApp::new().await;
     app.grant("alice", json!({"duration_seconds": 900})).await;
     app.grant("bob", json!({"duration_seconds": 1800})).await;
     app.clock.advance(900);
-    let n = app.runtime.store.expire_due(shared::ports::Clock::now(app.clock.as_ref())).await.unwrap();
+    let n = app.sweeper().expire_due(shared::ports::Clock::now(app.clock.as_ref())).await.unwrap();
     assert_eq!(n, 1);
-    assert_eq!(
-        app.runtime.store.expire_due(shared::ports::Clock::now(app.clock.as_ref())).await.unwrap(),
-        0,
-        "idempotent"
-    );
+    assert_eq!(app.sweeper().expire_due(shared::ports::Clock::now(app.clock.as_ref())).await.unwrap(), 0, "idempotent");
     let events = app.audit().await;
     assert_eq!(types(&events)[0], "consent.expired");
     assert_eq!(events[0].user_id.as_ref().unwrap().as_str(), "alice");

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use serde_json::{Value, json};
-use shared::adapters::embedded::EmbeddedRuntime;
+use shared::adapters::aws::{DynamoStore, KmsSigner, Tables, create_signing_key, create_tables};
+use shared::adapters::embedded::{LocalSigner, SqliteStore};
+use shared::app::CursorKey;
 use shared::domain::{AuditEvent, AuditFilter, Consent, Policy, Timestamp, UserId};
-use shared::ports::{AuditQuery, Clock, FixedClock, Ports};
+use shared::ports::{AuditQuery, Clock, ExpirySweeper, FixedClock, Ports};
 
 /// 2026-11-25T10:00:00Z.
 pub const T0: i64 = 1_795_600_800;
@@ -108,10 +112,28 @@ impl Answer {
     }
 }
 
-/// The service on in-memory adapters and a fixed clock, handled exactly as by a Lambda.
+/// Which adapters a test runs on: the embedded default, or DynamoDB and KMS on the API server
+/// at `SUPPORT_ACCESS_TEST_AWS_ENDPOINT` (moto on loopback, started by `scripts/test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+/// The service on one backend and a fixed clock, handled exactly as by a Lambda.
 pub struct TestApp {
-    pub runtime: EmbeddedRuntime,
+    ports: Ports,
     pub clock: Arc<FixedClock>,
+    pub backend: Backend,
+    sqlite: Option<(Arc<SqliteStore>, PathBuf)>,
+    aws: Option<AwsParts>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+struct AwsParts {
+    store: Arc<DynamoStore>,
+    dynamodb: aws_sdk_dynamodb::Client,
+    tables: Tables,
 }
 
 /// The policy tests run with: the defaults, with the groups claim of the fixture (Cognito).
@@ -119,19 +141,128 @@ pub fn test_policy() -> Policy {
     Policy { groups_claim: "cognito:groups".into(), ..Policy::default() }
 }
 
+/// SDK clients for the test API server on loopback.
+pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect(
+        "SUPPORT_ACCESS_TEST_AWS_ENDPOINT is not set: run the README's test command (scripts/test), which starts the \
+         DynamoDB/KMS API server on loopback",
+    );
+    assert!(endpoint.starts_with("http://127."), "tests only talk to loopback, not {endpoint}");
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+        .timeout_config(shared::adapters::aws::timeouts())
+        .load()
+        .await;
+    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+}
+
 impl TestApp {
+    /// The embedded default, in memory.
     pub async fn new() -> Self {
         Self::with_policy(test_policy()).await
     }
 
     pub async fn with_policy(policy: Policy) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
-        let runtime = EmbeddedRuntime::in_memory(policy, clock.clone()).await;
-        Self { runtime, clock }
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let ports =
+            Ports::new(store.clone(), Arc::new(LocalSigner::generate()), clock.clone(), policy, CursorKey::generate())
+                .await
+                .unwrap();
+        Self { ports, clock, backend: Backend::Embedded, sqlite: Some((store, PathBuf::new())), aws: None, _dir: None }
+    }
+
+    /// `backend` with fresh storage of its own: a SQLite file, or new tables and a new KMS key.
+    pub async fn on(backend: Backend) -> Self {
+        let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
+        match backend {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("support-access.db");
+                let store = Arc::new(SqliteStore::open(&path).unwrap());
+                let signer = Arc::new(LocalSigner::generate());
+                let ports = Ports::new(store.clone(), signer, clock.clone(), test_policy(), CursorKey::generate())
+                    .await
+                    .unwrap();
+                Self { ports, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
+            }
+            Backend::Aws => {
+                let (dynamodb, kms) = aws_clients().await;
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                let tables = Tables {
+                    consents: format!("Consents-{suffix}"),
+                    audit: format!("Audit-{suffix}"),
+                    heads: format!("ChainHeads-{suffix}"),
+                };
+                create_tables(&dynamodb, &tables).await.unwrap();
+                let key = create_signing_key(&kms).await.unwrap();
+                let signer = Arc::new(KmsSigner::new(kms, &key, &[]).await.unwrap());
+                let store = Arc::new(DynamoStore::new(dynamodb.clone(), tables.clone()));
+                let ports = Ports::new(store.clone(), signer, clock.clone(), test_policy(), CursorKey::generate())
+                    .await
+                    .unwrap();
+                Self {
+                    ports,
+                    clock,
+                    backend,
+                    sqlite: None,
+                    aws: Some(AwsParts { store, dynamodb, tables }),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// The embedded store's expiry sweep (DynamoDB has TTL and the stream instead).
+    pub fn sweeper(&self) -> &dyn ExpirySweeper {
+        self.sqlite.as_ref().expect("the sweep belongs to the embedded store").0.as_ref()
+    }
+
+    /// The DynamoDB store, for the expiry recorder.
+    pub fn dynamo(&self) -> Arc<DynamoStore> {
+        self.aws.as_ref().expect("an AWS backend").store.clone()
+    }
+
+    /// Makes every audit write fail from now on, inside the store: a trigger that aborts
+    /// inserts into the SQLite audit table, or a DynamoDB store whose audit table is gone.
+    pub async fn break_audit_writes(&mut self) {
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                let conn = rusqlite::Connection::open(path).expect("a file database (use TestApp::on)");
+                conn.execute_batch(
+                    "CREATE TRIGGER injected_fault BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+                )
+                .unwrap();
+            }
+            (_, Some(aws)) => {
+                let tables = Tables { audit: format!("{}-missing", aws.tables.audit), ..aws.tables.clone() };
+                let broken = Arc::new(DynamoStore::new(aws.dynamodb.clone(), tables));
+                self.ports.consent_writer = broken.clone();
+                self.ports.ledger = broken.clone();
+                self.ports.audit = broken;
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn mend_audit_writes(&mut self) {
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                rusqlite::Connection::open(path).unwrap().execute_batch("DROP TRIGGER injected_fault;").unwrap();
+            }
+            (_, Some(aws)) => {
+                self.ports.consent_writer = aws.store.clone();
+                self.ports.ledger = aws.store.clone();
+                self.ports.audit = aws.store.clone();
+            }
+            _ => unreachable!(),
+        }
     }
 
     pub fn ports(&self) -> &Ports {
-        &self.runtime.ports
+        &self.ports
     }
 
     pub async fn call(&self, event: Event) -> Answer {
@@ -152,7 +283,7 @@ impl TestApp {
             let page = self
                 .ports()
                 .audit_reader
-                .query(&AuditQuery { filter: AuditFilter::default(), limit: 100, after })
+                .query(&AuditQuery { filter: AuditFilter::default(), limit: 100, after, now: self.clock.now() })
                 .await
                 .unwrap();
             all.extend(page.events);

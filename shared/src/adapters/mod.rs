@@ -2,5 +2,7 @@
 //! and tests: SQLite in a data directory and a local P-256 key. The DynamoDB and KMS adapters
 //! join here for the AWS deployment.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "embedded")]
 pub mod embedded;

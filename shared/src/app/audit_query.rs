@@ -25,7 +25,8 @@ pub async fn query_audit(
     cursor: Option<&str>,
 ) -> Result<AuditPageView, ApiError> {
     let after = cursor.map(|c| ports.cursor_key.open(c, &filter)).transpose()?;
-    let page = ports.audit_reader.query(&AuditQuery { filter: filter.clone(), limit, after }).await?;
+    let page =
+        ports.audit_reader.query(&AuditQuery { filter: filter.clone(), limit, after, now: ports.clock.now() }).await?;
     Ok(AuditPageView {
         events: page.events,
         next_cursor: page.next.map(|position| ports.cursor_key.seal(&filter, position)),

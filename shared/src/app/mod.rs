@@ -8,6 +8,7 @@ mod authorize;
 mod consent;
 mod cursor;
 mod error;
+mod expiry;
 mod mint;
 
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
@@ -15,4 +16,5 @@ pub use authorize::{AuthorizeError, Authorized, authorize};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;
 pub use error::ApiError;
+pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};

@@ -57,6 +57,10 @@ pub trait AuditAppender: Send + Sync {
 }
 
 /// One page of an audit query, newest first.
+///
+/// The order every store must produce: for a query by `user_id`, that user's stream by
+/// `seq`, descending; otherwise by `(at, stream, seq)`, descending (`stream` being the user
+/// id, or the unattributed stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
     pub filter: AuditFilter,
@@ -64,6 +68,28 @@ pub struct AuditQuery {
     pub limit: usize,
     /// Where the previous page ended, as the same adapter reported it in `AuditPage::next`.
     pub after: Option<String>,
+    /// The time of the query, which bounds a query with no `to`.
+    pub now: Timestamp,
+}
+
+impl AuditQuery {
+    /// How far back a query that names neither a user nor an actor looks when it has no
+    /// `from`: a time-ordered scan over everyone must stop somewhere.
+    pub const DEFAULT_LOOKBACK_SECONDS: i64 = 400 * 24 * 3600;
+
+    /// The inclusive time window the query covers, defaults applied.
+    pub fn window(&self) -> (Timestamp, Timestamp) {
+        let f = &self.filter;
+        let to = f.to.unwrap_or(Timestamp::from_unix(i64::MAX / 2));
+        let from = match f.from {
+            Some(from) => from,
+            None if f.user_id.is_none() && f.actor.is_none() => {
+                f.to.unwrap_or(self.now).plus_seconds(-Self::DEFAULT_LOOKBACK_SECONDS)
+            }
+            None => Timestamp::from_unix(0),
+        };
+        (from, to)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +135,14 @@ pub trait ExpirySweeper: Send + Sync {
     /// Deletes every consent with `expires_at <= now` and records `consent.expired` for each,
     /// atomically per consent. Returns how many expired.
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// Records expiries that storage noticed on its own (DynamoDB TTL, via the stream).
+#[async_trait]
+pub trait ExpiryLedger: Send + Sync {
+    /// Appends `event` (`consent.expired`) for `consent` unless that consent's expiry is
+    /// already recorded: stream records are delivered at least once. Returns whether it wrote.
+    async fn record_expired(&self, consent: &Consent, event: AuditEvent) -> Result<bool, StoreError>;
 }
 
 /// A store that fills every storage port (the embedded store does; so will DynamoDB).

@@ -41,9 +41,8 @@ CREATE TABLE IF NOT EXISTS audit (
     body     TEXT NOT NULL,
     UNIQUE (stream, seq)
 );
-CREATE INDEX IF NOT EXISTS audit_by_user  ON audit (user_id, id);
-CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, id);
-CREATE INDEX IF NOT EXISTS audit_by_time  ON audit (at, id);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, stream, seq);
+CREATE INDEX IF NOT EXISTS audit_by_time  ON audit (at, stream, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -257,57 +256,88 @@ impl AuditAppender for SqliteStore {
     }
 }
 
+/// Where a page ended: the sort key of its last event, in the order of the query.
+enum Position {
+    /// A query by user: that user's `seq`.
+    Seq(i64),
+    /// Any other query: `(at, stream, seq)`.
+    Time(i64, String, i64),
+}
+
+impl Position {
+    fn parse(raw: &str, by_user: bool) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt(format!("position {raw:?}"));
+        if by_user {
+            return raw.parse().map(Self::Seq).map_err(|_| corrupt());
+        }
+        let mut parts = raw.splitn(3, '|');
+        let (Some(at), Some(seq), Some(stream)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(corrupt());
+        };
+        Ok(Self::Time(at.parse().map_err(|_| corrupt())?, stream.to_owned(), seq.parse().map_err(|_| corrupt())?))
+    }
+
+    fn of(event: &AuditEvent, stream: &str, by_user: bool) -> String {
+        if by_user { event.seq.to_string() } else { format!("{}|{}|{}", event.at.unix(), event.seq, stream) }
+    }
+}
+
 #[async_trait]
 impl AuditReader for SqliteStore {
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         let q = query.clone();
-        let after = match &q.after {
-            None => i64::MAX,
-            Some(p) => p.parse::<i64>().map_err(|_| StoreError::Corrupt(format!("position {p:?}")))?,
-        };
+        let by_user = q.filter.user_id.is_some();
+        let after = q.after.as_deref().map(|p| Position::parse(p, by_user)).transpose()?;
+        let (from, to) = q.window();
         self.transaction(move |tx| {
             let f = &q.filter;
-            let mut sql = String::from("SELECT id, body FROM audit WHERE id < ?1");
-            let mut args: Vec<rusqlite::types::Value> = vec![after.into()];
-            let mut push = |clause: &str, value: rusqlite::types::Value| {
-                args.push(value);
-                sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+            let mut sql = String::from("SELECT stream, body FROM audit WHERE at >= ?1 AND at <= ?2");
+            let mut args: Vec<rusqlite::types::Value> = vec![from.unix().into(), to.unix().into()];
+            // Each `?` of a clause becomes the numbered parameter of its value.
+            let mut push = |clause: &str, values: Vec<rusqlite::types::Value>| {
+                sql.push_str(" AND ");
+                let mut pieces = clause.split('?');
+                sql.push_str(pieces.next().unwrap_or_default());
+                for (piece, value) in pieces.zip(values) {
+                    args.push(value);
+                    sql.push_str(&format!("?{}{piece}", args.len()));
+                }
             };
             if let Some(u) = &f.user_id {
-                push("user_id =", u.as_str().to_owned().into());
+                push("stream = ?", vec![u.as_str().to_owned().into()]);
             }
             if let Some(a) = &f.actor {
-                push("actor =", a.as_str().to_owned().into());
+                push("actor = ?", vec![a.as_str().to_owned().into()]);
             }
             if let Some(t) = f.event_type {
-                push("type =", t.as_str().to_owned().into());
+                push("type = ?", vec![t.as_str().to_owned().into()]);
             }
-            if let Some(from) = f.from {
-                push("at >=", from.unix().into());
+            match after {
+                Some(Position::Seq(seq)) => push("seq < ?", vec![seq.into()]),
+                Some(Position::Time(at, stream, seq)) => {
+                    push("(at, stream, seq) < (?, ?, ?)", vec![at.into(), stream.into(), seq.into()])
+                }
+                None => {}
             }
-            if let Some(to) = f.to {
-                push("at <=", to.unix().into());
-            }
-            sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+            sql.push_str(if by_user { " ORDER BY seq DESC" } else { " ORDER BY at DESC, stream DESC, seq DESC" });
+            sql.push_str(&format!(" LIMIT {}", q.limit + 1));
             let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(unavailable)?;
             let mut events = Vec::new();
-            let mut last_id = None;
-            let mut more = false;
+            let mut next = None;
             for row in rows {
-                let (id, body) = row.map_err(unavailable)?;
+                let (stream, body) = row.map_err(unavailable)?;
+                let event: AuditEvent = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("audit event in {stream}: {e}")))?;
                 if events.len() == q.limit {
-                    more = true;
+                    next = events.last().map(|last: &(AuditEvent, String)| Position::of(&last.0, &last.1, by_user));
                     break;
                 }
-                let event: AuditEvent =
-                    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("audit row {id}: {e}")))?;
-                events.push(event);
-                last_id = Some(id);
+                events.push((event, stream));
             }
-            Ok(AuditPage { events, next: if more { last_id.map(|id| id.to_string()) } else { None } })
+            Ok(AuditPage { events: events.into_iter().map(|(e, _)| e).collect(), next })
         })
         .await
     }

@@ -1,0 +1,285 @@
+//! One contract suite, run against every backend: the embedded store and local key, and
+//! DynamoDB and KMS on a real API server on loopback (moto, started by `scripts/test`). Each
+//! case is written once; the macro at the bottom runs it on both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use e2e::{T0, TestApp};
+use shared::app::{self, ApiError};
+use shared::domain::{
+    Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Reason, Role,
+    Scope, Timestamp, UserId,
+};
+use shared::ports::{Clock, StoreError};
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+fn agent(id: &str) -> AgentId {
+    AgentId::parse(id).unwrap()
+}
+
+fn reason() -> Reason {
+    Reason::parse("ticket 4411: billing page broken").unwrap()
+}
+
+fn minutes(n: i64) -> ConsentDuration {
+    ConsentDuration::parse(n * 60, &Policy::default()).unwrap()
+}
+
+async fn grant(app: &TestApp, who: &str, duration: ConsentDuration) -> Consent {
+    app::grant_consent(app.ports(), &user(who), duration, Scope::Read, Note::parse("contract").unwrap()).await.unwrap()
+}
+
+async fn all_events(app: &TestApp, filter: AuditFilter, limit: usize) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let page = app::query_audit(app.ports(), filter.clone(), limit, cursor.as_deref()).await.unwrap();
+        assert!(page.events.len() <= limit);
+        out.extend(page.events);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+async fn grant_replace_revoke(app: TestApp) {
+    let first = grant(&app, "alice", minutes(60)).await;
+    assert_eq!(app.consent("alice").await, Some(first.clone()));
+    let second = grant(&app, "alice", minutes(30)).await;
+    assert_ne!(first.consent_id, second.consent_id);
+    assert_eq!(app.consent("alice").await, Some(second.clone()), "a new grant replaces the old");
+
+    // Revoking the replaced consent is a conflict and changes nothing.
+    let stale = app
+        .ports()
+        .consent_writer
+        .revoke(
+            &first,
+            AuditEvent::new(AuditEventType::ConsentRevoked, app.clock.now(), Some(user("alice")), Actor::system()),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::ConsentChanged)), "{stale:?}");
+    assert_eq!(app.consent("alice").await, Some(second));
+
+    app::revoke_consent(app.ports(), &user("alice")).await.unwrap();
+    assert_eq!(app.consent("alice").await, None);
+    assert!(matches!(app::revoke_consent(app.ports(), &user("alice")).await, Err(ApiError::NotFound(_))));
+    let types: Vec<_> = all_events(&app, AuditFilter::default(), 10).await.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, [AuditEventType::ConsentRevoked, AuditEventType::ConsentGranted, AuditEventType::ConsentGranted]);
+}
+
+async fn mint_with_and_without_consent_and_the_jwk_set_verifies_it(app: TestApp) {
+    let denied = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    assert!(matches!(denied, Err(ApiError::NoConsent)), "{denied:?}");
+
+    let consent = grant(&app, "alice", minutes(60)).await;
+    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    assert_eq!(minted.consent_id, consent.consent_id);
+    // The JWK Set (from KMS GetPublicKey on AWS) verifies the signature (from KMS Sign).
+    let claims =
+        shared::token::verify(&minted.access_token, &app.ports().keys, &app.ports().policy, app.clock.now()).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.act.sub.as_str()), ("alice", "agent-7"));
+    assert_eq!(claims.cid, consent.consent_id);
+    // Every signature differs (ECDSA is randomised) and every one verifies.
+    let again = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    assert_ne!(again.access_token, minted.access_token);
+    assert!(
+        shared::token::verify(&again.access_token, &app.ports().keys, &app.ports().policy, app.clock.now()).is_ok()
+    );
+
+    let events = all_events(&app, AuditFilter { user_id: Some(user("alice")), ..Default::default() }, 10).await;
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["token.issued", "token.issued", "consent.granted", "token.denied"]);
+    assert_eq!(events[1].jti.as_ref(), Some(&minted.jti));
+    assert_eq!(events[3].detail.as_deref(), Some("no-consent"));
+}
+
+async fn a_consent_expires_at_its_boundary_second(app: TestApp) {
+    let consent = grant(&app, "alice", minutes(15)).await;
+    app.clock.set(consent.expires_at.plus_seconds(-1));
+    assert_eq!(app.consent("alice").await.as_ref(), Some(&consent), "live one second before");
+    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    assert_eq!(minted.expires_at, consent.expires_at, "a token never outlives its consent");
+
+    app.clock.set(consent.expires_at);
+    assert_eq!(app.consent("alice").await, None, "gone at the expiry second, whatever storage still holds");
+    let ledger = app
+        .ports()
+        .ledger
+        .record_issue(
+            &consent,
+            app.clock.now(),
+            AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),
+        )
+        .await;
+    assert!(matches!(ledger, Err(StoreError::ConsentChanged)), "the commit condition checks expiry too: {ledger:?}");
+    assert!(matches!(
+        app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await,
+        Err(ApiError::NoConsent)
+    ));
+}
+
+async fn a_failed_audit_write_leaves_the_consent_as_it_was(mut app: TestApp) {
+    let before = grant(&app, "alice", minutes(60)).await;
+    let events_before = all_events(&app, AuditFilter::default(), 50).await;
+    app.break_audit_writes().await;
+
+    let regrant = app::grant_consent(app.ports(), &user("alice"), minutes(30), Scope::Full, Note::default()).await;
+    assert!(matches!(regrant, Err(ApiError::Unavailable(_))), "{regrant:?}");
+    let revoke = app::revoke_consent(app.ports(), &user("alice")).await;
+    assert!(matches!(revoke, Err(ApiError::Unavailable(_))), "{revoke:?}");
+    let mint = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    assert!(matches!(mint, Err(ApiError::Unavailable(_))), "no token without its token.issued event: {mint:?}");
+    let fresh = app::grant_consent(app.ports(), &user("bob"), minutes(60), Scope::Read, Note::default()).await;
+    assert!(matches!(fresh, Err(ApiError::Unavailable(_))), "{fresh:?}");
+
+    app.mend_audit_writes().await;
+    assert_eq!(app.consent("alice").await, Some(before), "the consent is exactly as before");
+    assert_eq!(app.consent("bob").await.map(|c| c.user_id), None, "a grant without its event never happened");
+    assert_eq!(all_events(&app, AuditFilter::default(), 50).await, events_before);
+}
+
+async fn a_write_is_read_back_at_once(app: TestApp) {
+    for i in 0..5 {
+        let consent = grant(&app, "alice", minutes(15 + i)).await;
+        assert_eq!(app.consent("alice").await, Some(consent.clone()), "consistent read after write");
+        app.ports()
+            .ledger
+            .record_issue(
+                &consent,
+                app.clock.now(),
+                AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn concurrent_appends_to_one_user_are_gapless(app: TestApp) {
+    let ports = Arc::new(app.ports().clone());
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let ports = ports.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = AuditEvent::new(
+                AuditEventType::TokenUsed,
+                Timestamp::from_unix(T0 + i),
+                Some(UserId::parse("alice").unwrap()),
+                Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+            );
+            ports.audit.append(e).await.unwrap().seq
+        }));
+    }
+    let mut seqs: Vec<u64> = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=12).collect::<Vec<u64>>(), "every writer got its own next number");
+}
+
+/// The reference order: by user, seq descending; otherwise (at, stream, seq) descending.
+fn reference(events: &[AuditEvent], filter: &AuditFilter) -> Vec<AuditEvent> {
+    let mut out: Vec<AuditEvent> = events.iter().filter(|e| filter.matches(e)).cloned().collect();
+    let stream = |e: &AuditEvent| e.user_id.as_ref().map_or("~unattributed".to_owned(), |u| u.to_string());
+    if filter.user_id.is_some() {
+        out.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    } else {
+        out.sort_by_key(|e| std::cmp::Reverse((e.at, stream(e), e.seq)));
+    }
+    out
+}
+
+async fn audit_queries_by_user_actor_type_and_time_page_exactly(app: TestApp) {
+    let mut written = Vec::new();
+    let users = ["alice", "bob", "carol"];
+    let agents = ["agent-7", "agent-9"];
+    // 30 events over two months, several in the same second, one unattributed.
+    for i in 0..30i64 {
+        let at = Timestamp::from_unix(T0 - 40 * 24 * 3600 + (i / 3) * 5 * 24 * 3600);
+        let (u, a) = (users[(i % 3) as usize], agents[(i % 2) as usize]);
+        let kind =
+            [AuditEventType::TokenUsed, AuditEventType::TokenDenied, AuditEventType::TokenIssued][(i % 4 % 3) as usize];
+        let e = AuditEvent::new(kind, at, Some(user(u)), Actor { sub: agent(a), role: Role::Support })
+            .with_detail(format!("n{i}"));
+        written.push(app.ports().audit.append(e).await.unwrap());
+    }
+    let unattributed =
+        AuditEvent::new(AuditEventType::TokenRejected, Timestamp::from_unix(T0 - 86400), None, Actor::unknown());
+    written.push(app.ports().audit.append(unattributed).await.unwrap());
+
+    let day = |d: i64| Timestamp::from_unix(T0 + d * 24 * 3600);
+    let filters = [
+        AuditFilter::default(),
+        AuditFilter { user_id: Some(user("alice")), ..Default::default() },
+        AuditFilter { user_id: Some(user("bob")), actor: Some(agent("agent-9")), ..Default::default() },
+        AuditFilter { actor: Some(agent("agent-7")), ..Default::default() },
+        AuditFilter { actor: Some(agent("agent-7")), from: Some(day(-30)), to: Some(day(-10)), ..Default::default() },
+        AuditFilter { event_type: Some(AuditEventType::TokenDenied), ..Default::default() },
+        AuditFilter { from: Some(day(-25)), to: Some(day(-5)), ..Default::default() },
+        AuditFilter {
+            user_id: Some(user("carol")),
+            from: Some(day(-20)),
+            event_type: Some(AuditEventType::TokenUsed),
+            ..Default::default()
+        },
+        AuditFilter { user_id: Some(user("nobody")), ..Default::default() },
+    ];
+    for filter in filters {
+        let expected = reference(&written, &filter);
+        for limit in [1, 2, 7, 100] {
+            let got = all_events(&app, filter.clone(), limit).await;
+            assert_eq!(
+                got.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                expected.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                "filter {filter:?}, limit {limit}"
+            );
+            assert_eq!(got, expected);
+        }
+    }
+    // Seq is gapless per user and the unattributed stream has its own numbering.
+    let mut per_user: HashMap<Option<UserId>, Vec<u64>> = HashMap::new();
+    for e in &written {
+        per_user.entry(e.user_id.clone()).or_default().push(e.seq);
+    }
+    for (u, seqs) in per_user {
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{u:?}");
+    }
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(e2e::TestApp::on(e2e::Backend::Embedded).await).await;
+                }
+            )*
+        }
+        mod dynamodb_kms {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(e2e::TestApp::on(e2e::Backend::Aws).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    grant_replace_revoke,
+    mint_with_and_without_consent_and_the_jwk_set_verifies_it,
+    a_consent_expires_at_its_boundary_second,
+    a_failed_audit_write_leaves_the_consent_as_it_was,
+    a_write_is_read_back_at_once,
+    concurrent_appends_to_one_user_are_gapless,
+    audit_queries_by_user_actor_type_and_time_page_exactly,
+);

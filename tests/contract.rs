@@ -253,6 +253,20 @@ async fn audit_queries_by_user_actor_type_and_time_page_exactly(app: TestApp) {
     }
 }
 
+#[tokio::test]
+async fn when_kms_cannot_sign_mint_answers_unavailable_and_records_no_issue() {
+    let app = TestApp::on(e2e::Backend::Aws).await;
+    grant(&app, "alice", minutes(60)).await;
+    app.break_signing_key().await;
+    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    assert!(matches!(minted, Err(ApiError::Unavailable(_))), "{minted:?}");
+    let events = all_events(&app, AuditFilter::default(), 10).await;
+    assert!(events.iter().all(|e| e.event_type != AuditEventType::TokenIssued), "no token.issued without a token");
+    let answer = app.mint("alice").await;
+    assert_eq!((answer.status, answer.slug()), (503, "unavailable"));
+    assert!(!answer.body.to_string().contains("NotFound"), "no SDK text reaches the client: {}", answer.body);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod embedded {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use local_api::Runtime;
 use serde_json::{Value, json};
-use shared::adapters::embedded::EmbeddedRuntime;
 use shared::domain::Policy;
 use shared::ports::{Clock, SystemClock};
 use tokio::net::TcpListener;
@@ -16,13 +16,13 @@ use tokio::sync::oneshot;
 
 struct Running {
     base: String,
-    runtime: Arc<EmbeddedRuntime>,
+    runtime: Arc<Runtime>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 async fn start(data_dir: &Path) -> Running {
-    let runtime = Arc::new(EmbeddedRuntime::open(data_dir, Policy::default(), Arc::new(SystemClock)).await.unwrap());
+    let runtime = Arc::new(Runtime::embedded(data_dir, Policy::default(), Arc::new(SystemClock)).await.unwrap());
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

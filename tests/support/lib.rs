@@ -132,6 +132,8 @@ pub struct TestApp {
 
 struct AwsParts {
     store: Arc<DynamoStore>,
+    kms: aws_sdk_kms::Client,
+    alias: String,
     dynamodb: aws_sdk_dynamodb::Client,
     tables: Tables,
 }
@@ -198,7 +200,10 @@ impl TestApp {
                 };
                 create_tables(&dynamodb, &tables).await.unwrap();
                 let key = create_signing_key(&kms).await.unwrap();
-                let signer = Arc::new(KmsSigner::new(kms, &key, &[]).await.unwrap());
+                // The signer names its key by alias, as deployments do (rotation moves the alias).
+                let alias = format!("alias/support-access-{suffix}");
+                kms.create_alias().alias_name(&alias).target_key_id(&key).send().await.unwrap();
+                let signer = Arc::new(KmsSigner::new(kms.clone(), &alias, &[]).await.unwrap());
                 let store = Arc::new(DynamoStore::new(dynamodb.clone(), tables.clone()));
                 let ports = Ports::new(store.clone(), signer, clock.clone(), test_policy(), CursorKey::generate())
                     .await
@@ -208,7 +213,7 @@ impl TestApp {
                     clock,
                     backend,
                     sqlite: None,
-                    aws: Some(AwsParts { store, dynamodb, tables }),
+                    aws: Some(AwsParts { store, kms, alias, dynamodb, tables }),
                     _dir: None,
                 }
             }
@@ -223,6 +228,13 @@ impl TestApp {
     /// The DynamoDB store, for the expiry recorder.
     pub fn dynamo(&self) -> Arc<DynamoStore> {
         self.aws.as_ref().expect("an AWS backend").store.clone()
+    }
+
+    /// Takes the signer's KMS key away (deletes the alias it signs through): every `Sign`
+    /// fails from now on, as when KMS is unavailable. (moto does not enforce a disabled key.)
+    pub async fn break_signing_key(&self) {
+        let aws = self.aws.as_ref().expect("an AWS backend");
+        aws.kms.delete_alias().alias_name(&aws.alias).send().await.unwrap();
     }
 
     /// Makes every audit write fail from now on, inside the store: a trigger that aborts

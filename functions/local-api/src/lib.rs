@@ -17,13 +17,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use shared::adapters::embedded::{EmbeddedRuntime, stringify_claims};
+use shared::adapters::embedded::stringify_claims;
 use shared::http::MAX_BODY_BYTES;
-use shared::ports::ExpirySweeper;
 use tokio::net::TcpListener;
 
+mod runtime;
+
+pub use runtime::{Runtime, setup_aws};
+
 /// Serves `runtime` on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, runtime: Arc<EmbeddedRuntime>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, runtime: Arc<Runtime>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,11 +59,12 @@ pub async fn serve(listener: TcpListener, runtime: Arc<EmbeddedRuntime>, shutdow
 
 /// Records `consent.expired` for consents that ran out, every `every` until the process ends
 /// (on AWS, DynamoDB TTL and the stream do this).
-pub async fn sweep_expired(runtime: Arc<EmbeddedRuntime>, every: Duration) {
+pub async fn sweep_expired(runtime: Arc<Runtime>, every: Duration) {
+    let Some(sweeper) = runtime.sweeper.clone() else { return };
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        match runtime.store.expire_due(runtime.ports.clock.now()).await {
+        match sweeper.expire_due(runtime.ports.clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "recorded expired consents"),
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
@@ -68,11 +72,7 @@ pub async fn sweep_expired(runtime: Arc<EmbeddedRuntime>, every: Duration) {
     }
 }
 
-async fn handle(
-    req: hyper::Request<Incoming>,
-    runtime: &EmbeddedRuntime,
-    peer: SocketAddr,
-) -> hyper::Response<Full<Bytes>> {
+async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body).await;
     let lambda_request = match to_lambda_request(&parts, &body, runtime, peer) {
@@ -116,7 +116,7 @@ async fn read_body(mut body: Incoming) -> Vec<u8> {
 pub fn to_lambda_request(
     parts: &http::request::Parts,
     body: &[u8],
-    runtime: &EmbeddedRuntime,
+    runtime: &Runtime,
     peer: SocketAddr,
 ) -> Result<lambda_http::Request, String> {
     let mut headers = serde_json::Map::new();

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use shared::adapters::embedded::EmbeddedRuntime;
+use clap::{Parser, Subcommand, ValueEnum};
+use local_api::Runtime;
 use shared::domain::Policy;
 use shared::ports::{Clock, SystemClock};
 use tokio::net::TcpListener;
@@ -21,15 +21,29 @@ struct Cli {
     /// Where the database and keys live [default: the user's data dir, else ./.support-access].
     #[arg(long, env = "SUPPORT_ACCESS_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
-    /// Seconds between sweeps that record expired consents.
+    /// Where consents, the audit log and the signing key live.
+    #[arg(long, env = "SUPPORT_ACCESS_BACKEND", value_enum, default_value_t = Backend::Embedded, global = true)]
+    backend: Backend,
+    /// Seconds between sweeps that record expired consents (embedded backend).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     sweep_seconds: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// SQLite and a local signing key in the data directory.
+    Embedded,
+    /// DynamoDB and KMS (CONSENTS_TABLE, AUDIT_TABLE, CHAIN_HEADS_TABLE, KMS_KEY_ID, AWS_*).
+    Aws,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Create the DynamoDB tables and a KMS signing key at the configured AWS endpoint and
+    /// print the settings as `export` lines: `eval "$(local-api setup-aws)"`.
+    SetupAws,
     /// Print an identity token from the dev identity provider that this local API accepts.
     DevToken {
         /// The caller's user id (`sub`).
@@ -64,12 +78,20 @@ async fn run(cli: Cli) -> Result<(), String> {
     let policy = Policy::from_env().map_err(|e| e.to_string())?;
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let runtime = Arc::new(EmbeddedRuntime::open(&data_dir, policy, clock.clone()).await?);
-
-    if let Some(Command::DevToken { sub, groups, ttl_seconds }) = cli.command {
-        println!("{}", runtime.identity.issue(&sub, &groups, clock.now(), ttl_seconds));
+    if let Some(Command::SetupAws) = cli.command {
+        print!("{}", local_api::setup_aws().await?);
         return Ok(());
     }
+    if let Some(Command::DevToken { sub, groups, ttl_seconds }) = cli.command {
+        // Only the data directory's identity key is needed, whatever the backend.
+        let runtime = Runtime::embedded_identity(&data_dir)?;
+        println!("{}", runtime.issue(&sub, &groups, clock.now(), ttl_seconds));
+        return Ok(());
+    }
+    let runtime = Arc::new(match cli.backend {
+        Backend::Embedded => Runtime::embedded(&data_dir, policy, clock.clone()).await?,
+        Backend::Aws => Runtime::aws(&data_dir, policy, clock.clone()).await?,
+    });
 
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
         .await

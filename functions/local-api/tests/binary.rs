@@ -17,9 +17,14 @@ fn dev_token(data_dir: &Path, args: &[&str]) -> String {
 
 /// Starts the server on a free port and returns it with its base URL (read from its first line).
 fn serve(data_dir: &Path) -> (Child, String) {
+    serve_with(data_dir, &[])
+}
+
+fn serve_with(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["--port", "0", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,4 +86,121 @@ fn a_bad_policy_variable_stops_start_up_naming_it() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SUPPORT_ACCESS_MAX_DURATION_SECONDS"));
+}
+
+/// The standard AWS settings for the test API server on loopback, and fresh table names.
+fn aws_env() -> Vec<(String, String)> {
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT")
+        .expect("SUPPORT_ACCESS_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts the API server");
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let suffix = format!("{}-{n}-{nanos}", std::process::id());
+    [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("CONSENTS_TABLE", &format!("Consents-cli-{suffix}")),
+        ("AUDIT_TABLE", &format!("Audit-cli-{suffix}")),
+        ("CHAIN_HEADS_TABLE", &format!("ChainHeads-cli-{suffix}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[tokio::test]
+async fn setup_aws_then_the_whole_flow_runs_on_dynamodb_and_kms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = aws_env();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("setup-aws")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exports = String::from_utf8(out.stdout).unwrap();
+    for line in exports.lines() {
+        let (name, value) =
+            line.strip_prefix("export ").and_then(|l| l.split_once('=')).expect("export NAME=value lines");
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    assert!(env.iter().any(|(k, v)| k == "SUPPORT_ACCESS_BACKEND" && v == "aws"));
+    assert!(env.iter().any(|(k, _)| k == "KMS_KEY_ID"));
+
+    let alice = dev_token(dir.path(), &["--sub", "alice"]);
+    let agent = dev_token(dir.path(), &["--sub", "agent-7", "--groups", "support,auditor"]);
+    let http = reqwest::Client::new();
+    let (mut child, base) = serve_with(dir.path(), &env);
+    let res = http
+        .post(format!("{base}/consents"))
+        .bearer_auth(&alice)
+        .json(&json!({"duration_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let minted: Value = http
+        .post(format!("{base}/tokens"))
+        .bearer_auth(&agent)
+        .json(&json!({"user_id": "alice", "reason": "ticket 99: login loop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["access_token"].as_str().expect("a KMS-signed token");
+    let who = http.get(format!("{base}/app/whoami")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(who.status(), 200);
+    let res = http.delete(format!("{base}/consents/current")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let who = http.get(format!("{base}/app/whoami")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(who.status(), 401);
+    let audit: Value =
+        http.get(format!("{base}/audit?user_id=alice")).bearer_auth(&agent).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["token.rejected", "consent.revoked", "token.used", "token.issued", "consent.granted"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_aws_endpoint_answers_503_and_never_leaks_sdk_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = aws_env();
+    // KMS must answer at start-up (the JWK Set is fetched once); DynamoDB is then unreachable.
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("setup-aws")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (name, value) = line.strip_prefix("export ").and_then(|l| l.split_once('=')).unwrap();
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), dead_url));
+
+    let alice = dev_token(dir.path(), &["--sub", "alice"]);
+    let (mut child, base) = serve_with(dir.path(), &env);
+    let res = reqwest::Client::new().get(format!("{base}/consents/current")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body = res.text().await.unwrap();
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/unavailable"));
+    for leak in ["dispatch", "Connection", "127.0.0.1", "DynamoDB", "error"] {
+        assert!(!body.contains(leak), "{leak:?} leaked into {body}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

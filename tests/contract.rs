@@ -267,6 +267,40 @@ async fn when_kms_cannot_sign_mint_answers_unavailable_and_records_no_issue() {
     assert!(!answer.body.to_string().contains("NotFound"), "no SDK text reaches the client: {}", answer.body);
 }
 
+#[tokio::test]
+async fn a_rotated_in_key_is_published_before_it_signs_and_old_tokens_keep_verifying() {
+    use shared::adapters::aws::{KmsSigner, create_signing_key};
+    use shared::token::{KeyRing, sign};
+    let app = TestApp::on(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice", minutes(60)).await;
+    let (_, kms) = e2e::aws_clients().await;
+    let (old, new) = (create_signing_key(&kms).await.unwrap(), create_signing_key(&kms).await.unwrap());
+    // Step 1: the old key signs, the new one is only published. Step 2: they swap.
+    let before = KmsSigner::new(kms.clone(), &old, std::slice::from_ref(&new)).await.unwrap();
+    let after = KmsSigner::new(kms.clone(), &new, std::slice::from_ref(&old)).await.unwrap();
+    use shared::ports::Signer;
+    let jwks = before.public_keys().await.unwrap();
+    assert_eq!(jwks.keys.len(), 2);
+    assert_eq!(jwks, {
+        let mut keys = after.public_keys().await.unwrap().keys;
+        keys.reverse();
+        jsonwebtoken::jwk::JwkSet { keys }
+    });
+    let ring = KeyRing::from_jwks(jwks).unwrap();
+    for signer in [&before, &after] {
+        let claims = shared::token::ImpersonationClaims::new(
+            &consent,
+            agent("agent-7"),
+            reason(),
+            app.clock.now(),
+            &app.ports().policy,
+        );
+        let token = sign(&claims, signer).await.unwrap();
+        assert!(shared::token::verify(&token, &ring, &app.ports().policy, app.clock.now()).is_ok());
+    }
+    assert_ne!(before.key_id(), after.key_id());
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod embedded {

@@ -110,24 +110,29 @@ fn aws_env() -> Vec<(String, String)> {
     .collect()
 }
 
-#[tokio::test]
-async fn setup_aws_then_the_whole_flow_runs_on_dynamodb_and_kms() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `local-api setup-aws` and returns the AWS settings plus the `export` lines it printed.
+fn setup_aws(data_dir: &Path) -> Vec<(String, String)> {
     let mut env = aws_env();
     let out = Command::new(BIN)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(data_dir)
         .arg("setup-aws")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let exports = String::from_utf8(out.stdout).unwrap();
-    for line in exports.lines() {
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
         let (name, value) =
             line.strip_prefix("export ").and_then(|l| l.split_once('=')).expect("export NAME=value lines");
         env.push((name.to_owned(), value.to_owned()));
     }
+    env
+}
+
+#[tokio::test]
+async fn setup_aws_then_the_whole_flow_runs_on_dynamodb_and_kms() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = setup_aws(dir.path());
     assert!(env.iter().any(|(k, v)| k == "SUPPORT_ACCESS_BACKEND" && v == "aws"));
     assert!(env.iter().any(|(k, _)| k == "KMS_KEY_ID"));
 
@@ -171,20 +176,8 @@ async fn setup_aws_then_the_whole_flow_runs_on_dynamodb_and_kms() {
 #[tokio::test]
 async fn an_unreachable_aws_endpoint_answers_503_and_never_leaks_sdk_text() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = aws_env();
     // KMS must answer at start-up (the JWK Set is fetched once); DynamoDB is then unreachable.
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("setup-aws")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let (name, value) = line.strip_prefix("export ").and_then(|l| l.split_once('=')).unwrap();
-        env.push((name.to_owned(), value.to_owned()));
-    }
+    let mut env = setup_aws(dir.path());
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);

@@ -23,6 +23,18 @@ pub struct KmsSigner {
     jwks: JwkSet,
 }
 
+/// The policy's length limits keep a token far below KMS's limit; a longer signing input is
+/// refused with a clear error, never truncated.
+fn check_message_len(message: &[u8]) -> Result<(), SignerError> {
+    if message.len() > KMS_MAX_RAW_MESSAGE {
+        return Err(SignerError::Invalid(format!(
+            "signing input of {} bytes exceeds KMS's {KMS_MAX_RAW_MESSAGE}-byte limit",
+            message.len()
+        )));
+    }
+    Ok(())
+}
+
 fn sdk_error(e: impl std::error::Error) -> SignerError {
     SignerError::Unavailable(aws_sdk_kms::error::DisplayErrorContext(e).to_string())
 }
@@ -57,13 +69,7 @@ impl Signer for KmsSigner {
     }
 
     async fn sign(&self, message: &[u8]) -> Result<Es256Signature, SignerError> {
-        // The policy's length limits keep a token far below this; refuse rather than truncate.
-        if message.len() > KMS_MAX_RAW_MESSAGE {
-            return Err(SignerError::Invalid(format!(
-                "signing input of {} bytes exceeds KMS's {KMS_MAX_RAW_MESSAGE}-byte limit",
-                message.len()
-            )));
-        }
+        check_message_len(message)?;
         // Raw, not Digest: KMS hashes the message itself (and moto's server re-hashes
         // digests, so Digest signatures from it would not verify).
         let out = self
@@ -82,5 +88,43 @@ impl Signer for KmsSigner {
 
     async fn public_keys(&self) -> Result<JwkSet, SignerError> {
         Ok(self.jwks.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signing_input_over_4096_bytes_is_refused_not_truncated() {
+        assert!(check_message_len(&[b'a'; KMS_MAX_RAW_MESSAGE]).is_ok());
+        let e = check_message_len(&[b'a'; KMS_MAX_RAW_MESSAGE + 1]).unwrap_err();
+        assert!(e.to_string().contains("4097 bytes exceeds"), "{e}");
+    }
+
+    #[test]
+    fn the_longest_token_the_policy_allows_fits_in_one_kms_message() {
+        use crate::domain::{AgentId, Consent, ConsentDuration, Note, Policy, Reason, Scope, Timestamp, UserId};
+        let policy = Policy::default();
+        let id = "x".repeat(128);
+        let consent = Consent::grant(
+            UserId::parse(&id).unwrap(),
+            Scope::Full,
+            Note::parse(&"é".repeat(Note::MAX_CHARS)).unwrap(),
+            ConsentDuration::parse(policy.max_duration_seconds, &policy).unwrap(),
+            Timestamp::from_unix(1_795_600_800),
+        );
+        // Reasons are JSON-escaped in the claims: control-free text of the longest kind.
+        let reason = Reason::parse(&"\u{1F600}\"".repeat(Reason::MAX_CHARS / 2)).unwrap();
+        let claims = crate::token::ImpersonationClaims::new(
+            &consent,
+            AgentId::parse(&id).unwrap(),
+            reason,
+            consent.granted_at,
+            &policy,
+        );
+        let header_and_claims = serde_json::to_vec(&claims).unwrap().len() + 200;
+        let base64_len = header_and_claims.div_ceil(3) * 4;
+        assert!(base64_len < KMS_MAX_RAW_MESSAGE, "{base64_len}");
     }
 }

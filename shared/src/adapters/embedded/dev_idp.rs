@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::AlgorithmParameters;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
-use super::files::{read_or_create_secret, secret_file_error};
+use super::files::{new_p256_pkcs8, p256_key_file, secret_file_error};
 use crate::domain::Timestamp;
 use crate::token::es256_public_jwk;
 
@@ -29,16 +29,12 @@ pub struct DevIdentityProvider {
 
 impl DevIdentityProvider {
     pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        let fresh = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .and_then(|k| k.to_pkcs8v1())
-            .map_err(|_| secret_file_error(path, "cannot generate a P-256 key"))?;
-        let der = read_or_create_secret(path, fresh.as_ref())?;
+        let der = p256_key_file(path)?;
         Self::from_pkcs8(&der).map_err(|e| secret_file_error(path, e))
     }
 
     pub fn generate() -> Self {
-        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key generation works");
-        Self::from_pkcs8(key.to_pkcs8v1().expect("a fresh key serializes").as_ref()).expect("a fresh key loads")
+        Self::from_pkcs8(&new_p256_pkcs8()).expect("a fresh key loads")
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<Self, String> {

@@ -3,6 +3,21 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+/// A fresh P-256 private key as PKCS#8 DER.
+pub fn new_p256_pkcs8() -> Vec<u8> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .and_then(|k| k.to_pkcs8v1())
+        .expect("the system RNG and aws-lc can make a P-256 key")
+        .as_ref()
+        .to_vec()
+}
+
+/// The P-256 key (PKCS#8 DER) in `path`, created there on first use.
+pub fn p256_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    read_or_create_secret(path, &new_p256_pkcs8())
+}
+
 /// A message for a secret file that cannot be used, naming it.
 pub fn secret_file_error(path: &Path, problem: impl std::fmt::Display) -> String {
     format!("{}: {problem}", path.display())

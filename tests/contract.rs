@@ -288,13 +288,8 @@ async fn a_rotated_in_key_is_published_before_it_signs_and_old_tokens_keep_verif
     });
     let ring = KeyRing::from_jwks(jwks).unwrap();
     for signer in [&before, &after] {
-        let claims = shared::token::ImpersonationClaims::new(
-            &consent,
-            agent("agent-7"),
-            reason(),
-            app.clock.now(),
-            &app.ports().policy,
-        );
+        let claims =
+            shared::token::new_claims(&consent, agent("agent-7"), reason(), app.clock.now(), &app.ports().policy);
         let token = sign(&claims, signer).await.unwrap();
         assert!(shared::token::verify(&token, &ring, &app.ports().policy, app.clock.now()).is_ok());
     }

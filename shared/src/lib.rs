@@ -11,3 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod ports;
 pub mod token;
+
+/// The API Gateway event types the authorizer takes and answers (from `aws_lambda_events`,
+/// as `lambda_http` re-exports it), so the future Lambda crate needs no extra dependency.
+pub use lambda_http::aws_lambda_events::apigw as lambda_events;

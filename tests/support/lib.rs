@@ -10,12 +10,37 @@ use shared::adapters::aws::{DynamoStore, KmsSigner, Tables, create_signing_key, 
 use shared::adapters::embedded::{LocalSigner, SqliteStore};
 use shared::app::CursorKey;
 use shared::domain::{AuditEvent, AuditFilter, Consent, Policy, Timestamp, UserId};
+use shared::lambda_events::{ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request};
 use shared::ports::{AuditQuery, Clock, ExpirySweeper, FixedClock, Ports};
 
 /// 2026-11-25T10:00:00Z.
 pub const T0: i64 = 1_795_600_800;
 
 const FIXTURE: &str = include_str!("../fixtures/apigw_v2_jwt_authorizer.json");
+const AUTHORIZER_FIXTURE: &str = include_str!("../fixtures/apigw_v2_custom_authorizer_v2.json");
+
+/// The identity that asks `/introspect` in tests: a resource server in the introspect group.
+pub const RESOURCE_SERVER: &str = "rs-1";
+
+/// The Lambda authorizer event (payload 2.0) API Gateway sends for `method` on `path`, with
+/// `token` as the bearer in the identity source and the `authorization` header.
+pub fn authorizer_event(token: Option<&str>, method: &str, path: &str) -> ApiGatewayV2CustomAuthorizerV2Request {
+    let mut v: Value = serde_json::from_str(AUTHORIZER_FIXTURE).expect("fixture parses");
+    v["rawPath"] = json!(path);
+    v["routeArn"] = json!(format!("arn:aws:execute-api:us-east-1:123456789012:abcdef123/$default/{method}{path}"));
+    v["requestContext"]["http"]["method"] = json!(method);
+    v["requestContext"]["http"]["path"] = json!(path);
+    match token {
+        Some(t) => {
+            v["identitySource"] = json!([format!("Bearer {t}")]);
+            v["headers"]["authorization"] = json!(format!("Bearer {t}"));
+        }
+        None => {
+            v.as_object_mut().unwrap().remove("identitySource");
+        }
+    }
+    serde_json::from_value(v).expect("a valid authorizer event")
+}
 
 /// An API Gateway v2 event, edited from the fixture.
 #[derive(Clone)]
@@ -80,6 +105,12 @@ impl Event {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.0["headers"][name] = json!(value);
         self
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    pub fn form(self, pairs: &[(&str, &str)]) -> Self {
+        let raw = serde_urlencoded::to_string(pairs).expect("pairs encode");
+        self.header("content-type", "application/x-www-form-urlencoded").body(&raw)
     }
 
     pub fn bearer(self, token: &str) -> Self {
@@ -285,6 +316,17 @@ impl TestApp {
         let bytes: &[u8] = response.body().as_ref();
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("JSON body") };
         Answer { status, content_type, body }
+    }
+
+    /// The Lambda authorizer's answer for `token` used with `method` on `path`.
+    pub async fn authorize(&self, token: &str, method: &str, path: &str) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
+        shared::http::authorize_request(authorizer_event(Some(token), method, path), self.ports()).await
+    }
+
+    /// `POST /introspect` for `token`, asked by [`RESOURCE_SERVER`] (in the introspect group).
+    pub async fn introspect(&self, token: &str) -> Answer {
+        self.call(Event::new("POST", "/introspect").caller(RESOURCE_SERVER, "[introspect]").form(&[("token", token)]))
+            .await
     }
 
     /// Every audit event, newest first (all pages).

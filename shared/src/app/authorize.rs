@@ -1,3 +1,8 @@
+//! Whether an impersonation token works right now, for every entry point: the local demo
+//! route, the Lambda authorizer ([`authorize`]) and `POST /introspect` ([`introspect`]). Both
+//! run the same checks (the verifier crate's, then the live consent); they differ only in
+//! what a token's use means and so in what they audit.
+
 use http::Method;
 use serde::Serialize;
 
@@ -25,38 +30,52 @@ pub enum AuthorizeError {
     Unavailable(StoreError),
 }
 
-/// Decides one use of an impersonation token for `method` on `path`: the stateless checks,
-/// then the live ones (the user's consent exists, is unexpired and is the token's `cid`;
-/// the scope allows the method). Every decision is audited, `token.used` or
-/// `token.rejected`, and the audit write is committed before the answer.
-pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str) -> Result<Authorized, AuthorizeError> {
+/// A refusal, with the claims when the signature verified (so the event may name the user).
+type Refusal = (Rejection, Option<ImpersonationClaims>);
+
+/// The checks every entry point shares: the stateless ones, then the live one (the user's
+/// consent exists, is unexpired, and is the token's `cid`).
+async fn check(ports: &Ports, bearer: &str) -> Result<Result<ImpersonationClaims, Refusal>, StoreError> {
     let now = ports.clock.now();
     // Nothing in a token whose signature fails can be trusted to name a user: such refusals
     // go to the unattributed stream. Past the signature, refusals are the user's events.
     let claims = match token::verify_signature(bearer, &ports.keys) {
         Ok(claims) => claims,
-        Err(rejection) => return Err(reject(ports, rejection, None, method, path).await),
+        Err(rejection) => return Ok(Err((rejection, None))),
     };
     if let Err(rejection) = token::check_claims(&claims, &ports.policy, now) {
-        return Err(reject(ports, rejection, Some(&claims), method, path).await);
+        return Ok(Err((rejection, Some(claims))));
     }
-
-    let live = match ports.consents.current(&claims.sub, now).await {
-        Ok(live) => live,
-        Err(e) => return Err(AuthorizeError::Unavailable(e)),
-    };
-    let verdict = match live {
+    let verdict = match ports.consents.current(&claims.sub, now).await? {
         None => Err(Rejection::NoConsent),
         Some(c) if c.consent_id != claims.cid => Err(Rejection::ConsentReplaced),
-        Some(_) if !claims.scope.allows(method) => Err(Rejection::Scope),
         Some(_) => Ok(()),
     };
-    if let Err(rejection) = verdict {
-        return Err(reject(ports, rejection, Some(&claims), method, path).await);
-    }
+    Ok(match verdict {
+        Ok(()) => Ok(claims),
+        Err(rejection) => Err((rejection, Some(claims))),
+    })
+}
 
-    let used = AuditEvent::new(AuditEventType::TokenUsed, now, Some(claims.sub.clone()), agent(&claims))
-        .with_consent(&claims.cid, claims.scope, claims.expires_at())
+/// Decides one use of an impersonation token for `method` on `path`: the shared checks, then
+/// the scope (`read` passes only GET, HEAD and OPTIONS). Every decision is audited,
+/// `token.used` or `token.rejected`, and the audit write is committed before the answer.
+pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str) -> Result<Authorized, AuthorizeError> {
+    let claims = match check(ports, bearer).await.map_err(AuthorizeError::Unavailable)? {
+        Ok(claims) if !claims.scope.allows(method) => Err((Rejection::Scope, Some(claims))),
+        other => other,
+    };
+    let path = truncate(path, 256);
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err((rejection, claims)) => {
+            let detail = format!("{} {method} {path}", rejection.code());
+            rejected(ports, rejection, claims.as_ref(), detail).await.map_err(AuthorizeError::Unavailable)?;
+            return Err(AuthorizeError::Rejected(rejection));
+        }
+    };
+    let used = AuditEvent::new(AuditEventType::TokenUsed, ports.clock.now(), Some(claims.sub.clone()), agent(&claims))
+        .with_consent(&claims.cid, claims.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_detail(format!("{method} {path}"));
     ports.audit.append(used).await.map_err(AuthorizeError::Unavailable)?;
@@ -69,30 +88,55 @@ pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str)
     })
 }
 
+/// `POST /introspect` (RFC 7662) for `resource_server`: the claims when the token is active
+/// (the same checks as [`authorize`]), `None` when it is not.
+///
+/// Audit: an introspection is a question about a token, not a use of it: the resource server
+/// that asks may ask again for every request or cache the answer, and only it knows which
+/// method and path the token was presented for. So an active answer writes nothing here
+/// (writing `token.used` would both miss real uses and invent some); the use belongs on the
+/// resource server's own log. A refusal is written as `token.rejected` (detail
+/// `<code> introspect by <resource server>`), exactly as on the other entry points, because a
+/// forged, stale or revoked token shown to any of the app's servers is a security signal
+/// that must reach the user's log or the unattributed stream. There is no method here, so no
+/// scope check: the answer carries `scope` and the resource server enforces it.
+pub async fn introspect(
+    ports: &Ports,
+    bearer: &str,
+    resource_server: &AgentId,
+) -> Result<Option<ImpersonationClaims>, StoreError> {
+    match check(ports, bearer).await? {
+        Ok(claims) => Ok(Some(claims)),
+        Err((rejection, claims)) => {
+            let detail = format!("{} introspect by {resource_server}", rejection.code());
+            rejected(ports, rejection, claims.as_ref(), detail).await?;
+            Ok(None)
+        }
+    }
+}
+
 fn agent(claims: &ImpersonationClaims) -> Actor {
     Actor { sub: claims.act.sub.clone(), role: Role::Support }
 }
 
-async fn reject(
+/// Appends `token.rejected`: to the user's stream when the claims are authentic, else to the
+/// unattributed one with an unknown actor.
+async fn rejected(
     ports: &Ports,
     rejection: Rejection,
     claims: Option<&ImpersonationClaims>,
-    method: &Method,
-    path: &str,
-) -> AuthorizeError {
+    detail: String,
+) -> Result<(), StoreError> {
     let now = ports.clock.now();
-    let detail = format!("{} {method} {}", rejection.code(), truncate(path, 256));
+    debug_assert_eq!(claims.is_some(), rejection.after_signature(), "{rejection:?}");
     let event = match claims {
         Some(c) => AuditEvent::new(AuditEventType::TokenRejected, now, Some(c.sub.clone()), agent(c))
-            .with_consent(&c.cid, c.scope, c.expires_at())
+            .with_consent(&c.cid, c.scope, token::expires_at(c))
             .with_jti(&c.jti),
         None => AuditEvent::new(AuditEventType::TokenRejected, now, None, Actor::unknown()),
     }
     .with_detail(detail);
-    match ports.audit.append(event).await {
-        Ok(_) => AuthorizeError::Rejected(rejection),
-        Err(e) => AuthorizeError::Unavailable(e),
-    }
+    ports.audit.append(event).await.map(|_| ())
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {

@@ -4,7 +4,7 @@ use crate::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, Timestamp, UserId,
 };
 use crate::ports::{Ports, StoreError};
-use crate::token::{self, ImpersonationClaims};
+use crate::token;
 
 use super::ApiError;
 
@@ -46,11 +46,11 @@ pub async fn mint_token(
         return Err(ApiError::NoConsent);
     };
 
-    let claims = ImpersonationClaims::new(&consent, agent.clone(), reason.clone(), now, &ports.policy);
+    let claims = token::new_claims(&consent, agent.clone(), reason.clone(), now, &ports.policy);
     let access_token = token::sign(&claims, ports.signer.as_ref()).await?;
 
     let issued = AuditEvent::new(AuditEventType::TokenIssued, now, Some(user.clone()), actor.clone())
-        .with_consent(&consent.consent_id, consent.scope, claims.expires_at())
+        .with_consent(&consent.consent_id, consent.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_reason(&reason);
     match ports.ledger.record_issue(&consent, now, issued).await {
@@ -67,7 +67,7 @@ pub async fn mint_token(
         access_token,
         token_type: "Bearer",
         expires_in: claims.exp - now.unix(),
-        expires_at: claims.expires_at(),
+        expires_at: token::expires_at(&claims),
         jti: claims.jti,
         consent_id: claims.cid,
         scope: claims.scope,

@@ -12,7 +12,7 @@ mod expiry;
 mod mint;
 
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
-pub use authorize::{AuthorizeError, Authorized, authorize};
+pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;
 pub use error::ApiError;

@@ -3,18 +3,13 @@
 
 mod audit;
 mod consent;
-mod error;
-mod ids;
 mod policy;
-mod scope;
-mod text;
 mod time;
 
 pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
-pub use error::ValidationError;
-pub use ids::{AgentId, ConsentId, EventId, Jti, UserId};
 pub use policy::{Policy, PolicyError};
-pub use scope::Scope;
-pub use text::{Note, Reason};
+// The validated values that token claims are made of live in the verifier crate, so that it
+// and this service share one definition of each; they are this domain's types all the same.
+pub use support_access_verify::{AgentId, ConsentId, EventId, Jti, Note, Reason, Scope, UserId, ValidationError};
 pub use time::Timestamp;

@@ -21,6 +21,24 @@ pub(crate) fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiErro
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest(format!("the body is not valid: {e}")))
 }
 
+/// The request's `application/x-www-form-urlencoded` body as `T` (RFC 7662 requests).
+pub(crate) fn form_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+    }
+    let form = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(ApiError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+    }
+    serde_urlencoded::from_bytes(bytes).map_err(|e| ApiError::InvalidRequest(format!("the form is not valid: {e}")))
+}
+
 /// The request's query string as `T`.
 pub(crate) fn query<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let raw = req.uri().query().unwrap_or("");

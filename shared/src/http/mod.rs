@@ -1,12 +1,15 @@
 //! From API Gateway v2 requests (`lambda_http::Request`, the caller in
 //! `requestContext.authorizer.jwt.claims`) to the use cases and back. Every Lambda and the
-//! local API call [`handle`] with their route; errors become problem+json in `problem`.
+//! local API call [`handle`] with their route; errors become problem+json in `problem`. The
+//! impersonation-token authorizer (`authorize_request`) takes API Gateway's authorizer event.
 
+mod authorizer;
 mod body;
 mod caller;
 mod problem;
 mod routes;
 
+pub use authorizer::{CONTEXT_KEYS, authorize_request};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};

@@ -7,7 +7,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 
-use super::body::{json_body, query};
+use super::body::{form_body, json_body, query};
 use super::caller::Caller;
 use super::problem::problem_response;
 use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -34,6 +34,8 @@ pub enum Route {
     Jwks,
     /// Any method on `/app/whoami`: the demo resource guarded by the impersonation token.
     Whoami,
+    /// `POST /introspect`: RFC 7662 token introspection for resource servers outside AWS.
+    Introspect,
 }
 
 impl Route {
@@ -56,6 +58,8 @@ impl Route {
             ("/.well-known/jwks.json", &Method::GET | &Method::HEAD) => ("GET", Some(Self::Jwks)),
             ("/.well-known/jwks.json", _) => ("GET", None),
             ("/app/whoami", _) => ("", Some(Self::Whoami)),
+            ("/introspect", &Method::POST) => ("POST", Some(Self::Introspect)),
+            ("/introspect", _) => ("POST", None),
             _ => return Err(ApiError::NotFound("no such route")),
         };
         route.ok_or(ApiError::MethodNotAllowed { allow })
@@ -81,6 +85,7 @@ pub async fn handle(route: Route, req: Request, ports: &Ports) -> Response<Body>
         Route::AccessLog => access_log(&req, ports).await,
         Route::Jwks => Ok(json(StatusCode::OK, ports.keys.jwks())),
         Route::Whoami => whoami(&req, ports).await,
+        Route::Introspect => introspect(&req, ports).await,
     };
     result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
 }
@@ -232,6 +237,66 @@ async fn whoami(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError
     }
 }
 
+#[derive(Deserialize)]
+struct IntrospectBody {
+    token: String,
+    /// RFC 7662 lets the caller hint at the token's type; there is only one type here.
+    #[serde(default, rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
+}
+
+/// RFC 7662 §2.2: what an active token is. An inactive one (forged, expired, revoked,
+/// replaced) is only ever `{"active": false}`, with no hint of why.
+#[derive(Serialize)]
+struct IntrospectionView {
+    active: bool,
+    #[serde(flatten)]
+    claims: Option<ActiveClaims>,
+}
+
+#[derive(Serialize)]
+struct ActiveClaims {
+    sub: UserId,
+    act: crate::token::ActClaim,
+    scope: Scope,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    cid: crate::domain::ConsentId,
+    jti: crate::domain::Jti,
+    iss: String,
+    aud: String,
+    token_type: &'static str,
+}
+
+/// `POST /introspect`: only callers in the introspect group may ask (the answer discloses
+/// who is acting as whom). The live consent is checked as on every use; the scope is not,
+/// since there is no method to check it against: the resource server enforces it.
+async fn introspect(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.introspect_group)?;
+    let resource_server = caller.agent_id()?;
+    let body: IntrospectBody = form_body(req)?;
+    let claims = app::introspect(ports, body.token.trim(), &resource_server).await?;
+    let view = IntrospectionView {
+        active: claims.is_some(),
+        claims: claims.map(|c| ActiveClaims {
+            sub: c.sub,
+            act: c.act,
+            scope: c.scope,
+            exp: c.exp,
+            iat: c.iat,
+            nbf: c.nbf,
+            cid: c.cid,
+            jti: c.jti,
+            iss: c.iss,
+            aud: c.aud,
+            token_type: "Bearer",
+        }),
+    };
+    Ok(json(StatusCode::OK, &view))
+}
+
 #[derive(Serialize)]
 struct WhoamiView {
     user_id: UserId,
@@ -256,6 +321,11 @@ mod tests {
         assert_eq!(Route::resolve(&Method::GET, "/consents/current").unwrap(), Route::GetConsent);
         assert_eq!(Route::resolve(&Method::DELETE, "/consents/current/").unwrap(), Route::RevokeConsent);
         assert_eq!(Route::resolve(&Method::PATCH, "/app/whoami").unwrap(), Route::Whoami);
+        assert_eq!(Route::resolve(&Method::POST, "/introspect").unwrap(), Route::Introspect);
+        assert!(matches!(
+            Route::resolve(&Method::GET, "/introspect"),
+            Err(ApiError::MethodNotAllowed { allow: "POST" })
+        ));
         assert!(matches!(Route::resolve(&Method::GET, "/consents"), Err(ApiError::MethodNotAllowed { allow: "POST" })));
         assert!(matches!(Route::resolve(&Method::GET, "/nope"), Err(ApiError::NotFound(_))));
     }

@@ -23,3 +23,9 @@ pub enum SignerError {
     #[error("signer answered something unusable: {0}")]
     Invalid(String),
 }
+
+impl From<support_access_verify::KeyError> for SignerError {
+    fn from(e: support_access_verify::KeyError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}

@@ -116,13 +116,8 @@ mod tests {
         );
         // Reasons are JSON-escaped in the claims: control-free text of the longest kind.
         let reason = Reason::parse(&"\u{1F600}\"".repeat(Reason::MAX_CHARS / 2)).unwrap();
-        let claims = crate::token::ImpersonationClaims::new(
-            &consent,
-            AgentId::parse(&id).unwrap(),
-            reason,
-            consent.granted_at,
-            &policy,
-        );
+        let claims =
+            crate::token::new_claims(&consent, AgentId::parse(&id).unwrap(), reason, consent.granted_at, &policy);
         let header_and_claims = serde_json::to_vec(&claims).unwrap().len() + 200;
         let base64_len = header_and_claims.div_ceil(3) * 4;
         assert!(base64_len < KMS_MAX_RAW_MESSAGE, "{base64_len}");

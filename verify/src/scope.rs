@@ -1,7 +1,7 @@
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
+use crate::ValidationError;
 
 /// What an impersonation token may do. `read` is the default a user grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

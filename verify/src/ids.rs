@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
+use crate::ValidationError;
 
 const MAX_ID_LEN: usize = 128;
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
+use crate::ValidationError;
 
 fn parse_text(value: &str, field: &'static str, min: usize, max: usize) -> Result<String, ValidationError> {
     let len = value.chars().count();

@@ -1,0 +1,189 @@
+"""The SAM template, proven least-privilege after SAM's own transform.
+
+The template is transformed exactly as `sam deploy` would (samtranslator, from aws-sam-cli),
+then every IAM role is resolved: which function it belongs to, which managed policies it
+carries, and which (action, resource) pairs its statements grant, each resource resolved to
+the template resource it names. A future edit that widens any role fails here.
+"""
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode_str
+from samtranslator.translator.transform import transform
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
+BASIC = "AWSLambdaBasicExecutionRole"
+
+HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHeadsTable")}
+AUDIT_APPEND = {("dynamodb:PutItem", "AuditTable")}
+
+# Every permission of every function: exactly these, nothing more.
+EXPECTED = {
+    "GrantConsentFunction": {("dynamodb:PutItem", "ConsentsTable")} | AUDIT_APPEND | HEADS,
+    "GetConsentFunction": {("dynamodb:GetItem", "ConsentsTable")},
+    "RevokeConsentFunction": {("dynamodb:GetItem", "ConsentsTable"), ("dynamodb:DeleteItem", "ConsentsTable")}
+    | AUDIT_APPEND
+    | HEADS,
+    "MintTokenFunction": {("dynamodb:GetItem", "ConsentsTable"), ("dynamodb:ConditionCheckItem", "ConsentsTable")}
+    | AUDIT_APPEND
+    | HEADS
+    | {("kms:Sign", "SigningKey")},
+    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
+    "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
+    "JwksFunction": {("kms:GetPublicKey", "SigningKey")},
+    "AuthorizerFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
+    | AUDIT_APPEND
+    | HEADS,
+    "ExpiryRecorderFunction": {
+        (a, "ConsentsTable/stream")
+        for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+    }
+    | AUDIT_APPEND
+    | HEADS,
+}
+
+WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+
+
+def load(text: str) -> dict:
+    template, matches = decode_str(text)
+    assert not matches, matches
+    return json.loads(json.dumps(template, default=str))
+
+
+def transformed(template: dict) -> dict:
+    template = copy.deepcopy(template)
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"  # sam deploy uploads it first
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return transform(template, {}, NoManagedPolicies())
+
+
+def resource_name(ref) -> str:
+    """The template resource a statement's Resource names; anything else is a failure."""
+    if isinstance(ref, dict) and "Fn::GetAtt" in ref:
+        name, attribute = ref["Fn::GetAtt"]
+        return {"Arn": name, "StreamArn": f"{name}/stream"}[attribute]
+    if isinstance(ref, dict) and "Fn::Sub" in ref and isinstance(ref["Fn::Sub"], str):
+        sub = ref["Fn::Sub"]
+        if sub.startswith("${") and ".Arn}" in sub:
+            name, rest = sub[2:].split(".Arn}", 1)
+            return name + rest
+    raise AssertionError(f"resource {ref!r} is not a resource of this template")
+
+
+def grants(role: dict) -> set:
+    out = set()
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow", statement
+            assert "NotAction" not in statement and "NotResource" not in statement, statement
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for action in actions:
+                assert "*" not in action, f"wildcard action {action}"
+                for resource in resources:
+                    assert resource != "*", f"{action} on every resource"
+                    out.add((action, resource_name(resource)))
+    return out
+
+
+def roles_by_function(template: dict) -> dict:
+    resources = transformed(template)["Resources"]
+    out = {}
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        role_ref = resource["Properties"]["Role"]
+        role_name = role_ref["Fn::GetAtt"][0]
+        out[name] = resources[role_name]
+    return out
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load(TEMPLATE.read_text())
+
+
+def test_every_function_has_exactly_its_permissions(template):
+    roles = roles_by_function(template)
+    assert set(roles) == set(EXPECTED), "every function is accounted for"
+    for function, role in roles.items():
+        assert grants(role) == EXPECTED[function], function
+
+
+def test_no_role_carries_a_managed_policy_beyond_basic_logging(template):
+    for function, role in roles_by_function(template).items():
+        for arn in role["Properties"].get("ManagedPolicyArns", []):
+            text = json.dumps(arn)
+            assert BASIC in text and "DynamoDB" not in text, f"{function}: {text}"
+
+
+def test_the_rules_hold_whatever_the_table_says(template):
+    roles = {f: grants(r) for f, r in roles_by_function(template).items()}
+    for function, granted in roles.items():
+        for action, resource in granted:
+            if resource.startswith("AuditTable"):
+                assert action in {"dynamodb:PutItem", "dynamodb:Query"}, f"{function} may {action} the audit table"
+            if resource == "ConsentsTable" and action in WRITES:
+                assert function in {"GrantConsentFunction", "RevokeConsentFunction"}, f"{function} writes consents"
+            if action == "kms:Sign":
+                assert function == "MintTokenFunction", f"{function} signs"
+            if action == "kms:GetPublicKey":
+                assert function in {"JwksFunction", "AuthorizerFunction"}, f"{function} reads public keys"
+    for reader in ["GetConsentFunction", "QueryAuditFunction", "AccessLogFunction", "JwksFunction"]:
+        assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
+
+
+def test_a_widened_role_is_caught(template):
+    widened = copy.deepcopy(template)
+    statements = widened["Resources"]["QueryAuditFunction"]["Properties"]["Policies"][0]["Statement"]
+    statements.append({"Effect": "Allow", "Action": ["dynamodb:UpdateItem"], "Resource": {"Fn::GetAtt": ["AuditTable", "Arn"]}})
+    with pytest.raises(AssertionError):
+        test_the_rules_hold_whatever_the_table_says(widened)
+    with pytest.raises(AssertionError):
+        test_every_function_has_exactly_its_permissions(widened)
+
+
+def test_storage_is_protected_and_the_audit_log_retained(template):
+    resources = template["Resources"]
+    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable"]:
+        props = resources[table]["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert props["DeletionProtectionEnabled"] is True
+    assert resources["AuditTable"]["DeletionPolicy"] == "Retain"
+    consents = resources["ConsentsTable"]["Properties"]
+    assert consents["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert consents["StreamSpecification"]["StreamViewType"] == "OLD_IMAGE"
+    indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
+    assert indexes == {"by-actor", "by-time"}
+    key = resources["SigningKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+
+
+def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):
+    resources = template["Resources"]
+    globals_ = template["Globals"]["Function"]
+    assert (globals_["Runtime"], globals_["Architectures"]) == ("provided.al2023", ["arm64"])
+    assert globals_["LoggingConfig"]["LogFormat"] == "JSON"
+    api = resources["HttpApi"]["Properties"]["Auth"]
+    assert api["DefaultAuthorizer"] == "IdentityJwt"
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        assert resource["Metadata"]["BuildMethod"] == "rust-cargolambda", name
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                auth = event["Properties"].get("Auth", {})
+                public = auth.get("Authorizer") == "NONE"
+                assert public == (event["Properties"]["Path"] == "/.well-known/jwks.json"), name

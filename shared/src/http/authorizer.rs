@@ -1,0 +1,74 @@
+//! The impersonation-token authorizer for the app's API on API Gateway HTTP API: a Lambda
+//! authorizer with payload format 2.0 and simple responses. It runs [`app::authorize`], the
+//! same check as every other entry point, with the route's method and path, so a `read` token
+//! is refused on a write route here too.
+//!
+//! API Gateway must not cache its answers (or only for a few seconds): a cached "allow" would
+//! keep working after the user revoked consent, and a cached answer is not audited as a use.
+
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
+};
+use serde_json::{Value, json};
+
+use crate::app::{self, AuthorizeError};
+use crate::ports::Ports;
+
+/// The keys of the context an allowed request carries to the integration
+/// (`$context.authorizer.<key>`, or `requestContext.authorizer.lambda` in a Lambda).
+pub const CONTEXT_KEYS: [&str; 5] = ["user_id", "acting_agent", "scope", "consent_id", "jti"];
+
+/// Decides one request: allowed with the context keys of [`CONTEXT_KEYS`], or denied with an
+/// empty context (API Gateway answers the client 403; why is on the audit log). Fails closed:
+/// no token, a malformed event or an unreachable store all deny.
+pub async fn authorize_request(
+    event: ApiGatewayV2CustomAuthorizerV2Request,
+    ports: &Ports,
+) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
+    let Some(token) = bearer(&event) else {
+        return deny();
+    };
+    let http = &event.request_context.http;
+    let path = event.raw_path.as_deref().filter(|p| !p.is_empty()).or(http.path.as_deref()).unwrap_or("/");
+    match app::authorize(ports, &token, &http.method, path).await {
+        Ok(who) => {
+            let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
+            response.is_authorized = true;
+            response.context = json!({
+                "user_id": who.user_id,
+                "acting_agent": who.acting_agent,
+                "scope": who.scope,
+                "consent_id": who.consent_id,
+                "jti": who.jti,
+            });
+            response
+        }
+        Err(AuthorizeError::Rejected(_)) => deny(),
+        Err(AuthorizeError::Unavailable(e)) => {
+            tracing::error!(error = %e, "authorizer could not check the token; denying");
+            deny()
+        }
+    }
+}
+
+fn deny() -> ApiGatewayV2CustomAuthorizerSimpleResponse {
+    let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
+    response.is_authorized = false;
+    response.context = Value::Object(Default::default());
+    response
+}
+
+/// The bearer token: from the identity source (configure `$request.header.Authorization`),
+/// else from the `Authorization` header itself.
+fn bearer(event: &ApiGatewayV2CustomAuthorizerV2Request) -> Option<String> {
+    let from_source = event.identity_source.as_ref().and_then(|s| s.iter().find_map(|v| strip_bearer(v)));
+    let from_header =
+        || event.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(strip_bearer);
+    from_source.or_else(from_header).map(str::to_owned)
+}
+
+fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

@@ -9,6 +9,8 @@ pub mod adapters;
 pub mod app;
 pub mod domain;
 pub mod http;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod ports;
 pub mod token;
 

@@ -117,6 +117,11 @@ impl Event {
         self.header("authorization", &format!("Bearer {token}"))
     }
 
+    /// The event as API Gateway sends it to Lambda.
+    pub fn to_json(&self) -> Value {
+        self.0.clone()
+    }
+
     /// The event as `lambda_http` hands it to a function.
     pub fn to_request(&self) -> lambda_http::Request {
         lambda_http::request::from_str(&self.0.to_string()).expect("a valid API Gateway v2 event")
@@ -163,8 +168,7 @@ pub struct TestApp {
 
 struct AwsParts {
     store: Arc<DynamoStore>,
-    kms: aws_sdk_kms::Client,
-    alias: String,
+    key: String,
     dynamodb: aws_sdk_dynamodb::Client,
     tables: Tables,
 }
@@ -200,10 +204,9 @@ impl TestApp {
     pub async fn with_policy(policy: Policy) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let ports =
-            Ports::new(store.clone(), Arc::new(LocalSigner::generate()), clock.clone(), policy, CursorKey::generate())
-                .await
-                .unwrap();
+        let signer = Arc::new(LocalSigner::generate());
+        let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
+        let ports = Ports::new(store.clone(), signer, keys, clock.clone(), policy, CursorKey::generate());
         Self { ports, clock, backend: Backend::Embedded, sqlite: Some((store, PathBuf::new())), aws: None, _dir: None }
     }
 
@@ -216,9 +219,9 @@ impl TestApp {
                 let path = dir.path().join("support-access.db");
                 let store = Arc::new(SqliteStore::open(&path).unwrap());
                 let signer = Arc::new(LocalSigner::generate());
-                let ports = Ports::new(store.clone(), signer, clock.clone(), test_policy(), CursorKey::generate())
-                    .await
-                    .unwrap();
+                let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
+                let ports =
+                    Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
                 Self { ports, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
             }
             Backend::Aws => {
@@ -231,24 +234,42 @@ impl TestApp {
                 };
                 create_tables(&dynamodb, &tables).await.unwrap();
                 let key = create_signing_key(&kms).await.unwrap();
-                // The signer names its key by alias, as deployments do (rotation moves the alias).
-                let alias = format!("alias/support-access-{suffix}");
-                kms.create_alias().alias_name(&alias).target_key_id(&key).send().await.unwrap();
-                let signer = Arc::new(KmsSigner::new(kms.clone(), &alias, &[]).await.unwrap());
+                let signer = Arc::new(KmsSigner::new(kms.clone(), &key, &[]).unwrap());
+                let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
                 let store = Arc::new(DynamoStore::new(dynamodb.clone(), tables.clone()));
-                let ports = Ports::new(store.clone(), signer, clock.clone(), test_policy(), CursorKey::generate())
-                    .await
-                    .unwrap();
+                let ports =
+                    Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
                 Self {
                     ports,
                     clock,
                     backend,
                     sqlite: None,
-                    aws: Some(AwsParts { store, kms, alias, dynamodb, tables }),
+                    aws: Some(AwsParts { store, key, dynamodb, tables }),
                     _dir: None,
                 }
             }
         }
+    }
+
+    /// The environment a Lambda function of this deployment runs with: the AWS endpoint (the
+    /// test API server), the table names and the signing key.
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let aws = self.aws.as_ref().expect("an AWS backend");
+        let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").unwrap();
+        [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("CONSENTS_TABLE", aws.tables.consents.as_str()),
+            ("AUDIT_TABLE", aws.tables.audit.as_str()),
+            ("CHAIN_HEADS_TABLE", aws.tables.heads.as_str()),
+            ("KMS_KEY_ID", aws.key.as_str()),
+            ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
     }
 
     /// The embedded store's expiry sweep (DynamoDB has TTL and the stream instead).
@@ -261,11 +282,21 @@ impl TestApp {
         self.aws.as_ref().expect("an AWS backend").store.clone()
     }
 
-    /// Takes the signer's KMS key away (deletes the alias it signs through): every `Sign`
-    /// fails from now on, as when KMS is unavailable. (moto does not enforce a disabled key.)
-    pub async fn break_signing_key(&self) {
+    /// Makes KMS unreachable for signing (a signer whose endpoint refuses connections): every
+    /// `Sign` fails from now on, as in a KMS outage.
+    pub async fn break_signing_key(&mut self) {
         let aws = self.aws.as_ref().expect("an AWS backend");
-        aws.kms.delete_alias().alias_name(&aws.alias).send().await.unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+            .timeout_config(shared::adapters::aws::timeouts())
+            .load()
+            .await;
+        self.ports.signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &aws.key, &[]).unwrap());
     }
 
     /// Makes every audit write fail from now on, inside the store: a trigger that aborts

@@ -82,6 +82,12 @@ impl KeyRing {
         Ok(Self { jwks, keys })
     }
 
+    /// No keys at all: for a process that never verifies (and so may not read public keys),
+    /// where every token is refused as naming an unknown key.
+    pub fn empty() -> Self {
+        Self { jwks: JwkSet { keys: Vec::new() }, keys: HashMap::new() }
+    }
+
     /// The JWK Set as published.
     pub fn jwks(&self) -> &JwkSet {
         &self.jwks

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use shared::adapters::aws::{self, DynamoStore, KmsSigner, Tables};
+use shared::adapters::aws::{self, Tables};
 use shared::adapters::embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
 use shared::app::CursorKey;
 use shared::domain::Policy;
@@ -39,29 +39,16 @@ impl Runtime {
         let (identity, cursor_key) = prepare(data_dir)?;
         let store = Arc::new(SqliteStore::open(&data_dir.join("support-access.db")).map_err(|e| e.to_string())?);
         let signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("signing-key.p8"))?);
-        let ports = Ports::new(store.clone(), signer, clock, policy, cursor_key).await.map_err(|e| e.to_string())?;
+        let keys = Ports::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
+        let ports = Ports::new(store.clone(), signer, keys, clock, policy, cursor_key);
         Ok(Self { ports, identity, sweeper: Some(store) })
     }
 
-    /// DynamoDB and KMS: tables from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-    /// the signing key from `KMS_KEY_ID` (plus any in `KMS_PUBLISHED_KEY_IDS`, comma-separated,
-    /// published in the JWK Set but not signing).
+    /// DynamoDB and KMS, as configured by the standard AWS environment and the variables of
+    /// [`aws::ports_from_env`].
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
-        let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required with --backend aws".to_owned())?;
-        let published: Vec<String> = std::env::var("KMS_PUBLISHED_KEY_IDS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let config = aws::sdk_config().await;
-        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env()));
-        let signer = KmsSigner::new(aws_sdk_kms::Client::new(&config), &key_id, &published)
-            .await
-            .map_err(|e| format!("KMS key {key_id}: {e}"))?;
-        let ports = Ports::new(store, Arc::new(signer), clock, policy, cursor_key).await.map_err(|e| e.to_string())?;
+        let ports = aws::ports_from_env(policy, clock, cursor_key, true).await?;
         Ok(Self { ports, identity, sweeper: None })
     }
 }

@@ -167,16 +167,17 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// All storage ports from one store; the JWK Set is fetched from the signer here, once.
-    pub async fn new<S: Store + 'static>(
+    /// All storage ports from one store. `keys` are the verification keys: the signer's JWK Set
+    /// (fetched once per process) where tokens are verified, [`KeyRing::empty`] where not.
+    pub fn new<S: Store + 'static>(
         store: Arc<S>,
         signer: Arc<dyn Signer>,
+        keys: KeyRing,
         clock: Arc<dyn Clock>,
         policy: Policy,
         cursor_key: crate::app::CursorKey,
-    ) -> Result<Self, SignerError> {
-        let keys = KeyRing::from_jwks(signer.public_keys().await?)?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             consents: store.clone(),
             consent_writer: store.clone(),
             ledger: store.clone(),
@@ -187,6 +188,11 @@ impl Ports {
             clock,
             policy: Arc::new(policy),
             cursor_key: Arc::new(cursor_key),
-        })
+        }
+    }
+
+    /// The verification keys of `signer`: its JWK Set as a key ring.
+    pub async fn keys_of(signer: &dyn Signer) -> Result<KeyRing, SignerError> {
+        Ok(KeyRing::from_jwks(signer.public_keys().await?)?)
     }
 }

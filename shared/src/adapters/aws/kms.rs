@@ -12,15 +12,31 @@ use crate::token::es256_public_jwk;
 pub const KMS_MAX_RAW_MESSAGE: usize = 4096;
 
 /// Signs with an asymmetric KMS key (ECC_NIST_P256, SIGN_VERIFY); the private key never
-/// leaves KMS. Every configured key is published in the JWK Set (fetched once, at start-up),
-/// and only the active one signs, so a new key can join the set before it signs.
+/// leaves KMS. A KMS key's `kid` is its key id (the UUID), known without asking KMS, so the
+/// mint function needs `kms:Sign` and nothing else; only the functions that publish or verify
+/// call [`Signer::public_keys`] (`kms:GetPublicKey`). Every configured key is published, only
+/// the active one signs, so a new key can join the set before it signs.
 pub struct KmsSigner {
     client: Client,
-    /// The KMS key that signs (id, ARN or alias).
+    /// The KMS key that signs (id or ARN).
     kms_key_id: String,
-    /// Its JWK thumbprint, the `kid` in token headers.
+    /// Its key id, the `kid` in token headers.
     kid: String,
-    jwks: JwkSet,
+    /// Keys published in the JWK Set beside the active one (rotation).
+    published: Vec<String>,
+}
+
+/// The key id (UUID) of a KMS key named by id or key ARN. An alias is refused: it can move
+/// to another key, and a `kid` must always name the same key.
+pub fn kms_kid(key: &str) -> Result<String, SignerError> {
+    let id = match key.rsplit_once(":key/") {
+        Some((_, id)) => id,
+        None => key,
+    };
+    if key.starts_with("alias/") || key.contains(":alias/") || id.is_empty() || id.contains([':', '/']) {
+        return Err(SignerError::Invalid(format!("{key:?} is not a KMS key id or key ARN (aliases cannot be a kid)")));
+    }
+    Ok(id.to_owned())
 }
 
 /// The policy's length limits keep a token far below KMS's limit; a longer signing input is
@@ -40,25 +56,13 @@ fn sdk_error(e: impl std::error::Error) -> SignerError {
 }
 
 impl KmsSigner {
-    /// Fetches the public keys of `active` and `published` (`GetPublicKey`) and builds the
-    /// JWK Set; `active` signs.
-    pub async fn new(client: Client, active: &str, published: &[String]) -> Result<Self, SignerError> {
-        let mut jwks = JwkSet { keys: Vec::new() };
-        let mut active_kid = None;
-        let mut ids: Vec<&str> = vec![active];
-        ids.extend(published.iter().map(String::as_str).filter(|id| *id != active));
-        for id in ids {
-            let out = client.get_public_key().key_id(id).send().await.map_err(sdk_error)?;
-            let spki =
-                out.public_key().ok_or_else(|| SignerError::Invalid(format!("KMS key {id} has no public key")))?;
-            let jwk = es256_public_jwk(&spki_to_uncompressed_point(spki.as_ref())?)?;
-            if id == active {
-                active_kid = jwk.common.key_id.clone();
-            }
-            jwks.keys.push(jwk);
+    /// Signs with `active`, publishing `published` beside it. Makes no call to KMS.
+    pub fn new(client: Client, active: &str, published: &[String]) -> Result<Self, SignerError> {
+        let kid = kms_kid(active)?;
+        for key in published {
+            kms_kid(key)?;
         }
-        let kid = active_kid.ok_or_else(|| SignerError::Invalid("the active key has no kid".into()))?;
-        Ok(Self { client, kms_key_id: active.to_owned(), kid, jwks })
+        Ok(Self { client, kms_key_id: active.to_owned(), kid, published: published.to_vec() })
     }
 }
 
@@ -86,14 +90,37 @@ impl Signer for KmsSigner {
         Ok(Es256Signature { kid: self.kid.clone(), raw: der_signature_to_raw(der.as_ref())? })
     }
 
+    /// `GetPublicKey` for the active key and every published one: each DER SPKI becomes a
+    /// JWK whose `kid` is the key id.
     async fn public_keys(&self) -> Result<JwkSet, SignerError> {
-        Ok(self.jwks.clone())
+        let mut jwks = JwkSet { keys: Vec::new() };
+        let mut keys = vec![self.kms_key_id.as_str()];
+        keys.extend(self.published.iter().map(String::as_str).filter(|k| kms_kid(k).ok() != Some(self.kid.clone())));
+        for key in keys {
+            let out = self.client.get_public_key().key_id(key).send().await.map_err(sdk_error)?;
+            let spki =
+                out.public_key().ok_or_else(|| SignerError::Invalid(format!("KMS key {key} has no public key")))?;
+            let mut jwk = es256_public_jwk(&spki_to_uncompressed_point(spki.as_ref())?)?;
+            jwk.common.key_id = Some(kms_kid(key)?);
+            jwks.keys.push(jwk);
+        }
+        Ok(jwks)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kid_of_a_kms_key_is_its_key_id() {
+        let id = "1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(kms_kid(id).unwrap(), id);
+        assert_eq!(kms_kid(&format!("arn:aws:kms:eu-west-1:111122223333:key/{id}")).unwrap(), id);
+        for bad in ["alias/support-access", "arn:aws:kms:eu-west-1:111122223333:alias/support-access", "", "a/b"] {
+            assert!(kms_kid(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_signing_input_over_4096_bytes_is_refused_not_truncated() {

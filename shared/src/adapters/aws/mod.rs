@@ -9,11 +9,17 @@ mod kms;
 mod provision;
 mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::app::CursorKey;
+use crate::domain::Policy;
+use crate::ports::{Clock, Ports};
+use crate::token::KeyRing;
 
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
-pub use kms::KmsSigner;
+pub use kms::{KmsSigner, kms_kid};
 pub use provision::{create_signing_key, create_tables};
 pub use stream::{ExpiryRecord, expiries_from_stream};
 
@@ -35,4 +41,40 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(5))
         .build()
+}
+
+/// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]).
+pub async fn store_from_env() -> DynamoStore {
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env())
+}
+
+/// Every port on DynamoDB and KMS from the environment: tables from `CONSENTS_TABLE`,
+/// `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`; the signing key from `KMS_KEY_ID` (a key id or key
+/// ARN) and keys to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). The
+/// JWK Set is fetched (`kms:GetPublicKey`) only when `verifies`: a process that never
+/// verifies or publishes tokens never reads public keys.
+pub async fn ports_from_env(
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    cursor_key: CursorKey,
+    verifies: bool,
+) -> Result<Ports, String> {
+    let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
+    let published: Vec<String> = std::env::var("KMS_PUBLISHED_KEY_IDS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let config = sdk_config().await;
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env()));
+    let signer = KmsSigner::new(aws_sdk_kms::Client::new(&config), &key_id, &published)
+        .map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
+    let keys = if verifies {
+        Ports::keys_of(&signer).await.map_err(|e| format!("KMS public keys: {e}"))?
+    } else {
+        KeyRing::empty()
+    };
+    Ok(Ports::new(store, Arc::new(signer), keys, clock, policy, cursor_key))
 }

@@ -1,0 +1,54 @@
+//! Cold-start wiring shared by every Lambda function: the policy and settings from the
+//! environment, the SDK clients (and, where needed, the JWK Set) built once outside the
+//! handler, and JSON logs. Each `functions/<job>/src/main.rs` is this plus its one handler.
+
+use std::sync::Arc;
+
+use base64::Engine;
+
+use crate::app::CursorKey;
+use crate::domain::Policy;
+use crate::ports::{Ports, SystemClock};
+
+/// What a function needs beyond storage and signing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// It pages the audit log, so its cursors must open in every instance
+    /// (`SUPPORT_ACCESS_CURSOR_KEY`).
+    pub cursor_key: bool,
+    /// It publishes or verifies tokens, so it reads the public keys (`kms:GetPublicKey`).
+    pub public_keys: bool,
+}
+
+/// JSON logs to stdout, which Lambda ships to CloudWatch; level from `RUST_LOG` (default info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).without_time().init();
+}
+
+/// The cursor key from `SUPPORT_ACCESS_CURSOR_KEY` (base64 of at least 32 bytes) where the
+/// function pages the audit log; a random one where it never does.
+fn cursor_key(required: bool) -> Result<CursorKey, String> {
+    if !required {
+        return Ok(CursorKey::generate());
+    }
+    let raw =
+        std::env::var("SUPPORT_ACCESS_CURSOR_KEY").map_err(|_| "SUPPORT_ACCESS_CURSOR_KEY: required".to_owned())?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| "SUPPORT_ACCESS_CURSOR_KEY: not base64".to_owned())?;
+    if bytes.len() < CursorKey::LEN {
+        return Err(format!("SUPPORT_ACCESS_CURSOR_KEY: at least {} bytes", CursorKey::LEN));
+    }
+    Ok(CursorKey::from_bytes(&bytes))
+}
+
+/// Every port of a Lambda function, from the environment (see
+/// [`crate::adapters::aws::ports_from_env`]); a bad or missing setting is an error that names
+/// it, and the function does not start.
+pub async fn ports_from_env(needs: Needs) -> Result<Ports, String> {
+    let policy = Policy::from_env().map_err(|e| e.to_string())?;
+    let cursor_key = cursor_key(needs.cursor_key)?;
+    crate::adapters::aws::ports_from_env(policy, Arc::new(SystemClock), cursor_key, needs.public_keys).await
+}

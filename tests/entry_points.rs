@@ -151,3 +151,56 @@ async fn the_introspect_group_is_configurable() {
     let answer = app.call(ask("[resource-servers]")).await;
     assert_eq!(answer.body["active"], Value::Bool(true));
 }
+
+#[tokio::test]
+async fn scopes_are_enforced_identically_on_the_local_route_and_the_authorizer() {
+    for (scope, method, allowed) in [
+        ("read", "GET", true),
+        ("read", "HEAD", true),
+        ("read", "OPTIONS", true),
+        ("read", "POST", false),
+        ("read", "PUT", false),
+        ("read", "PATCH", false),
+        ("read", "DELETE", false),
+        ("full", "GET", true),
+        ("full", "POST", true),
+        ("full", "DELETE", true),
+    ] {
+        let (app, token) = app_with_token(scope).await;
+        let local = app.call(Event::new(method, "/app/whoami").anonymous().bearer(&token)).await;
+        let authorizer = app.authorize(&token, method, "/app/whoami").await;
+        assert_eq!(local.status == 200, allowed, "{scope} {method} locally: {local:?}");
+        assert_eq!(authorizer.is_authorized, allowed, "{scope} {method} via the authorizer");
+        if !allowed {
+            assert_eq!(local.status, 403, "{scope} {method}");
+        }
+    }
+}
+
+struct BrokenStore;
+
+#[async_trait::async_trait]
+impl shared::ports::ConsentReader for BrokenStore {
+    async fn current(
+        &self,
+        _: &shared::domain::UserId,
+        _: shared::domain::Timestamp,
+    ) -> Result<Option<shared::domain::Consent>, shared::ports::StoreError> {
+        Err(shared::ports::StoreError::Unavailable("throttled".into()))
+    }
+}
+
+#[tokio::test]
+async fn when_the_consent_cannot_be_read_every_entry_point_fails_closed() {
+    let (app, token) = app_with_token("full").await;
+    let mut ports = app.ports().clone();
+    ports.consents = std::sync::Arc::new(BrokenStore);
+    let denied = shared::http::authorize_request(authorizer_event(Some(&token), "GET", "/orders"), &ports).await;
+    assert!(!denied.is_authorized);
+    let event = Event::new("GET", "/app/whoami").anonymous().bearer(&token);
+    let local = shared::http::route(event.to_request(), &ports).await;
+    assert_eq!(local.status(), 503);
+    let event = Event::new("POST", "/introspect").caller(RESOURCE_SERVER, "[introspect]").form(&[("token", &token)]);
+    let introspected = shared::http::route(event.to_request(), &ports).await;
+    assert_eq!(introspected.status(), 503, "unknown is not inactive: the resource server must not guess");
+}

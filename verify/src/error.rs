@@ -1,3 +1,6 @@
+//! Why a value from outside was refused: shared by the validated types of this crate and the
+//! service's domain, so a bad id reads the same wherever it is caught.
+
 use thiserror::Error;
 
 /// Why a value from outside was refused. The message is safe to show to the caller: it

@@ -1,3 +1,6 @@
+//! What a token may do, checked against the request method: the same rule on every entry
+//! point and in every backend that verifies tokens itself.
+
 use http::Method;
 use serde::{Deserialize, Serialize};
 

@@ -184,6 +184,52 @@ async fn concurrent_appends_to_one_user_are_gapless(app: TestApp) {
     assert_eq!(seqs, (1..=12).collect::<Vec<u64>>(), "every writer got its own next number");
 }
 
+/// One stream's events, oldest first, as the API serves them (JSON).
+async fn stream(app: &TestApp, who: Option<&str>) -> Vec<serde_json::Value> {
+    let filter = AuditFilter { user_id: who.map(user), ..Default::default() };
+    let mut events = all_events(app, filter, 100).await;
+    events.retain(|e| e.user_id.as_ref().map(|u| u.as_str()) == who);
+    events.sort_by_key(|e| e.seq);
+    events.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+}
+
+async fn every_stream_is_an_intact_hash_chain(app: TestApp) {
+    use support_access_verify::chain::{GENESIS, verify_chains};
+    grant(&app, "alice", minutes(60)).await;
+    app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    let _ = app::mint_token(app.ports(), &agent("agent-7"), &user("bob"), reason()).await;
+    app::revoke_consent(app.ports(), &user("alice")).await.unwrap();
+    for _ in 0..2 {
+        let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
+        app.ports().audit.append(e).await.unwrap();
+    }
+    let ports = Arc::new(app.ports().clone());
+    let writers: Vec<_> = (0..12)
+        .map(|_| {
+            let ports = ports.clone();
+            tokio::spawn(async move {
+                let e = AuditEvent::new(
+                    AuditEventType::TokenUsed,
+                    Timestamp::from_unix(T0),
+                    Some(user("carol")),
+                    Actor { sub: agent("agent-9"), role: Role::Support },
+                );
+                ports.audit.append(e).await.unwrap()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for (who, length) in [(Some("alice"), 3), (Some("bob"), 1), (Some("carol"), 12), (None, 2)] {
+        let chain = stream(&app, who).await;
+        assert_eq!(chain.len(), length, "{who:?}");
+        assert_eq!(chain[0]["prev_hash"], GENESIS);
+        let heads = verify_chains(&chain).unwrap_or_else(|e| panic!("{who:?}: {e}"));
+        assert_eq!(heads.values().next().unwrap().0, length as u64);
+    }
+}
+
 /// The reference order: by user, seq descending; otherwise (at, stream, seq) descending.
 fn reference(events: &[AuditEvent], filter: &AuditFilter) -> Vec<AuditEvent> {
     let mut out: Vec<AuditEvent> = events.iter().filter(|e| filter.matches(e)).cloned().collect();
@@ -324,5 +370,6 @@ contract!(
     a_failed_audit_write_leaves_the_consent_as_it_was,
     a_write_is_read_back_at_once,
     concurrent_appends_to_one_user_are_gapless,
+    every_stream_is_an_intact_hash_chain,
     audit_queries_by_user_actor_type_and_time_page_exactly,
 );

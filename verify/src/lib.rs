@@ -22,6 +22,7 @@
 //! assert_eq!(verify("not.a.token", &keys, &expected, now).unwrap_err(), Rejection::Malformed);
 //! ```
 
+pub mod chain;
 mod check;
 mod claims;
 mod error;

@@ -103,8 +103,9 @@ impl Actor {
     }
 }
 
-/// One step on the audit log. `seq` is the event's place in its user's stream, gapless and
-/// assigned by the store when the event is appended (0 until then).
+/// One step on the audit log. `seq` is the event's place in its user's stream, gapless, and
+/// `prev_hash`/`hash` chain it to the event before it (see `support_access_verify::chain`);
+/// the store assigns all three when it appends the event ([`AuditEvent::seal`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub event_id: EventId,
@@ -115,6 +116,10 @@ pub struct AuditEvent {
     pub actor: Actor,
     #[serde(default)]
     pub seq: u64,
+    #[serde(default)]
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub consent_id: Option<ConsentId>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -140,6 +145,8 @@ impl AuditEvent {
             user_id,
             actor,
             seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
             consent_id: None,
             jti: None,
             scope: None,
@@ -147,6 +154,17 @@ impl AuditEvent {
             expires_at: None,
             detail: None,
         }
+    }
+
+    /// The event as appended at `seq` after the event whose hash is `prev_hash` (the chain's
+    /// genesis for the first): both set, and `hash` computed over the canonical encoding.
+    pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {
+        self.seq = seq;
+        self.prev_hash = prev_hash.to_owned();
+        self.hash.clear();
+        let value = serde_json::to_value(&self).expect("an audit event serializes");
+        self.hash = support_access_verify::chain::event_hash(&value);
+        self
     }
 
     pub fn with_consent(mut self, consent_id: &ConsentId, scope: Scope, expires_at: Timestamp) -> Self {

@@ -13,6 +13,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
 
+use support_access_verify::chain::GENESIS;
+
 use super::items::{
     AuditItem, ConsentItem, Item, TIME_SHARDS, at_key_bounds, audit_item, consent_item, month_of, stream_of, user_key,
 };
@@ -104,8 +106,9 @@ impl DynamoStore {
         Self { client, tables }
     }
 
-    /// The last `seq` of `stream` (0 for a new stream), read consistently.
-    async fn head(&self, stream: &str) -> Result<u64, StoreError> {
+    /// The last `seq` and `hash` of `stream` (0 and the genesis for a new stream), read
+    /// consistently.
+    async fn head(&self, stream: &str) -> Result<(u64, String), StoreError> {
         let out = self
             .client
             .get_item()
@@ -115,13 +118,12 @@ impl DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        match out.item() {
-            None => Ok(0),
-            Some(item) => item
-                .get("seq")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("chain head of {stream}: seq missing"))),
+        let Some(item) = out.item() else { return Ok((0, GENESIS.to_owned())) };
+        let seq = item.get("seq").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+        let hash = item.get("hash").and_then(|v| v.as_s().ok()).cloned();
+        match (seq, hash) {
+            (Some(seq), Some(hash)) => Ok((seq, hash)),
+            _ => Err(StoreError::Corrupt(format!("chain head of {stream}: seq or hash missing"))),
         }
     }
 
@@ -131,13 +133,13 @@ impl DynamoStore {
     async fn commit(&self, own: Vec<TransactWriteItem>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
         let stream = stream_of(&event);
         for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let last = self.head(&stream).await?;
-            let mut event = event.clone();
-            event.seq = last + 1;
+            let (last, prev_hash) = self.head(&stream).await?;
+            let event = event.clone().seal(last + 1, &prev_hash);
             let head = Put::builder()
                 .table_name(&self.tables.heads)
                 .item("stream", s(&stream))
-                .item("seq", n(event.seq as i64));
+                .item("seq", n(event.seq as i64))
+                .item("hash", s(&event.hash));
             let head = if last == 0 {
                 head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream")
             } else {

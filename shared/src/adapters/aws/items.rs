@@ -114,6 +114,8 @@ pub(super) fn audit_item(e: &AuditEvent) -> Item {
     let mut item = HashMap::from([
         ("stream".into(), s(&stream)),
         ("seq".into(), n(e.seq as i64)),
+        ("prev_hash".into(), s(&e.prev_hash)),
+        ("hash".into(), s(&e.hash)),
         ("event_id".into(), s(e.event_id.as_str())),
         ("type".into(), s(e.event_type.as_str())),
         ("at".into(), n(e.at.unix())),
@@ -156,6 +158,8 @@ impl TryFrom<&Item> for AuditItem {
                 role: Role::parse(get_s(item, W, "actor_role")?).ok_or_else(|| corrupt(W, "actor_role"))?,
             },
             seq: u64::try_from(seq).map_err(|_| corrupt(W, "seq"))?,
+            prev_hash: get_s(item, W, "prev_hash")?.to_owned(),
+            hash: get_s(item, W, "hash")?.to_owned(),
             consent_id: opt_s(item, W, "consent_id")?
                 .map(|c| parse(W, "consent_id", ConsentId::parse(c)))
                 .transpose()?,
@@ -186,8 +190,7 @@ mod tests {
         .with_jti(&Jti::generate())
         .with_reason(&Reason::parse("ticket 12345").unwrap())
         .with_detail("x");
-        let mut e = e;
-        e.seq = 42;
+        let e = e.seal(42, support_access_verify::chain::GENESIS);
         let item = audit_item(&e);
         assert_eq!(item["at_key"].as_s().unwrap(), "001795600800#alice#000000000042");
         assert!(item["time_bucket"].as_s().unwrap().starts_with("2026-11#"));

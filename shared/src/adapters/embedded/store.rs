@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use support_access_verify::chain::GENESIS;
+
 use crate::domain::{Actor, AuditEvent, AuditEventType, Consent, ConsentId, Note, Scope, Timestamp, UserId};
 use crate::ports::{
     AuditAppender, AuditPage, AuditQuery, AuditReader, ConsentReader, ConsentWriter, ExpirySweeper, StoreError,
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS audit (
     user_id  TEXT,
     actor    TEXT NOT NULL,
     body     TEXT NOT NULL,
+    hash     TEXT NOT NULL,
     UNIQUE (stream, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, at, stream, seq);
@@ -74,6 +77,17 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Data directories from before the hash chain: their events keep an empty hash (and
+        // so fail verification, truthfully); new events chain on from there.
+        let has_hash: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'hash'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(unavailable)?
+            > 0;
+        if !has_hash {
+            conn.execute_batch("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''").map_err(unavailable)?;
+        }
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -95,16 +109,22 @@ impl SqliteStore {
     }
 }
 
-/// Appends `event` at the end of its stream inside `tx`, assigning the next `seq`.
-fn append_in(tx: &Transaction<'_>, mut event: AuditEvent) -> Result<AuditEvent, StoreError> {
+/// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the
+/// stream's last event.
+fn append_in(tx: &Transaction<'_>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
     let stream = event.user_id.as_ref().map_or(UNATTRIBUTED, |u| u.as_str()).to_owned();
-    let last: i64 = tx
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit WHERE stream = ?1", [&stream], |r| r.get(0))
+    let head: Option<(i64, String)> = tx
+        .query_row("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1", [&stream], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
         .map_err(unavailable)?;
-    event.seq = last as u64 + 1;
+    let (last, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
+    let event = event.seal(last as u64 + 1, &prev_hash);
     let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
-        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             stream,
             event.seq as i64,
@@ -113,7 +133,8 @@ fn append_in(tx: &Transaction<'_>, mut event: AuditEvent) -> Result<AuditEvent, 
             event.at.unix(),
             event.user_id.as_ref().map(|u| u.as_str()),
             event.actor.sub.as_str(),
-            body
+            body,
+            event.hash
         ],
     )
     .map_err(unavailable)?;

@@ -1,0 +1,147 @@
+//! The audit log's per-user hash chains, in a form any language can recompute.
+//!
+//! Every audit event is a JSON object (as the API returns it and as exports carry it). Its
+//! `hash` is the lowercase hex SHA-256 of its **canonical encoding**: the object without its
+//! `hash` member, members sorted by key (by Unicode code point), no whitespace, strings in
+//! JSON's minimal escaping (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters
+//! as `\u00xx` in lowercase hex, everything else as literal UTF-8, `/` unescaped), integers in
+//! plain decimal, `null`, `true` and `false` as such. For the values an event holds (strings,
+//! integers, `null` and one nested object) this is exactly RFC 8785 (JCS). Each event also
+//! carries `prev_hash`, the `hash` of the event before it in the same stream (the user's, or
+//! the unattributed one), and [`GENESIS`] for the first; with the gapless `seq` this makes a
+//! deleted, edited, reordered or spliced event visible. `tests/vectors/chain.json` holds
+//! golden vectors.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first event of every stream.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The canonical encoding of `value` (see the module docs).
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&serde_json::to_string(scalar).expect("a scalar serializes")),
+    }
+}
+
+/// The `hash` an event must carry: SHA-256 over the canonical encoding of the event without
+/// its `hash` member. `event` must be a JSON object.
+pub fn event_hash(event: &Value) -> String {
+    let mut event = event.clone();
+    if let Value::Object(map) = &mut event {
+        map.remove("hash");
+    }
+    let digest = Sha256::digest(canonical_json(&event).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a sequence of events is not an intact chain. `index` is the position in the input of
+/// the first event found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("event {index}: not an audit event object ({problem})")]
+    Malformed { index: usize, problem: String },
+    #[error("event {index} ({stream} #{seq}): its hash does not match its content")]
+    Hash { index: usize, stream: String, seq: u64 },
+    #[error("event {index} ({stream}): seq {seq} where {expected} was next (a gap, a reorder or a duplicate)")]
+    Sequence { index: usize, stream: String, seq: u64, expected: u64 },
+    #[error("event {index} ({stream} #{seq}): prev_hash does not link to the event before it")]
+    Link { index: usize, stream: String, seq: u64 },
+}
+
+/// The stream an event belongs to: its `user_id`, or `~unattributed` when that is null.
+pub fn stream_of(event: &Value) -> Option<String> {
+    match event.get("user_id")? {
+        Value::Null => Some("~unattributed".to_owned()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Checks events given oldest first (several streams may interleave): in each stream `seq`
+/// runs 1, 2, 3, … without a gap, each `prev_hash` is the previous event's `hash` (the first
+/// one's is [`GENESIS`]), and each `hash` matches its event. Returns the head (last `seq` and
+/// `hash`) of every stream.
+pub fn verify_chains<'a>(
+    events: impl IntoIterator<Item = &'a Value>,
+) -> Result<std::collections::BTreeMap<String, (u64, String)>, ChainError> {
+    let mut heads: std::collections::BTreeMap<String, (u64, String)> = std::collections::BTreeMap::new();
+    for (index, event) in events.into_iter().enumerate() {
+        let malformed = |problem: &str| ChainError::Malformed { index, problem: problem.to_owned() };
+        let stream = stream_of(event).ok_or_else(|| malformed("user_id missing or not a string"))?;
+        let seq = event.get("seq").and_then(Value::as_u64).ok_or_else(|| malformed("seq missing"))?;
+        let hash = event.get("hash").and_then(Value::as_str).ok_or_else(|| malformed("hash missing"))?;
+        let prev = event.get("prev_hash").and_then(Value::as_str).ok_or_else(|| malformed("prev_hash missing"))?;
+        if event_hash(event) != hash {
+            return Err(ChainError::Hash { index, stream, seq });
+        }
+        let (last_seq, last_hash) = heads.get(&stream).cloned().unwrap_or((0, GENESIS.to_owned()));
+        if seq != last_seq + 1 {
+            return Err(ChainError::Sequence { index, stream, seq, expected: last_seq + 1 });
+        }
+        if prev != last_hash {
+            return Err(ChainError::Link { index, stream, seq });
+        }
+        heads.insert(stream, (seq, hash.to_owned()));
+    }
+    Ok(heads)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_sorted_and_nothing_is_spaced() {
+        let v = json!({"b": 1, "a": {"d": null, "c": "x"}, "é": "ü", "A": [2, 1]});
+        assert_eq!(canonical_json(&v), r#"{"A":[2,1],"a":{"c":"x","d":null},"b":1,"é":"ü"}"#);
+    }
+
+    #[test]
+    fn strings_use_minimal_escaping() {
+        let v = json!({"s": "q\"b\\n\n t\t\u{1} /"});
+        assert_eq!(canonical_json(&v), "{\"s\":\"q\\\"b\\\\n\\n t\\t\\u0001 /\"}");
+    }
+
+    #[test]
+    fn the_hash_ignores_the_hash_member_only() {
+        let a = json!({"seq": 1, "hash": "whatever"});
+        let b = json!({"seq": 1});
+        assert_eq!(event_hash(&a), event_hash(&b));
+        assert_ne!(event_hash(&b), event_hash(&json!({"seq": 2})));
+        assert_eq!(event_hash(&b).len(), 64);
+    }
+}

@@ -241,6 +241,20 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let log = invoke("access-log", &paging_env, vec![alice("GET", "/me/access-log").to_json()]).await;
     assert_eq!(body(&log[0])["events"].as_array().unwrap().len(), 6);
 
+    let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
+    let exported = invoke("export-audit", &env, vec![export.to_json()]).await;
+    assert_eq!(exported[0]["statusCode"], 200);
+    // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
+    let raw = exported[0]["body"].as_str().unwrap();
+    let text = if exported[0]["isBase64Encoded"] == true {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(raw).unwrap()).unwrap()
+    } else {
+        raw.to_owned()
+    };
+    let report = support_access_cli::verify_export(&text).unwrap();
+    assert_eq!(report.heads["alice"].0, 6, "the chain written by four functions is intact");
+
     // The expiry recorder on a TTL deletion of alice's (revoked, so synthetic) consent.
     let mut record: Value = serde_json::from_str(include_str!("fixtures/dynamodb_stream_consents.json")).unwrap();
     record["Records"][0]["dynamodb"]["OldImage"]["consent_id"] = json!({"S": consent["consent_id"]});

@@ -33,6 +33,7 @@ EXPECTED = {
     | {("kms:Sign", "SigningKey")},
     "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
     "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
+    "ExportAuditFunction": {("dynamodb:Query", "AuditTable")},
     "JwksFunction": {("kms:GetPublicKey", "SigningKey")},
     "AuthorizerFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
@@ -140,7 +141,7 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert function == "MintTokenFunction", f"{function} signs"
             if action == "kms:GetPublicKey":
                 assert function in {"JwksFunction", "AuthorizerFunction"}, f"{function} reads public keys"
-    for reader in ["GetConsentFunction", "QueryAuditFunction", "AccessLogFunction", "JwksFunction"]:
+    for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
         assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
 
 

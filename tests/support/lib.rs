@@ -339,6 +339,15 @@ impl TestApp {
         &self.ports
     }
 
+    /// The raw answer: status, content type and body text (for non-JSON bodies).
+    pub async fn call_raw(&self, event: Event) -> (u16, String, String) {
+        let response = shared::http::route(event.to_request(), self.ports()).await;
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = String::from_utf8(response.body().as_ref().to_vec()).unwrap();
+        (response.status().as_u16(), content_type, body)
+    }
+
     pub async fn call(&self, event: Event) -> Answer {
         let response = shared::http::route(event.to_request(), self.ports()).await;
         let status = response.status().as_u16();

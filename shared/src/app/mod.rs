@@ -11,7 +11,7 @@ mod error;
 mod expiry;
 mod mint;
 
-pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
+pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, export_stream, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;

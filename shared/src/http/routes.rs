@@ -36,6 +36,8 @@ pub enum Route {
     Whoami,
     /// `POST /introspect`: RFC 7662 token introspection for resource servers outside AWS.
     Introspect,
+    /// `GET /audit/export?user_id=...`: one user's stream as JSON Lines, oldest first.
+    ExportAudit,
 }
 
 impl Route {
@@ -52,6 +54,8 @@ impl Route {
             ("/tokens", &Method::POST) => ("POST", Some(Self::MintToken)),
             ("/tokens", _) => ("POST", None),
             ("/audit", &Method::GET) => ("GET", Some(Self::QueryAudit)),
+            ("/audit/export", &Method::GET) => ("GET", Some(Self::ExportAudit)),
+            ("/audit/export", _) => ("GET", None),
             ("/audit", _) => ("GET", None),
             ("/me/access-log", &Method::GET) => ("GET", Some(Self::AccessLog)),
             ("/me/access-log", _) => ("GET", None),
@@ -86,6 +90,7 @@ pub async fn handle(route: Route, req: Request, ports: &Ports) -> Response<Body>
         Route::Jwks => Ok(json(StatusCode::OK, ports.keys.jwks())),
         Route::Whoami => whoami(&req, ports).await,
         Route::Introspect => introspect(&req, ports).await,
+        Route::ExportAudit => export_audit(&req, ports).await,
     };
     result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
 }
@@ -208,6 +213,32 @@ async fn query_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, Api
     let limit = page_size(p.limit.as_deref())?;
     let page = app::query_audit(ports, filter, limit, p.cursor.as_deref()).await?;
     Ok(json(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    user_id: String,
+}
+
+/// The export is JSON Lines (`application/x-ndjson`): one audit event per line, as the API
+/// returns events, oldest first, so `support-access verify` can check the chain offline.
+async fn export_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.auditor_group)?;
+    let p: ExportParams = query(req)?;
+    let events = app::export_stream(ports, UserId::parse(&p.user_id)?).await?;
+    let mut lines = String::new();
+    for e in &events {
+        lines.push_str(&serde_json::to_string(e).expect("events serialize"));
+        lines.push('\n');
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(lines))
+        .expect("a static status and headers always build"))
 }
 
 async fn access_log(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {

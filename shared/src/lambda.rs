@@ -2,6 +2,7 @@
 //! environment, the SDK clients (and, where needed, the JWK Set) built once outside the
 //! handler, and JSON logs. Each `functions/<job>/src/main.rs` is this plus its one handler.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -51,4 +52,16 @@ pub async fn ports_from_env(needs: Needs) -> Result<Ports, String> {
     let policy = Policy::from_env().map_err(|e| e.to_string())?;
     let cursor_key = cursor_key(needs.cursor_key)?;
     crate::adapters::aws::ports_from_env(policy, Arc::new(SystemClock), cursor_key, needs.public_keys).await
+}
+
+/// The whole life of an HTTP function: JSON logs, its ports built once from the environment,
+/// then every API Gateway v2 request to `route`'s handler until Lambda stops the process.
+pub async fn serve_http(route: crate::http::Route, needs: Needs) -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let ports = ports_from_env(needs).await?;
+    let ports = &ports;
+    lambda_http::run(lambda_http::service_fn(move |request| async move {
+        Ok::<_, Infallible>(crate::http::handle(route, request, ports).await)
+    }))
+    .await
 }

@@ -185,14 +185,19 @@ pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
          DynamoDB/KMS API server on loopback",
     );
     assert!(endpoint.starts_with("http://127."), "tests only talk to loopback, not {endpoint}");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = sdk_config_for(&endpoint).await;
+    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+}
+
+/// SDK settings for an API server at `endpoint` on loopback, with test credentials.
+async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
         .timeout_config(shared::adapters::aws::timeouts())
         .load()
-        .await;
-    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+        .await
 }
 
 impl TestApp {
@@ -289,13 +294,7 @@ impl TestApp {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", dead.local_addr().unwrap());
         drop(dead);
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-            .timeout_config(shared::adapters::aws::timeouts())
-            .load()
-            .await;
+        let config = sdk_config_for(&endpoint).await;
         self.ports.signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &aws.key, &[]).unwrap());
     }
 

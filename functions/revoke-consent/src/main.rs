@@ -1,20 +1,12 @@
 //! `DELETE /consents/current`: a user ends their consent at once.
-//! One Lambda behind API Gateway HTTP API; the handler is `shared::http`'s, as in local-api.
+//! One Lambda behind API Gateway HTTP API: the ports are built once per cold start, and every
+//! request goes to `shared::http`'s handler for this route, as in local-api.
 
-use std::convert::Infallible;
-
-use lambda_http::{Error, service_fn};
-use shared::http::{Route, handle};
-use shared::lambda::{Needs, init_tracing, ports_from_env};
+use lambda_http::Error;
+use shared::http::Route;
+use shared::lambda::{Needs, serve_http};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    // Built once per cold start, borrowed by every invocation.
-    let ports = ports_from_env(Needs::default()).await?;
-    let ports = &ports;
-    lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Infallible>(handle(Route::RevokeConsent, request, ports).await)
-    }))
-    .await
+    serve_http(Route::RevokeConsent, Needs::default()).await
 }

@@ -15,6 +15,10 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// The stream of the events no user can be trusted to own (a token whose signature failed
+/// names nobody); `~` is outside the id alphabet, so no user id can be it.
+pub const UNATTRIBUTED_STREAM: &str = "~unattributed";
+
 /// The `prev_hash` of the first event of every stream.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -80,10 +84,10 @@ pub enum ChainError {
     Link { index: usize, stream: String, seq: u64 },
 }
 
-/// The stream an event belongs to: its `user_id`, or `~unattributed` when that is null.
+/// The stream an event belongs to: its `user_id`, or [`UNATTRIBUTED_STREAM`] when that is null.
 pub fn stream_of(event: &Value) -> Option<String> {
     match event.get("user_id")? {
-        Value::Null => Some("~unattributed".to_owned()),
+        Value::Null => Some(UNATTRIBUTED_STREAM.to_owned()),
         Value::String(s) => Some(s.clone()),
         _ => None,
     }

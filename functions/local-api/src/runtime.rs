@@ -20,9 +20,15 @@ pub struct Runtime {
     pub sweeper: Option<Arc<dyn ExpirySweeper>>,
 }
 
-fn prepare(data_dir: &Path) -> Result<(DevIdentityProvider, CursorKey), String> {
+/// The dev identity provider of `data_dir` (created there on first use).
+fn identity(data_dir: &Path) -> Result<DevIdentityProvider, String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    let identity = DevIdentityProvider::load_or_create(&data_dir.join("dev-idp-key.p8"))?;
+    DevIdentityProvider::load_or_create(&data_dir.join("dev-idp-key.p8"))
+}
+
+/// What every backend keeps in `data_dir`: the dev identity provider and the cursor key.
+fn prepare(data_dir: &Path) -> Result<(DevIdentityProvider, CursorKey), String> {
+    let identity = identity(data_dir)?;
     let cursor_key =
         CursorKey::from_bytes(&read_or_create_secret(&data_dir.join("cursor.key"), &CursorKey::random_bytes())?);
     Ok((identity, cursor_key))
@@ -31,7 +37,7 @@ fn prepare(data_dir: &Path) -> Result<(DevIdentityProvider, CursorKey), String> 
 impl Runtime {
     /// The dev identity provider of `data_dir` alone (for `dev-token`).
     pub fn embedded_identity(data_dir: &Path) -> Result<DevIdentityProvider, String> {
-        prepare(data_dir).map(|(identity, _)| identity)
+        identity(data_dir)
     }
 
     /// The embedded default: everything in `data_dir`.

@@ -156,6 +156,11 @@ impl AuditEvent {
         }
     }
 
+    /// The stream the event is chained in: its user's, or the unattributed one.
+    pub fn stream(&self) -> &str {
+        self.user_id.as_ref().map_or(support_access_verify::chain::UNATTRIBUTED_STREAM, |u| u.as_str())
+    }
+
     /// The event as appended at `seq` after the event whose hash is `prev_hash` (the chain's
     /// genesis for the first): both set, and `hash` computed over the canonical encoding.
     pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {

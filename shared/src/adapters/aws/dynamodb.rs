@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, Trans
 use support_access_verify::chain::GENESIS;
 
 use super::items::{
-    AuditItem, ConsentItem, Item, TIME_SHARDS, at_key_bounds, audit_item, consent_item, month_of, stream_of, user_key,
+    AuditItem, ConsentItem, Item, TIME_SHARDS, at_key_bounds, audit_item, consent_item, month_of, user_key,
 };
 use crate::domain::{AuditEvent, Consent, Timestamp, UserId};
 use crate::ports::{
@@ -131,7 +131,7 @@ impl DynamoStore {
     /// one transaction. A failed condition of `own` is `ConsentChanged`; a lost race for the
     /// `seq` is retried with a fresh head.
     async fn commit(&self, own: Vec<TransactWriteItem>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let stream = stream_of(&event);
+        let stream = event.stream().to_owned();
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             let (last, prev_hash) = self.head(&stream).await?;
             let event = event.clone().seal(last + 1, &prev_hash);

@@ -14,15 +14,8 @@ use crate::ports::StoreError;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
-/// The audit stream of events no user can be trusted to own; `~` is outside the id alphabet.
-pub(super) const UNATTRIBUTED: &str = "~unattributed";
-
 /// Shards of the time index per month, so one month's writes spread over several partitions.
 pub(super) const TIME_SHARDS: u8 = 4;
-
-pub(super) fn stream_of(event: &AuditEvent) -> String {
-    event.user_id.as_ref().map_or(UNATTRIBUTED, |u| u.as_str()).to_owned()
-}
 
 /// The sort key of both GSIs: time-ordered, unique, and ordered like `(at, stream, seq)`.
 pub(super) fn at_key(at: Timestamp, stream: &str, seq: u64) -> String {
@@ -110,9 +103,9 @@ impl TryFrom<&Item> for ConsentItem {
 
 /// The audit item of `event` (whose `seq` is already assigned), with both GSI keys.
 pub(super) fn audit_item(e: &AuditEvent) -> Item {
-    let stream = stream_of(e);
+    let stream = e.stream();
     let mut item = HashMap::from([
-        ("stream".into(), s(&stream)),
+        ("stream".into(), s(stream)),
         ("seq".into(), n(e.seq as i64)),
         ("prev_hash".into(), s(&e.prev_hash)),
         ("hash".into(), s(&e.hash)),
@@ -121,7 +114,7 @@ pub(super) fn audit_item(e: &AuditEvent) -> Item {
         ("at".into(), n(e.at.unix())),
         ("actor".into(), s(e.actor.sub.as_str())),
         ("actor_role".into(), s(e.actor.role.as_str())),
-        ("at_key".into(), s(&at_key(e.at, &stream, e.seq))),
+        ("at_key".into(), s(&at_key(e.at, stream, e.seq))),
         ("time_bucket".into(), s(&time_bucket(e.at, &e.event_id))),
     ]);
     let mut opt = |name: &str, v: Option<AttributeValue>| {

@@ -17,10 +17,6 @@ use crate::ports::{
     TokenLedger,
 };
 
-/// The stream of events that no user can be trusted to own (tokens whose signature failed).
-/// `~` is outside the id alphabet, so no user id can collide with it.
-const UNATTRIBUTED: &str = "~unattributed";
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS consents (
     user_id    TEXT PRIMARY KEY,
@@ -112,7 +108,7 @@ impl SqliteStore {
 /// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the
 /// stream's last event.
 fn append_in(tx: &Transaction<'_>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-    let stream = event.user_id.as_ref().map_or(UNATTRIBUTED, |u| u.as_str()).to_owned();
+    let stream = event.stream().to_owned();
     let head: Option<(i64, String)> = tx
         .query_row("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1", [&stream], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -161,10 +161,14 @@ async fn a_write_is_read_back_at_once(app: TestApp) {
     }
 }
 
+/// 50 writers at once on one user's stream (an agent's parallel requests): none loses, forks
+/// or skips a number. The time is printed (`--nocapture`) as the contention measurement.
 async fn concurrent_appends_to_one_user_are_gapless(app: TestApp) {
+    const WRITERS: u64 = 50;
     let ports = Arc::new(app.ports().clone());
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..12 {
+    for i in 0..WRITERS as i64 {
         let ports = ports.clone();
         tasks.push(tokio::spawn(async move {
             let e = AuditEvent::new(
@@ -180,8 +184,75 @@ async fn concurrent_appends_to_one_user_are_gapless(app: TestApp) {
     for t in tasks {
         seqs.push(t.await.unwrap());
     }
+    let elapsed = started.elapsed();
     seqs.sort();
-    assert_eq!(seqs, (1..=12).collect::<Vec<u64>>(), "every writer got its own next number");
+    assert_eq!(seqs, (1..=WRITERS).collect::<Vec<u64>>(), "every writer got its own next number");
+    // The same number one after another, for the ratio.
+    let started = std::time::Instant::now();
+    for i in 0..WRITERS as i64 {
+        let e = AuditEvent::new(
+            AuditEventType::TokenUsed,
+            Timestamp::from_unix(T0 + i),
+            Some(UserId::parse("bob").unwrap()),
+            Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+        );
+        ports.audit.append(e).await.unwrap();
+    }
+    let sequential = started.elapsed();
+    eprintln!(
+        "{:?}: {WRITERS} concurrent appends to one stream in {elapsed:?}; one after another {sequential:?} ({:.1}x)",
+        app.backend,
+        elapsed.as_secs_f64() / sequential.as_secs_f64()
+    );
+    let chain = stream(&app, Some("alice")).await;
+    support_access_verify::chain::verify_chains(&chain).unwrap();
+}
+
+/// Checkpoints seal exactly the heads that moved, link to each other, never run empty, and
+/// racing checkpointers cannot both land; exports of one user and of everyone verify.
+async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
+    use support_access_verify::checkpoint::link_of;
+    grant(&app, "alice", minutes(60)).await;
+    grant(&app, "bob", minutes(60)).await;
+    app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
+    app.ports().audit.append(e).await.unwrap();
+
+    let first = app::checkpoint_now(app.ports()).await.unwrap().unwrap();
+    assert_eq!((first.claims.seq, first.claims.size), (1, 3), "alice, bob and the unattributed stream");
+    assert!(app::checkpoint_now(app.ports()).await.unwrap().is_none(), "nothing moved, nothing sealed");
+
+    app::revoke_consent(app.ports(), &user("alice")).await.unwrap();
+    let ports = Arc::new(app.ports().clone());
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let ports = ports.clone();
+            tokio::spawn(async move { app::checkpoint_now(&ports).await })
+        })
+        .collect();
+    let mut landed = Vec::new();
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(Some(c)) => landed.push(c),
+            Ok(None) | Err(app::CheckpointError::Store(shared::ports::StoreError::Conflict(_))) => {}
+            Err(e) => panic!("a racing checkpointer failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(landed.len(), 1, "exactly one racer lands checkpoint 2");
+    let second = &landed[0];
+    assert_eq!((second.claims.seq, second.claims.size), (2, 1));
+    assert_eq!(second.claims.prev, link_of(Some(&first.jws)));
+    assert_eq!(app.ports().archive.latest_checkpoint().await.unwrap().as_ref(), Some(second));
+
+    let strict = support_access_cli::Options::default();
+    for who in [Some(user("alice")), Some(user("bob")), None] {
+        let lines = app::export_lines(app.ports(), who.clone()).await.unwrap();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let report = support_access_cli::verify_export(&text, &app.ports().keys, strict)
+            .unwrap_or_else(|e| panic!("{who:?}: {e}"));
+        let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
+        assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");
+    }
 }
 
 /// One stream's events, oldest first, as the API serves them (JSON).
@@ -370,6 +441,7 @@ contract!(
     a_failed_audit_write_leaves_the_consent_as_it_was,
     a_write_is_read_back_at_once,
     concurrent_appends_to_one_user_are_gapless,
+    checkpoints_seal_moved_heads_and_every_export_verifies,
     every_stream_is_an_intact_hash_chain,
     audit_queries_by_user_actor_type_and_time_page_exactly,
 );

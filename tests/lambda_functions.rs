@@ -241,6 +241,16 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let log = invoke("access-log", &paging_env, vec![alice("GET", "/me/access-log").to_json()]).await;
     assert_eq!(body(&log[0])["events"].as_array().unwrap().len(), 6);
 
+    // The scheduled checkpoint, on an EventBridge schedule's event, seals alice's chain.
+    let scheduled = json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/support-access-checkpoint"], "detail": {}
+    });
+    let sealed = invoke("checkpoint", &env, vec![scheduled.clone(), scheduled]).await;
+    assert_eq!(sealed[0]["checkpoint"], 1, "{sealed:?}");
+    assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
+
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
     let exported = invoke("export-audit", &env, vec![export.to_json()]).await;
     assert_eq!(exported[0]["statusCode"], 200);
@@ -252,7 +262,9 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     } else {
         raw.to_owned()
     };
-    let report = support_access_cli::verify_export(&text).unwrap();
+    let report =
+        support_access_cli::verify_export(&text, &app.ports().keys, support_access_cli::Options::default()).unwrap();
+    assert_eq!(report.checkpoints, [1]);
     assert_eq!(report.heads["alice"].0, 6, "the chain written by four functions is intact");
 
     // The expiry recorder on a TTL deletion of alice's (revoked, so synthetic) consent.

@@ -33,8 +33,21 @@ EXPECTED = {
     | {("kms:Sign", "SigningKey")},
     "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
     "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
-    "ExportAuditFunction": {("dynamodb:Query", "AuditTable")},
-    "JwksFunction": {("kms:GetPublicKey", "SigningKey")},
+    "ExportAuditFunction": {
+        ("dynamodb:Query", "AuditTable"),
+        ("dynamodb:Scan", "ChainHeadsTable"),
+        ("dynamodb:Query", "CheckpointsTable"),
+        ("dynamodb:GetItem", "CheckpointsTable"),
+    },
+    "JwksFunction": {("kms:GetPublicKey", "SigningKey"), ("kms:GetPublicKey", "CheckpointKey")},
+    "CheckpointFunction": {
+        ("dynamodb:Scan", "ChainHeadsTable"),
+        ("dynamodb:Query", "CheckpointsTable"),
+        ("dynamodb:GetItem", "CheckpointsTable"),
+        ("dynamodb:PutItem", "CheckpointsTable"),
+        ("dynamodb:ConditionCheckItem", "CheckpointsTable"),
+        ("kms:Sign", "CheckpointKey"),
+    },
     "AuthorizerFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS,
@@ -138,7 +151,13 @@ def test_the_rules_hold_whatever_the_table_says(template):
             if resource == "ConsentsTable" and action in WRITES:
                 assert function in {"GrantConsentFunction", "RevokeConsentFunction"}, f"{function} writes consents"
             if action == "kms:Sign":
-                assert function == "MintTokenFunction", f"{function} signs"
+                # Tokens with SigningKey by mint alone; checkpoints with their own key.
+                assert (function, resource) in {
+                    ("MintTokenFunction", "SigningKey"),
+                    ("CheckpointFunction", "CheckpointKey"),
+                }, f"{function} signs with {resource}"
+            if resource == "CheckpointsTable" and action in WRITES:
+                assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
                 assert function in {"JwksFunction", "AuthorizerFunction"}, f"{function} reads public keys"
     for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
@@ -157,19 +176,24 @@ def test_a_widened_role_is_caught(template):
 
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable"]:
+    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable"]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["DeletionProtectionEnabled"] is True
     assert resources["AuditTable"]["DeletionPolicy"] == "Retain"
+    assert resources["CheckpointsTable"]["DeletionPolicy"] == "Retain"
     consents = resources["ConsentsTable"]["Properties"]
     assert consents["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert consents["StreamSpecification"]["StreamViewType"] == "OLD_IMAGE"
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
-    key = resources["SigningKey"]["Properties"]
-    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    for name in ["SigningKey", "CheckpointKey"]:
+        key = resources[name]["Properties"]
+        assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    checkpoint = resources["CheckpointFunction"]["Properties"]
+    assert checkpoint["Events"]["Schedule"]["Type"] == "Schedule"
+    assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == {"Ref": "CheckpointKey"}
 
 
 def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):

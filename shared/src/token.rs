@@ -48,8 +48,14 @@ pub fn expires_at(claims: &ImpersonationClaims) -> Timestamp {
 
 /// Signs `claims` into a compact JWS with the signer's current key.
 pub async fn sign(claims: &ImpersonationClaims, signer: &dyn Signer) -> Result<String, SignerError> {
+    sign_jws(TOKEN_TYPE, claims, signer).await
+}
+
+/// Signs any claims of this service (a token, a checkpoint) as an ES256 compact JWS of the
+/// given `typ` with the signer's current key.
+pub async fn sign_jws<T: Serialize + Sync>(typ: &str, claims: &T, signer: &dyn Signer) -> Result<String, SignerError> {
     let mut header = Header::new(Algorithm::ES256);
-    header.typ = Some(TOKEN_TYPE.to_owned());
+    header.typ = Some(typ.to_owned());
     header.kid = Some(signer.key_id().to_owned());
     let signing_input = format!("{}.{}", b64_json(&header), b64_json(claims));
     let signature = signer.sign(signing_input.as_bytes()).await?;

@@ -2,6 +2,7 @@
 //! a fixed clock, and helpers to read answers and prove that nothing was written.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::path::PathBuf;
 
@@ -236,12 +237,17 @@ impl TestApp {
                     consents: format!("Consents-{suffix}"),
                     audit: format!("Audit-{suffix}"),
                     heads: format!("ChainHeads-{suffix}"),
+                    checkpoints: format!("Checkpoints-{suffix}"),
                 };
                 create_tables(&dynamodb, &tables).await.unwrap();
                 let key = create_signing_key(&kms).await.unwrap();
                 let signer = Arc::new(KmsSigner::new(kms.clone(), &key, &[]).unwrap());
                 let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
-                let store = Arc::new(DynamoStore::new(dynamodb.clone(), tables.clone()));
+                // moto serializes every request, so contended appends take far longer than on
+                // DynamoDB: the contract suite's 50-writer case needs more than the default.
+                let store = Arc::new(
+                    DynamoStore::new(dynamodb.clone(), tables.clone()).with_append_budget(Duration::from_secs(60)),
+                );
                 let ports =
                     Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
                 Self {
@@ -269,6 +275,7 @@ impl TestApp {
             ("CONSENTS_TABLE", aws.tables.consents.as_str()),
             ("AUDIT_TABLE", aws.tables.audit.as_str()),
             ("CHAIN_HEADS_TABLE", aws.tables.heads.as_str()),
+            ("CHECKPOINTS_TABLE", aws.tables.checkpoints.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]

@@ -24,6 +24,7 @@
 
 pub mod chain;
 mod check;
+pub mod checkpoint;
 mod claims;
 mod error;
 mod ids;

@@ -72,6 +72,21 @@ pub async fn sweep_expired(runtime: Arc<Runtime>, every: Duration) {
     }
 }
 
+/// Seals the audit log into a signed checkpoint every `every` until the process ends (on AWS,
+/// an EventBridge schedule runs the `checkpoint` function instead). The first tick is one
+/// period after start, so a short-lived process does not sign on every start.
+pub async fn checkpoint_every(runtime: Arc<Runtime>, every: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticker.tick().await;
+        match shared::app::checkpoint_now(&runtime.ports).await {
+            Ok(Some(c)) => tracing::info!(seq = c.claims.seq, heads = c.claims.size, "checkpoint made"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "checkpoint failed"),
+        }
+    }
+}
+
 async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body).await;

@@ -1,5 +1,6 @@
-//! `local-api`: run every route on the embedded default (`local-api`), or print a dev
-//! identity token (`local-api dev-token --sub alice --groups support`).
+//! `local-api`: run every route on the embedded default (`local-api`), print a dev identity
+//! token (`local-api dev-token --sub alice --groups support`), or seal the audit log now
+//! (`local-api checkpoint`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ struct Cli {
     /// Seconds between sweeps that record expired consents (embedded backend).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     sweep_seconds: u64,
+    /// Seconds between signed checkpoints of the audit log (on AWS, the schedule's).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    checkpoint_seconds: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +39,7 @@ struct Cli {
 enum Backend {
     /// SQLite and a local signing key in the data directory.
     Embedded,
-    /// DynamoDB and KMS (CONSENTS_TABLE, AUDIT_TABLE, CHAIN_HEADS_TABLE, KMS_KEY_ID, AWS_*).
+    /// DynamoDB and KMS (CONSENTS_TABLE, AUDIT_TABLE, CHAIN_HEADS_TABLE, CHECKPOINTS_TABLE, KMS_KEY_ID, AWS_*).
     Aws,
 }
 
@@ -44,6 +48,9 @@ enum Command {
     /// Create the DynamoDB tables and a KMS signing key at the configured AWS endpoint and
     /// print the settings as `export` lines: `eval "$(local-api setup-aws)"`.
     SetupAws,
+    /// Seal the audit log now: a signed checkpoint over every chain head that moved since the
+    /// last one (the server also does this every --checkpoint-seconds).
+    Checkpoint,
     /// Print an identity token from the dev identity provider that this local API accepts.
     DevToken {
         /// The caller's user id (`sub`).
@@ -92,6 +99,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         Backend::Embedded => Runtime::embedded(&data_dir, policy, clock.clone()).await?,
         Backend::Aws => Runtime::aws(&data_dir, policy, clock.clone()).await?,
     });
+    if let Some(Command::Checkpoint) = cli.command {
+        match shared::app::checkpoint_now(&runtime.ports).await.map_err(|e| format!("checkpoint failed: {e}"))? {
+            Some(c) => {
+                println!("checkpoint {} sealed {} chain heads (root {})", c.claims.seq, c.claims.size, c.claims.root)
+            }
+            None => println!("nothing to seal: no chain moved since the last checkpoint"),
+        }
+        return Ok(());
+    }
 
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
         .await
@@ -99,6 +115,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("local-api listening on http://{addr} (data in {})", data_dir.display());
     tokio::spawn(local_api::sweep_expired(runtime.clone(), Duration::from_secs(cli.sweep_seconds)));
+    tokio::spawn(local_api::checkpoint_every(runtime.clone(), Duration::from_secs(cli.checkpoint_seconds)));
     local_api::serve(listener, runtime, shutdown_signal()).await;
     Ok(())
 }

@@ -104,6 +104,7 @@ fn aws_env() -> Vec<(String, String)> {
         ("CONSENTS_TABLE", &format!("Consents-cli-{suffix}")),
         ("AUDIT_TABLE", &format!("Audit-cli-{suffix}")),
         ("CHAIN_HEADS_TABLE", &format!("ChainHeads-cli-{suffix}")),
+        ("CHECKPOINTS_TABLE", &format!("Checkpoints-cli-{suffix}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

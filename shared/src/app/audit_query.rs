@@ -33,30 +33,6 @@ pub async fn query_audit(
     })
 }
 
-/// The most events one export answers with; a longer stream is refused with a clear error
+/// The most events one export answers with; a longer export is refused with a clear error
 /// rather than truncated (a truncated chain would look like a tampered one).
 pub const MAX_EXPORT_EVENTS: usize = 10_000;
-
-/// `GET /audit/export`: one user's whole stream, oldest first, for offline verification of
-/// its hash chain (`support-access verify`).
-pub async fn export_stream(ports: &Ports, user: crate::domain::UserId) -> Result<Vec<AuditEvent>, ApiError> {
-    let filter = AuditFilter { user_id: Some(user), ..AuditFilter::default() };
-    let mut events = Vec::new();
-    let mut after = None;
-    loop {
-        let query = AuditQuery { filter: filter.clone(), limit: MAX_PAGE_SIZE, after, now: ports.clock.now() };
-        let page = ports.audit_reader.query(&query).await?;
-        events.extend(page.events);
-        if events.len() > MAX_EXPORT_EVENTS {
-            return Err(ApiError::InvalidRequest(format!(
-                "the stream holds more than {MAX_EXPORT_EVENTS} events; export it in parts (not yet supported)"
-            )));
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    events.reverse();
-    Ok(events)
-}

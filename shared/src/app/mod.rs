@@ -5,14 +5,16 @@
 
 mod audit_query;
 mod authorize;
+mod checkpoint;
 mod consent;
 mod cursor;
 mod error;
 mod expiry;
 mod mint;
 
-pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, export_stream, query_audit};
+pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
+pub use checkpoint::{CheckpointError, checkpoint_now, export_lines, make_checkpoint};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;
 pub use error::ApiError;

@@ -7,6 +7,9 @@ pub enum StoreError {
     /// The condition of a write did not hold: the consent is no longer the one read.
     #[error("the consent changed since it was read")]
     ConsentChanged,
+    /// Another writer took the place this write was conditioned on (a checkpoint's `seq`).
+    #[error("another writer got there first: {0}")]
+    Conflict(String),
     /// Storage could not be reached or refused the work (throttling, timeout, I/O).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -145,9 +145,45 @@ pub trait ExpiryLedger: Send + Sync {
     async fn record_expired(&self, consent: &Consent, event: AuditEvent) -> Result<bool, StoreError>;
 }
 
-/// A store that fills every storage port (the embedded store does; so will DynamoDB).
-pub trait Store: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader {}
-impl<T: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader> Store for T {}
+pub use support_access_verify::checkpoint::{CheckpointClaims, Leaf, ProvenLeaf};
+
+/// A signed checkpoint as stored: its claims, and the compact JWS that signs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub claims: CheckpointClaims,
+    pub jws: String,
+}
+
+/// Whole chains, oldest first, and the signed checkpoints that seal their heads (see
+/// `support_access_verify::checkpoint`). Checkpoints, like events, are only ever appended.
+#[async_trait]
+pub trait ChainArchive: Send + Sync {
+    /// Every stream that holds an event, sorted.
+    async fn streams(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`.
+    async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The newest checkpoint, if any was made.
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// The head of every stream that moved past what a checkpoint last sealed of it.
+    /// `latest` is [`ChainArchive::latest_checkpoint`], which an adapter may use to look
+    /// only at streams written since.
+    async fn unsealed_heads(&self, latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError>;
+
+    /// Appends `checkpoint` with its tree's leaves, on condition that no checkpoint holds
+    /// its `seq` yet; otherwise [`StoreError::Conflict`] and nothing written.
+    async fn append_checkpoint(&self, checkpoint: &Checkpoint, leaves: &[ProvenLeaf]) -> Result<(), StoreError>;
+
+    /// For an export, oldest first: with `stream`, the checkpoints that sealed a head of it,
+    /// each with that stream's leaves only; without, every checkpoint with all its leaves.
+    async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError>;
+}
+
+/// A store that fills every storage port (the embedded store and DynamoDB both do).
+pub trait Store: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader + ChainArchive {}
+impl<T: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader + ChainArchive> Store for T {}
 
 /// Everything a handler may touch, built once per process (per Lambda cold start).
 #[derive(Clone)]
@@ -157,6 +193,7 @@ pub struct Ports {
     pub ledger: Arc<dyn TokenLedger>,
     pub audit: Arc<dyn AuditAppender>,
     pub audit_reader: Arc<dyn AuditReader>,
+    pub archive: Arc<dyn ChainArchive>,
     pub signer: Arc<dyn Signer>,
     /// The verification keys (the JWK Set), fetched once from the signer.
     pub keys: Arc<KeyRing>,
@@ -182,7 +219,8 @@ impl Ports {
             consent_writer: store.clone(),
             ledger: store.clone(),
             audit: store.clone(),
-            audit_reader: store,
+            audit_reader: store.clone(),
+            archive: store,
             signer,
             keys: Arc::new(keys),
             clock,

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 
 use support_access_verify::chain::GENESIS;
 
@@ -24,12 +26,14 @@ use crate::ports::{
     TokenLedger,
 };
 
-/// The three tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`).
+/// The four tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
     pub audit: String,
     pub heads: String,
+    pub checkpoints: String,
 }
 
 impl Tables {
@@ -43,31 +47,44 @@ impl Tables {
             consents: var("CONSENTS_TABLE", "Consents"),
             audit: var("AUDIT_TABLE", "Audit"),
             heads: var("CHAIN_HEADS_TABLE", "ChainHeads"),
+            checkpoints: var("CHECKPOINTS_TABLE", "Checkpoints"),
         }
     }
 }
 
 pub struct DynamoStore {
-    client: Client,
-    tables: Tables,
+    pub(super) client: Client,
+    pub(super) tables: Tables,
+    append_budget: Duration,
 }
 
-/// How often an audit append retries after losing a race for its stream's next `seq`.
-const MAX_APPEND_ATTEMPTS: u32 = 25;
+/// The `stream` of the expiry markers kept in `ChainHeads`, which are not chain heads.
+pub(super) const EXPIRY_MARKER_PREFIX: &str = "~expired#";
+
+/// How often an audit append retries after losing a race for its stream's next `seq`, and
+/// how long it may spend doing so (well inside a function's timeout). Each loss means another
+/// writer's event landed, so 50 writers at once on one stream all land within these bounds
+/// (measured in the contract suite); beyond that, the answer is 503 and nothing half-written.
+const MAX_APPEND_ATTEMPTS: u32 = 200;
+const APPEND_BUDGET: Duration = Duration::from_secs(5);
+/// Backoff after a lost race: a random wait up to `2 ms * 2^attempt`, capped ("full jitter"),
+/// so contending writers spread out instead of colliding again in lockstep.
+const BACKOFF_BASE_MS: u64 = 2;
+const BACKOFF_CAP_MS: u64 = 50;
 /// How many `Query` calls one range read may spend before answering with what it has.
 const MAX_QUERY_CALLS: usize = 12;
 /// How many months of the time index one page may visit before answering with what it has.
 const MAX_MONTHS_PER_PAGE: usize = 14;
 
-fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+pub(super) fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
-fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
+pub(super) fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
     r.map_err(|e| StoreError::Unavailable(format!("request could not be built: {e}")))
 }
 
-fn s(v: &str) -> AttributeValue {
+pub(super) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
@@ -79,8 +96,9 @@ fn n(v: i64) -> AttributeValue {
 enum Cancelled {
     /// One of the caller's conditions (the consent's state) failed.
     Condition,
-    /// Another writer took this `seq` first, or the items were contended: retry.
-    Race,
+    /// Another writer took this `seq` first, or the items were contended: retry, from the
+    /// head the failed condition returned when it did.
+    Race(Option<(u64, String)>),
     Other(String),
 }
 
@@ -96,14 +114,26 @@ fn cancellation(
         return Cancelled::Condition;
     }
     if codes.iter().any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict") {
-        return Cancelled::Race;
+        // The head item follows the caller's own items; its condition returns the head as it is.
+        let head = c.cancellation_reasons().get(own).and_then(|r| r.item()).and_then(|item| {
+            let seq = item.get("seq")?.as_n().ok()?.parse().ok()?;
+            Some((seq, item.get("hash")?.as_s().ok()?.clone()))
+        });
+        return Cancelled::Race(head);
     }
     Cancelled::Other(format!("transaction cancelled: {codes:?}"))
 }
 
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self { client, tables, append_budget: APPEND_BUDGET }
+    }
+
+    /// How long one append may keep retrying lost races (default 5 s, half a function's
+    /// timeout). Tests against a local server that serializes every request need longer.
+    pub fn with_append_budget(mut self, budget: Duration) -> Self {
+        self.append_budget = budget;
+        self
     }
 
     /// The last `seq` and `hash` of `stream` (0 and the genesis for a new stream), read
@@ -132,14 +162,22 @@ impl DynamoStore {
     /// `seq` is retried with a fresh head.
     async fn commit(&self, own: Vec<TransactWriteItem>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
         let stream = event.stream().to_owned();
+        let started = std::time::Instant::now();
+        let mut known_head = None;
         for attempt in 0..MAX_APPEND_ATTEMPTS {
-            let (last, prev_hash) = self.head(&stream).await?;
+            let (last, prev_hash) = match known_head.take() {
+                Some(head) => head,
+                None => self.head(&stream).await?,
+            };
             let event = event.clone().seal(last + 1, &prev_hash);
             let head = Put::builder()
                 .table_name(&self.tables.heads)
                 .item("stream", s(&stream))
                 .item("seq", n(event.seq as i64))
-                .item("hash", s(&event.hash));
+                .item("hash", s(&event.hash))
+                // When the head moved, so the checkpointer can look only at recent heads.
+                .item("at", n(event.at.unix()))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
             let head = if last == 0 {
                 head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream")
             } else {
@@ -159,17 +197,21 @@ impl DynamoStore {
                 Ok(_) => return Ok(event),
                 Err(e) => match cancellation(&e, own.len()) {
                     Cancelled::Condition => return Err(StoreError::ConsentChanged),
-                    Cancelled::Race => {
-                        // Spread contending writers apart a little; bounded by the attempt count.
-                        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
-                        tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 2 + jitter)).await;
+                    Cancelled::Race(head) if started.elapsed() < self.append_budget => {
+                        known_head = head;
+                        let ceiling = (BACKOFF_BASE_MS << attempt.min(10)).min(BACKOFF_CAP_MS);
+                        let random =
+                            u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
+                        tokio::time::sleep(Duration::from_millis(random % (ceiling + 1))).await;
                     }
+                    Cancelled::Race(_) => break,
                     Cancelled::Other(why) => return Err(StoreError::Unavailable(why)),
                 },
             }
         }
         Err(StoreError::Unavailable(format!(
-            "gave up appending to {stream} after {MAX_APPEND_ATTEMPTS} contended attempts"
+            "gave up appending to {stream} after {:?} of contended attempts",
+            started.elapsed()
         )))
     }
 
@@ -248,7 +290,7 @@ impl ExpiryLedger for DynamoStore {
         // A marker item per expired consent makes redelivery a failed condition, not a duplicate.
         let marker = Put::builder()
             .table_name(&self.tables.heads)
-            .item("stream", s(&format!("~expired#{}", consent.consent_id)))
+            .item("stream", s(&format!("{EXPIRY_MARKER_PREFIX}{}", consent.consent_id)))
             .condition_expression("attribute_not_exists(#s)")
             .expression_attribute_names("#s", "stream");
         match self.commit(vec![TransactWriteItem::builder().put(built(marker.build())?).build()], event).await {

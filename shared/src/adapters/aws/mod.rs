@@ -2,6 +2,7 @@
 //! DynamoDB Streams records that become `consent.expired`. No SDK type leaves this module:
 //! everything crosses the ports as domain values and `StoreError`/`SignerError`.
 
+mod archive;
 mod der;
 mod dynamodb;
 mod items;

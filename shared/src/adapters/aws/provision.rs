@@ -34,7 +34,7 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 }
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes) and `ChainHeads`, all on-demand.
+/// `seq`, with the actor and time indexes), `ChainHeads` and `Checkpoints`, all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -91,6 +91,17 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .send()
         .await
         .map_err(|e| failed("create chain heads table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    client
+        .create_table()
+        .table_name(&tables.checkpoints)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", S)?)
+        .attribute_definitions(attr("sk", S)?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .send()
+        .await
+        .map_err(|e| failed("create checkpoints table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! holds the SQLite database, the token-signing key, the dev identity provider's key and the
 //! cursor key; files holding secrets are created with mode 0600.
 
+mod archive;
 mod dev_idp;
 mod files;
 mod signer;

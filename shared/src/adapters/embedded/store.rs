@@ -46,13 +46,36 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq    INTEGER PRIMARY KEY,
+    claims TEXT NOT NULL,
+    jws    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint_leaves (
+    stream     TEXT NOT NULL,
+    checkpoint INTEGER NOT NULL REFERENCES checkpoints (seq),
+    seq        INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    leaf_index INTEGER NOT NULL,
+    proof      TEXT NOT NULL,
+    PRIMARY KEY (stream, checkpoint)
+);
+CREATE INDEX IF NOT EXISTS checkpoint_leaves_by_checkpoint ON checkpoint_leaves (checkpoint, leaf_index);
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoint_leaves_no_update BEFORE UPDATE ON checkpoint_leaves
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoint_leaves_no_delete BEFORE DELETE ON checkpoint_leaves
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 ";
 
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    pub(super) conn: Arc<Mutex<Connection>>,
 }
 
-fn unavailable(e: rusqlite::Error) -> StoreError {
+pub(super) fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
 }
 
@@ -88,7 +111,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` in one immediate transaction on a blocking thread; commits on `Ok`.
-    async fn transaction<T: Send + 'static>(
+    pub(super) async fn transaction<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

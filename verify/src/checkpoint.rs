@@ -10,6 +10,7 @@
 //! (`SHA-256(0x00 || leaf)`, inner nodes `SHA-256(0x01 || left || right)`), leaves sorted by
 //! stream. An export carries, per checkpoint, only its own streams' leaves with their
 //! inclusion proofs (the RFC 6962 audit path, hex), so one user's export names no other user.
+//! `tests/vectors/checkpoint.json` holds golden vectors from an independent implementation.
 
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use ct_merkle::{HashableLeaf, InclusionProof, RootHash};

@@ -194,3 +194,73 @@ async fn a_restart_on_the_same_data_directory_loses_nothing() {
     assert_eq!(jwks_before, jwks_after, "the signing key is kept");
     api.stop().await;
 }
+
+/// Hostile sizes and shapes over real HTTP: each is refused cheaply (problem+json where a
+/// handler sees it; hyper's own 431 for a header block it will not buffer), nothing is
+/// written, and the server keeps serving.
+#[tokio::test]
+async fn oversized_and_hostile_requests_are_refused_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let alice = server.token("alice", &[]);
+    let auditor = server.token("aud-1", &["auditor"]);
+    let problem = |status: u16, body: &Value, slug: &str| {
+        assert_eq!(body["status"], status, "{body}");
+        assert!(body["type"].as_str().unwrap().ends_with(slug), "{body}");
+    };
+
+    // A body over 16 KiB.
+    let big = json!({"duration_seconds": 3600, "note": "x".repeat(20_000)}).to_string();
+    let (status, body) = send(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(big)).await;
+    assert_eq!(status, 413);
+    problem(413, &body, "payload-too-large");
+
+    // JSON nested 8000 deep (16 KiB): serde_json's recursion limit refuses it, no stack overflow.
+    let nested = "[".repeat(8000) + &"]".repeat(8000);
+    let deep = format!(r#"{{"duration_seconds": 3600, "note": {nested}}}"#);
+    assert!(deep.len() <= 16 * 1024);
+    let (status, body) = send(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(deep)).await;
+    assert_eq!(status, 400);
+    problem(400, &body, "invalid-request");
+
+    // A 10 000-character query string.
+    let long = format!("{}/audit?user_id={}", server.base, "a".repeat(10_000));
+    let (status, body) = send(client.get(long).bearer_auth(&auditor)).await;
+    assert_eq!(status, 400);
+    problem(400, &body, "invalid-request");
+    let repeated = format!("{}/audit?{}", server.base, "limit=1&".repeat(1_250));
+    let (status, body) = send(client.get(repeated).bearer_auth(&auditor)).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A header flood: hyper refuses the request before any handler (431), or drops it.
+    let mut flood = client.get(format!("{}/consents/current", server.base)).bearer_auth(&alice);
+    for i in 0..2_000 {
+        flood = flood.header(format!("x-flood-{i}"), "y".repeat(64));
+    }
+    match flood.send().await {
+        Ok(res) => assert_eq!(res.status().as_u16(), 431),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+
+    // Nothing of the above was written, and the server still answers.
+    let (status, body) = send(client.get(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        server
+            .runtime
+            .ports
+            .audit_reader
+            .query(&shared::ports::AuditQuery {
+                filter: Default::default(),
+                limit: 10,
+                after: None,
+                now: SystemClock.now(),
+            })
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    server.stop().await;
+}

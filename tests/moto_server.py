@@ -1,20 +1,34 @@
-"""Start moto's server for the AWS adapter tests, with DynamoDB transactions isolated.
+"""Start moto's server for the AWS adapter tests, with DynamoDB transactions as DynamoDB runs them.
 
-moto's threaded server evaluates a TransactWriteItems' conditions and applies its writes
-without isolation from other request threads, so two racing transactions can both pass a
-condition that real DynamoDB (which serialises transactions) lets only one pass. The
-concurrency tests must test our code, not that gap: this wraps the transaction in a lock and
-otherwise runs moto's own `moto_server` entry point unchanged.
+Two gaps of moto's, closed here so the tests test our code rather than the gaps:
+- moto's threaded server evaluates a TransactWriteItems' conditions and applies its writes
+  without isolation from other request threads, so two racing transactions can both pass a
+  condition that real DynamoDB (which serialises transactions) lets only one pass: the
+  transaction runs under a lock.
+- moto ignores `ClientRequestToken`, which DynamoDB honours for 10 minutes: a repeated
+  transaction with the same token succeeds without running again. The AWS SDK fills the token
+  in and re-sends it when it retries after a lost answer (the fault-injection tests drop
+  answers on purpose), so without this a committed write would be retried as a new one.
+
+Everything else is moto's own `moto_server` entry point, unchanged.
 
 usage: moto_server.py -H 127.0.0.1 -p PORT
 """
+import hashlib
+import json
 import threading
+import time
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _transact = DynamoDBBackend.transact_write_items
+_handle = DynamoHandler.transact_write_items
+# token -> (digest of the request's items, when it succeeded, the answer it gave)
+_done = {}
+_TOKEN_SECONDS = 600
 
 
 def _serialised(self, *args, **kwargs):
@@ -22,7 +36,25 @@ def _serialised(self, *args, **kwargs):
         return _transact(self, *args, **kwargs)
 
 
+def _idempotent(self):
+    token = self.body.get("ClientRequestToken")
+    if not token:
+        return _handle(self)
+    digest = hashlib.sha256(json.dumps(self.body.get("TransactItems"), sort_keys=True).encode()).hexdigest()
+    with _lock:
+        now = time.monotonic()
+        for old in [t for t, (_, at, _) in _done.items() if now - at > _TOKEN_SECONDS]:
+            del _done[old]
+        seen = _done.get(token)
+        if seen and seen[0] == digest:
+            return seen[2]
+        answer = _handle(self)
+        _done[token] = (digest, now, answer)
+        return answer
+
+
 DynamoDBBackend.transact_write_items = _serialised
+DynamoHandler.transact_write_items = _idempotent
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,8 @@
 //! Test support: API Gateway v2 events built from a real event fixture, an in-memory app on
 //! a fixed clock, and helpers to read answers and prove that nothing was written.
 
+pub mod fault_proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,35 +232,45 @@ impl TestApp {
                     Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
                 Self { ports, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
             }
-            Backend::Aws => {
-                let (dynamodb, kms) = aws_clients().await;
-                let suffix = uuid::Uuid::new_v4().simple().to_string();
-                let tables = Tables {
-                    consents: format!("Consents-{suffix}"),
-                    audit: format!("Audit-{suffix}"),
-                    heads: format!("ChainHeads-{suffix}"),
-                    checkpoints: format!("Checkpoints-{suffix}"),
-                };
-                create_tables(&dynamodb, &tables).await.unwrap();
-                let key = create_signing_key(&kms).await.unwrap();
-                let signer = Arc::new(KmsSigner::new(kms.clone(), &key, &[]).unwrap());
-                let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
-                // moto serializes every request, so contended appends take far longer than on
-                // DynamoDB: the contract suite's 50-writer case needs more than the default.
-                let store = Arc::new(
-                    DynamoStore::new(dynamodb.clone(), tables.clone()).with_append_budget(Duration::from_secs(60)),
-                );
-                let ports =
-                    Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
-                Self {
-                    ports,
-                    clock,
-                    backend,
-                    sqlite: None,
-                    aws: Some(AwsParts { store, key, dynamodb, tables }),
-                    _dir: None,
-                }
+            Backend::Aws => Self::on_aws(None).await,
+        }
+    }
+
+    /// The AWS backend with fresh tables and key; its ports talk to the API server through
+    /// `via` (a [`fault_proxy::FaultProxy`]) when given.
+    pub async fn on_aws(via: Option<&str>) -> Self {
+        let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
+        let (dynamodb, kms) = aws_clients().await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let tables = Tables {
+            consents: format!("Consents-{suffix}"),
+            audit: format!("Audit-{suffix}"),
+            heads: format!("ChainHeads-{suffix}"),
+            checkpoints: format!("Checkpoints-{suffix}"),
+        };
+        create_tables(&dynamodb, &tables).await.unwrap();
+        let key = create_signing_key(&kms).await.unwrap();
+        let (port_dynamodb, port_kms) = match via {
+            Some(endpoint) => {
+                let config = sdk_config_for(endpoint).await;
+                (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
             }
+            None => (dynamodb.clone(), kms.clone()),
+        };
+        let signer = Arc::new(KmsSigner::new(port_kms, &key, &[]).unwrap());
+        let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
+        // moto serializes every request, so contended appends take far longer than on
+        // DynamoDB: the contract suite's 50-writer case needs more than the default.
+        let store =
+            Arc::new(DynamoStore::new(port_dynamodb, tables.clone()).with_append_budget(Duration::from_secs(60)));
+        let ports = Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+        Self {
+            ports,
+            clock,
+            backend: Backend::Aws,
+            sqlite: None,
+            aws: Some(AwsParts { store, key, dynamodb, tables }),
+            _dir: None,
         }
     }
 

@@ -157,3 +157,36 @@ async fn every_aws_call_of_every_write_path_fails_every_way_and_nothing_is_half_
     eprintln!("{cases} fault cases: {outcomes:?}");
     assert!(cases >= 5 * 8, "every operation was enumerated");
 }
+
+/// The AWS calls each operation makes, counted at the HTTP layer: a warm function (one that
+/// has seen the user's stream) mints with one consistent read, one KMS `Sign` and one
+/// transaction, authorizes with one read and one transaction, and grants or revokes with one
+/// transaction (revoke first reads the consent it revokes). A cold one reads the chain head
+/// once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_makes_the_fewest_aws_calls() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = FaultProxy::start(&upstream).await;
+    let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
+    let mut measured = Vec::new();
+    let mut count = async |what: &str, expected: &[&str], answer: u16| {
+        let calls = proxy.calls();
+        proxy.clear();
+        assert!((200..300).contains(&answer), "{what}: {answer}");
+        assert_eq!(calls, expected, "{what}");
+        measured.push(format!("{what}: {}", calls.join(" + ")));
+    };
+    proxy.clear();
+    let status = app.grant("alice", json!({"duration_seconds": 3600})).await.status;
+    count("grant (cold)", &["GetItem", "TransactWriteItems"], status).await;
+    let minted = app.mint("alice").await;
+    count("mint", &["GetItem", "Sign", "TransactWriteItems"], minted.status).await;
+    let token = minted.str("access_token").to_owned();
+    let status = app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await.status;
+    count("authorize", &["GetItem", "TransactWriteItems"], status).await;
+    let status = app.grant("alice", json!({"duration_seconds": 3600})).await.status;
+    count("grant (warm)", &["TransactWriteItems"], status).await;
+    let status = app.call(Event::new("DELETE", "/consents/current").user("alice")).await.status;
+    count("revoke", &["GetItem", "TransactWriteItems"], status).await;
+    eprintln!("AWS calls per operation: {measured:#?}");
+}

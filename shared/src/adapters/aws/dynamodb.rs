@@ -56,7 +56,14 @@ pub struct DynamoStore {
     pub(super) client: Client,
     pub(super) tables: Tables,
     append_budget: Duration,
+    /// The last head this process saw of each stream: the first guess of the next append, so
+    /// a warm function appends with one transaction and no read. A stale guess is harmless:
+    /// the head's condition fails and returns the real head, and the append retries from it.
+    recent_heads: std::sync::Mutex<HashMap<String, (u64, String)>>,
 }
+
+/// How many streams' heads one process remembers (cleared when full: it is only a guess).
+const RECENT_HEADS: usize = 10_000;
 
 /// The `stream` of the expiry markers kept in `ChainHeads`, which are not chain heads.
 pub(super) const EXPIRY_MARKER_PREFIX: &str = "~expired#";
@@ -126,7 +133,7 @@ fn cancellation(
 
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables, append_budget: APPEND_BUDGET }
+        Self { client, tables, append_budget: APPEND_BUDGET, recent_heads: Default::default() }
     }
 
     /// How long one append may keep retrying lost races (default 5 s, half a function's
@@ -134,6 +141,19 @@ impl DynamoStore {
     pub fn with_append_budget(mut self, budget: Duration) -> Self {
         self.append_budget = budget;
         self
+    }
+
+    fn recent_head(&self, stream: &str) -> Option<(u64, String)> {
+        self.recent_heads.lock().ok()?.get(stream).cloned()
+    }
+
+    fn remember_head(&self, stream: &str, seq: u64, hash: &str) {
+        if let Ok(mut heads) = self.recent_heads.lock() {
+            if heads.len() >= RECENT_HEADS {
+                heads.clear();
+            }
+            heads.insert(stream.to_owned(), (seq, hash.to_owned()));
+        }
     }
 
     /// The last `seq` and `hash` of `stream` (0 and the genesis for a new stream), read
@@ -163,7 +183,8 @@ impl DynamoStore {
     async fn commit(&self, own: Vec<TransactWriteItem>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
         let stream = event.stream().to_owned();
         let started = std::time::Instant::now();
-        let mut known_head = None;
+        let mut known_head = self.recent_head(&stream);
+        let mut guessed = known_head.is_some();
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             let (last, prev_hash) = match known_head.take() {
                 Some(head) => head,
@@ -194,9 +215,14 @@ impl DynamoStore {
             items.push(TransactWriteItem::builder().put(built(head.build())?).build());
             items.push(TransactWriteItem::builder().put(built(audit.build())?).build());
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => return Ok(event),
+                Ok(_) => {
+                    self.remember_head(&stream, event.seq, &event.hash);
+                    return Ok(event);
+                }
                 Err(e) => match cancellation(&e, own.len()) {
                     Cancelled::Condition => return Err(StoreError::ConsentChanged),
+                    // A stale guess from this process's memory: no one is contending, retry at once.
+                    Cancelled::Race(head) if std::mem::take(&mut guessed) => known_head = head,
                     Cancelled::Race(head) if started.elapsed() < self.append_budget => {
                         known_head = head;
                         let ceiling = (BACKOFF_BASE_MS << attempt.min(10)).min(BACKOFF_CAP_MS);

@@ -218,6 +218,15 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(decided[0]["context"]["consent_id"], consent["consent_id"]);
     assert_eq!(decided[1]["isAuthorized"], false);
 
+    // Introspection for a resource server outside AWS (an active answer writes nothing).
+    let asked = Event::new("POST", "/introspect").caller("rs-1", "[introspect]").form(&[("token", &token)]).to_json();
+    let introspected = invoke("introspect", &env, vec![asked]).await;
+    assert_eq!(introspected[0]["statusCode"], 200, "{introspected:?}");
+    assert_eq!(
+        (body(&introspected[0])["active"].clone(), body(&introspected[0])["act"]["sub"].clone()),
+        (json!(true), json!("agent-7"))
+    );
+
     let revoked = invoke("revoke-consent", &env, vec![alice("DELETE", "/consents/current").to_json()]).await;
     assert_eq!(revoked[0]["statusCode"], 204);
     let after = invoke("authorizer", &env, vec![ask("GET")]).await;

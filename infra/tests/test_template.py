@@ -51,6 +51,9 @@ EXPECTED = {
     "AuthorizerFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS,
+    "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
+    | AUDIT_APPEND
+    | HEADS,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
@@ -159,7 +162,7 @@ def test_the_rules_hold_whatever_the_table_says(template):
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
-                assert function in {"JwksFunction", "AuthorizerFunction"}, f"{function} reads public keys"
+                assert function in {"JwksFunction", "AuthorizerFunction", "IntrospectFunction"}, f"{function} reads public keys"
     for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
         assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
 

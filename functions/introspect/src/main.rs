@@ -1,0 +1,13 @@
+//! `POST /introspect`: RFC 7662 token introspection, for resource servers outside AWS that
+//! cannot use the Lambda authorizer (callers in the introspect group). One Lambda behind API
+//! Gateway HTTP API: ports and the JWK Set are built once per cold start, and every request
+//! goes to `shared::http`'s handler for this route, as in local-api.
+
+use lambda_http::Error;
+use shared::http::Route;
+use shared::lambda::{Needs, serve_http};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    serve_http(Route::Introspect, Needs { public_keys: true, ..Needs::default() }).await
+}

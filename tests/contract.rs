@@ -112,7 +112,7 @@ async fn a_consent_expires_at_its_boundary_second(app: TestApp) {
     let ledger = app
         .ports()
         .ledger
-        .record_issue(
+        .record_under_consent(
             &consent,
             app.clock.now(),
             AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),
@@ -151,7 +151,7 @@ async fn a_write_is_read_back_at_once(app: TestApp) {
         assert_eq!(app.consent("alice").await, Some(consent.clone()), "consistent read after write");
         app.ports()
             .ledger
-            .record_issue(
+            .record_under_consent(
                 &consent,
                 app.clock.now(),
                 AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),

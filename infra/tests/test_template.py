@@ -48,7 +48,11 @@ EXPECTED = {
         ("dynamodb:ConditionCheckItem", "CheckpointsTable"),
         ("kms:Sign", "CheckpointKey"),
     },
-    "AuthorizerFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
+    "AuthorizerFunction": {
+        ("kms:GetPublicKey", "SigningKey"),
+        ("dynamodb:GetItem", "ConsentsTable"),
+        ("dynamodb:ConditionCheckItem", "ConsentsTable"),
+    }
     | AUDIT_APPEND
     | HEADS,
     "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}

@@ -6,7 +6,7 @@
 use http::Method;
 use serde::Serialize;
 
-use crate::domain::{Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Role, Scope, UserId};
+use crate::domain::{Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, Jti, Role, Scope, UserId};
 use crate::ports::{Ports, StoreError};
 use crate::token::{self, ImpersonationClaims, Rejection};
 
@@ -34,8 +34,9 @@ pub enum AuthorizeError {
 type Refusal = (Rejection, Option<ImpersonationClaims>);
 
 /// The checks every entry point shares: the stateless ones, then the live one (the user's
-/// consent exists, is unexpired, and is the token's `cid`).
-async fn check(ports: &Ports, bearer: &str) -> Result<Result<ImpersonationClaims, Refusal>, StoreError> {
+/// consent exists, is unexpired, and is the token's `cid`). Returns the consent read, which a
+/// use is then recorded against.
+async fn check(ports: &Ports, bearer: &str) -> Result<Result<(ImpersonationClaims, Consent), Refusal>, StoreError> {
     let now = ports.clock.now();
     // Nothing in a token whose signature fails can be trusted to name a user: such refusals
     // go to the unattributed stream. Past the signature, refusals are the user's events.
@@ -46,39 +47,43 @@ async fn check(ports: &Ports, bearer: &str) -> Result<Result<ImpersonationClaims
     if let Err(rejection) = token::check_claims(&claims, &ports.policy, now) {
         return Ok(Err((rejection, Some(claims))));
     }
-    let verdict = match ports.consents.current(&claims.sub, now).await? {
-        None => Err(Rejection::NoConsent),
-        Some(c) if c.consent_id != claims.cid => Err(Rejection::ConsentReplaced),
-        Some(_) => Ok(()),
-    };
-    Ok(match verdict {
-        Ok(()) => Ok(claims),
-        Err(rejection) => Err((rejection, Some(claims))),
+    Ok(match ports.consents.current(&claims.sub, now).await? {
+        None => Err((Rejection::NoConsent, Some(claims))),
+        Some(c) if c.consent_id != claims.cid => Err((Rejection::ConsentReplaced, Some(claims))),
+        Some(c) => Ok((claims, c)),
     })
 }
 
 /// Decides one use of an impersonation token for `method` on `path`: the shared checks, then
 /// the scope (`read` passes only GET, HEAD and OPTIONS). Every decision is audited,
-/// `token.used` or `token.rejected`, and the audit write is committed before the answer.
+/// `token.used` or `token.rejected`, and the audit write is committed before the answer; a
+/// use is recorded on condition that the consent is still live, so a revoke that commits
+/// between the check and the write turns the use into a refusal.
 pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str) -> Result<Authorized, AuthorizeError> {
-    let claims = match check(ports, bearer).await.map_err(AuthorizeError::Unavailable)? {
-        Ok(claims) if !claims.scope.allows(method) => Err((Rejection::Scope, Some(claims))),
+    let checked = match check(ports, bearer).await.map_err(AuthorizeError::Unavailable)? {
+        Ok((claims, _)) if !claims.scope.allows(method) => Err((Rejection::Scope, Some(claims))),
         other => other,
     };
     let path = truncate(path, 256);
-    let claims = match claims {
-        Ok(claims) => claims,
-        Err((rejection, claims)) => {
-            let detail = format!("{} {method} {path}", rejection.code());
-            rejected(ports, rejection, claims.as_ref(), detail).await.map_err(AuthorizeError::Unavailable)?;
-            return Err(AuthorizeError::Rejected(rejection));
-        }
+    let refuse = async |rejection: Rejection, claims: Option<&ImpersonationClaims>| {
+        let detail = format!("{} {method} {path}", rejection.code());
+        rejected(ports, rejection, claims, detail).await.map_err(AuthorizeError::Unavailable)?;
+        Err(AuthorizeError::Rejected(rejection))
     };
-    let used = AuditEvent::new(AuditEventType::TokenUsed, ports.clock.now(), Some(claims.sub.clone()), agent(&claims))
+    let (claims, consent) = match checked {
+        Ok(checked) => checked,
+        Err((rejection, claims)) => return refuse(rejection, claims.as_ref()).await,
+    };
+    let now = ports.clock.now();
+    let used = AuditEvent::new(AuditEventType::TokenUsed, now, Some(claims.sub.clone()), agent(&claims))
         .with_consent(&claims.cid, claims.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_detail(format!("{method} {path}"));
-    ports.audit.append(used).await.map_err(AuthorizeError::Unavailable)?;
+    match ports.ledger.record_under_consent(&consent, now, used).await {
+        Ok(_) => {}
+        Err(StoreError::ConsentChanged) => return refuse(Rejection::NoConsent, Some(&claims)).await,
+        Err(e) => return Err(AuthorizeError::Unavailable(e)),
+    }
     Ok(Authorized {
         user_id: claims.sub,
         acting_agent: claims.act.sub,
@@ -106,7 +111,7 @@ pub async fn introspect(
     resource_server: &AgentId,
 ) -> Result<Option<ImpersonationClaims>, StoreError> {
     match check(ports, bearer).await? {
-        Ok(claims) => Ok(Some(claims)),
+        Ok((claims, _)) => Ok(Some(claims)),
         Err((rejection, claims)) => {
             let detail = format!("{} introspect by {resource_server}", rejection.code());
             rejected(ports, rejection, claims.as_ref(), detail).await?;

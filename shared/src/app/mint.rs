@@ -53,7 +53,7 @@ pub async fn mint_token(
         .with_consent(&consent.consent_id, consent.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_reason(&reason);
-    match ports.ledger.record_issue(&consent, now, issued).await {
+    match ports.ledger.record_under_consent(&consent, now, issued).await {
         Ok(_) => {}
         Err(StoreError::ConsentChanged) => {
             // Revoked or replaced between the read and the commit: the signed token is dropped.

@@ -35,13 +35,16 @@ pub trait ConsentWriter: Send + Sync {
     async fn revoke(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError>;
 }
 
-/// Records that a token was issued, on condition the consent still allows it.
+/// Records what a consent allows (a token issued, a token used), on condition that it still
+/// does: the event and the consent's state are checked in one atomic write, so nothing is
+/// issued or accepted after a revoke commits.
 #[async_trait]
 pub trait TokenLedger: Send + Sync {
-    /// Appends `event` (`token.issued`) on condition that `consent` is still the user's
-    /// consent (same `consent_id`) and unexpired at `now`; otherwise
-    /// [`StoreError::ConsentChanged`] and nothing written. A token is released only after this.
-    async fn record_issue(
+    /// Appends `event` (`token.issued` or `token.used`) on condition that `consent` is still
+    /// the user's consent (same `consent_id`) and unexpired at `now`; otherwise
+    /// [`StoreError::ConsentChanged`] and nothing written. A token is released, and a use
+    /// allowed, only after this.
+    async fn record_under_consent(
         &self,
         consent: &Consent,
         now: Timestamp,

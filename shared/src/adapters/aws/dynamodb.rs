@@ -287,7 +287,7 @@ impl ConsentWriter for DynamoStore {
 
 #[async_trait]
 impl TokenLedger for DynamoStore {
-    async fn record_issue(
+    async fn record_under_consent(
         &self,
         consent: &Consent,
         now: Timestamp,

@@ -264,7 +264,7 @@ impl ConsentWriter for SqliteStore {
 
 #[async_trait]
 impl TokenLedger for SqliteStore {
-    async fn record_issue(
+    async fn record_under_consent(
         &self,
         consent: &Consent,
         now: Timestamp,

@@ -8,7 +8,8 @@
 //!   with and without the verified-token cache: one request at a time (the latency), then 32
 //!   concurrent requests on a runtime with one worker per core (the throughput) beside the
 //!   bare decode under the same 32-way concurrency.
-//! - `mint`, `grant` on the embedded store with the local signer; the DER to raw signature
+//! - `mint`, `grant` on the embedded store with the local signer, beside the floor of a
+//!   durable write (one committed SQLite INSERT with the same settings); the DER to raw signature
 //!   conversion of the KMS signer; the canonical audit hash (`AuditEvent::seal`).
 //!
 //! `cargo bench -p shared --features embedded,aws --bench hot_paths`
@@ -142,7 +143,7 @@ fn verify_benches(c: &mut Criterion) {
     let t = ports.clock.now().unix();
     decode(&token, &key, &validation);
 
-    let mut group = c.benchmark_group("verify");
+    let mut group = c.benchmark_group("token verification");
     group.throughput(Throughput::Elements(1));
     group.bench_function("baseline: jsonwebtoken::decode", |b| b.iter(|| decode(&token, &key, &validation)));
     group.bench_function("support_access_verify::verify (first verification)", |b| {
@@ -215,6 +216,15 @@ fn write_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("writes on the embedded store");
     group.throughput(Throughput::Elements(1));
     group.bench_function("baseline: jsonwebtoken::decode", |b| b.iter(|| decode(&token, &key, &validation)));
+    // The floor of any durable write here: one committed INSERT on a SQLite file with the
+    // store's settings (WAL, synchronous=FULL) on the same disk, i.e. one fsync.
+    let floor = rusqlite::Connection::open(bench._dir.path().join("floor.db")).unwrap();
+    floor.pragma_update(None, "journal_mode", "WAL").unwrap();
+    floor.pragma_update(None, "synchronous", "FULL").unwrap();
+    floor.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    group.bench_function("floor: one durable SQLite commit (WAL, synchronous=FULL)", |b| {
+        b.iter(|| floor.execute("INSERT INTO t (x) VALUES (?1)", [black_box(1)]).unwrap())
+    });
     group.bench_function("mint (consent read + local ES256 sign + durable token.issued)", |b| {
         b.iter(|| rt.block_on(bench.mint()))
     });

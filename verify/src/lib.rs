@@ -22,6 +22,7 @@
 //! assert_eq!(verify("not.a.token", &keys, &expected, now).unwrap_err(), Rejection::Malformed);
 //! ```
 
+mod cache;
 pub mod chain;
 mod check;
 pub mod checkpoint;
@@ -35,6 +36,7 @@ mod text;
 #[cfg(feature = "fetch")]
 pub mod remote;
 
+pub use cache::VerifiedCache;
 pub use check::{Expected, Rejection, check_claims, verify, verify_signature};
 pub use claims::{ActClaim, ImpersonationClaims, MAX_TOKEN_BYTES, TOKEN_TYPE};
 pub use error::ValidationError;

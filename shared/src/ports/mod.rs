@@ -200,6 +200,9 @@ pub struct Ports {
     pub signer: Arc<dyn Signer>,
     /// The verification keys (the JWK Set), fetched once from the signer.
     pub keys: Arc<KeyRing>,
+    /// Tokens whose signature already verified with `keys`, until their `exp`: a token used
+    /// again skips the ECDSA check, never the clock, consent or scope checks.
+    pub verified: Arc<support_access_verify::VerifiedCache>,
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
     /// Authenticates audit cursors so a client cannot forge or edit one.
@@ -226,6 +229,7 @@ impl Ports {
             archive: store,
             signer,
             keys: Arc::new(keys),
+            verified: Arc::new(support_access_verify::VerifiedCache::default()),
             clock,
             policy: Arc::new(policy),
             cursor_key: Arc::new(cursor_key),

@@ -1,0 +1,259 @@
+"""Cold start of each Lambda function's release binary against a loopback Lambda Runtime API,
+beside an empty `lambda_runtime` hello function built with the same profile.
+
+usage: cold_start.py BIN_DIR RUNS   (the functions' environment comes from this process's:
+AWS endpoint, tables, KMS key; see scripts/bench-cold-start, which sets it up on moto)
+
+For every run of every binary: a fresh process with the Lambda environment, one event queued.
+Measured from just before the process is spawned to (a) its first `GET .../invocation/next`
+(init: the runtime and the function's set-up, e.g. the JWK Set fetched from KMS) and (b) the
+moment its response for that event arrives (first response). Then VmHWM (peak RSS) is read
+from /proc while the process waits for its next event, and it is killed. Prints median and
+p90 of each, the ratio of the medians to the hello function's, the stripped size and the peak RSS.
+"""
+import http.server
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name)) as f:
+        return json.load(f)
+
+
+def api_event(method, path, sub=None, groups=None, body=None, query="", headers=None):
+    v = fixture("apigw_v2_jwt_authorizer.json")
+    v["rawPath"] = path
+    v["rawQueryString"] = query
+    v["requestContext"]["http"]["method"] = method
+    v["requestContext"]["http"]["path"] = path
+    claims = v["requestContext"]["authorizer"]["jwt"]["claims"]
+    if sub is None:
+        del v["requestContext"]["authorizer"]
+    else:
+        claims["sub"] = sub
+        if groups is None:
+            claims.pop("cognito:groups", None)
+        else:
+            claims["cognito:groups"] = groups
+    if body is not None:
+        v["body"] = body
+    for k, val in (headers or {}).items():
+        v["headers"][k] = val
+    return v
+
+
+def authorizer_event(token, method, path):
+    v = fixture("apigw_v2_custom_authorizer_v2.json")
+    v["rawPath"] = path
+    v["routeArn"] = f"arn:aws:execute-api:us-east-1:123456789012:abcdef123/$default/{method}{path}"
+    v["requestContext"]["http"]["method"] = method
+    v["requestContext"]["http"]["path"] = path
+    v["identitySource"] = [f"Bearer {token}"]
+    v["headers"]["authorization"] = f"Bearer {token}"
+    return v
+
+
+SCHEDULED = {
+    "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+    "source": "aws.events", "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/support-access-checkpoint"], "detail": {},
+}
+
+
+class Api:
+    """One loopback Runtime API; one function process at a time."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.event = None
+        self.served = False
+        self.t_next = None
+        self.t_response = None
+        self.response = None
+        self.repolled = False
+        self.done = threading.Event()
+        self.killed = threading.Event()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path != "/2018-06-01/runtime/invocation/next":
+                    return self.reply(404)
+                with api.lock:
+                    first = not api.served
+                    if first:
+                        api.t_next = time.perf_counter()
+                        api.served = True
+                        event = api.event
+                if not first:
+                    # The next event never comes: the process is killed while it waits here.
+                    api.repolled = True
+                    api.killed.wait(30)
+                    self.close_connection = True
+                    return
+                deadline = int(time.time() * 1000) + 30_000
+                self.reply(200, json.dumps(event).encode(), [
+                    ("Lambda-Runtime-Aws-Request-Id", "req-1"),
+                    ("Lambda-Runtime-Deadline-Ms", str(deadline)),
+                    ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench"),
+                    ("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"),
+                    ("Content-Type", "application/json"),
+                ])
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/response") or self.path.endswith("/error") or self.path.endswith("/init/error"):
+                    api.t_response = time.perf_counter()
+                    api.response = (self.path.rsplit("/", 1)[1], body)
+                    self.reply(202, b'{"status":"OK"}')
+                    api.done.set()
+                else:
+                    self.reply(404)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def run(self, binary, name, event, env):
+        with self.lock:
+            self.event, self.served, self.t_next, self.t_response, self.response = event, False, None, None, None
+            self.repolled = False
+        self.done.clear()
+        self.killed.clear()
+        full_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "AWS_LAMBDA_RUNTIME_API": self.addr,
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/25/[$LATEST]bench",
+            **env,
+        }
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self.done.wait(60):
+            proc.kill()
+            raise SystemExit(f"{name}: no answer within 60 s")
+        # Let the process reach its next poll (the peak after the first event), then read it.
+        for _ in range(2000):
+            if self.repolled:
+                break
+            time.sleep(0.001)
+        hwm = 0
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+        proc.kill()
+        proc.wait()
+        self.killed.set()
+        kind, body = self.response
+        if kind != "response":
+            raise SystemExit(f"{name}: {kind}: {body[:300]!r}")
+        return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, hwm, json.loads(body or b"null")
+
+
+def body_of(response):
+    raw = response.get("body") if isinstance(response, dict) else None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def main():
+    bin_dir, runs = sys.argv[1], int(sys.argv[2])
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k.endswith("_TABLE") or k in (
+        "KMS_KEY_ID", "SUPPORT_ACCESS_GROUPS_CLAIM", "SUPPORT_ACCESS_CURSOR_KEY")}
+    env["SUPPORT_ACCESS_GROUPS_CLAIM"] = "cognito:groups"
+    env.setdefault("SUPPORT_ACCESS_CURSOR_KEY", "c3VwcG9ydC1hY2Nlc3MgY3Vyc29yIGtleSBmb3IgdGVzdHMhIQ==")
+    api = Api()
+    results = {}
+    missing = [n for n in ("grant-consent", "get-consent", "mint-token", "authorizer", "introspect", "jwks",
+                           "query-audit", "access-log", "export-audit", "checkpoint", "revoke-consent",
+                           "expiry-recorder", "examples/hello_lambda") if not os.path.exists(os.path.join(bin_dir, n))]
+    if missing:
+        raise SystemExit(f"not built in {bin_dir}: {', '.join(missing)}")
+
+    def run(name, event, path=None):
+        path = path or os.path.join(bin_dir, name)
+        init, first, hwm, response = api.run(path, name, event, env)
+        results.setdefault(name, {"path": path, "init": [], "first": [], "hwm": []})
+        r = results[name]
+        r["init"].append(init)
+        r["first"].append(first)
+        r["hwm"].append(hwm)
+        return response
+
+    alice = lambda m, p, **kw: api_event(m, p, sub="alice", **kw)  # noqa: E731
+    hello = os.path.join(bin_dir, "examples", "hello_lambda")
+    for i in range(runs + 1):  # run 0 warms the page cache and moto, and is dropped
+        run("hello_lambda", {"hello": i}, hello)
+        granted = run("grant-consent", alice("POST", "/consents", body=json.dumps({"duration_seconds": 3600})))
+        assert granted["statusCode"] == 201, granted
+        consent = body_of(granted)
+        run("get-consent", alice("GET", "/consents/current"))
+        minted = run("mint-token", api_event("POST", "/tokens", sub="agent-7", groups="[support]", body=json.dumps(
+            {"user_id": "alice", "reason": "ticket 4411: billing page broken"})))
+        assert minted["statusCode"] == 201, minted
+        token = body_of(minted)["access_token"]
+        decided = run("authorizer", authorizer_event(token, "GET", "/orders"))
+        assert decided["isAuthorized"] is True, decided
+        run("introspect", api_event("POST", "/introspect", sub="rs-1", groups="[introspect]",
+                                    body=f"token={token}",
+                                    headers={"content-type": "application/x-www-form-urlencoded"}))
+        run("jwks", api_event("GET", "/.well-known/jwks.json"))
+        run("query-audit", api_event("GET", "/audit", sub="aud-1", groups="[auditor]", query="user_id=alice&limit=20"))
+        run("access-log", alice("GET", "/me/access-log"))
+        run("export-audit", api_event("GET", "/audit/export", sub="aud-1", groups="[auditor]", query="user_id=alice"))
+        run("checkpoint", SCHEDULED)
+        assert run("revoke-consent", alice("DELETE", "/consents/current"))["statusCode"] == 204
+        record = fixture("dynamodb_stream_consents.json")
+        record["Records"][0]["dynamodb"]["OldImage"]["consent_id"] = {"S": consent["consent_id"]}
+        run("expiry-recorder", record)
+        if i == 0:
+            for r in results.values():
+                r["init"].clear(), r["first"].clear(), r["hwm"].clear()
+
+    def p90(xs):
+        return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
+
+    base = results["hello_lambda"]
+    base_init, base_first = statistics.median(base["init"]), statistics.median(base["first"])
+    print(f"machine: {os.cpu_count()} cores; {runs} cold starts per binary (after one warm-up round)")
+    print(f"{'binary':16} {'init med':>9} {'p90':>7} {'x hello':>8} {'1st resp med':>13} {'p90':>7} "
+          f"{'x hello':>8} {'size MB':>8} {'peak RSS MB':>12}")
+    for name, r in results.items():
+        init, first = statistics.median(r["init"]), statistics.median(r["first"])
+        size = os.path.getsize(r["path"]) / 1e6
+        hwm = max(r["hwm"]) / 1024
+        print(f"{name:16} {init:8.1f}ms {p90(r['init']):6.1f} {init / base_init:7.2f}x {first:12.1f}ms "
+              f"{p90(r['first']):6.1f} {first / base_first:7.2f}x {size:8.2f} {hwm:12.1f}")
+
+
+if __name__ == "__main__":
+    main()

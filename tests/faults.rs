@@ -47,10 +47,9 @@ async fn prepare(app: &TestApp, op: Op, user: &str) -> Prepared {
         return Prepared { consent: None, token: None };
     }
     assert_eq!(app.grant(user, json!({"duration_seconds": 3600})).await.status, 201);
-    let token = (op == Op::Authorize).then_some(());
-    let token = match token {
-        Some(()) => Some(app.mint(user).await.str("access_token").to_owned()),
-        None => None,
+    let token = match op {
+        Op::Authorize => Some(app.mint(user).await.str("access_token").to_owned()),
+        _ => None,
     };
     Prepared { consent: app.consent(user).await, token }
 }

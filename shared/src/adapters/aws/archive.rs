@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
 
-use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, s, unavailable};
-use super::items::{AuditItem, Item};
+use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, corrupt_head, head_of, s, unavailable};
+use super::items::{AuditItem, Item, corrupt, get_n, get_s};
 use crate::domain::AuditEvent;
 use crate::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, ProvenLeaf, StoreError};
 
@@ -34,23 +34,23 @@ fn leaf_pk(stream: &str) -> String {
     format!("leaf#{stream}")
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("checkpoints table: {what}"))
-}
+/// What a malformed item of this table is reported as.
+const TABLE: &str = "checkpoints table";
 
 fn str_of<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
+    get_s(item, TABLE, name)
 }
 
 fn num_of(item: &Item, name: &str) -> Result<u64, StoreError> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
+    u64::try_from(get_n(item, TABLE, name)?).map_err(|_| corrupt(TABLE, name))
 }
 
 impl TryFrom<&Item> for Checkpoint {
     type Error = StoreError;
 
     fn try_from(item: &Item) -> Result<Self, StoreError> {
-        let claims: CheckpointClaims = serde_json::from_str(str_of(item, "claims")?).map_err(|_| corrupt("claims"))?;
+        let claims: CheckpointClaims =
+            serde_json::from_str(str_of(item, "claims")?).map_err(|_| corrupt(TABLE, "claims"))?;
         Ok(Checkpoint { claims, jws: str_of(item, "jws")?.to_owned() })
     }
 }
@@ -65,7 +65,7 @@ fn leaf_of(item: &Item) -> Result<(u64, String, ProvenLeaf), StoreError> {
             hash: str_of(item, "hash")?.to_owned(),
         },
         index: num_of(item, "leaf_index")?,
-        proof: serde_json::from_str(proof).map_err(|_| corrupt("proof"))?,
+        proof: serde_json::from_str(proof).map_err(|_| corrupt(TABLE, "proof"))?,
     };
     Ok((num_of(item, "checkpoint")?, str_of(item, "root")?.to_owned(), leaf))
 }
@@ -178,16 +178,12 @@ impl DynamoStore {
             }
             let page = scan.send().await.map_err(unavailable)?;
             for item in page.items() {
-                let stream = item.get("stream").and_then(|v| v.as_s().ok()).ok_or_else(|| corrupt("head stream"))?;
+                let stream = get_s(item, "chain heads table", "stream")?;
                 if stream.starts_with(EXPIRY_MARKER_PREFIX) {
                     continue;
                 }
-                let seq = item.get("seq").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-                let hash = item.get("hash").and_then(|v| v.as_s().ok());
-                let (Some(seq), Some(hash)) = (seq, hash) else {
-                    return Err(StoreError::Corrupt(format!("chain head of {stream}: seq or hash missing")));
-                };
-                heads.push(Leaf { stream: stream.clone(), seq, hash: hash.clone() });
+                let (seq, hash) = head_of(item).ok_or_else(|| corrupt_head(stream))?;
+                heads.push(Leaf { stream: stream.to_owned(), seq, hash });
             }
             match page.last_evaluated_key() {
                 Some(key) => start = Some(key.clone()),

@@ -109,6 +109,16 @@ enum Cancelled {
     Other(String),
 }
 
+/// The `seq` and `hash` a `ChainHeads` item holds, if it holds both.
+pub(super) fn head_of(item: &HashMap<String, AttributeValue>) -> Option<(u64, String)> {
+    let seq = item.get("seq")?.as_n().ok()?.parse().ok()?;
+    Some((seq, item.get("hash")?.as_s().ok()?.clone()))
+}
+
+pub(super) fn corrupt_head(stream: &str) -> StoreError {
+    StoreError::Corrupt(format!("chain head of {stream}: seq or hash missing"))
+}
+
 fn cancellation(
     e: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
     own: usize,
@@ -122,10 +132,7 @@ fn cancellation(
     }
     if codes.iter().any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict") {
         // The head item follows the caller's own items; its condition returns the head as it is.
-        let head = c.cancellation_reasons().get(own).and_then(|r| r.item()).and_then(|item| {
-            let seq = item.get("seq")?.as_n().ok()?.parse().ok()?;
-            Some((seq, item.get("hash")?.as_s().ok()?.clone()))
-        });
+        let head = c.cancellation_reasons().get(own).and_then(|r| r.item()).and_then(head_of);
         return Cancelled::Race(head);
     }
     Cancelled::Other(format!("transaction cancelled: {codes:?}"))
@@ -169,12 +176,7 @@ impl DynamoStore {
             .await
             .map_err(unavailable)?;
         let Some(item) = out.item() else { return Ok((0, GENESIS.to_owned())) };
-        let seq = item.get("seq").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-        let hash = item.get("hash").and_then(|v| v.as_s().ok()).cloned();
-        match (seq, hash) {
-            (Some(seq), Some(hash)) => Ok((seq, hash)),
-            _ => Err(StoreError::Corrupt(format!("chain head of {stream}: seq or hash missing"))),
-        }
+        head_of(item).ok_or_else(|| corrupt_head(stream))
     }
 
     /// Writes `own` (the caller's conditioned items) with `event` at the end of its stream, in

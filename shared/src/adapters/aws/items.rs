@@ -47,15 +47,15 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn corrupt(what: &str, name: &str) -> StoreError {
+pub(super) fn corrupt(what: &str, name: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: attribute {name} missing or malformed"))
 }
 
-fn get_s<'a>(item: &'a Item, what: &str, name: &str) -> Result<&'a str, StoreError> {
+pub(super) fn get_s<'a>(item: &'a Item, what: &str, name: &str) -> Result<&'a str, StoreError> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(what, name))
 }
 
-fn get_n(item: &Item, what: &str, name: &str) -> Result<i64, StoreError> {
+pub(super) fn get_n(item: &Item, what: &str, name: &str) -> Result<i64, StoreError> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(what, name))
 }
 

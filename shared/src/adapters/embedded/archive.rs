@@ -3,7 +3,7 @@
 //! in one transaction so a checkpoint is never stored without its leaves.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, unavailable};
 use crate::domain::AuditEvent;
@@ -19,7 +19,7 @@ fn checkpoint_row(claims: &str, jws: String) -> Result<Checkpoint, StoreError> {
 }
 
 fn leaves_where(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     clause: &str,
     arg: rusqlite::types::Value,
 ) -> Result<Vec<(u64, ProvenLeaf)>, StoreError> {
@@ -55,7 +55,7 @@ fn leaves_where(
 #[async_trait]
 impl ChainArchive for SqliteStore {
     async fn streams(&self) -> Result<Vec<String>, StoreError> {
-        self.transaction(|tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare("SELECT DISTINCT stream FROM audit ORDER BY stream").map_err(unavailable)?;
             let rows = stmt.query_map([], |r| r.get(0)).map_err(unavailable)?;
             rows.collect::<Result<_, _>>().map_err(unavailable)
@@ -65,7 +65,7 @@ impl ChainArchive for SqliteStore {
 
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let stream = stream.to_owned();
-        self.transaction(move |tx| {
+        self.read(move |tx| {
             let mut stmt = tx
                 .prepare("SELECT body FROM audit WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
                 .map_err(unavailable)?;
@@ -83,7 +83,7 @@ impl ChainArchive for SqliteStore {
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.transaction(|tx| {
+        self.read(|tx| {
             let row: Option<(String, String)> = tx
                 .query_row("SELECT claims, jws FROM checkpoints ORDER BY seq DESC LIMIT 1", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -98,7 +98,7 @@ impl ChainArchive for SqliteStore {
     /// Every stream whose last `seq` is past the last one sealed for it; SQLite answers this
     /// in one query, so `latest` is not needed to narrow it.
     async fn unsealed_heads(&self, _latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError> {
-        self.transaction(|tx| {
+        self.read(|tx| {
             let mut stmt = tx
                 .prepare(
                     "SELECT a.stream, a.seq, a.hash FROM audit a
@@ -154,7 +154,7 @@ impl ChainArchive for SqliteStore {
 
     async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
         let stream = stream.map(str::to_owned);
-        self.transaction(move |tx| {
+        self.read(move |tx| {
             let leaves = match &stream {
                 Some(s) => leaves_where(tx, "stream = ?1", s.clone().into())?,
                 None => leaves_where(tx, "?1 = 1", 1.into())?,
@@ -237,8 +237,15 @@ mod tests {
         assert!(matches!(s.append_checkpoint(&checkpoint(1), &[]).await, Err(StoreError::Conflict(_))));
         assert!(matches!(s.append_checkpoint(&checkpoint(3), &[]).await, Err(StoreError::Conflict(_))));
         assert_eq!(s.latest_checkpoint().await.unwrap().unwrap().claims.seq, 1);
-        let conn = s.conn.lock().unwrap();
-        assert!(conn.execute("UPDATE checkpoints SET jws = 'x'", []).is_err());
-        assert!(conn.execute("DELETE FROM checkpoints", []).is_err());
+        let (updated, deleted) = s
+            .transaction(|c| {
+                Ok((
+                    c.execute("UPDATE checkpoints SET jws = 'x'", []).is_ok(),
+                    c.execute("DELETE FROM checkpoints", []).is_ok(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert!(!updated && !deleted);
     }
 }

@@ -5,6 +5,8 @@
 mod archive;
 mod dev_idp;
 mod files;
+mod group_commit;
+mod readers;
 mod signer;
 mod store;
 

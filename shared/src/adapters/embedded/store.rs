@@ -1,15 +1,18 @@
 //! The embedded consent store and audit log: one SQLite database (WAL, `synchronous=FULL`, so
-//! a committed write survives a crash). Each port call is one transaction, which gives the
-//! same guarantees the DynamoDB adapter gets from `TransactWriteItems`. Triggers make the
-//! audit table append-only even for code that forgets.
+//! a committed write survives a crash). Each port call is atomic (a savepoint in a group
+//! commit), which gives the same guarantees the DynamoDB adapter gets from
+//! `TransactWriteItems`. Triggers make the audit table append-only even for code that forgets.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use support_access_verify::chain::GENESIS;
+
+use super::group_commit::GroupCommit;
+use super::readers::Readers;
 
 use crate::domain::{Actor, AuditEvent, AuditEventType, Consent, ConsentId, Note, Scope, Timestamp, UserId};
 use crate::ports::{
@@ -72,7 +75,10 @@ CREATE TRIGGER IF NOT EXISTS checkpoint_leaves_no_delete BEFORE DELETE ON checkp
 ";
 
 pub struct SqliteStore {
-    pub(super) conn: Arc<Mutex<Connection>>,
+    writer: GroupCommit,
+    /// Query-only connections to the same file; `None` for a private in-memory database,
+    /// which only its one connection can see (reads then go through the writer).
+    readers: Option<Arc<Readers>>,
 }
 
 pub(super) fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -84,7 +90,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        store.readers = Some(Readers::open(path, readers)?);
+        Ok(store)
     }
 
     /// A private database in memory (tests).
@@ -107,30 +116,38 @@ impl SqliteStore {
         if !has_hash {
             conn.execute_batch("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''").map_err(unavailable)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self { writer: GroupCommit::start(Arc::new(Mutex::new(conn)))?, readers: None })
     }
 
-    /// Runs `work` in one immediate transaction on a blocking thread; commits on `Ok`.
+    /// Runs `work` atomically (all its writes or none) and answers once they are durably
+    /// committed; concurrent calls share one commit (see [`super::group_commit`]).
     pub(super) async fn transaction<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
-            let out = work(&tx)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite task: {e}")))?
+        self.writer.run(work).await
+    }
+
+    /// Runs `work`, which only reads, on one committed snapshot without waiting for writers.
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.run(work).await,
+            None => self.transaction(work).await,
+        }
+    }
+
+    /// Transactions committed so far; calls divided by this is the average group size.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
     }
 }
 
 /// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the
 /// stream's last event.
-fn append_in(tx: &Transaction<'_>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreError> {
     let stream = event.stream().to_owned();
     let head: Option<(i64, String)> = tx
         .query_row("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1", [&stream], |r| {
@@ -160,7 +177,7 @@ fn append_in(tx: &Transaction<'_>, event: AuditEvent) -> Result<AuditEvent, Stor
     Ok(event)
 }
 
-fn consent_of(tx: &Transaction<'_>, user: &UserId) -> Result<Option<Consent>, StoreError> {
+fn consent_of(tx: &Connection, user: &UserId) -> Result<Option<Consent>, StoreError> {
     tx.query_row(
         "SELECT consent_id, user_id, scope, note, granted_at, expires_at FROM consents WHERE user_id = ?1",
         [user.as_str()],
@@ -173,7 +190,7 @@ fn consent_of(tx: &Transaction<'_>, user: &UserId) -> Result<Option<Consent>, St
 }
 
 /// If the user's stored consent ran out by `now`, deletes it and records `consent.expired`.
-fn settle_expiry(tx: &Transaction<'_>, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
     let Some(consent) = consent_of(tx, user)? else { return Ok(None) };
     if consent.is_active(now) {
         return Ok(Some(consent));
@@ -214,8 +231,12 @@ impl TryFrom<&Row<'_>> for ConsentRow {
 #[async_trait]
 impl ConsentReader for SqliteStore {
     async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
-        let user = user.clone();
-        self.transaction(move |tx| settle_expiry(tx, &user, now)).await
+        let (user, reading) = (user.clone(), user.clone());
+        match self.read(move |c| consent_of(c, &reading)).await? {
+            // Only a consent that ran out needs the writer (to delete it and log the expiry).
+            Some(consent) if !consent.is_active(now) => self.transaction(move |tx| settle_expiry(tx, &user, now)).await,
+            seen => Ok(seen),
+        }
     }
 }
 
@@ -329,7 +350,7 @@ impl AuditReader for SqliteStore {
         let by_user = q.filter.user_id.is_some();
         let after = q.after.as_deref().map(|p| Position::parse(p, by_user)).transpose()?;
         let (from, to) = q.window();
-        self.transaction(move |tx| {
+        self.read(move |tx| {
             let f = &q.filter;
             let mut sql = String::from("SELECT stream, body FROM audit WHERE at >= ?1 AND at <= ?2");
             let mut args: Vec<rusqlite::types::Value> = vec![from.unix().into(), to.unix().into()];
@@ -431,20 +452,24 @@ mod tests {
     async fn the_audit_table_refuses_updates_and_deletes() {
         let s = SqliteStore::in_memory().unwrap();
         s.append(event(AuditEventType::TokenDenied, Some("alice"), 1)).await.unwrap();
-        let conn = s.conn.lock().unwrap();
-        assert!(conn.execute("UPDATE audit SET type = 'x'", []).is_err());
-        assert!(conn.execute("DELETE FROM audit", []).is_err());
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0)).unwrap();
+        let (updated, deleted, n) = s
+            .transaction(|c| {
+                let updated = c.execute("UPDATE audit SET type = 'x'", []).is_ok();
+                let deleted = c.execute("DELETE FROM audit", []).is_ok();
+                Ok((updated, deleted, c.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0)).unwrap()))
+            })
+            .await
+            .unwrap();
+        assert!(!updated && !deleted);
         assert_eq!(n, 1);
     }
 
     #[tokio::test]
     async fn a_corrupt_consent_row_is_reported_not_served() {
         let s = SqliteStore::in_memory().unwrap();
-        s.conn
-            .lock()
+        s.transaction(|c| Ok(c.execute("INSERT INTO consents VALUES ('alice', 'c 1', 'read', '', 0, 9999999999)", [])))
+            .await
             .unwrap()
-            .execute("INSERT INTO consents VALUES ('alice', 'c 1', 'read', '', 0, 9999999999)", [])
             .unwrap();
         let r = s.current(&UserId::parse("alice").unwrap(), Timestamp::from_unix(1)).await;
         assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");

@@ -500,3 +500,54 @@ async fn revoking_twice_answers_404_the_second_time() {
     let again: Answer = app.call(Event::new("DELETE", "/consents/current").user("alice")).await;
     assert_eq!((again.status, again.slug()), (404, "not-found"));
 }
+
+#[tokio::test]
+async fn with_step_up_on_a_mint_needs_a_recent_mfa_sign_in_and_every_refusal_is_audited() {
+    use shared::domain::StepUpPolicy;
+    let step_up = StepUpPolicy { amr: Some("mfa".into()), max_age_seconds: Some(600) };
+    let app = TestApp::with_policy(Policy { step_up, ..test_policy() }).await;
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let mint = |amr: Option<&str>, auth_time: Option<i64>| {
+        let mut event = Event::new("POST", "/tokens")
+            .caller("agent-7", "[support]")
+            .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
+        if let Some(amr) = amr {
+            event = event.claim("amr", amr);
+        }
+        if let Some(at) = auth_time {
+            event = event.claim("auth_time", &at.to_string());
+        }
+        event
+    };
+
+    // No amr at all, a password-only sign-in, an MFA sign-in an hour ago: all refused.
+    for (amr, auth_time, why) in [
+        (None, Some(T0 - 10), "step-up-required: amr"),
+        (Some("[pwd]"), Some(T0 - 10), "step-up-required: amr"),
+        (Some("[pwd mfa]"), Some(T0 - 3600), "step-up-required: auth_time"),
+        (Some("[pwd mfa]"), None, "step-up-required: auth_time"),
+    ] {
+        let response = shared::http::route(mint(amr, auth_time).to_request(), app.ports()).await;
+        assert_eq!(response.status(), 403, "{amr:?} {auth_time:?}");
+        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="insufficient_user_authentication""#);
+        let refused = app.call(mint(amr, auth_time)).await;
+        assert_eq!(refused.slug(), "step-up-required");
+        let last = app.audit().await.into_iter().max_by_key(|e| e.seq).unwrap();
+        assert_eq!((last.event_type, last.detail.as_deref()), (AuditEventType::TokenDenied, Some(why)));
+    }
+    let issued_before = app.audit().await.iter().filter(|e| e.event_type == AuditEventType::TokenIssued).count();
+    assert_eq!(issued_before, 0, "no token for a sign-in that did not step up");
+
+    // A recent MFA sign-in, in any of the renderings API Gateway may pass, mints.
+    for amr in ["[pwd mfa]", r#"["mfa"]"#, "mfa,pwd"] {
+        let minted = app.call(mint(Some(amr), Some(T0 - 60))).await;
+        assert_eq!(minted.status, 201, "{amr}: {minted:?}");
+    }
+}
+
+#[tokio::test]
+async fn step_up_is_off_by_default() {
+    let app = TestApp::new().await;
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    assert_eq!(app.mint("alice").await.status, 201, "no amr, no auth_time, no step-up policy");
+}

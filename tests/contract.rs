@@ -9,7 +9,7 @@ use e2e::{T0, TestApp};
 use shared::app::{self, ApiError};
 use shared::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Reason, Role,
-    Scope, Timestamp, UserId,
+    Scope, SignIn, Timestamp, UserId,
 };
 use shared::ports::{Clock, StoreError};
 
@@ -75,11 +75,12 @@ async fn grant_replace_revoke(app: TestApp) {
 }
 
 async fn mint_with_and_without_consent_and_the_jwk_set_verifies_it(app: TestApp) {
-    let denied = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    let denied = app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
     assert!(matches!(denied, Err(ApiError::NoConsent)), "{denied:?}");
 
     let consent = grant(&app, "alice", minutes(60)).await;
-    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    let minted =
+        app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
     assert_eq!(minted.consent_id, consent.consent_id);
     // The JWK Set (from KMS GetPublicKey on AWS) verifies the signature (from KMS Sign).
     let claims =
@@ -87,7 +88,8 @@ async fn mint_with_and_without_consent_and_the_jwk_set_verifies_it(app: TestApp)
     assert_eq!((claims.sub.as_str(), claims.act.sub.as_str()), ("alice", "agent-7"));
     assert_eq!(claims.cid, consent.consent_id);
     // Every signature differs (ECDSA is randomised) and every one verifies.
-    let again = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    let again =
+        app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
     assert_ne!(again.access_token, minted.access_token);
     assert!(
         shared::token::verify(&again.access_token, &app.ports().keys, &app.ports().policy, app.clock.now()).is_ok()
@@ -104,7 +106,8 @@ async fn a_consent_expires_at_its_boundary_second(app: TestApp) {
     let consent = grant(&app, "alice", minutes(15)).await;
     app.clock.set(consent.expires_at.plus_seconds(-1));
     assert_eq!(app.consent("alice").await.as_ref(), Some(&consent), "live one second before");
-    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    let minted =
+        app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
     assert_eq!(minted.expires_at, consent.expires_at, "a token never outlives its consent");
 
     app.clock.set(consent.expires_at);
@@ -120,7 +123,7 @@ async fn a_consent_expires_at_its_boundary_second(app: TestApp) {
         .await;
     assert!(matches!(ledger, Err(StoreError::ConsentChanged)), "the commit condition checks expiry too: {ledger:?}");
     assert!(matches!(
-        app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await,
+        app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await,
         Err(ApiError::NoConsent)
     ));
 }
@@ -134,7 +137,7 @@ async fn a_failed_audit_write_leaves_the_consent_as_it_was(mut app: TestApp) {
     assert!(matches!(regrant, Err(ApiError::Unavailable(_))), "{regrant:?}");
     let revoke = app::revoke_consent(app.ports(), &user("alice")).await;
     assert!(matches!(revoke, Err(ApiError::Unavailable(_))), "{revoke:?}");
-    let mint = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    let mint = app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
     assert!(matches!(mint, Err(ApiError::Unavailable(_))), "no token without its token.issued event: {mint:?}");
     let fresh = app::grant_consent(app.ports(), &user("bob"), minutes(60), Scope::Read, Note::default()).await;
     assert!(matches!(fresh, Err(ApiError::Unavailable(_))), "{fresh:?}");
@@ -214,7 +217,7 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
     use support_access_verify::checkpoint::link_of;
     grant(&app, "alice", minutes(60)).await;
     grant(&app, "bob", minutes(60)).await;
-    app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
+    app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
     let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
     app.ports().audit.append(e).await.unwrap();
 
@@ -267,8 +270,8 @@ async fn stream(app: &TestApp, who: Option<&str>) -> Vec<serde_json::Value> {
 async fn every_stream_is_an_intact_hash_chain(app: TestApp) {
     use support_access_verify::chain::{GENESIS, verify_chains};
     grant(&app, "alice", minutes(60)).await;
-    app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await.unwrap();
-    let _ = app::mint_token(app.ports(), &agent("agent-7"), &user("bob"), reason()).await;
+    app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    let _ = app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("bob"), reason()).await;
     app::revoke_consent(app.ports(), &user("alice")).await.unwrap();
     for _ in 0..2 {
         let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
@@ -375,7 +378,7 @@ async fn when_kms_cannot_sign_mint_answers_unavailable_and_records_no_issue() {
     let mut app = TestApp::on(e2e::Backend::Aws).await;
     grant(&app, "alice", minutes(60)).await;
     app.break_signing_key().await;
-    let minted = app::mint_token(app.ports(), &agent("agent-7"), &user("alice"), reason()).await;
+    let minted = app::mint_token(app.ports(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
     assert!(matches!(minted, Err(ApiError::Unavailable(_))), "{minted:?}");
     let events = all_events(&app, AuditFilter::default(), 10).await;
     assert!(events.iter().all(|e| e.event_type != AuditEventType::TokenIssued), "no token.issued without a token");

@@ -219,3 +219,20 @@ def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_autho
                 auth = event["Properties"].get("Auth", {})
                 public = auth.get("Authorizer") == "NONE"
                 assert public == (event["Properties"]["Path"] == "/.well-known/jwks.json"), name
+
+
+def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(template):
+    # The variables the service's policy reads (shared/src/domain/policy.rs), each set for
+    # every function from a template parameter, so no deployment runs a policy nobody chose.
+    import re
+
+    policy_rs = Path(__file__).resolve().parents[2] / "shared" / "src" / "domain" / "policy.rs"
+    read = set(re.findall(r'"(SUPPORT_ACCESS_[A-Z_]+)"', policy_rs.read_text()))
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert read and read <= set(env), read - set(env)
+    params = template["Parameters"]
+    for variable in read:
+        assert set(env[variable]) == {"Ref"} and env[variable]["Ref"] in params, variable
+    assert env["SUPPORT_ACCESS_STEP_UP_AMR"] == {"Ref": "StepUpAmr"}
+    assert params["StepUpAmr"]["Default"] == ""
+    assert params["StepUpMaxAgeSeconds"]["Default"] == 0

@@ -27,7 +27,8 @@ use shared::adapters::aws::der_signature_to_raw;
 use shared::adapters::embedded::{LocalSigner, SqliteStore};
 use shared::app::{CursorKey, authorize, grant_consent, mint_token};
 use shared::domain::{
-    Actor, AgentId, AuditEvent, AuditEventType, ConsentDuration, Note, Policy, Reason, Role, Scope, Timestamp, UserId,
+    Actor, AgentId, AuditEvent, AuditEventType, ConsentDuration, Note, Policy, Reason, Role, Scope, SignIn, Timestamp,
+    UserId,
 };
 use shared::ports::{FixedClock, Ports};
 use shared::token;
@@ -72,7 +73,7 @@ impl Bench {
 
     async fn mint(&self) -> String {
         let reason = Reason::parse("ticket 4411: billing page broken").unwrap();
-        mint_token(&self.ports, &self.agent, &self.user, reason).await.unwrap().access_token
+        mint_token(&self.ports, &self.agent, &SignIn::default(), &self.user, reason).await.unwrap().access_token
     }
 
     /// The same ports without the verified-token cache (every use verifies the signature).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use local_api::Runtime;
-use shared::domain::Policy;
+use shared::domain::{Policy, SignIn};
 use shared::ports::{Clock, SystemClock};
 use tokio::net::TcpListener;
 
@@ -62,6 +62,14 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 12 * 3600)]
         ttl_seconds: i64,
+        /// Comma-separated authentication methods (`amr`), e.g. `pwd,mfa`, for the step-up
+        /// policy (SUPPORT_ACCESS_STEP_UP_AMR).
+        #[arg(long, value_delimiter = ',')]
+        amr: Vec<String>,
+        /// How many seconds ago the sign-in happened (`auth_time`), for
+        /// SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS.
+        #[arg(long, default_value_t = 0)]
+        signed_in_seconds_ago: i64,
     },
 }
 
@@ -89,10 +97,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         print!("{}", local_api::setup_aws().await?);
         return Ok(());
     }
-    if let Some(Command::DevToken { sub, groups, ttl_seconds }) = cli.command {
+    if let Some(Command::DevToken { sub, groups, ttl_seconds, amr, signed_in_seconds_ago }) = cli.command {
         // Only the data directory's identity key is needed, whatever the backend.
         let runtime = Runtime::embedded_identity(&data_dir)?;
-        println!("{}", runtime.issue(&sub, &groups, clock.now(), ttl_seconds));
+        let now = clock.now();
+        let sign_in = SignIn { amr, auth_time: Some(now.plus_seconds(-signed_in_seconds_ago)) };
+        println!("{}", runtime.issue_signed_in(&sub, &groups, &sign_in, now, ttl_seconds));
         return Ok(());
     }
     let runtime = Arc::new(match cli.backend {

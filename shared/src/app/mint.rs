@@ -1,7 +1,7 @@
 use serde::Serialize;
 
 use crate::domain::{
-    Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, Timestamp, UserId,
+    Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, SignIn, Timestamp, UserId,
 };
 use crate::ports::{Ports, StoreError};
 use crate::token;
@@ -21,12 +21,14 @@ pub struct MintedToken {
 }
 
 /// `POST /tokens`: an impersonation token for `agent` acting as `user`, if the user's consent
-/// is live. The token is released only after its `token.issued` event is committed on
-/// condition that the consent is still the one that was read; without a live consent the
-/// refusal itself is audited (`token.denied`).
+/// is live and the agent's sign-in meets the step-up policy. The token is released only after
+/// its `token.issued` event is committed on condition that the consent is still the one that
+/// was read; every refusal is itself audited (`token.denied`, on the user's stream, so the
+/// user sees that someone tried).
 pub async fn mint_token(
     ports: &Ports,
     agent: &AgentId,
+    sign_in: &SignIn,
     user: &UserId,
     reason: Reason,
 ) -> Result<MintedToken, ApiError> {
@@ -40,6 +42,10 @@ pub async fn mint_token(
     if !ports.policy.enabled {
         ports.audit.append(denied("feature-disabled")).await?;
         return Err(ApiError::FeatureDisabled);
+    }
+    if let Err(missing) = ports.policy.step_up.check(sign_in, now, ports.policy.leeway_seconds) {
+        ports.audit.append(denied(missing.code())).await?;
+        return Err(ApiError::StepUpRequired(missing));
     }
     let Some(consent) = ports.consents.current(user, now).await? else {
         ports.audit.append(denied("no-consent")).await?;

@@ -4,11 +4,13 @@
 mod audit;
 mod consent;
 mod policy;
+mod step_up;
 mod time;
 
 pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
 pub use policy::{Policy, PolicyError};
+pub use step_up::{SignIn, StepUpMissing, StepUpPolicy};
 // The validated values that token claims are made of live in the verifier crate, so that it
 // and this service share one definition of each; they are this domain's types all the same.
 pub use support_access_verify::{AgentId, ConsentId, EventId, Jti, Note, Reason, Scope, UserId, ValidationError};

@@ -4,6 +4,8 @@
 
 use thiserror::Error;
 
+use super::StepUpPolicy;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{variable}: {problem}")]
 pub struct PolicyError {
@@ -33,6 +35,8 @@ pub struct Policy {
     pub support_group: String,
     pub auditor_group: String,
     pub introspect_group: String,
+    /// What an agent's sign-in must show before a mint; off by default.
+    pub step_up: StepUpPolicy,
 }
 
 impl Default for Policy {
@@ -49,6 +53,7 @@ impl Default for Policy {
             support_group: "support".into(),
             auditor_group: "auditor".into(),
             introspect_group: "introspect".into(),
+            step_up: StepUpPolicy::default(),
         }
     }
 }
@@ -111,6 +116,17 @@ impl Policy {
             support_group: text("SUPPORT_ACCESS_SUPPORT_GROUP", &d.support_group)?,
             auditor_group: text("SUPPORT_ACCESS_AUDITOR_GROUP", &d.auditor_group)?,
             introspect_group: text("SUPPORT_ACCESS_INTROSPECT_GROUP", &d.introspect_group)?,
+            step_up: StepUpPolicy {
+                // Unset or empty (a template parameter left at its default) means off.
+                amr: match lookup("SUPPORT_ACCESS_STEP_UP_AMR").as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(_) => Some(text("SUPPORT_ACCESS_STEP_UP_AMR", "")?),
+                },
+                max_age_seconds: match int("SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS", 0, 0, 7 * 24 * 3600)? {
+                    0 => None,
+                    seconds => Some(seconds),
+                },
+            },
         })
     }
 }
@@ -135,6 +151,18 @@ mod tests {
         assert!(p.enabled);
         assert_eq!((p.support_group.as_str(), p.auditor_group.as_str()), ("support", "auditor"));
         assert_eq!(p.introspect_group, "introspect");
+        assert!(!p.step_up.is_on());
+    }
+
+    #[test]
+    fn step_up_is_read_and_empty_values_leave_it_off() {
+        let p =
+            from(&[("SUPPORT_ACCESS_STEP_UP_AMR", "mfa"), ("SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS", "600")]).unwrap();
+        assert_eq!(p.step_up, StepUpPolicy { amr: Some("mfa".into()), max_age_seconds: Some(600) });
+        let p = from(&[("SUPPORT_ACCESS_STEP_UP_AMR", ""), ("SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS", "0")]).unwrap();
+        assert!(!p.step_up.is_on());
+        let e = from(&[("SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS", "-5")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_STEP_UP_MAX_AGE_SECONDS");
     }
 
     #[test]

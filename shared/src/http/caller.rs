@@ -7,13 +7,14 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
 use crate::app::ApiError;
-use crate::domain::{AgentId, Policy, UserId};
+use crate::domain::{AgentId, Policy, SignIn, Timestamp, UserId};
 
 /// The authenticated caller: their `sub` and their groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     sub: String,
     groups: Vec<String>,
+    sign_in: SignIn,
 }
 
 impl Caller {
@@ -28,7 +29,18 @@ impl Caller {
         let claims = claims.ok_or(ApiError::Unauthenticated)?;
         let sub = claims.get("sub").filter(|s| !s.is_empty()).ok_or(ApiError::Unauthenticated)?;
         let groups = claims.get(&policy.groups_claim).map(|g| parse_groups(g)).unwrap_or_default();
-        Ok(Self { sub: sub.clone(), groups })
+        // `amr` is a JSON array, so it arrives in the same renderings as groups; `auth_time`
+        // (seconds since the epoch) as its decimal text. Anything else reads as absent.
+        let sign_in = SignIn {
+            amr: claims.get("amr").map(|a| parse_groups(a)).unwrap_or_default(),
+            auth_time: claims.get("auth_time").and_then(|t| t.trim().parse::<i64>().ok()).map(Timestamp::from_unix),
+        };
+        Ok(Self { sub: sub.clone(), groups, sign_in })
+    }
+
+    /// How the caller signed in (`amr`, `auth_time`), for the step-up policy.
+    pub fn sign_in(&self) -> &SignIn {
+        &self.sign_in
     }
 
     /// The caller as an end user; their `sub` must be a valid id to key their data.
@@ -55,8 +67,9 @@ impl Caller {
     }
 }
 
-/// Reads a groups claim as API Gateway delivers it: `[a b]` (its rendering of a JSON array),
-/// a JSON array `["a","b"]`, or `a,b`. Empty entries are dropped.
+/// Reads a groups claim (or any list claim, such as `amr`) as API Gateway delivers it: `[a b]`
+/// (its rendering of a JSON array), a JSON array `["a","b"]`, or `a,b`. Empty entries are
+/// dropped.
 pub fn parse_groups(raw: &str) -> Vec<String> {
     let raw = raw.trim();
     if raw.starts_with('[')

@@ -30,6 +30,7 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
         ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
         ApiError::FeatureDisabled => (StatusCode::FORBIDDEN, "feature-disabled", "Feature disabled"),
+        ApiError::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step-up-required", "Step-up authentication required"),
         ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
     }
 }
@@ -58,6 +59,13 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
     match error {
         ApiError::Unauthenticated | ApiError::TokenRefused => {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ApiError::StepUpRequired(_) => {
+            // RFC 9470's challenge, so an OAuth client knows to re-authenticate the agent.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="insufficient_user_authentication""#),
+            );
         }
         ApiError::MethodNotAllowed { allow } => {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -162,7 +162,7 @@ async fn mint_token(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiE
     let body: MintBody = json_body(req)?;
     let user = UserId::parse(&body.user_id)?;
     let reason = Reason::parse(&body.reason)?;
-    let minted = app::mint_token(ports, &agent, &user, reason).await?;
+    let minted = app::mint_token(ports, &agent, caller.sign_in(), &user, reason).await?;
     Ok(json(StatusCode::CREATED, &minted))
 }
 

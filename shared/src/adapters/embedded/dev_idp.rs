@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 use super::files::{new_p256_pkcs8, p256_key_file, secret_file_error};
-use crate::domain::Timestamp;
+use crate::domain::{SignIn, Timestamp};
 use crate::token::es256_public_jwk;
 
 pub const DEV_ISSUER: &str = "support-access-dev-idp";
@@ -48,9 +48,22 @@ impl DevIdentityProvider {
         Ok(Self { encoding: EncodingKey::from_ec_der(der), decoding })
     }
 
-    /// An identity token for `sub` in `groups`, valid for `ttl_seconds` from `now`.
+    /// An identity token for `sub` in `groups`, valid for `ttl_seconds` from `now`, signed in
+    /// at `now` with no particular method.
     pub fn issue(&self, sub: &str, groups: &[String], now: Timestamp, ttl_seconds: i64) -> String {
-        let claims = serde_json::json!({
+        self.issue_signed_in(sub, groups, &SignIn { amr: Vec::new(), auth_time: Some(now) }, now, ttl_seconds)
+    }
+
+    /// As [`Self::issue`], with the sign-in's `amr` and `auth_time` (for step-up).
+    pub fn issue_signed_in(
+        &self,
+        sub: &str,
+        groups: &[String],
+        sign_in: &SignIn,
+        now: Timestamp,
+        ttl_seconds: i64,
+    ) -> String {
+        let mut claims = serde_json::json!({
             "iss": DEV_ISSUER,
             "aud": DEV_AUDIENCE,
             "sub": sub,
@@ -58,6 +71,12 @@ impl DevIdentityProvider {
             "iat": now.unix(),
             "exp": now.unix() + ttl_seconds,
         });
+        if !sign_in.amr.is_empty() {
+            claims["amr"] = serde_json::json!(sign_in.amr);
+        }
+        if let Some(at) = sign_in.auth_time {
+            claims["auth_time"] = serde_json::json!(at.unix());
+        }
         jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
             .expect("ES256 signing with a valid key")
     }
@@ -106,6 +125,15 @@ mod tests {
         assert_eq!(flat["sub"], "alice");
         assert_eq!(flat["groups"], "[support auditor]");
         assert_eq!(parse_groups(&flat["groups"]), ["support", "auditor"]);
+    }
+
+    #[test]
+    fn a_stepped_up_sign_in_arrives_with_amr_and_auth_time() {
+        let idp = DevIdentityProvider::generate();
+        let sign_in = SignIn { amr: vec!["pwd".into(), "mfa".into()], auth_time: Some(now().plus_seconds(-60)) };
+        let flat = stringify_claims(&idp.validate(&idp.issue_signed_in("agent-7", &[], &sign_in, now(), 600)).unwrap());
+        assert_eq!(flat["amr"], "[pwd mfa]");
+        assert_eq!(flat["auth_time"], now().plus_seconds(-60).unix().to_string());
     }
 
     #[test]

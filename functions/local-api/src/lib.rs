@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use shared::adapters::embedded::stringify_claims;
-use shared::http::MAX_BODY_BYTES;
+use shared::http::{MAX_BODY_BYTES, Route};
 use tokio::net::TcpListener;
 
 mod runtime;
@@ -152,9 +152,12 @@ pub fn to_lambda_request(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Like API Gateway's JWT authorizer: claims only for a valid identity token. Routes that
-    // need no identity (the JWK Set, the demo app route) simply ignore their absence.
+    // Like API Gateway's JWT authorizer: claims only for a valid identity token, and only on
+    // the routes it guards (not the JWK Set, nor the demo route, whose bearer is an
+    // impersonation token: validating that as an identity would be a wasted ECDSA check).
+    let guarded = Route::resolve(&parts.method, parts.uri.path()).map_or(true, Route::takes_identity);
     let authorizer = bearer
+        .filter(|_| guarded)
         .and_then(|t| runtime.identity.validate(t.trim()).ok())
         .map(|claims| json!({ "jwt": { "claims": stringify_claims(&claims), "scopes": null } }));
     let (body, is_base64) = match std::str::from_utf8(body) {

@@ -68,6 +68,13 @@ impl Route {
         };
         route.ok_or(ApiError::MethodNotAllowed { allow })
     }
+
+    /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
+    /// says: every route but the public JWK Set and the demo resource, which the impersonation
+    /// token's own Lambda authorizer guards instead.
+    pub fn takes_identity(self) -> bool {
+        !matches!(self, Self::Jwks | Self::Whoami)
+    }
 }
 
 /// Resolves the route from the request itself (local-api) and handles it.

@@ -41,10 +41,11 @@ impl Readers {
             let slot = readers.next.fetch_add(1, Ordering::Relaxed) % readers.pool.len();
             let conn =
                 readers.pool[slot].lock().map_err(|_| StoreError::Unavailable("sqlite reader poisoned".into()))?;
-            conn.execute_batch("BEGIN").map_err(unavailable)?;
+            let sql = |statement: &str| conn.prepare_cached(statement)?.execute([]).map(|_| ());
+            sql("BEGIN").map_err(unavailable)?;
             let out = work(&conn);
             // Ending a read transaction cannot lose anything; a failure only means a stale lock.
-            conn.execute_batch("COMMIT").map_err(unavailable)?;
+            sql("COMMIT").map_err(unavailable)?;
             out
         })
         .await

@@ -149,19 +149,21 @@ impl SqliteStore {
 /// stream's last event.
 fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreError> {
     let stream = event.stream().to_owned();
+    // Cached statements: the hot paths run these on every call; parsing SQL each time cost
+    // more than executing it.
     let head: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1", [&stream], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
+        .prepare_cached("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut stmt| stmt.query_row([&stream], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(unavailable)?;
     let (last, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
     let event = event.seal(last as u64 + 1, &prev_hash);
     let body = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             stream,
             event.seq as i64,
             event.event_id.as_str(),
@@ -171,19 +173,17 @@ fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreErro
             event.actor.sub.as_str(),
             body,
             event.hash
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
     Ok(event)
 }
 
 fn consent_of(tx: &Connection, user: &UserId) -> Result<Option<Consent>, StoreError> {
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT consent_id, user_id, scope, note, granted_at, expires_at FROM consents WHERE user_id = ?1",
-        [user.as_str()],
-        |row| Ok(ConsentRow::try_from(row)),
     )
-    .optional()
+    .and_then(|mut stmt| stmt.query_row([user.as_str()], |row| Ok(ConsentRow::try_from(row))).optional())
     .map_err(unavailable)?
     .transpose()
     .map(|c| c.map(|c| c.0))
@@ -294,12 +294,10 @@ impl TokenLedger for SqliteStore {
         let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
         self.transaction(move |tx| {
             let live: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3",
-                    params![user.as_str(), id.as_str(), now.unix()],
-                    |r| r.get(0),
-                )
-                .optional()
+                .prepare_cached("SELECT 1 FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![user.as_str(), id.as_str(), now.unix()], |r| r.get(0)).optional()
+                })
                 .map_err(unavailable)?;
             if live.is_none() {
                 return Err(StoreError::ConsentChanged);

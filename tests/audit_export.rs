@@ -3,10 +3,9 @@
 //! user's event in, truncate the tail, rewrite a chain with fresh hashes, replace a
 //! checkpoint's signature) is caught, naming the first bad line.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use e2e::{Event, TestApp};
+use e2e::{Event, TestApp, cli_binary};
 use serde_json::{Value, json};
 use support_access_cli::{Options, Report, VerifyFailure};
 use support_access_verify::chain::ChainError;
@@ -254,15 +253,6 @@ async fn only_an_auditor_exports_and_only_a_valid_user() {
     }
 }
 
-fn cli() -> PathBuf {
-    let dir = std::env::var_os("SUPPORT_ACCESS_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    let path = dir.join("support-access");
-    assert!(path.exists(), "{} is missing: build the workspace binaries first (scripts/test does)", path.display());
-    path
-}
-
 #[tokio::test]
 async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_no_file() {
     let app = busy_app().await;
@@ -271,8 +261,9 @@ async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_n
     let (_, _, jwks_body) = app.call_raw(Event::new("GET", "/.well-known/jwks.json").anonymous()).await;
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, jwks_body).unwrap();
-    let verify =
-        |file: &std::path::Path| Command::new(cli()).arg("verify").arg(file).arg("--jwks").arg(&jwks).output().unwrap();
+    let verify = |file: &std::path::Path| {
+        Command::new(cli_binary()).arg("verify").arg(file).arg("--jwks").arg(&jwks).output().unwrap()
+    };
     let good = dir.path().join("good.jsonl");
     std::fs::write(&good, join(&original)).unwrap();
     let out = verify(&good);
@@ -294,6 +285,6 @@ async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_n
 
     assert_eq!(verify(&dir.path().join("missing.jsonl")).status.code(), Some(2));
     // A JWK Set that is not one is a usage error too, not a verdict.
-    let out = Command::new(cli()).arg("verify").arg(&good).arg("--jwks").arg(&good).output().unwrap();
+    let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--jwks").arg(&good).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

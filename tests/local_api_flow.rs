@@ -264,3 +264,123 @@ async fn oversized_and_hostile_requests_are_refused_and_the_server_keeps_serving
     );
     server.stop().await;
 }
+
+/// Runs the CLI to completion (on a blocking thread: the server runs on this test's runtime).
+async fn cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(e2e::cli_binary()).args(args).output().unwrap()).await.unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (alice, agent, auditor) =
+        (server.token("alice", &[]), server.token("agent-7", &["support"]), server.token("compliance-1", &["auditor"]));
+    let (status, _) = send(
+        http.post(format!("{}/consents", server.base)).bearer_auth(&alice).json(&json!({"duration_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let online =
+        |token: &str| vec!["--endpoint".to_owned(), server.base.clone(), "--token".to_owned(), token.to_owned()];
+    let args = |head: &[&str], token: &str, tail: &[&str]| -> Vec<String> {
+        head.iter().map(|s| s.to_string()).chain(online(token)).chain(tail.iter().map(|s| s.to_string())).collect()
+    };
+
+    // mint --header prints a header the app's API takes as it is.
+    let minted = cli(args(&["mint"], &agent, &["--user", "alice", "--reason", "ticket 4411", "--header"])).await;
+    assert!(minted.status.success(), "{}", text(&minted.stderr));
+    let header = text(&minted.stdout).trim().to_owned();
+    let token = header.strip_prefix("Authorization: Bearer ").expect("an Authorization header").to_owned();
+    let (status, _) = send(http.get(format!("{}/app/whoami", server.base)).bearer_auth(&token)).await;
+    assert_eq!(status, 200);
+
+    // A refusal prints the problem (status, slug, detail) and exits 1; no server exits 2.
+    let refused = cli(args(&["mint"], &agent, &["--user", "bob", "--reason", "ticket 4412"])).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("403") && stderr.contains("no-consent"), "{stderr}");
+    assert!(refused.stdout.is_empty(), "no token printed");
+    let not_support = cli(args(&["mint"], &alice, &["--user", "alice", "--reason", "x"])).await;
+    assert!(text(&not_support.stderr).contains("forbidden"), "{}", text(&not_support.stderr));
+    let closed = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = cli(vec![
+        "mint".into(),
+        "--endpoint".into(),
+        nowhere,
+        "--token".into(),
+        agent.clone(),
+        "--user".into(),
+        "alice".into(),
+        "--reason".into(),
+        "x".into(),
+    ])
+    .await;
+    assert_eq!(unreachable.status.code(), Some(2), "{}", text(&unreachable.stderr));
+
+    // audit: JSON Lines newest first, or a table with a header; filters go to the service.
+    let json_lines = cli(args(&["audit"], &auditor, &["--user", "alice", "--json"])).await;
+    assert!(json_lines.status.success(), "{}", text(&json_lines.stderr));
+    let types: Vec<String> = text(&json_lines.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    // (bob's refusal is on bob's stream, not alice's.)
+    assert_eq!(types, ["token.used", "token.issued", "consent.granted"].map(String::from));
+    let only = cli(args(&["audit"], &auditor, &["--user", "alice", "--type", "token.issued", "--json"])).await;
+    assert_eq!(text(&only.stdout).lines().count(), 1);
+    let table = text(&cli(args(&["audit"], &auditor, &["--user", "alice", "--limit", "2"])).await.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(rows[0].starts_with("AT") && rows[1].contains("token.used") && rows[1].contains("agent-7"), "{table}");
+    let not_auditor = cli(args(&["audit"], &agent, &["--user", "alice"])).await;
+    assert_eq!(not_auditor.status.code(), Some(1));
+
+    // --follow prints what happens next, once each, oldest first.
+    let mut follower = Command::new(e2e::cli_binary())
+        .args(args(&["audit"], &auditor, &["--user", "alice", "--json", "--follow", "--interval", "0.2"]))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_type = move || -> String {
+        let line = lines_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the follower printed in time");
+        serde_json::from_str::<Value>(&line).unwrap()["type"].as_str().unwrap().to_owned()
+    };
+    let next_type = Arc::new(std::sync::Mutex::new(next_type));
+    let read = |n: usize| {
+        let next = next_type.clone();
+        tokio::task::spawn_blocking(move || (0..n).map(|_| (next.lock().unwrap())()).collect::<Vec<_>>())
+    };
+    assert_eq!(read(3).await.unwrap(), ["consent.granted", "token.issued", "token.used"]);
+    let (status, _) = send(http.delete(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
+    assert_eq!(status, 204);
+    assert_eq!(read(1).await.unwrap(), ["consent.revoked"]);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // export, with the JWK Set beside it, verifies offline.
+    let (file, jwks) = (dir.path().join("alice.jsonl"), dir.path().join("jwks.json"));
+    let (file_s, jwks_s) = (file.display().to_string(), jwks.display().to_string());
+    let exported = cli(args(&["export"], &auditor, &["--user", "alice", "-o", &file_s, "--jwks", &jwks_s])).await;
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let verified = cli(vec!["verify".into(), file_s, "--jwks".into(), jwks_s, "--allow-unsealed".into()]).await;
+    assert!(verified.status.success(), "{}{}", text(&verified.stdout), text(&verified.stderr));
+    server.stop().await;
+}

@@ -11,6 +11,8 @@
 //! every stream's head is sealed by some checkpoint, unless the caller accepts an unsealed
 //! tail (events newer than the latest checkpoint, which nothing signed yet).
 
+pub mod api;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;

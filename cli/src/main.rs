@@ -1,11 +1,25 @@
-//! `support-access verify EXPORT.jsonl --jwks JWKS.json`: exit 0 when every chain in the
-//! export is intact and sealed by a checkpoint signed with a key of the JWK Set, 1 naming the
-//! first bad line when not, 2 when a file cannot be read or the JWK Set holds no usable key.
+//! The commands support and audit staff use every day:
+//! - `mint` an impersonation token for a user who consented (prints the token, or with
+//!   `--header` an `Authorization` header);
+//! - `audit`: the audit log with filters, as a table or JSON Lines, and `--follow` to keep
+//!   printing new events;
+//! - `export` a user's (or every) stream with its checkpoints, and `verify` an export offline:
+//!   exit 0 when every chain is intact and sealed by a checkpoint signed with a key of the JWK
+//!   Set, 1 naming the first bad line when not, 2 when a file cannot be read or the JWK Set
+//!   holds no usable key.
+//!
+//! The online commands take the endpoint and the caller's identity token from `--endpoint` /
+//! `SUPPORT_ACCESS_ENDPOINT` and `--token` / `SUPPORT_ACCESS_TOKEN`; a refusal prints the
+//! service's problem details and exits 1 (2 when the service cannot be reached).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use support_access_cli::api::{Api, ApiError, AuditFilter, EVENT_HEADER, event_row};
 use support_access_cli::{Options, VerifyFailure, verify_export};
 use support_access_verify::{JwkSet, KeyRing};
 
@@ -16,8 +30,77 @@ struct Cli {
     command: Command,
 }
 
+/// Where the service is and who is calling.
+#[derive(Args)]
+struct Online {
+    /// The API's base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com or
+    /// http://127.0.0.1:3000 (local-api).
+    #[arg(long, env = "SUPPORT_ACCESS_ENDPOINT")]
+    endpoint: String,
+    /// Your identity token from the app's identity provider (`local-api dev-token` locally).
+    #[arg(long, env = "SUPPORT_ACCESS_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Mint an impersonation token for a user who consented (support group).
+    Mint {
+        #[command(flatten)]
+        online: Online,
+        /// The user to act as.
+        #[arg(long)]
+        user: String,
+        /// Why (a ticket): it goes on the user's access log.
+        #[arg(long)]
+        reason: String,
+        /// Print `Authorization: Bearer <token>` instead of the bare token.
+        #[arg(long)]
+        header: bool,
+    },
+    /// Read the audit log, newest first (auditor group).
+    Audit {
+        #[command(flatten)]
+        online: Online,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// An event type, e.g. token.issued.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// RFC 3339, e.g. 2026-11-25T00:00:00Z.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// How many events at most (without --follow).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they happen (oldest first), until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between polls with --follow.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
+    /// Save an export of one user's stream (or every stream) with its checkpoints (auditor
+    /// group), for `verify`.
+    Export {
+        #[command(flatten)]
+        online: Online,
+        #[arg(long)]
+        user: Option<String>,
+        /// Where to write it (JSON Lines); standard output when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Also save the service's JWK Set here, to verify the export with.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
     /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, and the
     /// signed checkpoints that seal every chain.
     Verify {
@@ -79,10 +162,130 @@ fn verify(export: &Path, jwks: &Path, options: Options) -> Result<ExitCode, Exit
     }
 }
 
+/// Prints a failed call and picks the exit code: 1 for a refusal, 2 when unreachable.
+fn failed(e: ApiError) -> ExitCode {
+    eprintln!("support-access: {e}");
+    match e {
+        ApiError::Unreachable { .. } => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn connect(online: &Online) -> Result<Api, ExitCode> {
+    Api::new(&online.endpoint, &online.token).map_err(failed)
+}
+
+async fn mint(online: Online, user: String, reason: String, header: bool) -> Result<ExitCode, ExitCode> {
+    let minted = connect(&online)?.mint(&user, &reason).await.map_err(failed)?;
+    let token =
+        minted["access_token"].as_str().ok_or_else(|| failed(ApiError::Unreadable("no access_token".into())))?;
+    if header {
+        println!("Authorization: Bearer {token}")
+    } else {
+        println!("{token}")
+    }
+    eprintln!(
+        "support-access: token for {user} ({} scope) until {}",
+        minted["scope"].as_str().unwrap_or("?"),
+        minted["expires_at"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(event: &serde_json::Value, json: bool) {
+    if json { println!("{event}") } else { println!("{}", event_row(event)) }
+}
+
+async fn audit(
+    online: Online,
+    filter: AuditFilter,
+    limit: usize,
+    json: bool,
+    follow: Option<Duration>,
+) -> Result<ExitCode, ExitCode> {
+    let api = connect(&online)?;
+    if !json {
+        println!("{EVENT_HEADER}");
+    }
+    let Some(interval) = follow else {
+        let mut printed = 0;
+        let mut cursor = None;
+        while printed < limit {
+            let page = api.audit(&filter, (limit - printed).min(100), cursor.as_deref()).await.map_err(failed)?;
+            page.events.iter().for_each(|e| print_event(e, json));
+            printed += page.events.len();
+            match page.next_cursor {
+                Some(next) if !page.events.is_empty() => cursor = Some(next),
+                _ => break,
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Follow: poll the newest page and print what was not printed yet, oldest first. Events
+    // are deduplicated by id; a page of 100 per poll is plenty at human pace, and a burst
+    // beyond it is reported rather than silently skipped.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut first = true;
+    loop {
+        let page = api.audit(&filter, 100, None).await.map_err(failed)?;
+        let fresh: Vec<_> =
+            page.events.iter().filter(|e| e["event_id"].as_str().is_some_and(|id| !seen.contains(id))).collect();
+        if !first && fresh.len() == page.events.len() && page.next_cursor.is_some() {
+            eprintln!("support-access: more than 100 new events since the last poll; older ones are not shown");
+        }
+        let shown = if first { fresh.len().min(limit) } else { fresh.len() };
+        for event in fresh.iter().take(shown).rev() {
+            print_event(event, json);
+        }
+        seen.extend(fresh.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
+        first = false;
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn export(
+    online: Online,
+    user: Option<String>,
+    output: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+) -> Result<ExitCode, ExitCode> {
+    let api = connect(&online)?;
+    let lines = api.export(user.as_deref()).await.map_err(failed)?;
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| {
+            eprintln!("support-access: cannot write {}: {e}", path.display());
+            ExitCode::from(2)
+        })
+    };
+    match &output {
+        Some(path) => write(path, &lines)?,
+        None => print!("{lines}"),
+    }
+    if let Some(path) = &jwks {
+        write(path, &api.jwks().await.map_err(failed)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Verify { export, jwks, allow_unsealed } => {
-            verify(&export, &jwks, Options { allow_unsealed }).unwrap_or_else(|code| code)
+    let command = Cli::parse().command;
+    let online = async move {
+        match command {
+            Command::Verify { export, jwks, allow_unsealed } => verify(&export, &jwks, Options { allow_unsealed }),
+            Command::Mint { online, user, reason, header } => mint(online, user, reason, header).await,
+            Command::Audit { online, user, actor, event_type, from, to, limit, json, follow, interval } => {
+                let filter = AuditFilter { user_id: user, actor, event_type, from, to };
+                let follow = follow.then(|| Duration::from_secs_f64(interval.clamp(0.1, 3600.0)));
+                audit(online, filter, limit, json, follow).await
+            }
+            Command::Export { online, user, output, jwks } => export(online, user, output, jwks).await,
+        }
+    };
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(online).unwrap_or_else(|code| code),
+        Err(e) => {
+            eprintln!("support-access: cannot start: {e}");
+            ExitCode::from(2)
         }
     }
 }

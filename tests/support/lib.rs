@@ -434,3 +434,14 @@ impl TestApp {
         .await
     }
 }
+
+/// The `support-access` CLI binary (built by `cargo build --workspace --bins`, which
+/// scripts/test runs first), from `SUPPORT_ACCESS_BIN_DIR` or the workspace's debug target.
+pub fn cli_binary() -> PathBuf {
+    let dir = std::env::var_os("SUPPORT_ACCESS_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let path = dir.join("support-access");
+    assert!(path.exists(), "{} is missing: build the workspace binaries first (scripts/test does)", path.display());
+    path
+}

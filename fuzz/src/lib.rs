@@ -1,5 +1,5 @@
-//! What both fuzz targets verify against: a fixed public key (its private half was thrown
-//! away after signing the one valid seed token) and the service's default expectations.
+//! What the verifier's fuzz targets verify against: a fixed public key (its private half was
+//! thrown away after signing the one valid seed token) and the service's default expectations.
 
 use std::sync::LazyLock;
 

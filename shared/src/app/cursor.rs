@@ -100,6 +100,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_sealed_for_the_first_and_last_times_a_query_accepts_opens_again() {
+        let key = CursorKey::generate();
+        let filter = AuditFilter {
+            from: Some(crate::domain::Timestamp::parse_rfc3339("0000-01-01T00:00:00Z", "from").unwrap()),
+            to: Some(crate::domain::Timestamp::parse_rfc3339("9999-12-31T23:59:59Z", "to").unwrap()),
+            ..alice()
+        };
+        let c = key.seal(&filter, "42".into());
+        assert_eq!(key.open(&c, &filter).unwrap(), "42");
+    }
+
+    #[test]
     fn a_cursor_from_another_key_is_refused() {
         let c = CursorKey::generate().seal(&alice(), "42".into());
         assert!(CursorKey::generate().open(&c, &alice()).is_err());

@@ -27,9 +27,19 @@ impl Timestamp {
             .unwrap_or_default()
     }
 
-    /// Parses an RFC 3339 time from a query string (fractions are cut to the second).
+    /// The earliest and latest instants RFC 3339 can write in UTC (years 0000 to 9999).
+    const WRITABLE: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
+    /// Parses an RFC 3339 time from a query string (fractions are cut to the second). A time
+    /// whose offset carries it out of years 0000..=9999 in UTC is refused: it could not be
+    /// written back, so a cursor sealed with it would never open again.
     pub fn parse_rfc3339(value: &str, field: &'static str) -> Result<Self, ValidationError> {
-        DateTime::parse_from_rfc3339(value).map(|t| Self(t.timestamp())).map_err(|_| ValidationError::Time { field })
+        DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|t| t.timestamp())
+            .filter(|seconds| Self::WRITABLE.contains(seconds))
+            .map(Self)
+            .ok_or(ValidationError::Time { field })
     }
 }
 
@@ -63,6 +73,17 @@ mod tests {
     fn offsets_are_normalised_to_utc() {
         let t = Timestamp::parse_rfc3339("2026-11-18T12:06:40+01:00", "t").unwrap();
         assert_eq!(t.unix(), 1_795_000_000);
+    }
+
+    #[test]
+    fn a_time_its_offset_carries_out_of_years_0000_to_9999_in_utc_is_refused() {
+        assert!(Timestamp::parse_rfc3339("0000-01-01T00:00:00+00:01", "from").is_err());
+        assert!(Timestamp::parse_rfc3339("9999-12-31T23:59:59-00:01", "to").is_err());
+        for edge in ["0000-01-01T00:00:00Z", "0000-01-01T00:00:00-00:01", "9999-12-31T23:59:59Z"] {
+            let t = Timestamp::parse_rfc3339(edge, "to").unwrap();
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t, "{edge} reads back from {json}");
+        }
     }
 
     #[test]

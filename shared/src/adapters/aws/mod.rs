@@ -1,6 +1,7 @@
-//! The AWS adapters: DynamoDB for consents and the audit log, KMS for signing, and the
-//! DynamoDB Streams records that become `consent.expired`. No SDK type leaves this module:
-//! everything crosses the ports as domain values and `StoreError`/`SignerError`.
+//! The AWS adapters: DynamoDB for consents and the audit log, KMS for signing, and (re-exported
+//! from [`super::streams`]) the DynamoDB Streams records that become `consent.expired`. No SDK
+//! type leaves this module: everything crosses the ports as domain values and
+//! `StoreError`/`SignerError`.
 
 mod archive;
 mod der;
@@ -8,7 +9,6 @@ mod dynamodb;
 mod items;
 mod kms;
 mod provision;
-mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,9 @@ pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
 pub use kms::{KmsSigner, kms_kid};
 pub use provision::{create_signing_key, create_tables};
-pub use stream::{ExpiryRecord, expiries_from_stream};
+// The stream reader lives beside this module (feature `streams`, no SDK); the functions
+// keep finding it here.
+pub use super::streams::{ExpiryRecord, expiries_from_stream};
 
 /// The SDK configuration every function builds once per cold start: the standard AWS
 /// environment (region, credentials, `AWS_ENDPOINT_URL`), with explicit timeouts and a

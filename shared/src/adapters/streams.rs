@@ -3,6 +3,9 @@
 //! `principalId = dynamodb.amazonaws.com`); a user's revoke is a `REMOVE` without that
 //! identity and is already audited. A consent replaced by a new grant after it had run out
 //! (before TTL got to it) shows as a `MODIFY` whose old image had expired: an expiry too.
+//!
+//! A feature of its own (`streams`, part of `aws`): reading records needs only the event types,
+//! so the fuzz harness parses them without compiling the AWS SDK.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use serde::Deserialize;

@@ -1,0 +1,38 @@
+//! Arbitrary bytes as a DynamoDB Streams event (the JSON Lambda receives), through
+//! `expiries_from_stream`. Beyond "never panics": records are judged one by one (a batch
+//! yields exactly what its records yield alone, in order), and an expiry only ever comes from
+//! a `REMOVE` by the DynamoDB service (TTL) or from a `MODIFY` whose replaced consent had
+//! already run out when the stream saw it, stamped with that record's time.
+#![no_main]
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use libfuzzer_sys::fuzz_target;
+use shared::adapters::streams::expiries_from_stream;
+
+fn by_ttl(record: &EventRecord) -> bool {
+    record.user_identity.as_ref().is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(event) = serde_json::from_slice::<Event>(data) else { return };
+    let batch = expiries_from_stream(&event);
+
+    let mut one_by_one = Vec::new();
+    for record in &event.records {
+        let mut alone = Event::default();
+        alone.records = vec![record.clone()];
+        let found = expiries_from_stream(&alone);
+        assert!(found.len() <= 1, "{record:?}");
+        if let Some(expiry) = found.first() {
+            let observed = record.change.approximate_creation_date_time.timestamp();
+            assert_eq!(expiry.observed_at.unix(), observed);
+            match record.event_name.as_str() {
+                "REMOVE" => assert!(by_ttl(record), "a user's delete became an expiry: {record:?}"),
+                "MODIFY" => assert!(!expiry.consent.is_active(expiry.observed_at), "a live consent expired"),
+                other => panic!("a {other:?} record became an expiry"),
+            }
+        }
+        one_by_one.extend(found);
+    }
+    assert_eq!(batch, one_by_one);
+});

@@ -349,7 +349,7 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let stdout = follower.stdout.take().unwrap();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -359,19 +359,21 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
             }
         }
     });
-    let next_type = move || -> String {
-        let line = lines_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the follower printed in time");
-        serde_json::from_str::<Value>(&line).unwrap()["type"].as_str().unwrap().to_owned()
+    let mut read = async |n: usize| {
+        let mut types = Vec::new();
+        for _ in 0..n {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines_rx.recv())
+                .await
+                .expect("the follower printed in time")
+                .expect("the follower is still running");
+            types.push(serde_json::from_str::<Value>(&line).unwrap()["type"].as_str().unwrap().to_owned());
+        }
+        types
     };
-    let next_type = Arc::new(std::sync::Mutex::new(next_type));
-    let read = |n: usize| {
-        let next = next_type.clone();
-        tokio::task::spawn_blocking(move || (0..n).map(|_| (next.lock().unwrap())()).collect::<Vec<_>>())
-    };
-    assert_eq!(read(3).await.unwrap(), ["consent.granted", "token.issued", "token.used"]);
+    assert_eq!(read(3).await, ["consent.granted", "token.issued", "token.used"]);
     let (status, _) = send(http.delete(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
     assert_eq!(status, 204);
-    assert_eq!(read(1).await.unwrap(), ["consent.revoked"]);
+    assert_eq!(read(1).await, ["consent.revoked"]);
     follower.kill().unwrap();
     follower.wait().unwrap();
 

@@ -140,24 +140,23 @@ impl Api {
 /// One event as a table row: time, type, user, actor, and what it was about (reason,
 /// detail, scope), for people reading the log in a terminal.
 pub fn event_row(event: &Value) -> String {
-    let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
+    let text = |key: &str| event[key].as_str().unwrap_or("-");
     let about = ["reason", "detail", "scope"]
         .iter()
         .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
         .collect::<Vec<_>>()
         .join(" ");
-    format!(
-        "{:<20}  {:<15}  {:<16}  {:<16}  {}",
-        text("at"),
-        text("type"),
-        text("user_id"),
-        event["actor"]["sub"].as_str().unwrap_or("-"),
-        about
-    )
+    row(text("at"), text("type"), text("user_id"), event["actor"]["sub"].as_str().unwrap_or("-"), &about)
 }
 
-/// The header line above [`event_row`]s.
-pub const EVENT_HEADER: &str = "AT                    TYPE             USER              ACTOR             ABOUT";
+/// The header line above [`event_row`]s, laid out by the same columns.
+pub fn event_header() -> String {
+    row("AT", "TYPE", "USER", "ACTOR", "ABOUT")
+}
+
+fn row(at: &str, event_type: &str, user: &str, actor: &str, about: &str) -> String {
+    format!("{at:<20}  {event_type:<15}  {user:<16}  {actor:<16}  {about}")
+}
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use support_access_cli::api::{Api, ApiError, AuditFilter, EVENT_HEADER, event_row};
+use support_access_cli::api::{Api, ApiError, AuditFilter, event_header, event_row};
 use support_access_cli::{Options, VerifyFailure, verify_export};
 use support_access_verify::{JwkSet, KeyRing};
 
@@ -205,7 +205,7 @@ async fn audit(
 ) -> Result<ExitCode, ExitCode> {
     let api = connect(&online)?;
     if !json {
-        println!("{EVENT_HEADER}");
+        println!("{}", event_header());
     }
     let Some(interval) = follow else {
         let mut printed = 0;

@@ -68,6 +68,8 @@ where
 /// The handle to the writer thread; the thread stops when the last handle is dropped.
 pub(super) struct GroupCommit {
     jobs: Sender<Box<dyn Job>>,
+    /// Read only by the tests, as the proof that concurrent calls were grouped.
+    #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
 }
 
@@ -84,9 +86,10 @@ impl GroupCommit {
         Ok(Self { jobs, commits })
     }
 
-    /// Transactions the writer has run so far (each one fsync when it wrote): calls divided
-    /// by this is the average group size.
-    pub(super) fn commits(&self) -> u64 {
+    /// Transactions the writer has run so far (each one fsync when it wrote): what shows, in
+    /// the tests, that concurrent calls were grouped.
+    #[cfg(test)]
+    fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
 

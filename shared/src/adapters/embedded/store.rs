@@ -138,11 +138,6 @@ impl SqliteStore {
             None => self.transaction(work).await,
         }
     }
-
-    /// Transactions committed so far; calls divided by this is the average group size.
-    pub fn commits(&self) -> u64 {
-        self.writer.commits()
-    }
 }
 
 /// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the

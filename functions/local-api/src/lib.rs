@@ -22,6 +22,7 @@ use shared::http::{MAX_BODY_BYTES, Route};
 use tokio::net::TcpListener;
 
 mod runtime;
+pub mod webhook;
 
 pub use runtime::{Runtime, setup_aws};
 
@@ -70,6 +71,20 @@ pub async fn sweep_expired(runtime: Arc<Runtime>, every: Duration) {
             Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
         }
     }
+}
+
+/// Publishes notifications of every committed step through `publisher` until the process
+/// ends (see `shared::app::relay_forever`): the embedded store's audit log is the outbox, so
+/// a dead receiver delays notifications and nothing else. Does nothing on a backend without
+/// an outbox.
+pub async fn relay_notifications(
+    runtime: Arc<Runtime>,
+    publisher: Arc<dyn shared::ports::Publisher>,
+    settings: shared::app::RelaySettings,
+    stats: Arc<shared::app::RelayStats>,
+) {
+    let Some(outbox) = runtime.outbox.clone() else { return };
+    shared::app::relay_forever(outbox, publisher, "webhook".to_owned(), settings, stats).await
 }
 
 /// Seals the audit log into a signed checkpoint every `every` until the process ends (on AWS,

@@ -31,6 +31,13 @@ struct Cli {
     /// Seconds between signed checkpoints of the audit log (on AWS, the schedule's).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     checkpoint_seconds: u64,
+    /// Where to POST a signed notification of every grant, revoke, expiry, access-request
+    /// step, token issue and first use (CloudEvents JSON; see the README). Embedded backend.
+    #[arg(long, env = "SUPPORT_ACCESS_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of the webhook's `Support-Access-Signature` (at least 16 bytes).
+    #[arg(long, env = "SUPPORT_ACCESS_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -119,6 +126,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
+    let webhook = match (&cli.webhook_url, &cli.webhook_secret) {
+        (None, _) => None,
+        (Some(_), _) if runtime.outbox.is_none() => {
+            return Err("--webhook-url needs the embedded backend (on AWS, the Audit stream feeds EventBridge)".into());
+        }
+        (Some(url), Some(secret)) => Some(Arc::new(local_api::webhook::Webhook::new(url, secret)?)),
+        (Some(_), None) => return Err("--webhook-url needs --webhook-secret (SUPPORT_ACCESS_WEBHOOK_SECRET)".into()),
+    };
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cli.port))?;
@@ -126,6 +141,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     println!("local-api listening on http://{addr} (data in {})", data_dir.display());
     tokio::spawn(local_api::sweep_expired(runtime.clone(), Duration::from_secs(cli.sweep_seconds)));
     tokio::spawn(local_api::checkpoint_every(runtime.clone(), Duration::from_secs(cli.checkpoint_seconds)));
+    if let Some(webhook) = webhook {
+        println!("notifications go to {}", cli.webhook_url.as_deref().unwrap_or_default());
+        tokio::spawn(local_api::relay_notifications(
+            runtime.clone(),
+            webhook,
+            shared::app::RelaySettings::default(),
+            Arc::default(),
+        ));
+    }
     local_api::serve(listener, runtime, shutdown_signal()).await;
     Ok(())
 }

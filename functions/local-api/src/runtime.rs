@@ -10,7 +10,7 @@ use shared::adapters::aws::{self, Tables};
 use shared::adapters::embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
 use shared::app::CursorKey;
 use shared::domain::Policy;
-use shared::ports::{Clock, ExpirySweeper, Ports};
+use shared::ports::{Clock, ExpirySweeper, Outbox, Ports};
 
 pub struct Runtime {
     pub ports: Ports,
@@ -18,6 +18,9 @@ pub struct Runtime {
     /// Records expiries on a timer where storage does not (the embedded store; on AWS,
     /// DynamoDB TTL and the stream do it).
     pub sweeper: Option<Arc<dyn ExpirySweeper>>,
+    /// The committed audit log as an outbox for the notification webhook (the embedded
+    /// store; on AWS, the Audit table's stream feeds EventBridge instead).
+    pub outbox: Option<Arc<dyn Outbox>>,
 }
 
 /// The dev identity provider of `data_dir` (created there on first use).
@@ -47,7 +50,7 @@ impl Runtime {
         let signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("signing-key.p8"))?);
         let keys = Ports::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
         let ports = Ports::new(store.clone(), signer, keys, clock, policy, cursor_key);
-        Ok(Self { ports, identity, sweeper: Some(store) })
+        Ok(Self { ports, identity, sweeper: Some(store.clone()), outbox: Some(store) })
     }
 
     /// DynamoDB and KMS, as configured by the standard AWS environment and the variables of
@@ -55,7 +58,7 @@ impl Runtime {
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
         let ports = aws::ports_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { ports, identity, sweeper: None })
+        Ok(Self { ports, identity, sweeper: None, outbox: None })
     }
 }
 

@@ -12,6 +12,7 @@ mod cursor;
 mod error;
 mod expiry;
 mod mint;
+mod notify;
 
 pub use access_request::{
     MAX_LISTED_REQUESTS, agent_requests, approve_request, deny_request, file_request, user_requests,
@@ -24,3 +25,4 @@ pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};
+pub use notify::{RelayError, RelaySettings, RelayStats, relay_forever, relay_once};

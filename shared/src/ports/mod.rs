@@ -174,6 +174,46 @@ pub trait ExpirySweeper: Send + Sync {
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
+/// One committed audit event as the outbox holds it: its place in commit order, and for a
+/// `token.used`, whether it is the first use of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub position: u64,
+    pub event: AuditEvent,
+    pub first_use: bool,
+}
+
+/// The committed audit log read as an outbox, for a relay that publishes notifications after
+/// the fact: publishing never runs inside (or delays) the write it reports, and a relay that
+/// stops resumes from its saved position, so nothing committed is ever skipped.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Committed events after `position`, in commit order, at most `limit`.
+    async fn committed_after(&self, position: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Where relay `relay` got to; `None` for a relay that never ran.
+    async fn position(&self, relay: &str) -> Result<Option<u64>, StoreError>;
+
+    /// The position of the newest committed event (0 for an empty log).
+    async fn last_position(&self) -> Result<u64, StoreError>;
+
+    /// Records that `relay` delivered everything up to `position`.
+    async fn save_position(&self, relay: &str, position: u64) -> Result<(), StoreError>;
+}
+
+/// Why a notification was not delivered (for logs and counters only).
+#[derive(Debug, thiserror::Error)]
+#[error("notification not delivered: {0}")]
+pub struct PublishError(pub String);
+
+/// Delivers notifications to the app (a signed webhook locally, EventBridge on AWS).
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Delivers `notification` once; an error means it may or may not have arrived, and the
+    /// caller retries (consumers deduplicate by its id).
+    async fn publish(&self, notification: &crate::domain::Notification) -> Result<(), PublishError>;
+}
+
 /// Records expiries that storage noticed on its own (DynamoDB TTL, via the stream).
 #[async_trait]
 pub trait ExpiryLedger: Send + Sync {

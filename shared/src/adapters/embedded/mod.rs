@@ -6,6 +6,7 @@ mod archive;
 mod dev_idp;
 mod files;
 mod group_commit;
+mod outbox;
 mod readers;
 mod requests;
 mod signer;

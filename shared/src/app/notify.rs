@@ -1,0 +1,136 @@
+//! The notification relay: tails the committed audit log (the [`Outbox`]) and publishes what
+//! the app should hear about. It runs beside the service, never inside a request, so a slow or
+//! dead receiver delays notifications, never a grant, a mint or a use; and it advances its
+//! saved position only past what was delivered, so a failure or a restart loses nothing
+//! (delivery is at least once, in commit order; consumers deduplicate by the event id).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::domain::{AuditEventType, Notification, is_notified};
+use crate::ports::{Outbox, OutboxEntry, Publisher, StoreError};
+
+/// What a relay did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+}
+
+impl RelayStats {
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_attempts(&self) -> u64 {
+        self.failed_attempts.load(Ordering::Relaxed)
+    }
+}
+
+/// How a relay paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RelaySettings {
+    /// Events read per pass.
+    pub batch: usize,
+    /// Pause when caught up.
+    pub idle: Duration,
+    /// First pause after a failed delivery; it doubles on each failure in a row, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch: 100,
+            idle: Duration::from_millis(200),
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Publish(#[from] crate::ports::PublishError),
+}
+
+fn wanted(entry: &OutboxEntry) -> bool {
+    is_notified(entry.event.event_type) && (entry.event.event_type != AuditEventType::TokenUsed || entry.first_use)
+}
+
+/// One pass over what was committed since `relay`'s saved position: publishes each wanted
+/// event in order and saves the position past everything delivered (or skipped). Returns how
+/// many events the pass moved past; on a failed delivery, the position stops before it. A
+/// relay's first pass only records where the log ends (it announces no history).
+pub async fn relay_once(
+    outbox: &dyn Outbox,
+    publisher: &dyn Publisher,
+    relay: &str,
+    batch: usize,
+    stats: &RelayStats,
+) -> Result<usize, RelayError> {
+    let start = match outbox.position(relay).await? {
+        Some(position) => position,
+        None => {
+            // A relay's first run starts at the end of the log: what happened before the app
+            // was listening is on the audit log, not news.
+            let last = outbox.last_position().await?;
+            outbox.save_position(relay, last).await?;
+            return Ok(0);
+        }
+    };
+    let entries = outbox.committed_after(start, batch).await?;
+    let mut position = start;
+    let mut failure = None;
+    for entry in &entries {
+        if wanted(entry) {
+            if let Err(e) = publisher.publish(&Notification::of(entry.event.clone())).await {
+                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                failure = Some(e);
+                break;
+            }
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        position = entry.position;
+    }
+    if position != start {
+        outbox.save_position(relay, position).await?;
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(entries.len()),
+    }
+}
+
+/// Relays until the process ends: a pass, then a pause (`idle` when caught up, a doubling
+/// backoff after failures), logging failures with how many attempts failed so far.
+pub async fn relay_forever(
+    outbox: Arc<dyn Outbox>,
+    publisher: Arc<dyn Publisher>,
+    relay: String,
+    settings: RelaySettings,
+    stats: Arc<RelayStats>,
+) {
+    let mut backoff = settings.backoff;
+    loop {
+        match relay_once(outbox.as_ref(), publisher.as_ref(), &relay, settings.batch, &stats).await {
+            Ok(n) => {
+                backoff = settings.backoff;
+                if n < settings.batch {
+                    tokio::time::sleep(settings.idle).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(relay, error = %e, failed_attempts = stats.failed_attempts(), retry_in = ?backoff, "notification relay");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(settings.max_backoff);
+            }
+        }
+    }
+}

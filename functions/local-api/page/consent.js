@@ -7,6 +7,7 @@
   const TOKEN_KEY = 'support-access.identity-token';
   const SUB_KEY = 'support-access.sub';
   const LOG_LIMIT = 50;
+  const POLL_MS = 30 * 1000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -19,6 +20,7 @@
     signInSub: $('sign-in-sub'),
     who: $('who'),
     signOut: $('sign-out'),
+    refresh: $('refresh'),
     consentNone: $('consent-none'),
     consentActive: $('consent-active'),
     consentScope: $('consent-scope'),
@@ -302,7 +304,7 @@
       time.dateTime = e.at;
       const timeCell = make('td');
       timeCell.append(time);
-      const who = make('td', null, 'who');
+      const who = make('td', null, 'actor-cell');
       const actor = e.actor || {};
       who.append(make('span', actor.sub || '?', 'actor'), ' ', make('span', actor.role || '?', 'role role-' + (actor.role || 'unknown')));
       const what = [];
@@ -367,6 +369,13 @@
   el.revoke.addEventListener('click', () => {
     act('Revoking…', () => api('DELETE', '/consents/current', undefined, [404]), 'Access revoked: support has no access.');
   });
+
+  el.refresh.addEventListener('click', () => act('Refreshing…', async () => {}, 'Up to date.'));
+
+  // New access requests show up without a click while the page is in view.
+  setInterval(() => {
+    if (token() && document.visibilityState === 'visible') refresh();
+  }, POLL_MS);
 
   render();
   if (token()) {

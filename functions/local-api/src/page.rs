@@ -4,7 +4,7 @@
 //! screen. This page shows what that screen has to offer a user (grant, see, revoke, answer
 //! support's access requests, read who acted as them) against the very API the app would
 //! call, so the flow can be tried in a browser and tested end to end in headless Chromium.
-//! It is static (one HTML, one script and one style sheet, compiled into the binary), served
+//! It is static (one HTML, one script, one style sheet and an icon, compiled into the binary), served
 //! with a strict Content-Security-Policy, and is not a Lambda route: nothing here is deployed.
 //!
 //! `POST /dev/sign-in` is the page's sign-in. It exists only in local-api, which binds to
@@ -34,6 +34,7 @@ pub const SIGN_IN_PATH: &str = "/dev/sign-in";
 const INDEX_HTML: &str = include_str!("../page/index.html");
 const CONSENT_JS: &str = include_str!("../page/consent.js");
 const CONSENT_CSS: &str = include_str!("../page/consent.css");
+const FAVICON_SVG: &str = include_str!("../page/favicon.svg");
 
 type Response = hyper::Response<Full<Bytes>>;
 
@@ -43,6 +44,7 @@ fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         "/" | "/index.html" => Some(("text/html; charset=utf-8", INDEX_HTML)),
         "/consent.js" => Some(("text/javascript; charset=utf-8", CONSENT_JS)),
         "/consent.css" => Some(("text/css; charset=utf-8", CONSENT_CSS)),
+        "/favicon.svg" => Some(("image/svg+xml", FAVICON_SVG)),
         _ => None,
     }
 }
@@ -170,7 +172,7 @@ mod tests {
 
     #[test]
     fn only_the_page_paths_are_the_pages() {
-        for path in ["/", "/index.html", "/consent.js", "/consent.css", "/dev/sign-in"] {
+        for path in ["/", "/index.html", "/consent.js", "/consent.css", "/favicon.svg", "/dev/sign-in"] {
             assert!(is_page_request(path), "{path}");
         }
         for path in ["/consents", "/consent.js/", "/dev", "/dev/sign-in/x", "/me/access-log", ""] {

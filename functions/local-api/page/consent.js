@@ -37,10 +37,13 @@
     logBody: $('log-body'),
     log: $('log'),
     logNone: $('log-none'),
+    logMore: $('log-more'),
   };
 
   let currentConsent = null;
   let remainingTimer = null;
+  let logCursor = null;
+  let logExpanded = false; // older events shown: the poll leaves the table alone
 
   // ---- helpers -------------------------------------------------------------------------
 
@@ -188,6 +191,8 @@
     stopTimer();
     clearChildren(el.requests);
     clearChildren(el.logBody);
+    logCursor = null;
+    el.logMore.hidden = true;
     render();
     setStatus(why || 'Signed out.');
     el.signInSub.focus();
@@ -292,40 +297,60 @@
 
   // ---- access log ----------------------------------------------------------------------
 
-  function renderLog(events) {
-    clearChildren(el.logBody);
-    el.logNone.hidden = events.length > 0;
-    el.log.hidden = events.length === 0;
-    for (const e of events) {
-      const tr = make('tr');
-      tr.className = 'event';
-      tr.dataset.type = String(e.type);
-      const time = make('time', formatTime(e.at));
-      time.dateTime = e.at;
-      const timeCell = make('td');
-      timeCell.append(time);
-      const who = make('td', null, 'actor-cell');
-      const actor = e.actor || {};
-      who.append(make('span', actor.sub || '?', 'actor'), ' ', make('span', actor.role || '?', 'role role-' + (actor.role || 'unknown')));
-      const what = [];
-      if (e.reason) what.push(e.reason);
-      if (e.scope) what.push('scope: ' + e.scope);
-      if (e.detail) what.push(e.detail);
-      tr.append(timeCell, make('td', e.type, 'type'), who, make('td', what.join(' · '), 'detail'));
-      el.logBody.append(tr);
-    }
+  function logRow(e) {
+    const tr = make('tr');
+    tr.className = 'event';
+    tr.dataset.type = String(e.type);
+    const time = make('time', formatTime(e.at));
+    time.dateTime = e.at;
+    const timeCell = make('td');
+    timeCell.append(time);
+    const who = make('td', null, 'actor-cell');
+    const actor = e.actor || {};
+    who.append(make('span', actor.sub || '?', 'actor'), ' ',
+      make('span', actor.role || '?', 'role role-' + String(actor.role || 'unknown').replace(/[^a-z]/g, '')));
+    const what = [];
+    if (e.reason) what.push(e.reason);
+    if (e.scope) what.push('scope: ' + e.scope);
+    if (e.detail) what.push(e.detail);
+    tr.append(timeCell, make('td', e.type, 'type'), who, make('td', what.join(' · '), 'detail'));
+    return tr;
+  }
+
+  /** Shows a page of events: the newest (replacing the table) or older ones (appended). */
+  function renderLog(body, append) {
+    const events = body && Array.isArray(body.events) ? body.events : [];
+    if (!append) clearChildren(el.logBody);
+    for (const e of events) el.logBody.append(logRow(e));
+    const any = el.logBody.childElementCount > 0;
+    el.logNone.hidden = any;
+    el.log.hidden = !any;
+    logCursor = body && typeof body.next_cursor === 'string' ? body.next_cursor : null;
+    el.logMore.hidden = !logCursor;
   }
 
   async function loadLog() {
     const { body } = await api('GET', '/me/access-log?limit=' + LOG_LIMIT);
-    renderLog(body && Array.isArray(body.events) ? body.events : []);
+    logExpanded = false;
+    renderLog(body, false);
+  }
+
+  async function loadOlder() {
+    if (!logCursor) return;
+    const path = '/me/access-log?limit=' + LOG_LIMIT + '&cursor=' + encodeURIComponent(logCursor);
+    const { body } = await api('GET', path);
+    logExpanded = true;
+    renderLog(body, true);
   }
 
   // ---- wiring --------------------------------------------------------------------------
 
-  async function refresh() {
+  /** Reloads what the page shows; `poll` keeps older log events the user opened. */
+  async function refresh(poll) {
     if (!token()) return;
-    const results = await Promise.allSettled([loadConsent(), loadRequests(), loadLog()]);
+    const loads = [loadConsent(), loadRequests()];
+    if (!(poll && logExpanded)) loads.push(loadLog());
+    const results = await Promise.allSettled(loads);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed && token()) showError(failed.reason.message);
   }
@@ -370,11 +395,16 @@
     act('Revoking…', () => api('DELETE', '/consents/current', undefined, [404]), 'Access revoked: support has no access.');
   });
 
+  el.logMore.addEventListener('click', () => {
+    clearError();
+    loadOlder().catch((e) => showError(e.message));
+  });
+
   el.refresh.addEventListener('click', () => act('Refreshing…', async () => {}, 'Up to date.'));
 
   // New access requests show up without a click while the page is in view.
   setInterval(() => {
-    if (token() && document.visibilityState === 'visible') refresh();
+    if (token() && document.visibilityState === 'visible') refresh(true);
   }, POLL_MS);
 
   render();

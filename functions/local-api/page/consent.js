@@ -270,17 +270,18 @@
         li.append(make('p', 'Request open until ' + formatTime(r.expires_at), 'hint'));
       }
       const buttons = make('div', null, 'actions');
+      // The decision routes take no body: a request is decided exactly as it was filed.
       const approve = make('button', 'Approve', 'approve');
       approve.type = 'button';
       approve.setAttribute('aria-describedby', headingId);
       approve.addEventListener('click', () =>
-        act('Approving…', () => api('POST', '/me/access-requests/' + encodeURIComponent(r.request_id) + '/approve', {}),
+        act('Approving…', () => api('POST', '/me/access-requests/' + encodeURIComponent(r.request_id) + '/approve'),
           'Request approved: support now has ' + scopeLabel(r.scope) + ' access.'));
       const deny = make('button', 'Deny', 'secondary deny');
       deny.type = 'button';
       deny.setAttribute('aria-describedby', headingId);
       deny.addEventListener('click', () =>
-        act('Denying…', () => api('POST', '/me/access-requests/' + encodeURIComponent(r.request_id) + '/deny', {}),
+        act('Denying…', () => api('POST', '/me/access-requests/' + encodeURIComponent(r.request_id) + '/deny'),
           'Request denied.'));
       buttons.append(approve, deny);
       li.append(buttons);

@@ -386,3 +386,57 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
     assert!(verified.status.success(), "{}{}", text(&verified.stdout), text(&verified.stderr));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_support_cli_requests_access_and_reports_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (carol, agent) = (server.token("carol", &[]), server.token("agent-7", &["support"]));
+    let args = |head: &[&str], tail: &[&str]| -> Vec<String> {
+        head.iter()
+            .map(|s| s.to_string())
+            .chain(["--endpoint".to_owned(), server.base.clone(), "--token".to_owned(), agent.clone()])
+            .chain(tail.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    let filed = cli(args(
+        &["request"],
+        &["--user", "carol", "--reason", "ticket 5150: sync stuck", "--scope", "full", "--duration", "15m"],
+    ))
+    .await;
+    assert!(filed.status.success(), "{}", text(&filed.stderr));
+    let id = text(&filed.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "the request id alone on stdout: {id:?}");
+    assert!(text(&filed.stderr).contains("pending until"), "{}", text(&filed.stderr));
+
+    let table = cli(args(&["status"], &[])).await;
+    let table = text(&table.stdout);
+    assert!(table.starts_with("REQUEST"), "{table}");
+    assert!(table.contains(&id) && table.contains("pending") && table.contains("full 900s"), "{table}");
+
+    let (status, consent) =
+        send(http.post(format!("{}/me/access-requests/{id}/approve", server.base)).bearer_auth(&carol)).await;
+    assert_eq!(status, 201, "{consent}");
+    let one = cli(args(&["status", &id], &["--json"])).await;
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let shown: Value = serde_json::from_str(text(&one.stdout).trim()).unwrap();
+    assert_eq!(
+        (shown["status"].as_str(), shown["consent_id"].as_str()),
+        (Some("approved"), consent["consent_id"].as_str())
+    );
+    assert_eq!(shown["scope"], "full");
+
+    let minted = cli(args(&["mint"], &["--user", "carol", "--reason", "ticket 5150: sync stuck"])).await;
+    assert!(minted.status.success(), "the approval let the agent in: {}", text(&minted.stderr));
+
+    let unknown = cli(args(&["status", "00000000-0000-0000-0000-000000000000"], &[])).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    let bad_duration =
+        cli(args(&["request"], &["--user", "carol", "--reason", "ticket 5150", "--duration", "1w"])).await;
+    assert_eq!(bad_duration.status.code(), Some(2), "clap refuses it before any call");
+    let refused = cli(args(&["request"], &["--user", "carol", "--reason", "short"])).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("invalid-request"), "{}", text(&refused.stderr));
+}

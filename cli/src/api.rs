@@ -74,6 +74,31 @@ impl Api {
         serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))
     }
 
+    /// `POST /access-requests`: the request as filed (`request_id`, `status`, `expires_at`, ...).
+    pub async fn request(
+        &self,
+        user_id: &str,
+        reason: &str,
+        scope: &str,
+        duration_seconds: i64,
+    ) -> Result<Value, ApiError> {
+        let body = serde_json::json!({
+            "user_id": user_id, "reason": reason, "scope": scope, "duration_seconds": duration_seconds
+        });
+        let answer = self.send(self.http.post(self.url("/access-requests")).json(&body)).await?;
+        serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))
+    }
+
+    /// `GET /access-requests`: the caller's requests, newest first.
+    pub async fn requests(&self) -> Result<Vec<Value>, ApiError> {
+        let answer = self.send(self.http.get(self.url("/access-requests"))).await?;
+        let mut list: Value = serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))?;
+        match list["requests"].take() {
+            Value::Array(requests) => Ok(requests),
+            _ => Err(ApiError::Unreadable("no requests array".into())),
+        }
+    }
+
     /// `GET /audit`: one page, newest first.
     pub async fn audit(&self, filter: &AuditFilter, limit: usize, cursor: Option<&str>) -> Result<AuditPage, ApiError> {
         let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
@@ -149,6 +174,50 @@ pub fn event_row(event: &Value) -> String {
     row(text("at"), text("type"), text("user_id"), event["actor"]["sub"].as_str().unwrap_or("-"), &about)
 }
 
+/// One access request as a table row: id, user, status, scope and duration, and when it was
+/// decided (or until when it waits).
+pub fn request_row(request: &Value) -> String {
+    let text = |key: &str| request[key].as_str().unwrap_or("-");
+    let when = match request["decided_at"].as_str() {
+        Some(at) => format!("decided {at}"),
+        None => format!("until {}", text("expires_at")),
+    };
+    let consent = request["consent_id"].as_str().map(|c| format!(" consent={c}")).unwrap_or_default();
+    let what = format!("{} {}s", text("scope"), request["duration_seconds"].as_i64().unwrap_or(0));
+    request_columns(text("request_id"), text("user_id"), text("status"), &what, &format!("{when}{consent}"))
+}
+
+/// The header line above [`request_row`]s.
+pub fn request_header() -> String {
+    request_columns("REQUEST", "USER", "STATUS", "ASKED", "WHEN")
+}
+
+fn request_columns(id: &str, user: &str, status: &str, what: &str, when: &str) -> String {
+    format!("{id:<36}  {user:<16}  {status:<8}  {what:<12}  {when}")
+}
+
+/// A duration as typed: seconds (`3600`) or a number with `m`, `h` or `d` (`15m`, `1h`, `7d`).
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a duration like 3600, 15m, 1h or 7d"))
+}
+
 /// The header line above [`event_row`]s, laid out by the same columns.
 pub fn event_header() -> String {
     row("AT", "TYPE", "USER", "ACTOR", "ABOUT")
@@ -170,6 +239,28 @@ mod tests {
         });
         let row = event_row(&event);
         for part in ["2026-11-25T10:00:00Z", "token.issued", "alice", "agent-7", "reason=ticket 4411"] {
+            assert!(row.contains(part), "{row}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_people_type_them() {
+        assert_eq!(parse_duration("3600"), Ok(3600));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        for bad in ["", "h", "1w", "-1h", "0", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_row_shows_its_state_and_what_was_asked() {
+        let row = request_row(&serde_json::json!({
+            "request_id": "0190f3a2-0000-7000-8000-000000000000", "user_id": "alice", "status": "approved",
+            "scope": "read", "duration_seconds": 3600, "decided_at": "2026-11-25T10:10:00Z", "consent_id": "c-1"
+        }));
+        for part in ["alice", "approved", "read 3600s", "decided 2026-11-25T10:10:00Z", "consent=c-1"] {
             assert!(row.contains(part), "{row}");
         }
     }

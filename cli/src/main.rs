@@ -1,4 +1,6 @@
 //! The commands support and audit staff use every day:
+//! - `request` access from a user (scope, duration, reason), who approves or denies it, and
+//!   `status` of the requests one filed;
 //! - `mint` an impersonation token for a user who consented (prints the token, or with
 //!   `--header` an `Authorization` header);
 //! - `audit`: the audit log with filters, as a table or JSON Lines, and `--follow` to keep
@@ -19,7 +21,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use support_access_cli::api::{Api, ApiError, AuditFilter, event_header, event_row};
+use support_access_cli::api::{
+    Api, ApiError, AuditFilter, event_header, event_row, parse_duration, request_header, request_row,
+};
 use support_access_cli::{Options, VerifyFailure, verify_export};
 use support_access_verify::{JwkSet, KeyRing};
 
@@ -44,6 +48,38 @@ struct Online {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ask a user for access (support group): they approve or deny it in the app, and an
+    /// approval grants exactly this scope and duration.
+    Request {
+        #[command(flatten)]
+        online: Online,
+        /// The user whose account you need.
+        #[arg(long)]
+        user: String,
+        /// Why (a ticket): the user reads it before deciding.
+        #[arg(long)]
+        reason: String,
+        /// `read` (GET, HEAD, OPTIONS only) or `full`.
+        #[arg(long, default_value = "read", value_parser = ["read", "full"])]
+        scope: String,
+        /// How long the access would last once approved: seconds, or 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        duration: i64,
+    },
+    /// The state of the requests you filed, newest first (support group): pending, approved
+    /// (with the consent it granted), denied or expired.
+    Status {
+        #[command(flatten)]
+        online: Online,
+        /// Only this request (exit 1 when it is not one of yours).
+        request_id: Option<String>,
+        /// Only requests for this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mint an impersonation token for a user who consented (support group).
     Mint {
         #[command(flatten)]
@@ -175,6 +211,43 @@ fn connect(online: &Online) -> Result<Api, ExitCode> {
     Api::new(&online.endpoint, &online.token).map_err(failed)
 }
 
+async fn request(
+    online: Online,
+    user: String,
+    reason: String,
+    scope: String,
+    duration: i64,
+) -> Result<ExitCode, ExitCode> {
+    let filed = connect(&online)?.request(&user, &reason, &scope, duration).await.map_err(failed)?;
+    println!("{}", filed["request_id"].as_str().unwrap_or("?"));
+    eprintln!(
+        "support-access: asked {user} for {scope} access for {duration}s; pending until {} (see `status`)",
+        filed["expires_at"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(online: Online, id: Option<String>, user: Option<String>, json: bool) -> Result<ExitCode, ExitCode> {
+    let requests = connect(&online)?.requests().await.map_err(failed)?;
+    let field = |r: &serde_json::Value, key: &str| r[key].as_str().map(str::to_owned);
+    let shown: Vec<_> = requests
+        .iter()
+        .filter(|r| id.is_none() || field(r, "request_id") == id)
+        .filter(|r| user.is_none() || field(r, "user_id") == user)
+        .collect();
+    if let (Some(id), true) = (&id, shown.is_empty()) {
+        eprintln!("support-access: no request {id} among yours");
+        return Ok(ExitCode::from(1));
+    }
+    if !json {
+        println!("{}", request_header());
+    }
+    for r in shown {
+        if json { println!("{r}") } else { println!("{}", request_row(r)) }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn mint(online: Online, user: String, reason: String, header: bool) -> Result<ExitCode, ExitCode> {
     let minted = connect(&online)?.mint(&user, &reason).await.map_err(failed)?;
     let token =
@@ -272,6 +345,10 @@ fn main() -> ExitCode {
     let online = async move {
         match command {
             Command::Verify { export, jwks, allow_unsealed } => verify(&export, &jwks, Options { allow_unsealed }),
+            Command::Request { online, user, reason, scope, duration } => {
+                request(online, user, reason, scope, duration).await
+            }
+            Command::Status { online, request_id, user, json } => status(online, request_id, user, json).await,
             Command::Mint { online, user, reason, header } => mint(online, user, reason, header).await,
             Command::Audit { online, user, actor, event_type, from, to, limit, json, follow, interval } => {
                 let filter = AuditFilter { user_id: user, actor, event_type, from, to };

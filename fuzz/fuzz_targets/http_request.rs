@@ -54,6 +54,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/introspect"),
     ("PUT", "/consents"),
     ("GET", "/introspect"),
+    ("POST", "/access-requests"),
+    ("GET", "/access-requests"),
+    ("GET", "/me/access-requests"),
 ];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// Every body field and query parameter some route reads.
@@ -393,6 +396,7 @@ fn body_fields(path: &str) -> (&'static [&'static str], bool) {
     match path {
         "/consents" => (&["duration_seconds", "scope", "note"], false),
         "/tokens" => (&["user_id", "reason"], false),
+        "/access-requests" => (&["user_id", "reason", "scope", "duration_seconds"], false),
         "/introspect" => (&["token", "token_type_hint"], true),
         _ => (&[], false),
     }
@@ -676,11 +680,22 @@ fuzz_target!(|input: Input| {
         Some(Route::MintToken) => assert!(in_group("support"), "minted for {:?}", spec.claims),
         Some(Route::QueryAudit | Route::ExportAudit) => assert!(in_group("auditor"), "audit for {:?}", spec.claims),
         Some(Route::Introspect) => assert!(in_group("introspect"), "introspected for {:?}", spec.claims),
+        Some(Route::FileAccessRequest | Route::AgentAccessRequests) => {
+            assert!(in_group("support"), "access requests for {:?}", spec.claims)
+        }
         Some(Route::Whoami) => {
             let bearer = spec.authorization.as_deref().unwrap_or("");
             assert!(bearer.ends_with(&app.token), "whoami let {bearer:?} in");
         }
-        Some(Route::GrantConsent | Route::GetConsent | Route::RevokeConsent | Route::AccessLog) => {
+        Some(
+            Route::GrantConsent
+            | Route::GetConsent
+            | Route::RevokeConsent
+            | Route::AccessLog
+            | Route::MyAccessRequests
+            | Route::ApproveAccessRequest
+            | Route::DenyAccessRequest,
+        ) => {
             assert!(claim("sub").is_some_and(|s| !s.is_empty()), "{:?}", spec.claims)
         }
         Some(Route::Jwks) | None => {}

@@ -58,6 +58,20 @@ EXPECTED = {
     "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS,
+    "AgentRequestsFunction": {
+        ("dynamodb:PutItem", "AccessRequestsTable"),
+        ("dynamodb:Query", "AccessRequestsTable/index/by-agent"),
+    }
+    | AUDIT_APPEND
+    | HEADS,
+    "UserRequestsFunction": {
+        ("dynamodb:GetItem", "AccessRequestsTable"),
+        ("dynamodb:Query", "AccessRequestsTable"),
+        ("dynamodb:PutItem", "AccessRequestsTable"),
+        ("dynamodb:PutItem", "ConsentsTable"),
+    }
+    | AUDIT_APPEND
+    | HEADS,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
@@ -156,7 +170,15 @@ def test_the_rules_hold_whatever_the_table_says(template):
             if resource.startswith("AuditTable"):
                 assert action in {"dynamodb:PutItem", "dynamodb:Query"}, f"{function} may {action} the audit table"
             if resource == "ConsentsTable" and action in WRITES:
-                assert function in {"GrantConsentFunction", "RevokeConsentFunction"}, f"{function} writes consents"
+                # The user's own routes alone: grant, revoke, and approving a request (which
+                # grants). No function an agent calls can write a consent.
+                assert function in {
+                    "GrantConsentFunction",
+                    "RevokeConsentFunction",
+                    "UserRequestsFunction",
+                }, f"{function} writes consents"
+            if resource.startswith("AccessRequestsTable") and action in WRITES:
+                assert function in {"AgentRequestsFunction", "UserRequestsFunction"}, f"{function} writes requests"
             if action == "kms:Sign":
                 # Tokens with SigningKey by mint alone; checkpoints with their own key.
                 assert (function, resource) in {
@@ -183,7 +205,7 @@ def test_a_widened_role_is_caught(template):
 
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable"]:
+    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable", "AccessRequestsTable"]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -193,6 +215,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     consents = resources["ConsentsTable"]["Properties"]
     assert consents["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert consents["StreamSpecification"]["StreamViewType"] == "OLD_IMAGE"
+    requests = resources["AccessRequestsTable"]["Properties"]
+    assert requests["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}
+    assert [i["IndexName"] for i in requests["GlobalSecondaryIndexes"]] == ["by-agent"]
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
     for name in ["SigningKey", "CheckpointKey"]:

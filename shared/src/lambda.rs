@@ -54,6 +54,19 @@ pub async fn ports_from_env(needs: Needs) -> Result<Ports, String> {
     crate::adapters::aws::ports_from_env(policy, Arc::new(SystemClock), cursor_key, needs.public_keys).await
 }
 
+/// As [`serve_http`], for a function that serves several routes of one job (the access
+/// requests of an agent, or of a user): each request goes to the route its method and path
+/// resolve to, and any other route is refused as API Gateway would (404/405).
+pub async fn serve_routes(routes: &'static [crate::http::Route], needs: Needs) -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let ports = ports_from_env(needs).await?;
+    let ports = &ports;
+    lambda_http::run(lambda_http::service_fn(move |request| async move {
+        Ok::<_, Infallible>(crate::http::route_among(routes, request, ports).await)
+    }))
+    .await
+}
+
 /// The whole life of an HTTP function: JSON logs, its ports built once from the environment,
 /// then every API Gateway v2 request to `route`'s handler until Lambda stops the process.
 pub async fn serve_http(route: crate::http::Route, needs: Needs) -> Result<(), lambda_http::Error> {

@@ -247,6 +247,7 @@ impl TestApp {
             audit: format!("Audit-{suffix}"),
             heads: format!("ChainHeads-{suffix}"),
             checkpoints: format!("Checkpoints-{suffix}"),
+            requests: format!("AccessRequests-{suffix}"),
         };
         create_tables(&dynamodb, &tables).await.unwrap();
         let key = create_signing_key(&kms).await.unwrap();
@@ -288,6 +289,7 @@ impl TestApp {
             ("AUDIT_TABLE", aws.tables.audit.as_str()),
             ("CHAIN_HEADS_TABLE", aws.tables.heads.as_str()),
             ("CHECKPOINTS_TABLE", aws.tables.checkpoints.as_str()),
+            ("ACCESS_REQUESTS_TABLE", aws.tables.requests.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]

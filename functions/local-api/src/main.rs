@@ -39,7 +39,7 @@ struct Cli {
 enum Backend {
     /// SQLite and a local signing key in the data directory.
     Embedded,
-    /// DynamoDB and KMS (CONSENTS_TABLE, AUDIT_TABLE, CHAIN_HEADS_TABLE, CHECKPOINTS_TABLE, KMS_KEY_ID, AWS_*).
+    /// DynamoDB and KMS (CONSENTS_TABLE, AUDIT_TABLE, CHAIN_HEADS_TABLE, CHECKPOINTS_TABLE, ACCESS_REQUESTS_TABLE, KMS_KEY_ID, AWS_*).
     Aws,
 }
 

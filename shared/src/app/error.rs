@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The agent's sign-in does not meet the step-up policy (`Policy::step_up`).
     #[error("{0}; sign in again with the required method and retry")]
     StepUpRequired(crate::domain::StepUpMissing),
+    /// A decision on an access request that is no longer pending.
+    #[error("the access request is {0}, not pending")]
+    RequestNotPending(crate::domain::RequestStatus),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
 }

@@ -3,6 +3,7 @@
 //! and domain values already parsed at the edge, so the same code serves every Lambda, the
 //! local API and the tests.
 
+mod access_request;
 mod audit_query;
 mod authorize;
 mod checkpoint;
@@ -12,6 +13,9 @@ mod error;
 mod expiry;
 mod mint;
 
+pub use access_request::{
+    MAX_LISTED_REQUESTS, agent_requests, approve_request, deny_request, file_request, user_requests,
+};
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
 pub use checkpoint::{CheckpointError, checkpoint_now, export_lines, make_checkpoint};

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentId, ConsentId, EventId, Jti, Reason, Scope, Timestamp, UserId, ValidationError};
+use super::{AgentId, ConsentId, EventId, Jti, Reason, RequestId, Scope, Timestamp, UserId, ValidationError};
 
 /// Every kind of event on the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,10 +23,18 @@ pub enum AuditEventType {
     TokenUsed,
     #[serde(rename = "token.rejected")]
     TokenRejected,
+    #[serde(rename = "request.filed")]
+    RequestFiled,
+    #[serde(rename = "request.approved")]
+    RequestApproved,
+    #[serde(rename = "request.denied")]
+    RequestDenied,
+    #[serde(rename = "request.expired")]
+    RequestExpired,
 }
 
 impl AuditEventType {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 11] = [
         Self::ConsentGranted,
         Self::ConsentRevoked,
         Self::ConsentExpired,
@@ -34,6 +42,10 @@ impl AuditEventType {
         Self::TokenDenied,
         Self::TokenUsed,
         Self::TokenRejected,
+        Self::RequestFiled,
+        Self::RequestApproved,
+        Self::RequestDenied,
+        Self::RequestExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,13 +57,18 @@ impl AuditEventType {
             Self::TokenDenied => "token.denied",
             Self::TokenUsed => "token.used",
             Self::TokenRejected => "token.rejected",
+            Self::RequestFiled => "request.filed",
+            Self::RequestApproved => "request.approved",
+            Self::RequestDenied => "request.denied",
+            Self::RequestExpired => "request.expired",
         }
     }
 
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         Self::ALL.into_iter().find(|t| t.as_str() == value).ok_or(ValidationError::OneOf {
             field: "type",
-            allowed: "consent.granted, consent.revoked, consent.expired, token.issued, token.denied, token.used, token.rejected",
+            allowed: "consent.granted, consent.revoked, consent.expired, token.issued, token.denied, token.used, \
+                      token.rejected, request.filed, request.approved, request.denied, request.expired",
         })
     }
 }
@@ -133,6 +150,9 @@ pub struct AuditEvent {
     /// Machine-readable particulars (a rejection code, the method and path of a use).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
+    /// The access request this step belongs to (filed, decided, or the consent it granted).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<RequestId>,
 }
 
 impl AuditEvent {
@@ -153,6 +173,7 @@ impl AuditEvent {
             reason: None,
             expires_at: None,
             detail: None,
+            request_id: None,
         }
     }
 
@@ -191,6 +212,11 @@ impl AuditEvent {
 
     pub fn with_expires_at(mut self, expires_at: Timestamp) -> Self {
         self.expires_at = Some(expires_at);
+        self
+    }
+
+    pub fn with_request(mut self, request_id: &RequestId) -> Self {
+        self.request_id = Some(request_id.clone());
         self
     }
 

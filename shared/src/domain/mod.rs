@@ -1,12 +1,14 @@
 //! Types that can only hold valid values. Everything that crosses the HTTP edge is parsed
 //! into one of these first, so nothing unvalidated reaches a store key or a token claim.
 
+mod access_request;
 mod audit;
 mod consent;
 mod policy;
 mod step_up;
 mod time;
 
+pub use access_request::{AccessRequest, ApproveError, NotPending, RequestId, RequestStatus};
 pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
 pub use policy::{Policy, PolicyError};

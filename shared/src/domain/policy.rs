@@ -37,6 +37,8 @@ pub struct Policy {
     pub introspect_group: String,
     /// What an agent's sign-in must show before a mint; off by default.
     pub step_up: StepUpPolicy,
+    /// How long an access request waits for the user's decision before it expires.
+    pub request_ttl_seconds: i64,
 }
 
 impl Default for Policy {
@@ -54,6 +56,7 @@ impl Default for Policy {
             auditor_group: "auditor".into(),
             introspect_group: "introspect".into(),
             step_up: StepUpPolicy::default(),
+            request_ttl_seconds: 24 * 3600,
         }
     }
 }
@@ -109,6 +112,7 @@ impl Policy {
             max_duration_seconds,
             token_ttl_seconds: int("SUPPORT_ACCESS_TOKEN_TTL_SECONDS", d.token_ttl_seconds, 60, 3600)?,
             leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, 300)?,
+            request_ttl_seconds: int("SUPPORT_ACCESS_REQUEST_TTL_SECONDS", d.request_ttl_seconds, 300, 30 * 24 * 3600)?,
             enabled,
             issuer: text("SUPPORT_ACCESS_ISSUER", &d.issuer)?,
             audience: text("SUPPORT_ACCESS_AUDIENCE", &d.audience)?,

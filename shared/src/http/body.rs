@@ -21,6 +21,18 @@ pub(crate) fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiErro
     serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidRequest(format!("the body is not valid: {e}")))
 }
 
+/// Refuses a body where the route takes none (a decision on an access request), so nothing
+/// the client sends can seem to shape what is decided: it is decided as it was asked.
+pub(crate) fn no_body(req: &Request) -> Result<(), ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    Err(ApiError::InvalidRequest(
+        "this route takes no body: a request is approved or denied exactly as it was filed".into(),
+    ))
+}
+
 /// The request's `application/x-www-form-urlencoded` body as `T` (RFC 7662 requests).
 pub(crate) fn form_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     let bytes: &[u8] = req.body().as_ref();

@@ -7,11 +7,13 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 
-use super::body::{form_body, json_body, query};
+use super::body::{form_body, json_body, no_body, query};
 use super::caller::Caller;
 use super::problem::problem_response;
 use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::domain::{AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, Scope, Timestamp, UserId};
+use crate::domain::{
+    AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, RequestId, Scope, Timestamp, UserId,
+};
 use crate::ports::Ports;
 use crate::token::Rejection;
 
@@ -38,7 +40,20 @@ pub enum Route {
     Introspect,
     /// `GET /audit/export[?user_id=...]`: one user's stream (or all) and its checkpoints, as JSON Lines.
     ExportAudit,
+    /// `POST /access-requests`: an agent asks a user for access.
+    FileAccessRequest,
+    /// `GET /access-requests`: the requests the calling agent filed.
+    AgentAccessRequests,
+    /// `GET /me/access-requests`: the caller's requests, as the user asked.
+    MyAccessRequests,
+    /// `POST /me/access-requests/{request_id}/approve`
+    ApproveAccessRequest,
+    /// `POST /me/access-requests/{request_id}/deny`
+    DenyAccessRequest,
 }
+
+/// The prefix of the per-request routes of the user.
+const MY_REQUESTS: &str = "/me/access-requests/";
 
 impl Route {
     /// The route for `method` on `path`: 404 for an unknown path, 405 for a known path with
@@ -64,6 +79,17 @@ impl Route {
             ("/app/whoami", _) => ("", Some(Self::Whoami)),
             ("/introspect", &Method::POST) => ("POST", Some(Self::Introspect)),
             ("/introspect", _) => ("POST", None),
+            ("/access-requests", &Method::POST) => ("GET, POST", Some(Self::FileAccessRequest)),
+            ("/access-requests", &Method::GET) => ("GET, POST", Some(Self::AgentAccessRequests)),
+            ("/access-requests", _) => ("GET, POST", None),
+            ("/me/access-requests", &Method::GET) => ("GET", Some(Self::MyAccessRequests)),
+            ("/me/access-requests", _) => ("GET", None),
+            (p, m) if p.starts_with(MY_REQUESTS) => match (decision_of(p), m) {
+                (Some((_, Decision::Approve)), &Method::POST) => ("POST", Some(Self::ApproveAccessRequest)),
+                (Some((_, Decision::Deny)), &Method::POST) => ("POST", Some(Self::DenyAccessRequest)),
+                (Some(_), _) => ("POST", None),
+                (None, _) => return Err(ApiError::NotFound("no such route")),
+            },
             _ => return Err(ApiError::NotFound("no such route")),
         };
         route.ok_or(ApiError::MethodNotAllowed { allow })
@@ -77,10 +103,37 @@ impl Route {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Approve,
+    Deny,
+}
+
+/// The `{request_id}` (unparsed) and decision of `/me/access-requests/{request_id}/{approve|deny}`.
+fn decision_of(path: &str) -> Option<(&str, Decision)> {
+    let (id, action) = path.strip_prefix(MY_REQUESTS)?.split_once('/')?;
+    let decision = match action.strip_suffix('/').unwrap_or(action) {
+        "approve" => Decision::Approve,
+        "deny" => Decision::Deny,
+        _ => return None,
+    };
+    (!id.is_empty()).then_some((id, decision))
+}
+
 /// Resolves the route from the request itself (local-api) and handles it.
 pub async fn route(req: Request, ports: &Ports) -> Response<Body> {
     match Route::resolve(req.method(), req.uri().path()) {
         Ok(route) => handle(route, req, ports).await,
+        Err(e) => problem_response(&e, &request_id(&req)),
+    }
+}
+
+/// Resolves the route from the request and handles it if it is one of `routes` (a Lambda
+/// function serving several routes); any other is 404.
+pub async fn route_among(routes: &[Route], req: Request, ports: &Ports) -> Response<Body> {
+    match Route::resolve(req.method(), req.uri().path()) {
+        Ok(route) if routes.contains(&route) => handle(route, req, ports).await,
+        Ok(_) => problem_response(&ApiError::NotFound("no such route"), &request_id(&req)),
         Err(e) => problem_response(&e, &request_id(&req)),
     }
 }
@@ -98,6 +151,11 @@ pub async fn handle(route: Route, req: Request, ports: &Ports) -> Response<Body>
         Route::Whoami => whoami(&req, ports).await,
         Route::Introspect => introspect(&req, ports).await,
         Route::ExportAudit => export_audit(&req, ports).await,
+        Route::FileAccessRequest => file_access_request(&req, ports).await,
+        Route::AgentAccessRequests => agent_access_requests(&req, ports).await,
+        Route::MyAccessRequests => my_access_requests(&req, ports).await,
+        Route::ApproveAccessRequest => approve_access_request(&req, ports).await,
+        Route::DenyAccessRequest => deny_access_request(&req, ports).await,
     };
     result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
 }
@@ -171,6 +229,70 @@ async fn mint_token(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiE
     let reason = Reason::parse(&body.reason)?;
     let minted = app::mint_token(ports, &agent, caller.sign_in(), &user, reason).await?;
     Ok(json(StatusCode::CREATED, &minted))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRequestBody {
+    user_id: String,
+    reason: String,
+    #[serde(default)]
+    scope: Option<String>,
+    duration_seconds: i64,
+}
+
+/// The answer of every listing of access requests.
+#[derive(Serialize)]
+struct AccessRequestList {
+    requests: Vec<crate::domain::AccessRequest>,
+}
+
+async fn file_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.support_group)?;
+    let agent = caller.agent_id()?;
+    let body: AccessRequestBody = json_body(req)?;
+    let user = UserId::parse(&body.user_id)?;
+    let reason = Reason::parse(&body.reason)?;
+    let scope = body.scope.as_deref().map(Scope::parse).transpose()?.unwrap_or_default();
+    let duration = ConsentDuration::parse(body.duration_seconds, &ports.policy)?;
+    let request = app::file_request(ports, &agent, user, reason, scope, duration).await?;
+    Ok(json(StatusCode::CREATED, &request))
+}
+
+async fn agent_access_requests(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, ports)?;
+    caller.require_group(&ports.policy.support_group)?;
+    let requests = app::agent_requests(ports, &caller.agent_id()?).await?;
+    Ok(json(StatusCode::OK, &AccessRequestList { requests }))
+}
+
+async fn my_access_requests(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    let requests = app::user_requests(ports, &user).await?;
+    Ok(json(StatusCode::OK, &AccessRequestList { requests }))
+}
+
+/// The request id in the path of a decision route; a malformed one is as absent as an unknown one.
+fn request_id_in(req: &Request) -> Result<RequestId, ApiError> {
+    decision_of(req.uri().path())
+        .and_then(|(id, _)| RequestId::parse(id).ok())
+        .ok_or(ApiError::NotFound("no such access request"))
+}
+
+async fn approve_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    let id = request_id_in(req)?;
+    no_body(req)?;
+    let consent = app::approve_request(ports, &user, &id).await?;
+    Ok(json(StatusCode::CREATED, &consent))
+}
+
+async fn deny_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, ports)?.user_id()?;
+    let id = request_id_in(req)?;
+    no_body(req)?;
+    Ok(json(StatusCode::OK, &app::deny_request(ports, &user, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -367,6 +489,26 @@ mod tests {
         ));
         assert!(matches!(Route::resolve(&Method::GET, "/consents"), Err(ApiError::MethodNotAllowed { allow: "POST" })));
         assert!(matches!(Route::resolve(&Method::GET, "/nope"), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn access_request_routes_resolve_with_their_id_in_the_path() {
+        assert_eq!(Route::resolve(&Method::POST, "/access-requests").unwrap(), Route::FileAccessRequest);
+        assert_eq!(Route::resolve(&Method::GET, "/access-requests").unwrap(), Route::AgentAccessRequests);
+        assert_eq!(Route::resolve(&Method::GET, "/me/access-requests").unwrap(), Route::MyAccessRequests);
+        assert_eq!(
+            Route::resolve(&Method::POST, "/me/access-requests/abc/approve").unwrap(),
+            Route::ApproveAccessRequest
+        );
+        assert_eq!(Route::resolve(&Method::POST, "/me/access-requests/abc/deny/").unwrap(), Route::DenyAccessRequest);
+        assert_eq!(decision_of("/me/access-requests/abc/deny"), Some(("abc", Decision::Deny)));
+        assert!(matches!(
+            Route::resolve(&Method::GET, "/me/access-requests/abc/approve"),
+            Err(ApiError::MethodNotAllowed { allow: "POST" })
+        ));
+        for missing in ["/me/access-requests//approve", "/me/access-requests/abc", "/me/access-requests/abc/grant"] {
+            assert!(matches!(Route::resolve(&Method::POST, missing), Err(ApiError::NotFound(_))), "{missing}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use errors::{SignerError, StoreError};
 
-use crate::domain::{AuditEvent, AuditFilter, Consent, Policy, Timestamp, UserId};
+use crate::domain::{AccessRequest, AgentId, AuditEvent, AuditFilter, Consent, Policy, RequestId, Timestamp, UserId};
 use crate::token::KeyRing;
 
 /// Reads a user's consent.
@@ -50,6 +50,39 @@ pub trait TokenLedger: Send + Sync {
         now: Timestamp,
         event: AuditEvent,
     ) -> Result<AuditEvent, StoreError>;
+}
+
+/// Reads access requests. Each is stored under its user, so a user's lookup can only ever
+/// find their own; statuses are as stored (the caller settles expiry by the clock).
+#[async_trait]
+pub trait AccessRequestReader: Send + Sync {
+    /// The user's request `id`; `None` when there is none or it is someone else's.
+    async fn request(&self, user: &UserId, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
+
+    /// The user's requests, newest first, at most `limit`.
+    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
+
+    /// The requests `agent` filed, newest first, at most `limit`.
+    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
+}
+
+/// Files and decides access requests, each step with its audit events in one atomic write.
+#[async_trait]
+pub trait AccessRequestWriter: Send + Sync {
+    /// Stores the new pending `request` and appends `event` (`request.filed`).
+    async fn file(&self, request: &AccessRequest, event: AuditEvent) -> Result<AuditEvent, StoreError>;
+
+    /// Stores `decided` (approved, denied or expired) on condition that the stored request is
+    /// still pending and, for an approval, before its deadline at `decided.decided_at`; with
+    /// an approval, makes `grant` the user's consent (replacing any other); and appends
+    /// `events` to the user's stream in order. Otherwise [`StoreError::Conflict`] and nothing
+    /// written.
+    async fn decide(
+        &self,
+        decided: &AccessRequest,
+        grant: Option<&Consent>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
 /// Appends events that change no consent (denials, uses, rejections, expiries).
@@ -136,7 +169,8 @@ pub trait Signer: Send + Sync {
 #[async_trait]
 pub trait ExpirySweeper: Send + Sync {
     /// Deletes every consent with `expires_at <= now` and records `consent.expired` for each,
-    /// atomically per consent. Returns how many expired.
+    /// and marks every access request still pending at its deadline expired with
+    /// `request.expired`, atomically per item. Returns how many expired, of both.
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
@@ -185,8 +219,29 @@ pub trait ChainArchive: Send + Sync {
 }
 
 /// A store that fills every storage port (the embedded store and DynamoDB both do).
-pub trait Store: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader + ChainArchive {}
-impl<T: ConsentReader + ConsentWriter + TokenLedger + AuditAppender + AuditReader + ChainArchive> Store for T {}
+pub trait Store:
+    ConsentReader
+    + ConsentWriter
+    + TokenLedger
+    + AuditAppender
+    + AuditReader
+    + ChainArchive
+    + AccessRequestReader
+    + AccessRequestWriter
+{
+}
+impl<
+    T: ConsentReader
+        + ConsentWriter
+        + TokenLedger
+        + AuditAppender
+        + AuditReader
+        + ChainArchive
+        + AccessRequestReader
+        + AccessRequestWriter,
+> Store for T
+{
+}
 
 /// Everything a handler may touch, built once per process (per Lambda cold start).
 #[derive(Clone)]
@@ -197,6 +252,8 @@ pub struct Ports {
     pub audit: Arc<dyn AuditAppender>,
     pub audit_reader: Arc<dyn AuditReader>,
     pub archive: Arc<dyn ChainArchive>,
+    pub requests: Arc<dyn AccessRequestReader>,
+    pub request_writer: Arc<dyn AccessRequestWriter>,
     pub signer: Arc<dyn Signer>,
     /// The verification keys (the JWK Set), fetched once from the signer.
     pub keys: Arc<KeyRing>,
@@ -226,6 +283,8 @@ impl Ports {
             ledger: store.clone(),
             audit: store.clone(),
             audit_reader: store.clone(),
+            requests: store.clone(),
+            request_writer: store.clone(),
             archive: store,
             signer,
             keys: Arc::new(keys),

@@ -26,19 +26,22 @@ use crate::ports::{
     TokenLedger,
 };
 
-/// The four tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-/// `CHECKPOINTS_TABLE`).
+/// The five tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
     pub audit: String,
     pub heads: String,
     pub checkpoints: String,
+    pub requests: String,
 }
 
 impl Tables {
     pub const ACTOR_INDEX: &'static str = "by-actor";
     pub const TIME_INDEX: &'static str = "by-time";
+    /// On `AccessRequests`: the requests an agent filed, by id (so by time).
+    pub const AGENT_INDEX: &'static str = "by-agent";
 
     /// The names from the environment, with the SAM template's defaults.
     pub fn from_env() -> Self {
@@ -48,6 +51,7 @@ impl Tables {
             audit: var("AUDIT_TABLE", "Audit"),
             heads: var("CHAIN_HEADS_TABLE", "ChainHeads"),
             checkpoints: var("CHECKPOINTS_TABLE", "Checkpoints"),
+            requests: var("ACCESS_REQUESTS_TABLE", "AccessRequests"),
         }
     }
 }
@@ -95,7 +99,7 @@ pub(super) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(super) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -183,7 +187,23 @@ impl DynamoStore {
     /// one transaction. A failed condition of `own` is `ConsentChanged`; a lost race for the
     /// `seq` is retried with a fresh head.
     async fn commit(&self, own: Vec<TransactWriteItem>, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let stream = event.stream().to_owned();
+        let mut recorded = self.commit_all(own, vec![event]).await?;
+        Ok(recorded.pop().expect("one event in, one out"))
+    }
+
+    /// As [`Self::commit`], with several events of one stream appended in order.
+    pub(super) async fn commit_all(
+        &self,
+        own: Vec<TransactWriteItem>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let stream = events
+            .first()
+            .map(|e| e.stream().to_owned())
+            .ok_or_else(|| StoreError::Corrupt("an append of no events".into()))?;
+        if events.iter().any(|e| e.stream() != stream) {
+            return Err(StoreError::Corrupt("events of one commit must share a stream".into()));
+        }
         let started = std::time::Instant::now();
         let mut known_head = self.recent_head(&stream);
         let mut guessed = known_head.is_some();
@@ -192,14 +212,21 @@ impl DynamoStore {
                 Some(head) => head,
                 None => self.head(&stream).await?,
             };
-            let event = event.clone().seal(last + 1, &prev_hash);
+            let mut sealed = Vec::with_capacity(events.len());
+            let (mut seq, mut hash) = (last, prev_hash);
+            for event in &events {
+                let event = event.clone().seal(seq + 1, &hash);
+                (seq, hash) = (event.seq, event.hash.clone());
+                sealed.push(event);
+            }
+            let newest = sealed.last().expect("at least one event");
             let head = Put::builder()
                 .table_name(&self.tables.heads)
                 .item("stream", s(&stream))
-                .item("seq", n(event.seq as i64))
-                .item("hash", s(&event.hash))
+                .item("seq", n(newest.seq as i64))
+                .item("hash", s(&newest.hash))
                 // When the head moved, so the checkpointer can look only at recent heads.
-                .item("at", n(event.at.unix()))
+                .item("at", n(newest.at.unix()))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
             let head = if last == 0 {
                 head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream")
@@ -208,18 +235,20 @@ impl DynamoStore {
                     .expression_attribute_names("#q", "seq")
                     .expression_attribute_values(":last", n(last as i64))
             };
-            let audit = Put::builder()
-                .table_name(&self.tables.audit)
-                .set_item(Some(audit_item(&event)))
-                .condition_expression("attribute_not_exists(#s)")
-                .expression_attribute_names("#s", "stream");
             let mut items = own.clone();
             items.push(TransactWriteItem::builder().put(built(head.build())?).build());
-            items.push(TransactWriteItem::builder().put(built(audit.build())?).build());
+            for event in &sealed {
+                let audit = Put::builder()
+                    .table_name(&self.tables.audit)
+                    .set_item(Some(audit_item(event)))
+                    .condition_expression("attribute_not_exists(#s)")
+                    .expression_attribute_names("#s", "stream");
+                items.push(TransactWriteItem::builder().put(built(audit.build())?).build());
+            }
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => {
-                    self.remember_head(&stream, event.seq, &event.hash);
-                    return Ok(event);
+                    self.remember_head(&stream, seq, &hash);
+                    return Ok(sealed);
                 }
                 Err(e) => match cancellation(&e, own.len()) {
                     Cancelled::Condition => return Err(StoreError::ConsentChanged),

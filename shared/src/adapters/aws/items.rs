@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Datelike, Utc};
 
 use crate::domain::{
-    Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, EventId, Jti, Note, Reason, Role, Scope, Timestamp,
-    UserId,
+    AccessRequest, Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, EventId, Jti, Note, Reason,
+    RequestId, RequestStatus, Role, Scope, Timestamp, UserId,
 };
 use crate::ports::StoreError;
 
@@ -129,6 +129,7 @@ pub(super) fn audit_item(e: &AuditEvent) -> Item {
     opt("reason", e.reason.as_ref().map(|r| s(r.as_str())));
     opt("expires_at", e.expires_at.map(|t| n(t.unix())));
     opt("detail", e.detail.as_ref().map(|d| s(d)));
+    opt("request_id", e.request_id.as_ref().map(|r| s(r.as_str())));
     item
 }
 
@@ -164,6 +165,71 @@ impl TryFrom<&Item> for AuditItem {
                 .map(|_| get_n(item, W, "expires_at").map(Timestamp::from_unix))
                 .transpose()?,
             detail: opt_s(item, W, "detail")?.map(str::to_owned),
+            request_id: opt_s(item, W, "request_id")?
+                .map(|r| parse(W, "request_id", RequestId::parse(r)))
+                .transpose()?,
+        }))
+    }
+}
+
+/// How long a decided or expired request stays readable (the agent's view) before DynamoDB's
+/// TTL removes it; the audit log keeps every step for good.
+pub(super) const REQUEST_RETENTION_SECONDS: i64 = 90 * 24 * 3600;
+
+pub(super) fn request_key(user: &UserId, id: &RequestId) -> Item {
+    HashMap::from([("user_id".into(), s(user.as_str())), ("request_id".into(), s(id.as_str()))])
+}
+
+/// The item of `r`, with `purge_at` (the TTL attribute) a retention period past its last
+/// possible change.
+pub(super) fn request_item(r: &AccessRequest) -> Item {
+    let last_change = r.decided_at.unwrap_or(r.expires_at).max(r.expires_at);
+    let mut item = HashMap::from([
+        ("user_id".into(), s(r.user_id.as_str())),
+        ("request_id".into(), s(r.request_id.as_str())),
+        ("agent".into(), s(r.agent.as_str())),
+        ("reason".into(), s(r.reason.as_str())),
+        ("scope".into(), s(r.scope.as_str())),
+        ("duration_seconds".into(), n(r.duration_seconds)),
+        ("status".into(), s(r.status.as_str())),
+        ("requested_at".into(), n(r.requested_at.unix())),
+        ("expires_at".into(), n(r.expires_at.unix())),
+        ("purge_at".into(), n(last_change.unix() + REQUEST_RETENTION_SECONDS)),
+    ]);
+    if let Some(at) = r.decided_at {
+        item.insert("decided_at".into(), n(at.unix()));
+    }
+    if let Some(c) = &r.consent_id {
+        item.insert("consent_id".into(), s(c.as_str()));
+    }
+    item
+}
+
+/// An access request read from its item.
+pub(super) struct RequestItem(pub AccessRequest);
+
+impl TryFrom<&Item> for RequestItem {
+    type Error = StoreError;
+
+    fn try_from(item: &Item) -> Result<Self, StoreError> {
+        const W: &str = "access request";
+        Ok(Self(AccessRequest {
+            request_id: parse(W, "request_id", RequestId::parse(get_s(item, W, "request_id")?))?,
+            user_id: parse(W, "user_id", UserId::parse(get_s(item, W, "user_id")?))?,
+            agent: parse(W, "agent", AgentId::parse(get_s(item, W, "agent")?))?,
+            reason: parse(W, "reason", Reason::parse(get_s(item, W, "reason")?))?,
+            scope: parse(W, "scope", Scope::parse(get_s(item, W, "scope")?))?,
+            duration_seconds: get_n(item, W, "duration_seconds")?,
+            status: RequestStatus::parse(get_s(item, W, "status")?).ok_or_else(|| corrupt(W, "status"))?,
+            requested_at: Timestamp::from_unix(get_n(item, W, "requested_at")?),
+            expires_at: Timestamp::from_unix(get_n(item, W, "expires_at")?),
+            decided_at: item
+                .get("decided_at")
+                .map(|_| get_n(item, W, "decided_at").map(Timestamp::from_unix))
+                .transpose()?,
+            consent_id: opt_s(item, W, "consent_id")?
+                .map(|c| parse(W, "consent_id", ConsentId::parse(c)))
+                .transpose()?,
         }))
     }
 }
@@ -188,6 +254,28 @@ mod tests {
         assert_eq!(item["at_key"].as_s().unwrap(), "001795600800#alice#000000000042");
         assert!(item["time_bucket"].as_s().unwrap().starts_with("2026-11#"));
         assert_eq!(AuditItem::try_from(&item).unwrap().0, e);
+    }
+
+    #[test]
+    fn an_access_request_round_trips_through_its_item_and_fails_without_a_field() {
+        let p = crate::domain::Policy::default();
+        let r = AccessRequest::file(
+            UserId::parse("alice").unwrap(),
+            AgentId::parse("agent-7").unwrap(),
+            Reason::parse("ticket 4411: billing").unwrap(),
+            Scope::Full,
+            crate::domain::ConsentDuration::parse(3600, &p).unwrap(),
+            Timestamp::from_unix(1_000),
+            &p,
+        );
+        let item = request_item(&r);
+        assert_eq!(RequestItem::try_from(&item).unwrap().0, r);
+        assert_eq!(get_n(&item, "t", "purge_at").unwrap(), r.expires_at.unix() + REQUEST_RETENTION_SECONDS);
+        let (approved, _) = r.approve(Timestamp::from_unix(2_000), &p).unwrap();
+        assert_eq!(RequestItem::try_from(&request_item(&approved)).unwrap().0, approved);
+        let mut item = request_item(&r);
+        item.remove("duration_seconds");
+        assert!(matches!(RequestItem::try_from(&item), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

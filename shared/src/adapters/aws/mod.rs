@@ -9,6 +9,7 @@ mod dynamodb;
 mod items;
 mod kms;
 mod provision;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;

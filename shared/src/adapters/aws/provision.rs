@@ -34,7 +34,8 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 }
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes), `ChainHeads` and `Checkpoints`, all on-demand.
+/// `seq`, with the actor and time indexes), `ChainHeads`, `Checkpoints` and `AccessRequests`
+/// (by user and id, with the agent index; TTL on `purge_at`), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -102,6 +103,32 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .send()
         .await
         .map_err(|e| failed("create checkpoints table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    client
+        .create_table()
+        .table_name(&tables.requests)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("user_id", S)?)
+        .attribute_definitions(attr("request_id", S)?)
+        .attribute_definitions(attr("agent", S)?)
+        .key_schema(key("user_id", KeyType::Hash)?)
+        .key_schema(key("request_id", KeyType::Range)?)
+        .global_secondary_indexes(gsi(Tables::AGENT_INDEX, "agent", "request_id")?)
+        .send()
+        .await
+        .map_err(|e| failed("create access requests table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    client
+        .update_time_to_live()
+        .table_name(&tables.requests)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("purge_at")
+                .build()
+                .map_err(|e| failed("ttl", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| failed("enable TTL", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     Ok(())
 }
 

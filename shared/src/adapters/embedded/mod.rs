@@ -7,6 +7,7 @@ mod dev_idp;
 mod files;
 mod group_commit;
 mod readers;
+mod requests;
 mod signer;
 mod store;
 

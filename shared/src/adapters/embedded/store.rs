@@ -49,6 +49,17 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS access_requests (
+    request_id TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_requests_by_user  ON access_requests (user_id, request_id);
+CREATE INDEX IF NOT EXISTS access_requests_by_agent ON access_requests (agent, request_id);
+CREATE INDEX IF NOT EXISTS access_requests_pending  ON access_requests (status, expires_at);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq    INTEGER PRIMARY KEY,
     claims TEXT NOT NULL,
@@ -142,7 +153,7 @@ impl SqliteStore {
 
 /// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the
 /// stream's last event.
-fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+pub(super) fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreError> {
     let stream = event.stream().to_owned();
     // Cached statements: the hot paths run these on every call; parsing SQL each time cost
     // more than executing it.
@@ -185,7 +196,7 @@ fn consent_of(tx: &Connection, user: &UserId) -> Result<Option<Consent>, StoreEr
 }
 
 /// If the user's stored consent ran out by `now`, deletes it and records `consent.expired`.
-fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+pub(super) fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
     let Some(consent) = consent_of(tx, user)? else { return Ok(None) };
     if consent.is_active(now) {
         return Ok(Some(consent));
@@ -199,6 +210,26 @@ fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Optio
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
     append_in(tx, expired)?;
     Ok(None)
+}
+
+/// Makes `c` the user's one consent; one that ran out unnoticed gets its expiry on the log
+/// (at `now`) before it is replaced.
+pub(super) fn put_consent(tx: &Connection, c: &Consent, now: Timestamp) -> Result<(), StoreError> {
+    settle_expiry(tx, &c.user_id, now)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO consents (user_id, consent_id, scope, note, granted_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            c.user_id.as_str(),
+            c.consent_id.as_str(),
+            c.scope.as_str(),
+            c.note.as_str(),
+            c.granted_at.unix(),
+            c.expires_at.unix()
+        ],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 /// A consent row, mapped field by field; a missing or malformed column is corruption.
@@ -240,21 +271,7 @@ impl ConsentWriter for SqliteStore {
     async fn grant(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
         let c = consent.clone();
         self.transaction(move |tx| {
-            // A consent that ran out unnoticed gets its expiry on the log before it is replaced.
-            settle_expiry(tx, &c.user_id, event.at)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO consents (user_id, consent_id, scope, note, granted_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    c.user_id.as_str(),
-                    c.consent_id.as_str(),
-                    c.scope.as_str(),
-                    c.note.as_str(),
-                    c.granted_at.unix(),
-                    c.expires_at.unix()
-                ],
-            )
-            .map_err(unavailable)?;
+            put_consent(tx, &c, event.at)?;
             append_in(tx, event)
         })
         .await
@@ -411,7 +428,7 @@ impl ExpirySweeper for SqliteStore {
                 let user = UserId::parse(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 settle_expiry(tx, &user, now)?;
             }
-            Ok(users.len())
+            Ok(users.len() + super::requests::expire_requests_due(tx, now)?)
         })
         .await
     }

@@ -1,0 +1,158 @@
+//! Access requests in SQLite: one row per request, its domain value as JSON in `body`, with
+//! the columns the lookups and the conditioned decision need beside it.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::store::{SqliteStore, append_in, put_consent, unavailable};
+use crate::domain::{
+    AccessRequest, Actor, AgentId, AuditEvent, AuditEventType, Consent, RequestId, RequestStatus, Timestamp, UserId,
+};
+use crate::ports::{AccessRequestReader, AccessRequestWriter, StoreError};
+
+fn body_of(request: &AccessRequest) -> Result<String, StoreError> {
+    serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_body(body: &str) -> Result<AccessRequest, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("access request: {e}")))
+}
+
+fn requests_where(
+    conn: &Connection,
+    sql: &'static str,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<AccessRequest>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let bodies = stmt
+        .query_map(params![key, limit as i64], |r| r.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    bodies.iter().map(|b| parse_body(b)).collect()
+}
+
+/// Marks every request still pending at its deadline expired, each with `request.expired`.
+pub(super) fn expire_requests_due(tx: &Connection, now: Timestamp) -> Result<usize, StoreError> {
+    let due: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT body FROM access_requests WHERE status = 'pending' AND expires_at <= ?1")
+            .map_err(unavailable)?;
+        let rows = stmt.query_map([now.unix()], |r| r.get(0)).map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    for body in &due {
+        let request = parse_body(body)?;
+        let expired = request.settle(RequestStatus::Expired, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event = expired.event(AuditEventType::RequestExpired, Actor::system(), now);
+        decide_in(tx, &expired, None, vec![event])?;
+    }
+    Ok(due.len())
+}
+
+fn decide_in(
+    tx: &Connection,
+    decided: &AccessRequest,
+    grant: Option<&Consent>,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let at = decided.decided_at.ok_or_else(|| StoreError::Corrupt("a decision without decided_at".into()))?;
+    // An approval must also land before the deadline; a denial or expiry only needs pending.
+    let deadline_floor = if decided.status == RequestStatus::Approved { at.unix() } else { i64::MIN };
+    let updated = tx
+        .execute(
+            "UPDATE access_requests SET status = ?1, body = ?2
+             WHERE request_id = ?3 AND user_id = ?4 AND status = 'pending' AND expires_at > ?5",
+            params![
+                decided.status.as_str(),
+                body_of(decided)?,
+                decided.request_id.as_str(),
+                decided.user_id.as_str(),
+                deadline_floor
+            ],
+        )
+        .map_err(unavailable)?;
+    if updated == 0 {
+        return Err(StoreError::Conflict(format!("access request {} is no longer pending", decided.request_id)));
+    }
+    if let Some(consent) = grant {
+        put_consent(tx, consent, at)?;
+    }
+    events.into_iter().map(|e| append_in(tx, e)).collect()
+}
+
+#[async_trait]
+impl AccessRequestReader for SqliteStore {
+    async fn request(&self, user: &UserId, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM access_requests WHERE request_id = ?1 AND user_id = ?2")
+                .and_then(|mut s| s.query_row([id.as_str(), user.as_str()], |r| r.get(0)).optional())
+                .map_err(unavailable)?;
+            body.as_deref().map(parse_body).transpose()
+        })
+        .await
+    }
+
+    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        let user = user.clone();
+        self.read(move |c| {
+            requests_where(
+                c,
+                "SELECT body FROM access_requests WHERE user_id = ?1 ORDER BY request_id DESC LIMIT ?2",
+                user.as_str(),
+                limit,
+            )
+        })
+        .await
+    }
+
+    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        let agent = agent.clone();
+        self.read(move |c| {
+            requests_where(
+                c,
+                "SELECT body FROM access_requests WHERE agent = ?1 ORDER BY request_id DESC LIMIT ?2",
+                agent.as_str(),
+                limit,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccessRequestWriter for SqliteStore {
+    async fn file(&self, request: &AccessRequest, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+        let request = request.clone();
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO access_requests (request_id, user_id, agent, status, expires_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    request.request_id.as_str(),
+                    request.user_id.as_str(),
+                    request.agent.as_str(),
+                    request.status.as_str(),
+                    request.expires_at.unix(),
+                    body_of(&request)?
+                ],
+            )
+            .map_err(unavailable)?;
+            append_in(tx, event)
+        })
+        .await
+    }
+
+    async fn decide(
+        &self,
+        decided: &AccessRequest,
+        grant: Option<&Consent>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (decided, grant) = (decided.clone(), grant.cloned());
+        self.transaction(move |tx| decide_in(tx, &decided, grant.as_ref(), events)).await
+    }
+}

@@ -1,0 +1,133 @@
+use crate::domain::{
+    AccessRequest, Actor, AgentId, ApproveError, AuditEventType, Consent, ConsentDuration, Reason, RequestId,
+    RequestStatus, Role, Scope, UserId,
+};
+use crate::ports::{Ports, StoreError};
+
+use super::ApiError;
+
+/// How many requests a listing returns: a user has few pending at once, and the agent's view
+/// is their recent work (older steps are on the audit log).
+pub const MAX_LISTED_REQUESTS: usize = 100;
+
+/// `POST /access-requests`: `agent` asks `user` for access with `scope` for `duration`.
+pub async fn file_request(
+    ports: &Ports,
+    agent: &AgentId,
+    user: UserId,
+    reason: Reason,
+    scope: Scope,
+    duration: ConsentDuration,
+) -> Result<AccessRequest, ApiError> {
+    if !ports.policy.enabled {
+        return Err(ApiError::FeatureDisabled);
+    }
+    let now = ports.clock.now();
+    let request = AccessRequest::file(user, agent.clone(), reason, scope, duration, now, &ports.policy);
+    let event = request
+        .event(AuditEventType::RequestFiled, Actor { sub: agent.clone(), role: Role::Support }, now)
+        .with_detail(format!("duration_seconds={}", request.duration_seconds));
+    ports.request_writer.file(&request, event).await?;
+    Ok(request)
+}
+
+/// `GET /me/access-requests`: the user's requests, newest first, statuses as of now.
+pub async fn user_requests(ports: &Ports, user: &UserId) -> Result<Vec<AccessRequest>, ApiError> {
+    let now = ports.clock.now();
+    let found = ports.requests.requests_for_user(user, MAX_LISTED_REQUESTS).await?;
+    Ok(found.into_iter().map(|r| r.as_of(now)).collect())
+}
+
+/// `GET /access-requests`: the requests `agent` filed, newest first, statuses as of now.
+pub async fn agent_requests(ports: &Ports, agent: &AgentId) -> Result<Vec<AccessRequest>, ApiError> {
+    let now = ports.clock.now();
+    let found = ports.requests.requests_by_agent(agent, MAX_LISTED_REQUESTS).await?;
+    Ok(found.into_iter().map(|r| r.as_of(now)).collect())
+}
+
+async fn own_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
+    // Someone else's request is as absent as one that never existed.
+    ports.requests.request(user, id).await?.ok_or(ApiError::NotFound("no such access request"))
+}
+
+fn user_actor(user: &UserId) -> Actor {
+    Actor { sub: user.clone().into(), role: Role::User }
+}
+
+/// `POST /me/access-requests/{id}/approve`: grants the consent exactly as requested (scope,
+/// duration from now, the reason as its note), replacing any active consent, in one write
+/// with `request.approved` and `consent.granted`. A request past its deadline is recorded
+/// as expired and refused.
+pub async fn approve_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<Consent, ApiError> {
+    if !ports.policy.enabled {
+        return Err(ApiError::FeatureDisabled);
+    }
+    let now = ports.clock.now();
+    let request = own_request(ports, user, id).await?;
+    let (approved, consent) = match request.approve(now, &ports.policy) {
+        Ok(pair) => pair,
+        Err(ApproveError::NotPending(e)) => {
+            record_expiry_if_due(ports, &request).await?;
+            return Err(ApiError::RequestNotPending(e.0));
+        }
+        Err(ApproveError::Duration(e)) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "the request cannot be approved under this deployment's policy: {e}"
+            )));
+        }
+    };
+    let actor = user_actor(user);
+    let approval = approved.event(AuditEventType::RequestApproved, actor.clone(), now).with_consent(
+        &consent.consent_id,
+        consent.scope,
+        consent.expires_at,
+    );
+    let granted = crate::domain::AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
+        .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
+        .with_request(&approved.request_id);
+    decide(ports, &approved, Some(&consent), vec![approval, granted]).await?;
+    Ok(consent)
+}
+
+/// `POST /me/access-requests/{id}/deny`: the request ends without access.
+pub async fn deny_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
+    let now = ports.clock.now();
+    let request = own_request(ports, user, id).await?;
+    let denied = match request.settle(RequestStatus::Denied, now) {
+        Ok(denied) => denied,
+        Err(e) => {
+            record_expiry_if_due(ports, &request).await?;
+            return Err(ApiError::RequestNotPending(e.0));
+        }
+    };
+    let event = denied.event(AuditEventType::RequestDenied, user_actor(user), now);
+    decide(ports, &denied, None, vec![event]).await?;
+    Ok(denied)
+}
+
+/// Records `request.expired` for a stored pending request whose deadline passed (the sweep
+/// may not have reached it yet); nothing when it is not due or someone else recorded it.
+async fn record_expiry_if_due(ports: &Ports, request: &AccessRequest) -> Result<(), ApiError> {
+    let now = ports.clock.now();
+    let Ok(expired) = request.settle(RequestStatus::Expired, now) else { return Ok(()) };
+    let event = expired.event(AuditEventType::RequestExpired, Actor::system(), now);
+    match ports.request_writer.decide(&expired, None, vec![event]).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn decide(
+    ports: &Ports,
+    decided: &AccessRequest,
+    grant: Option<&Consent>,
+    events: Vec<crate::domain::AuditEvent>,
+) -> Result<(), ApiError> {
+    match ports.request_writer.decide(decided, grant, events).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict(_)) => {
+            Err(ApiError::Conflict("the request was decided while this decision ran; read it again"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,7 +1,9 @@
 //! local-api: every route of the service in one process on the embedded default. It plays
 //! API Gateway: each HTTP request becomes an API Gateway v2 event (identity claims, validated
 //! against the dev identity provider, in `requestContext.authorizer.jwt.claims`, stringified
-//! as AWS does) and goes through the very same `shared::http` handlers the Lambdas run.
+//! as AWS does) and goes through the very same `shared::http` handlers the Lambdas run. The
+//! consent screen example page (`/`) and its dev sign-in (`POST /dev/sign-in`) are its own
+//! (module `page`), answered before that translation.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +23,7 @@ use shared::adapters::embedded::stringify_claims;
 use shared::http::{MAX_BODY_BYTES, Route};
 use tokio::net::TcpListener;
 
+mod page;
 mod runtime;
 pub mod webhook;
 
@@ -105,6 +108,10 @@ pub async fn checkpoint_every(runtime: Arc<Runtime>, every: Duration) {
 async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = read_body(body).await;
+    // The consent screen example page and its dev sign-in: local-api's own, not API routes.
+    if page::is_page_request(parts.uri.path()) {
+        return page::handle(&parts.method, parts.uri.path(), &body, runtime);
+    }
     let lambda_request = match to_lambda_request(&parts, &body, runtime, peer) {
         Ok(r) => r,
         Err(e) => {

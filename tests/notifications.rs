@@ -73,8 +73,9 @@ async fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Delivery> {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let body = buf[head_end..head_end + length].to_vec();
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                // Handed over before the answer, so the order seen is the order of delivery.
                 let _ = tx.send(Delivery { headers, body });
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
             });
         }
     });
@@ -102,8 +103,10 @@ impl Service {
         let publisher: Arc<dyn Publisher> = Arc::new(Webhook::new(webhook_url, SECRET).unwrap());
         let stats = Arc::new(RelayStats::default());
         // The first pass records where the (empty) log ends; from then on everything is news.
-        let outbox = runtime.outbox.clone().unwrap();
-        shared::app::relay_once(outbox.as_ref(), publisher.as_ref(), "webhook", 100, &stats).await.unwrap();
+        let (outbox, history) = (runtime.outbox.clone().unwrap(), runtime.history.clone().unwrap());
+        shared::app::relay_once(outbox.as_ref(), history.as_ref(), publisher.as_ref(), "webhook", 100, &stats)
+            .await
+            .unwrap();
         let settings = RelaySettings {
             batch: 100,
             idle: Duration::from_millis(20),
@@ -292,4 +295,89 @@ async fn a_dead_receiver_changes_nothing_for_the_api_and_misses_nothing_once_bac
     let deliveries = collect(&mut rx, expected.len()).await;
     check(&deliveries, &expected);
     assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
+}
+
+/// Runs `tests/eventbridge_sink.py` with the project's Python (which has boto3, from moto).
+fn sink(args: &[&str]) -> String {
+    let python = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("the moto endpoint (scripts/test)");
+    let out = std::process::Command::new(python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eventbridge_sink.py"))
+        .arg(args[0])
+        .arg(&endpoint)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "eventbridge_sink.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
+    use e2e::{Backend, Event, TestApp};
+    use shared::adapters::aws::{EventBridgePublisher, audit_events_from_stream};
+
+    let app = TestApp::on(Backend::Aws).await;
+    let bus = format!("support-access-{}", uuid::Uuid::new_v4().simple());
+    let queue = sink(&["setup", &bus]).trim().to_owned();
+
+    // The steps, through the HTTP layer on DynamoDB and KMS.
+    assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+    let minted = app.mint("alice").await;
+    let token = minted.str("access_token").to_owned();
+    for _ in 0..2 {
+        let used = app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await;
+        assert_eq!(used.status, 200);
+    }
+    assert_eq!(app.mint("bob").await.status, 403, "a denial: on the log, not announced");
+    assert_eq!(app.call(Event::new("DELETE", "/consents/current").user("alice")).await.status, 204);
+
+    // What DynamoDB Streams delivers to the notifier, read from moto's stream of the table.
+    let records = sink(&["records", &app.tables().audit]);
+    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&records).unwrap();
+    let events: Vec<_> = audit_events_from_stream(&batch).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(events.len(), 6, "every committed event is in the stream: {events:?}");
+    // A bus that does not exist: the batch fails at its first announced event, so the stream
+    // retries from there (the notifier reports that record as the batch item failure).
+    let nowhere = EventBridgePublisher::new(e2e::eventbridge_client().await, "no-such-bus");
+    let failed = shared::app::publish_committed(&events, app.dynamo().as_ref(), &nowhere, &RelayStats::default()).await;
+    assert_eq!(failed.map_err(|(i, _)| i), Err(0));
+
+    let publisher = EventBridgePublisher::new(e2e::eventbridge_client().await, &bus);
+    let stats = RelayStats::default();
+    shared::app::publish_committed(&events, app.dynamo().as_ref(), &publisher, &stats).await.unwrap();
+    assert_eq!(stats.delivered(), 4);
+
+    let received: Vec<Value> = serde_json::from_str(&sink(&["receive", &queue, "4"])).unwrap();
+    let mut kinds: Vec<(String, String)> = received
+        .iter()
+        .map(|m| {
+            let detail = &m["detail"];
+            assert_eq!(m["source"], "support-access");
+            assert_eq!(m["detail-type"], detail["data"]["type"], "{m}");
+            assert_eq!(detail["id"], detail["data"]["event_id"], "the id to deduplicate by");
+            assert_eq!(detail["specversion"], "1.0");
+            (detail["data"]["seq"].to_string(), detail["data"]["type"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    kinds.sort_by_key(|(seq, _)| seq.parse::<u64>().unwrap());
+    let types: Vec<&str> = kinds.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(types, ["consent.granted", "token.issued", "token.used", "consent.revoked"], "one use announced of two");
+}
+
+#[test]
+fn the_notifier_stream_filter_lets_through_exactly_the_announced_types() {
+    let template = include_str!("../infra/template.yaml");
+    let start = template.find(r#"{"eventName": ["INSERT"], "dynamodb": {"NewImage""#).expect("the notifier's filter");
+    let filter = &template[start..start + template[start..].find("}}}}").unwrap()];
+    for t in shared::domain::AuditEventType::ALL {
+        assert_eq!(
+            filter.contains(&format!("\"{}\"", t.as_str())),
+            shared::domain::is_notified(t),
+            "{} in the template's filter",
+            t.as_str()
+        );
+    }
 }

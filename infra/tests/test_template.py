@@ -72,6 +72,11 @@ EXPECTED = {
     }
     | AUDIT_APPEND
     | HEADS,
+    "NotifierFunction": {
+        (a, "AuditTable/stream")
+        for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+    }
+    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")},
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
@@ -105,6 +110,14 @@ def transformed(template: dict) -> dict:
 
 def resource_name(ref) -> str:
     """The template resource a statement's Resource names; anything else is a failure."""
+    if isinstance(ref, dict) and "Fn::If" in ref:
+        # Both branches must name the same resource (the bus this stack made, or the one named).
+        _, yes, no = ref["Fn::If"]
+        names = {resource_name(yes), resource_name(no)}
+        assert len(names) == 1, names
+        return names.pop()
+    if ref == {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${NotificationBusName}"}:
+        return "NotificationBus"
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         name, attribute = ref["Fn::GetAtt"]
         return {"Arn": name, "StreamArn": f"{name}/stream"}[attribute]
@@ -167,8 +180,12 @@ def test_the_rules_hold_whatever_the_table_says(template):
     roles = {f: grants(r) for f, r in roles_by_function(template).items()}
     for function, granted in roles.items():
         for action, resource in granted:
-            if resource.startswith("AuditTable"):
+            if resource.endswith("/stream"):
+                assert action in {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}, f"{function} may {action} a stream"
+            elif resource.startswith("AuditTable"):
                 assert action in {"dynamodb:PutItem", "dynamodb:Query"}, f"{function} may {action} the audit table"
+            if action == "events:PutEvents":
+                assert (function, resource) == ("NotifierFunction", "NotificationBus"), f"{function} publishes to {resource}"
             if resource == "ConsentsTable" and action in WRITES:
                 # The user's own routes alone: grant, revoke, and approving a request (which
                 # grants). No function an agent calls can write a consent.
@@ -218,6 +235,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     requests = resources["AccessRequestsTable"]["Properties"]
     assert requests["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}
     assert [i["IndexName"] for i in requests["GlobalSecondaryIndexes"]] == ["by-agent"]
+    assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+    notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
+    assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
     for name in ["SigningKey", "CheckpointKey"]:

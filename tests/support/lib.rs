@@ -192,6 +192,12 @@ pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
     (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
 }
 
+/// An EventBridge client for the test API server on loopback.
+pub async fn eventbridge_client() -> aws_sdk_eventbridge::Client {
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("SUPPORT_ACCESS_TEST_AWS_ENDPOINT is set");
+    aws_sdk_eventbridge::Client::new(&sdk_config_for(&endpoint).await)
+}
+
 /// SDK settings for an API server at `endpoint` on loopback, with test credentials.
 async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -301,6 +307,11 @@ impl TestApp {
     /// The embedded store's expiry sweep (DynamoDB has TTL and the stream instead).
     pub fn sweeper(&self) -> &dyn ExpirySweeper {
         self.sqlite.as_ref().expect("the sweep belongs to the embedded store").0.as_ref()
+    }
+
+    /// The DynamoDB tables (an AWS backend).
+    pub fn tables(&self) -> &Tables {
+        &self.aws.as_ref().expect("an AWS backend").tables
     }
 
     /// The DynamoDB store, for the expiry recorder.

@@ -10,7 +10,7 @@ use shared::adapters::aws::{self, Tables};
 use shared::adapters::embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
 use shared::app::CursorKey;
 use shared::domain::Policy;
-use shared::ports::{Clock, ExpirySweeper, Outbox, Ports};
+use shared::ports::{Clock, ExpirySweeper, Outbox, Ports, UseHistory};
 
 pub struct Runtime {
     pub ports: Ports,
@@ -21,6 +21,8 @@ pub struct Runtime {
     /// The committed audit log as an outbox for the notification webhook (the embedded
     /// store; on AWS, the Audit table's stream feeds EventBridge instead).
     pub outbox: Option<Arc<dyn Outbox>>,
+    /// Which token uses are first uses (with the outbox).
+    pub history: Option<Arc<dyn UseHistory>>,
 }
 
 /// The dev identity provider of `data_dir` (created there on first use).
@@ -50,7 +52,7 @@ impl Runtime {
         let signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("signing-key.p8"))?);
         let keys = Ports::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
         let ports = Ports::new(store.clone(), signer, keys, clock, policy, cursor_key);
-        Ok(Self { ports, identity, sweeper: Some(store.clone()), outbox: Some(store) })
+        Ok(Self { ports, identity, sweeper: Some(store.clone()), outbox: Some(store.clone()), history: Some(store) })
     }
 
     /// DynamoDB and KMS, as configured by the standard AWS environment and the variables of
@@ -58,7 +60,7 @@ impl Runtime {
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
         let ports = aws::ports_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { ports, identity, sweeper: None, outbox: None })
+        Ok(Self { ports, identity, sweeper: None, outbox: None, history: None })
     }
 }
 

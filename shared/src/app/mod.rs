@@ -25,4 +25,4 @@ pub use cursor::CursorKey;
 pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};
-pub use notify::{RelayError, RelaySettings, RelayStats, relay_forever, relay_once};
+pub use notify::{RelayError, RelaySettings, RelayStats, publish_committed, relay_forever, relay_once, should_publish};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::domain::{AuditEventType, Notification, is_notified};
-use crate::ports::{Outbox, OutboxEntry, Publisher, StoreError};
+use crate::domain::{AuditEvent, AuditEventType, Notification, is_notified};
+use crate::ports::{Outbox, Publisher, StoreError, UseHistory};
 
 /// What a relay did, for logs and tests.
 #[derive(Debug, Default)]
@@ -56,12 +56,43 @@ impl Default for RelaySettings {
 pub enum RelayError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Publish(#[from] crate::ports::PublishError),
 }
 
-fn wanted(entry: &OutboxEntry) -> bool {
-    is_notified(entry.event.event_type) && (entry.event.event_type != AuditEventType::TokenUsed || entry.first_use)
+/// Whether `event` is announced: a notified type, and for a use, its token's first.
+pub async fn should_publish(event: &AuditEvent, history: &dyn UseHistory) -> Result<bool, StoreError> {
+    if !is_notified(event.event_type) {
+        return Ok(false);
+    }
+    if event.event_type == AuditEventType::TokenUsed {
+        return history.is_first_use(event).await;
+    }
+    Ok(true)
+}
+
+/// Publishes, in order, the wanted ones of `events` (newly committed, as a stream delivers
+/// them). On a failure, the index of the event that failed: everything before it is done.
+pub async fn publish_committed(
+    events: &[AuditEvent],
+    history: &dyn UseHistory,
+    publisher: &dyn Publisher,
+    stats: &RelayStats,
+) -> Result<(), (usize, RelayError)> {
+    for (i, event) in events.iter().enumerate() {
+        match should_publish(event, history).await {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = publisher.publish(&Notification::of(event.clone())).await {
+                    stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    return Err((i, e.into()));
+                }
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => return Err((i, e.into())),
+        }
+    }
+    Ok(())
 }
 
 /// One pass over what was committed since `relay`'s saved position: publishes each wanted
@@ -70,6 +101,7 @@ fn wanted(entry: &OutboxEntry) -> bool {
 /// relay's first pass only records where the log ends (it announces no history).
 pub async fn relay_once(
     outbox: &dyn Outbox,
+    history: &dyn UseHistory,
     publisher: &dyn Publisher,
     relay: &str,
     batch: usize,
@@ -86,24 +118,16 @@ pub async fn relay_once(
         }
     };
     let entries = outbox.committed_after(start, batch).await?;
-    let mut position = start;
-    let mut failure = None;
-    for entry in &entries {
-        if wanted(entry) {
-            if let Err(e) = publisher.publish(&Notification::of(entry.event.clone())).await {
-                stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                failure = Some(e);
-                break;
-            }
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
-        }
-        position = entry.position;
-    }
-    if position != start {
-        outbox.save_position(relay, position).await?;
+    let events: Vec<AuditEvent> = entries.iter().map(|e| e.event.clone()).collect();
+    let (done, failure) = match publish_committed(&events, history, publisher, stats).await {
+        Ok(()) => (entries.len(), None),
+        Err((i, e)) => (i, Some(e)),
+    };
+    if done > 0 {
+        outbox.save_position(relay, entries[done - 1].position).await?;
     }
     match failure {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(entries.len()),
     }
 }
@@ -112,6 +136,7 @@ pub async fn relay_once(
 /// backoff after failures), logging failures with how many attempts failed so far.
 pub async fn relay_forever(
     outbox: Arc<dyn Outbox>,
+    history: Arc<dyn UseHistory>,
     publisher: Arc<dyn Publisher>,
     relay: String,
     settings: RelaySettings,
@@ -119,7 +144,7 @@ pub async fn relay_forever(
 ) {
     let mut backoff = settings.backoff;
     loop {
-        match relay_once(outbox.as_ref(), publisher.as_ref(), &relay, settings.batch, &stats).await {
+        match relay_once(outbox.as_ref(), history.as_ref(), publisher.as_ref(), &relay, settings.batch, &stats).await {
             Ok(n) => {
                 backoff = settings.backoff;
                 if n < settings.batch {

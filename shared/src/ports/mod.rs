@@ -174,13 +174,21 @@ pub trait ExpirySweeper: Send + Sync {
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
-/// One committed audit event as the outbox holds it: its place in commit order, and for a
-/// `token.used`, whether it is the first use of its token.
+/// One committed audit event as the outbox holds it, with its place in commit order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub position: u64,
     pub event: AuditEvent,
-    pub first_use: bool,
+}
+
+/// Tells a token's first use from its later ones (only the first is announced).
+#[async_trait]
+pub trait UseHistory: Send + Sync {
+    /// Whether `used` (a committed `token.used`) is its token's first use: no earlier
+    /// `token.used` in its stream names the same `jti`. When the history cannot be read to
+    /// the end within the adapter's budget, the answer is `true`: announcing a use twice is
+    /// better than missing one.
+    async fn is_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError>;
 }
 
 /// The committed audit log read as an outbox, for a relay that publishes notifications after

@@ -8,6 +8,7 @@ mod der;
 mod dynamodb;
 mod items;
 mod kms;
+mod notify;
 mod provision;
 mod requests;
 
@@ -22,6 +23,7 @@ use crate::token::KeyRing;
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
 pub use kms::{KmsSigner, kms_kid};
+pub use notify::{EventBridgePublisher, audit_events_from_stream};
 pub use provision::{create_signing_key, create_tables};
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
@@ -45,6 +47,12 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(5))
         .build()
+}
+
+/// The EventBridge publisher to the bus named by `NOTIFICATION_BUS`.
+pub async fn event_bridge_from_env() -> Result<EventBridgePublisher, String> {
+    let bus = std::env::var("NOTIFICATION_BUS").map_err(|_| "NOTIFICATION_BUS: required".to_owned())?;
+    Ok(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk_config().await), &bus))
 }
 
 /// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]).

@@ -34,7 +34,7 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 }
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes), `ChainHeads`, `Checkpoints` and `AccessRequests`
+/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
 /// (by user and id, with the agent index; TTL on `purge_at`), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
@@ -80,6 +80,14 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .key_schema(key("seq", KeyType::Range)?)
         .global_secondary_indexes(gsi(Tables::ACTOR_INDEX, "actor", "at_key")?)
         .global_secondary_indexes(gsi(Tables::TIME_INDEX, "time_bucket", "at_key")?)
+        // New images feed the notifier (see `notify`).
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .map_err(|e| failed("stream", e))?,
+        )
         .send()
         .await
         .map_err(|e| failed("create audit table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

@@ -1,40 +1,33 @@
 //! The embedded store's audit table as an outbox: its `id` is the commit order (one writer
-//! assigns it), and each relay's position is a row beside it.
+//! assigns it), and each relay's position is a row beside it. The token uses in a stream
+//! tell a first use from a repeat.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::store::{SqliteStore, unavailable};
 use crate::domain::AuditEvent;
-use crate::ports::{Outbox, OutboxEntry, StoreError};
+use crate::ports::{Outbox, OutboxEntry, StoreError, UseHistory};
 
 #[async_trait]
 impl Outbox for SqliteStore {
     async fn committed_after(&self, position: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.read(move |c| {
-            // A use is the first of its token when no earlier use in the same stream names its jti.
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT a.id, a.body,
-                            a.type = 'token.used' AND NOT EXISTS (
-                                SELECT 1 FROM audit b
-                                WHERE b.stream = a.stream AND b.type = 'token.used' AND b.id < a.id
-                                  AND json_extract(b.body, '$.jti') = json_extract(a.body, '$.jti'))
-                     FROM audit a WHERE a.id > ?1 ORDER BY a.id LIMIT ?2",
-                )
+                .prepare_cached("SELECT id, body FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map(params![position as i64, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
             rows.into_iter()
-                .map(|(id, body, first_use)| {
+                .map(|(id, body)| {
                     let event: AuditEvent =
                         serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("audit body: {e}")))?;
-                    Ok(OutboxEntry { position: id as u64, event, first_use })
+                    Ok(OutboxEntry { position: id as u64, event })
                 })
                 .collect()
         })
@@ -71,6 +64,25 @@ impl Outbox for SqliteStore {
             )
             .map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UseHistory for SqliteStore {
+    async fn is_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
+        let Some(jti) = used.jti.clone() else { return Ok(true) };
+        let (stream, seq) = (used.stream().to_owned(), used.seq as i64);
+        self.read(move |c| {
+            let earlier: Option<i64> = c
+                .prepare_cached(
+                    "SELECT 1 FROM audit WHERE stream = ?1 AND seq < ?2 AND type = 'token.used'
+                       AND json_extract(body, '$.jti') = ?3 LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row(params![stream, seq, jti.as_str()], |r| r.get(0)).optional())
+                .map_err(unavailable)?;
+            Ok(earlier.is_none())
         })
         .await
     }

@@ -1,0 +1,35 @@
+//! Reads the `Audit` table's stream and puts each step the app should hear about (grant,
+//! revoke, expiry, access-request steps, token issue, a token's first use) on the EventBridge
+//! bus `NOTIFICATION_BUS`. A failed put reports the batch from that record on as failed, so
+//! the event source retries from there: nothing is skipped, order is kept per user, and a
+//! redelivered event carries the same id for the consumer to deduplicate.
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use shared::adapters::aws::{audit_events_from_stream, event_bridge_from_env, store_from_env};
+use shared::app::{RelayStats, publish_committed};
+use shared::lambda::init_tracing;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let history = store_from_env().await;
+    let publisher = event_bridge_from_env().await?;
+    let (history, publisher) = (&history, &publisher);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let stats = RelayStats::default();
+        let records = audit_events_from_stream(&event.payload);
+        let events: Vec<_> = records.iter().map(|(_, e)| e.clone()).collect();
+        let mut response = DynamoDbEventResponse::default();
+        if let Err((failed, e)) = publish_committed(&events, history, publisher, &stats).await {
+            tracing::warn!(error = %e, delivered = stats.delivered(), "notification not delivered; retrying from it");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(records[failed].0.clone());
+            response.batch_item_failures.push(failure);
+        }
+        tracing::info!(delivered = stats.delivered(), records = event.payload.records.len(), "stream batch done");
+        Ok::<_, Error>(response)
+    }))
+    .await
+}

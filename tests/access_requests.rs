@@ -5,7 +5,6 @@
 use e2e::{Answer, Event, T0, TestApp};
 use serde_json::{Value, json};
 use shared::domain::{AuditEvent, Scope};
-use shared::ports::Clock;
 
 const AGENT: &str = "agent-7";
 const REASON: &str = "ticket 4411: billing page broken";
@@ -242,18 +241,31 @@ on_both_backends!(
     an_unanswered_request_expires_and_cannot_be_approved_after,
     nobody_but_the_user_decides_and_agents_see_only_their_own,
     approving_replaces_a_wider_consent_with_the_one_requested,
+    the_sweep_records_unanswered_requests_as_expired_once,
 );
 
-#[tokio::test]
-async fn the_embedded_sweep_records_unanswered_requests_as_expired() {
-    let app = TestApp::on(e2e::Backend::Embedded).await;
+async fn the_sweep_records_unanswered_requests_as_expired_once(app: TestApp) {
     file(&app, "alice", "read", 900).await;
     file(&app, "bob", "read", 900).await;
+    let decided = file(&app, "dave", "read", 900).await.str("request_id").to_owned();
+    assert_eq!(decide(&app, "dave", &decided, "deny").await.status, 200);
     app.clock.advance(3600);
     file(&app, "carol", "read", 900).await;
     app.clock.advance(23 * 3600);
-    assert_eq!(app.sweeper().expire_due(app.clock.now()).await.unwrap(), 2, "alice's and bob's, not carol's yet");
-    assert_eq!(app.sweeper().expire_due(app.clock.now()).await.unwrap(), 0, "each once");
+    assert_eq!(
+        shared::app::expire_requests(app.ports()).await.unwrap(),
+        2,
+        "alice's and bob's: not carol's yet, not dave's"
+    );
+    assert_eq!(shared::app::expire_requests(app.ports()).await.unwrap(), 0, "each once");
     assert_eq!(types(&stream(&app, "alice").await), ["request.filed", "request.expired"]);
     assert_eq!(types(&stream(&app, "carol").await), ["request.filed"]);
+    assert_eq!(types(&stream(&app, "dave").await), ["request.filed", "request.denied"]);
+    assert_eq!(my_requests(&app, "alice").await[0]["status"], "expired");
+    let late =
+        decide(&app, "alice", my_requests(&app, "alice").await[0]["request_id"].as_str().unwrap(), "approve").await;
+    assert_eq!(late.status, 409);
+    assert_eq!(types(&stream(&app, "alice").await), ["request.filed", "request.expired"], "still once");
+    app.clock.advance(3600);
+    assert_eq!(shared::app::expire_requests(app.ports()).await.unwrap(), 1, "carol's now");
 }

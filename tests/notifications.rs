@@ -186,7 +186,8 @@ impl Service {
         // A day later: bob's consent and carol's unanswered request have run out.
         self.clock.advance(25 * 3600);
         let sweeper = self.runtime.sweeper.clone().unwrap();
-        assert_eq!(sweeper.expire_due(self.clock.now()).await.unwrap(), 2);
+        assert_eq!(sweeper.expire_due(self.clock.now()).await.unwrap(), 1, "bob's consent");
+        assert_eq!(shared::app::expire_requests(&self.runtime.ports).await.unwrap(), 1, "carol's request");
         vec![
             "consent.granted",
             "token.issued",

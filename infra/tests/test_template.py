@@ -72,6 +72,12 @@ EXPECTED = {
     }
     | AUDIT_APPEND
     | HEADS,
+    "RequestExpiryFunction": {
+        ("dynamodb:Query", "AccessRequestsTable/index/pending-by-deadline"),
+        ("dynamodb:PutItem", "AccessRequestsTable"),
+    }
+    | AUDIT_APPEND
+    | HEADS,
     "NotifierFunction": {
         (a, "AuditTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
@@ -195,7 +201,11 @@ def test_the_rules_hold_whatever_the_table_says(template):
                     "UserRequestsFunction",
                 }, f"{function} writes consents"
             if resource.startswith("AccessRequestsTable") and action in WRITES:
-                assert function in {"AgentRequestsFunction", "UserRequestsFunction"}, f"{function} writes requests"
+                assert function in {
+                    "AgentRequestsFunction",
+                    "UserRequestsFunction",
+                    "RequestExpiryFunction",
+                }, f"{function} writes requests"
             if action == "kms:Sign":
                 # Tokens with SigningKey by mint alone; checkpoints with their own key.
                 assert (function, resource) in {
@@ -234,7 +244,7 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     assert consents["StreamSpecification"]["StreamViewType"] == "OLD_IMAGE"
     requests = resources["AccessRequestsTable"]["Properties"]
     assert requests["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}
-    assert [i["IndexName"] for i in requests["GlobalSecondaryIndexes"]] == ["by-agent"]
+    assert [i["IndexName"] for i in requests["GlobalSecondaryIndexes"]] == ["by-agent", "pending-by-deadline"]
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1

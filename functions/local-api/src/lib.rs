@@ -61,17 +61,24 @@ pub async fn serve(listener: TcpListener, runtime: Arc<Runtime>, shutdown: impl 
     }
 }
 
-/// Records `consent.expired` for consents that ran out, every `every` until the process ends
-/// (on AWS, DynamoDB TTL and the stream do this).
+/// Records `consent.expired` for consents that ran out (on AWS, DynamoDB TTL and the stream do
+/// this) and `request.expired` for access requests left unanswered (on any backend), every
+/// `every` until the process ends.
 pub async fn sweep_expired(runtime: Arc<Runtime>, every: Duration) {
-    let Some(sweeper) = runtime.sweeper.clone() else { return };
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        match sweeper.expire_due(runtime.ports.clock.now()).await {
+        if let Some(sweeper) = &runtime.sweeper {
+            match sweeper.expire_due(runtime.ports.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "recorded expired consents"),
+                Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            }
+        }
+        match shared::app::expire_requests(&runtime.ports).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "recorded expired consents"),
-            Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            Ok(n) => tracing::info!(expired = n, "recorded expired access requests"),
+            Err(e) => tracing::error!(error = %e, "access-request sweep failed"),
         }
     }
 }

@@ -105,14 +105,34 @@ pub async fn deny_request(ports: &Ports, user: &UserId, id: &RequestId) -> Resul
     Ok(denied)
 }
 
+/// How many requests one sweep settles at most (the next sweep takes the rest).
+pub const MAX_SWEPT_REQUESTS: usize = 500;
+
+/// The sweep (local-api's timer; the `request-expiry` function's schedule on AWS): records
+/// `request.expired` for every request still pending past its deadline, so an unanswered
+/// request's end is on the log whether or not anyone looks at it again. Returns how many.
+pub async fn expire_requests(ports: &Ports) -> Result<usize, ApiError> {
+    let now = ports.clock.now();
+    let due = ports.pending_requests.pending_due(now, MAX_SWEPT_REQUESTS).await?;
+    let mut recorded = 0;
+    for request in &due {
+        if record_expiry_if_due(ports, request).await? {
+            recorded += 1;
+        }
+    }
+    Ok(recorded)
+}
+
 /// Records `request.expired` for a stored pending request whose deadline passed (the sweep
 /// may not have reached it yet); nothing when it is not due or someone else recorded it.
-async fn record_expiry_if_due(ports: &Ports, request: &AccessRequest) -> Result<(), ApiError> {
+/// Returns whether it wrote.
+async fn record_expiry_if_due(ports: &Ports, request: &AccessRequest) -> Result<bool, ApiError> {
     let now = ports.clock.now();
-    let Ok(expired) = request.settle(RequestStatus::Expired, now) else { return Ok(()) };
+    let Ok(expired) = request.settle(RequestStatus::Expired, now) else { return Ok(false) };
     let event = expired.event(AuditEventType::RequestExpired, Actor::system(), now);
     match ports.request_writer.decide(&expired, None, vec![event]).await {
-        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -66,6 +66,14 @@ pub trait AccessRequestReader: Send + Sync {
     async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
 }
 
+/// Finds the requests a sweep must record as expired.
+#[async_trait]
+pub trait PendingRequests: Send + Sync {
+    /// Requests still stored as pending whose decision deadline is at or before `now`, at
+    /// most `limit`, soonest deadline first.
+    async fn pending_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
+}
+
 /// Files and decides access requests, each step with its audit events in one atomic write.
 #[async_trait]
 pub trait AccessRequestWriter: Send + Sync {
@@ -169,8 +177,7 @@ pub trait Signer: Send + Sync {
 #[async_trait]
 pub trait ExpirySweeper: Send + Sync {
     /// Deletes every consent with `expires_at <= now` and records `consent.expired` for each,
-    /// and marks every access request still pending at its deadline expired with
-    /// `request.expired`, atomically per item. Returns how many expired, of both.
+    /// atomically per consent. Returns how many expired.
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
@@ -276,6 +283,7 @@ pub trait Store:
     + ChainArchive
     + AccessRequestReader
     + AccessRequestWriter
+    + PendingRequests
 {
 }
 impl<
@@ -286,7 +294,8 @@ impl<
         + AuditReader
         + ChainArchive
         + AccessRequestReader
-        + AccessRequestWriter,
+        + AccessRequestWriter
+        + PendingRequests,
 > Store for T
 {
 }
@@ -302,6 +311,7 @@ pub struct Ports {
     pub archive: Arc<dyn ChainArchive>,
     pub requests: Arc<dyn AccessRequestReader>,
     pub request_writer: Arc<dyn AccessRequestWriter>,
+    pub pending_requests: Arc<dyn PendingRequests>,
     pub signer: Arc<dyn Signer>,
     /// The verification keys (the JWK Set), fetched once from the signer.
     pub keys: Arc<KeyRing>,
@@ -333,6 +343,7 @@ impl Ports {
             audit_reader: store.clone(),
             requests: store.clone(),
             request_writer: store.clone(),
+            pending_requests: store.clone(),
             archive: store,
             signer,
             keys: Arc::new(keys),

@@ -42,6 +42,8 @@ impl Tables {
     pub const TIME_INDEX: &'static str = "by-time";
     /// On `AccessRequests`: the requests an agent filed, by id (so by time).
     pub const AGENT_INDEX: &'static str = "by-agent";
+    /// On `AccessRequests`: the pending requests by deadline (sparse), for the sweep.
+    pub const PENDING_INDEX: &'static str = "pending-by-deadline";
 
     /// The names from the environment, with the SAM template's defaults.
     pub fn from_env() -> Self {

@@ -202,8 +202,17 @@ pub(super) fn request_item(r: &AccessRequest) -> Item {
     if let Some(c) = &r.consent_id {
         item.insert("consent_id".into(), s(c.as_str()));
     }
+    // Only a pending request is in the sparse index the sweep reads; a decision's put drops it.
+    if r.status == RequestStatus::Pending {
+        item.insert(PENDING_KEY.into(), s(PENDING_KEY));
+        item.insert("pending_deadline".into(), n(r.expires_at.unix()));
+    }
     item
 }
+
+/// The partition key of the sparse index of pending requests (one partition: pending
+/// requests are few, and each leaves it at its decision or expiry).
+pub(super) const PENDING_KEY: &str = "pending";
 
 /// An access request read from its item.
 pub(super) struct RequestItem(pub AccessRequest);
@@ -270,9 +279,11 @@ mod tests {
         );
         let item = request_item(&r);
         assert_eq!(RequestItem::try_from(&item).unwrap().0, r);
+        assert_eq!(get_n(&item, "t", "pending_deadline").unwrap(), r.expires_at.unix(), "in the sweep's index");
         assert_eq!(get_n(&item, "t", "purge_at").unwrap(), r.expires_at.unix() + REQUEST_RETENTION_SECONDS);
         let (approved, _) = r.approve(Timestamp::from_unix(2_000), &p).unwrap();
         assert_eq!(RequestItem::try_from(&request_item(&approved)).unwrap().0, approved);
+        assert!(!request_item(&approved).contains_key(PENDING_KEY), "out of the sweep's index");
         let mut item = request_item(&r);
         item.remove("duration_seconds");
         assert!(matches!(RequestItem::try_from(&item), Err(StoreError::Corrupt(_))));

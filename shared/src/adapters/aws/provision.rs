@@ -35,7 +35,8 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
 /// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
-/// (by user and id, with the agent index; TTL on `purge_at`), all on-demand.
+/// (by user and id, with the agent index and the sparse index of pending requests; TTL on
+/// `purge_at`), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -118,9 +119,12 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .attribute_definitions(attr("user_id", S)?)
         .attribute_definitions(attr("request_id", S)?)
         .attribute_definitions(attr("agent", S)?)
+        .attribute_definitions(attr("pending", S)?)
+        .attribute_definitions(attr("pending_deadline", N)?)
         .key_schema(key("user_id", KeyType::Hash)?)
         .key_schema(key("request_id", KeyType::Range)?)
         .global_secondary_indexes(gsi(Tables::AGENT_INDEX, "agent", "request_id")?)
+        .global_secondary_indexes(gsi(Tables::PENDING_INDEX, "pending", "pending_deadline")?)
         .send()
         .await
         .map_err(|e| failed("create access requests table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

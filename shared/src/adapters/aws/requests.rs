@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::dynamodb::{DynamoStore, Tables, built, n, s, unavailable};
-use super::items::{Item, RequestItem, consent_item, request_item, request_key};
-use crate::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, RequestStatus, UserId};
-use crate::ports::{AccessRequestReader, AccessRequestWriter, StoreError};
+use super::items::{Item, PENDING_KEY, RequestItem, consent_item, request_item, request_key};
+use crate::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, RequestStatus, Timestamp, UserId};
+use crate::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
 
 fn requests_of(items: &[Item], limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
     items.iter().take(limit).map(|i| RequestItem::try_from(i).map(|r| r.0)).collect()
@@ -107,5 +107,27 @@ impl AccessRequestWriter for DynamoStore {
             }
             other => other,
         }
+    }
+}
+
+#[async_trait]
+impl PendingRequests for DynamoStore {
+    async fn pending_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        // The index is eventually consistent: a request decided a moment ago may still show
+        // here; its conditioned expiry then fails harmlessly (it is no longer pending).
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.requests)
+            .index_name(Tables::PENDING_INDEX)
+            .key_condition_expression("#p = :p AND pending_deadline <= :now")
+            .expression_attribute_names("#p", PENDING_KEY)
+            .expression_attribute_values(":p", s(PENDING_KEY))
+            .expression_attribute_values(":now", n(now.unix()))
+            .limit(query_limit(limit))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        requests_of(out.items(), limit)
     }
 }

@@ -5,10 +5,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, append_in, put_consent, unavailable};
-use crate::domain::{
-    AccessRequest, Actor, AgentId, AuditEvent, AuditEventType, Consent, RequestId, RequestStatus, Timestamp, UserId,
-};
-use crate::ports::{AccessRequestReader, AccessRequestWriter, StoreError};
+use crate::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, RequestStatus, Timestamp, UserId};
+use crate::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
 
 fn body_of(request: &AccessRequest) -> Result<String, StoreError> {
     serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -31,24 +29,6 @@ fn requests_where(
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
     bodies.iter().map(|b| parse_body(b)).collect()
-}
-
-/// Marks every request still pending at its deadline expired, each with `request.expired`.
-pub(super) fn expire_requests_due(tx: &Connection, now: Timestamp) -> Result<usize, StoreError> {
-    let due: Vec<String> = {
-        let mut stmt = tx
-            .prepare_cached("SELECT body FROM access_requests WHERE status = 'pending' AND expires_at <= ?1")
-            .map_err(unavailable)?;
-        let rows = stmt.query_map([now.unix()], |r| r.get(0)).map_err(unavailable)?;
-        rows.collect::<Result<_, _>>().map_err(unavailable)?
-    };
-    for body in &due {
-        let request = parse_body(body)?;
-        let expired = request.settle(RequestStatus::Expired, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let event = expired.event(AuditEventType::RequestExpired, Actor::system(), now);
-        decide_in(tx, &expired, None, vec![event])?;
-    }
-    Ok(due.len())
 }
 
 fn decide_in(
@@ -154,5 +134,26 @@ impl AccessRequestWriter for SqliteStore {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let (decided, grant) = (decided.clone(), grant.cloned());
         self.transaction(move |tx| decide_in(tx, &decided, grant.as_ref(), events)).await
+    }
+}
+
+#[async_trait]
+impl PendingRequests for SqliteStore {
+    async fn pending_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body FROM access_requests WHERE status = 'pending' AND expires_at <= ?1
+                     ORDER BY expires_at LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let bodies = stmt
+                .query_map(params![now.unix(), limit as i64], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            bodies.iter().map(|b| parse_body(b)).collect()
+        })
+        .await
     }
 }

@@ -117,7 +117,8 @@ async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAd
     let body = read_body(body).await;
     // The consent screen example page and its dev sign-in: local-api's own, not API routes.
     if page::is_page_request(parts.uri.path()) {
-        return page::handle(&parts.method, parts.uri.path(), &body, runtime);
+        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+        return page::handle(&parts.method, parts.uri.path(), host, &body, runtime);
     }
     let lambda_request = match to_lambda_request(&parts, &body, runtime, peer) {
         Ok(r) => r,

@@ -10,7 +10,9 @@
 //! `POST /dev/sign-in` is the page's sign-in. It exists only in local-api, which binds to
 //! 127.0.0.1, because the dev identity provider is itself a stand-in for the app's real IdP:
 //! it issues a *user* identity token (never any group, so never a support, auditor or
-//! introspect token) for a syntactically valid user id, for one hour, with no password.
+//! introspect token) for a syntactically valid user id, for one hour, with no password; and
+//! only to requests addressed to 127.0.0.1 or localhost, so a web page elsewhere cannot reach
+//! it through DNS rebinding.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -54,11 +56,29 @@ pub fn is_page_request(path: &str) -> bool {
     asset(path).is_some() || path == SIGN_IN_PATH
 }
 
-/// Answers a page request (see [`is_page_request`]); `body` is the request body, read up to
-/// one byte past `shared::http::MAX_BODY_BYTES`.
-pub fn handle(method: &Method, path: &str, body: &[u8], runtime: &Runtime) -> Response {
+/// Whether `host` (the request's `Host` header) names this machine's loopback: a page on
+/// another site that rebinds its own name to 127.0.0.1 (DNS rebinding) still sends its own
+/// name, and so cannot sign in from a developer's browser.
+fn is_loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "::1")
+}
+
+/// Answers a page request (see [`is_page_request`]); `host` is the `Host` header, `body` the
+/// request body, read up to one byte past `shared::http::MAX_BODY_BYTES`.
+pub fn handle(method: &Method, path: &str, host: Option<&str>, body: &[u8], runtime: &Runtime) -> Response {
     if path == SIGN_IN_PATH {
         return match *method {
+            Method::POST if !is_loopback_host(host) => problem(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "the dev sign-in answers only requests addressed to 127.0.0.1 or localhost",
+            ),
             Method::POST => sign_in(body, runtime),
             _ => with_allow(
                 problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "use POST"),
@@ -168,6 +188,17 @@ mod tests {
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
             assert!(!CONSENT_JS.contains(sink), "consent.js uses {sink}");
         }
+    }
+
+    #[test]
+    fn only_a_loopback_host_may_sign_in() {
+        for host in ["127.0.0.1:3000", "localhost:3000", "LOCALHOST", "[::1]:3000", "127.0.0.1"] {
+            assert!(is_loopback_host(Some(host)), "{host}");
+        }
+        for host in ["evil.example:3000", "127.0.0.1.evil.example", "localhost.evil.example:80", "[::2]:3000", ""] {
+            assert!(!is_loopback_host(Some(host)), "{host}");
+        }
+        assert!(!is_loopback_host(None));
     }
 
     #[test]

@@ -123,4 +123,16 @@ async fn dev_sign_in_issues_a_user_token_without_groups_and_refuses_a_bad_sub() 
     }
     let res = http.get(format!("{}/dev/sign-in", server.base)).send().await.unwrap();
     assert_eq!(res.status(), 405);
+
+    // A page elsewhere that rebinds its own name to 127.0.0.1 still sends that name as Host.
+    let rebound = http
+        .post(format!("{}/dev/sign-in", server.base))
+        .header("host", "attacker.example")
+        .json(&json!({"sub": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    let problem: Value = rebound.json().await.unwrap();
+    assert!(problem.get("token").is_none() && problem["type"].as_str().unwrap().ends_with("/forbidden"), "{problem}");
 }

@@ -214,28 +214,7 @@ async fn approving_replaces_a_wider_consent_with_the_one_requested(app: TestApp)
     assert_ne!(consent.consent_id.as_str(), wide.str("consent_id"));
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(e2e::TestApp::on(e2e::Backend::Embedded).await).await;
-                }
-            )*
-        }
-        mod dynamodb_kms {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(e2e::TestApp::on(e2e::Backend::Aws).await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+e2e::on_both_backends!(
     an_approval_grants_exactly_what_was_asked_and_nothing_wider,
     a_denial_grants_nothing_and_is_final,
     an_unanswered_request_expires_and_cannot_be_approved_after,

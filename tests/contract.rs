@@ -1,6 +1,6 @@
 //! One contract suite, run against every backend: the embedded store and local key, and
 //! DynamoDB and KMS on a real API server on loopback (moto, started by `scripts/test`). Each
-//! case is written once; the macro at the bottom runs it on both.
+//! case is written once; `e2e::on_both_backends!` at the bottom runs it on both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -416,28 +416,7 @@ async fn a_rotated_in_key_is_published_before_it_signs_and_old_tokens_keep_verif
     assert_ne!(before.key_id(), after.key_id());
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(e2e::TestApp::on(e2e::Backend::Embedded).await).await;
-                }
-            )*
-        }
-        mod dynamodb_kms {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(e2e::TestApp::on(e2e::Backend::Aws).await).await;
-                }
-            )*
-        }
-    };
-}
-
-contract!(
+e2e::on_both_backends!(
     grant_replace_revoke,
     mint_with_and_without_consent_and_the_jwk_set_verifies_it,
     a_consent_expires_at_its_boundary_second,

@@ -3,7 +3,7 @@
 //! restart on the same data directory that loses nothing.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -51,23 +51,11 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
 }
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run the README's test command (scripts/test), which installs it",
-        path.display()
-    );
-    path
-}
-
 fn pyjwt_verify(jwks: &Value, token: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
     std::fs::write(dir.path().join("token"), token).unwrap();
-    let out = Command::new(python())
+    let out = Command::new(e2e::python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pyjwt_verify.py"))
         .arg(dir.path().join("jwks.json"))
         .arg(dir.path().join("token"))

@@ -300,11 +300,8 @@ async fn a_dead_receiver_changes_nothing_for_the_api_and_misses_nothing_once_bac
 
 /// Runs `tests/eventbridge_sink.py` with the project's Python (which has boto3, from moto).
 fn sink(args: &[&str]) -> String {
-    let python = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
     let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("the moto endpoint (scripts/test)");
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(e2e::python())
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eventbridge_sink.py"))
         .arg(args[0])
         .arg(&endpoint)

@@ -120,6 +120,21 @@ async function main() {
     const logRows = page.locator('#log-body tr');
     const requests = page.locator('#requests li.request');
 
+    // The agent files a request for USER; the page shows it after a refresh.
+    const fileRequest = async (reason, scope, durationSeconds) => {
+      const filed = await apiCall('POST', '/access-requests', {
+        user_id: USER,
+        reason,
+        scope,
+        duration_seconds: durationSeconds,
+      });
+      check(filed.status === 201, `POST /access-requests answered ${filed.status}: ${filed.text}`);
+      await page.click('#refresh');
+      const shown = requests.filter({ hasText: reason.split(':')[0] });
+      await shown.waitFor();
+      return shown;
+    };
+
     const expectNoErrorShown = async (what) => {
       check(await errorBox.isHidden(), `${what}: the page shows an error: ${await errorBox.textContent()}`);
     };
@@ -188,16 +203,7 @@ async function main() {
     check(await page.locator('#consent-active').isVisible(), 'the consent is gone after reload');
 
     log(`${AGENT} files an access request (full, 1 day)`);
-    const filed = await apiCall('POST', '/access-requests', {
-      user_id: USER,
-      reason: 'ticket 4411: needs to fix the billing plan',
-      scope: 'full',
-      duration_seconds: 86400,
-    });
-    check(filed.status === 201, `POST /access-requests answered ${filed.status}: ${filed.text}`);
-    await page.click('#refresh');
-    const request = requests.filter({ hasText: 'ticket 4411' });
-    await request.waitFor();
+    const request = await fileRequest('ticket 4411: needs to fix the billing plan', 'full', 86400);
     const requestText = await request.textContent();
     check(requestText.includes(AGENT), `the request does not name ${AGENT}: ${requestText}`);
     check(requestText.includes('read and write') && requestText.includes('1 day'), `the request's scope or duration is missing: ${requestText}`);
@@ -213,16 +219,7 @@ async function main() {
     check(granted.status === 200 && granted.json.scope === 'full', `the approved consent is not full: ${granted.text}`);
 
     log(`${AGENT} files another request; deny it`);
-    const second = await apiCall('POST', '/access-requests', {
-      user_id: USER,
-      reason: 'ticket 4412: wants to look at invoices',
-      scope: 'read',
-      duration_seconds: 3600,
-    });
-    check(second.status === 201, `POST /access-requests answered ${second.status}: ${second.text}`);
-    await page.click('#refresh');
-    const denied = requests.filter({ hasText: 'ticket 4412' });
-    await denied.waitFor();
+    const denied = await fileRequest('ticket 4412: wants to look at invoices', 'read', 3600);
     await denied.getByRole('button', { name: 'Deny' }).click();
     await denied.waitFor({ state: 'detached' });
     await expectNoErrorShown('after denying');

@@ -458,3 +458,41 @@ pub fn cli_binary() -> PathBuf {
     assert!(path.exists(), "{} is missing: build the workspace binaries first (scripts/test does)", path.display());
     path
 }
+
+/// Runs each named `async fn case(app: TestApp)` of the calling test file twice: on the
+/// embedded store and on DynamoDB/KMS (moto), as `embedded::case` and `dynamodb_kms::case`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::TestApp::on($crate::Backend::Embedded).await).await;
+                }
+            )*
+        }
+        mod dynamodb_kms {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::TestApp::on($crate::Backend::Aws).await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The project's Python (`SUPPORT_ACCESS_TEST_PYTHON`, else `./.venv`), which has PyJWT and
+/// boto3 (scripts/test installs them).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the README's test command (scripts/test), which installs it",
+        path.display()
+    );
+    path
+}

@@ -24,11 +24,6 @@ pub struct Webhook {
 }
 
 /// The signature header's value for `body` sent at `timestamp` (unix seconds).
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    sign(&key, timestamp, body)
-}
-
 fn sign(key: &hmac::Key, timestamp: i64, body: &[u8]) -> String {
     let mut ctx = hmac::Context::with_key(key);
     ctx.update(timestamp.to_string().as_bytes());
@@ -85,6 +80,10 @@ impl Publisher for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+        sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), timestamp, body)
+    }
 
     #[test]
     fn the_signature_covers_the_timestamp_and_the_body() {

@@ -1,13 +1,13 @@
 //! The real `local-api` binary: `dev-token`, serving on a free port, a hard kill, and a
 //! restart on the same data directory.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
+use common::{BIN, serve_with};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_local-api");
 
 fn dev_token(data_dir: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN).arg("--data-dir").arg(data_dir).arg("dev-token").args(args).output().unwrap();
@@ -18,21 +18,6 @@ fn dev_token(data_dir: &Path, args: &[&str]) -> String {
 /// Starts the server on a free port and returns it with its base URL (read from its first line).
 fn serve(data_dir: &Path) -> (Child, String) {
     serve_with(data_dir, &[])
-}
-
-fn serve_with(data_dir: &Path, env: &[(String, String)]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--data-dir"])
-        .arg(data_dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned();
-    (child, base)
 }
 
 #[tokio::test]

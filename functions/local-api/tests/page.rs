@@ -2,15 +2,16 @@
 //! page's files come with their content types and the strict CSP, and `/dev/sign-in` issues
 //! user tokens only (no group: a support route refuses it) and refuses a bad user id.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_local-api");
+use common::serve_with;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -28,16 +29,7 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned();
+    let (child, base) = serve_with(data_dir, &[]);
     Server { child, base }
 }
 

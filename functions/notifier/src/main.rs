@@ -7,15 +7,14 @@
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use shared::adapters::aws::{audit_events_from_stream, event_bridge_from_env, store_from_env};
+use shared::adapters::aws::{audit_events_from_stream, notifier_from_env};
 use shared::app::{RelayStats, publish_committed};
 use shared::lambda::init_tracing;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let history = store_from_env().await;
-    let publisher = event_bridge_from_env().await?;
+    let (history, publisher) = notifier_from_env().await?;
     let (history, publisher) = (&history, &publisher);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let stats = RelayStats::default();

@@ -169,6 +169,13 @@ impl AccessRequest {
         Ok((approved, consent))
     }
 
+    /// The condition storage puts on writing this decision, besides "still pending": the
+    /// stored deadline must be after this time. An approval must land before the deadline;
+    /// a denial or an expiry needs nothing more (`None`).
+    pub fn decided_before_deadline(&self) -> Option<Timestamp> {
+        self.decided_at.filter(|_| self.status == RequestStatus::Approved)
+    }
+
     /// The audit event of a step on this request taken by `actor` at `at`: the request's id,
     /// scope, reason and decision deadline (an approval adds the consent it granted).
     pub fn event(&self, event_type: AuditEventType, actor: Actor, at: Timestamp) -> AuditEvent {
@@ -258,6 +265,9 @@ mod tests {
         assert_eq!(approved.status, RequestStatus::Approved);
         assert_eq!(approved.consent_id, Some(consent.consent_id));
         assert_eq!(approved.decided_at, Some(later));
+        assert_eq!(approved.decided_before_deadline(), Some(later), "an approval must land before the deadline");
+        let denied = r.settle(RequestStatus::Denied, later).unwrap();
+        assert_eq!(denied.decided_before_deadline(), None, "a denial only needs the request pending");
     }
 
     #[test]

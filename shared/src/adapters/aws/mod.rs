@@ -49,10 +49,13 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
-/// The EventBridge publisher to the bus named by `NOTIFICATION_BUS`.
-pub async fn event_bridge_from_env() -> Result<EventBridgePublisher, String> {
+/// What the notifier needs, on one SDK configuration: the DynamoDB store (its use history)
+/// and the EventBridge publisher to the bus named by `NOTIFICATION_BUS`.
+pub async fn notifier_from_env() -> Result<(DynamoStore, EventBridgePublisher), String> {
     let bus = std::env::var("NOTIFICATION_BUS").map_err(|_| "NOTIFICATION_BUS: required".to_owned())?;
-    Ok(EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&sdk_config().await), &bus))
+    let config = sdk_config().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env());
+    Ok((store, EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&config), &bus)))
 }
 
 /// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]).

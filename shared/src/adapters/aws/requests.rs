@@ -86,9 +86,10 @@ impl AccessRequestWriter for DynamoStore {
         grant: Option<&Consent>,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let at = decided.decided_at.ok_or_else(|| StoreError::Corrupt("a decision without decided_at".into()))?;
-        // An approval must also land before the deadline; a denial or expiry only needs pending.
-        let floor = if decided.status == RequestStatus::Approved { at.unix() } else { i64::MIN / 2 };
+        if decided.decided_at.is_none() {
+            return Err(StoreError::Corrupt("a decision without decided_at".into()));
+        }
+        let floor = decided.decided_before_deadline().map_or(i64::MIN / 2, |t| t.unix());
         let put = Put::builder()
             .table_name(&self.tables.requests)
             .set_item(Some(request_item(decided)))

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, append_in, put_consent, unavailable};
-use crate::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, RequestStatus, Timestamp, UserId};
+use crate::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, Timestamp, UserId};
 use crate::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
 
 fn body_of(request: &AccessRequest) -> Result<String, StoreError> {
@@ -38,8 +38,7 @@ fn decide_in(
     events: Vec<AuditEvent>,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let at = decided.decided_at.ok_or_else(|| StoreError::Corrupt("a decision without decided_at".into()))?;
-    // An approval must also land before the deadline; a denial or expiry only needs pending.
-    let deadline_floor = if decided.status == RequestStatus::Approved { at.unix() } else { i64::MIN };
+    let deadline_floor = decided.decided_before_deadline().map_or(i64::MIN, |t| t.unix());
     let updated = tx
         .execute(
             "UPDATE access_requests SET status = ?1, body = ?2

@@ -56,6 +56,8 @@ def caller(sub, groups=()):
     return some(variant(0, 4) + bytes([sub]) + listed + vec([]))
 
 
+# `route` indexes http_request's ROUTES: the router's table (`Route::all`) in order, each
+# method of a route its own entry, a route taking any method as GET, POST and DELETE.
 def request(route, q, b, who, bearer=NONE):
     return bytes([route]) + NONE + PATH_EXACT + q + NONE + b + who + bearer
 
@@ -71,6 +73,11 @@ HTTP_REQUEST = {
     "access-log": request(6, query("vv"), B_NONE, caller(ALICE)),
     "whoami": request(9, Q_NONE, B_NONE, NONE, some(variant(0, 4))),
     "introspect": request(12, Q_NONE, body(2), caller(RESOURCE_SERVER, [INTROSPECT])),
+    "file-request": request(13, Q_NONE, body(4), caller(AGENT, [SUPPORT])),
+    "agent-requests": request(14, Q_NONE, B_NONE, caller(AGENT, [SUPPORT])),
+    "my-requests": request(15, Q_NONE, B_NONE, caller(ALICE)),
+    "approve": request(16, Q_NONE, B_NONE, caller(ALICE)),
+    "deny": request(17, Q_NONE, B_NONE, caller(ALICE)),
 }
 
 # ---- stream_records_structured: Vec<Record { name, identity, observed_at, granted_at, expires_at, image }>

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
 use base64::Engine;
@@ -18,11 +19,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use lambda_http::{Request, http};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-use shared::adapters::embedded::{LocalSigner, SqliteStore};
+use adapter_embedded::{LocalSigner, SqliteStore};
 use shared::app::CursorKey;
 use shared::domain::{Policy, Timestamp};
 use shared::http::{MAX_BODY_BYTES, PROBLEM_CONTENT_TYPE, Route, parse_groups, route};
-use shared::ports::{FixedClock, Ports};
+use shared::app::Services;
+use shared::ports::FixedClock;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/apigw_v2_jwt_authorizer.json");
 
@@ -36,28 +38,19 @@ const GROUPS_CLAIM: &str = "cognito:groups";
 /// larger request ever reaches a Lambda (and `lambda_http` panics on a URI over 64 KiB).
 const MAX_REQUEST_LINE_AND_HEADERS: usize = 10_240;
 
-/// Every (method, path) the router answers, and a few it refuses with 405. `fuzz/seeds.py`
+/// Every (method, path) the router answers, drawn from its own route table (`Route::all`),
+/// a route that takes any method as GET, POST and DELETE, a path parameter as a well-formed
+/// request id; a method the route refuses comes from the input's `method`. `fuzz/seeds.py`
 /// picks routes, subs and groups by their index in these lists.
-const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/consents"),
-    ("GET", "/consents/current"),
-    ("DELETE", "/consents/current"),
-    ("POST", "/tokens"),
-    ("GET", "/audit"),
-    ("GET", "/audit/export"),
-    ("GET", "/me/access-log"),
-    ("GET", "/.well-known/jwks.json"),
-    ("HEAD", "/.well-known/jwks.json"),
-    ("GET", "/app/whoami"),
-    ("POST", "/app/whoami"),
-    ("DELETE", "/app/whoami"),
-    ("POST", "/introspect"),
-    ("PUT", "/consents"),
-    ("GET", "/introspect"),
-    ("POST", "/access-requests"),
-    ("GET", "/access-requests"),
-    ("GET", "/me/access-requests"),
-];
+static ROUTES: LazyLock<Vec<(&'static str, String)>> = LazyLock::new(|| {
+    Route::all()
+        .flat_map(|route| {
+            let methods = if route.methods().is_empty() { &["GET", "POST", "DELETE"][..] } else { route.methods() };
+            let path = route.path().replace("{request_id}", "0190b4c8-7f00-7000-8000-000000000000");
+            methods.iter().map(move |m| (*m, path.clone()))
+        })
+        .collect()
+});
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// Every body field and query parameter some route reads.
 const KEYS: &[&str] = &[
@@ -242,7 +235,7 @@ struct Input {
 /// a cursor it issued, so inputs can reach past the signature and HMAC checks.
 struct App {
     rt: tokio::runtime::Runtime,
-    ports: Ports,
+    services: Services,
     template: Value,
     token: String,
     cursor: String,
@@ -273,17 +266,17 @@ impl App {
     fn new() -> Self {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let policy = Policy { groups_claim: GROUPS_CLAIM.into(), ..Policy::default() };
-        let ports = rt.block_on(async {
+        let services = rt.block_on(async {
             let signer = std::sync::Arc::new(LocalSigner::generate());
-            let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
+            let keys = Services::keys_of(signer.as_ref()).await.unwrap();
             let clock = std::sync::Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
             let store = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
-            Ports::new(store, signer, keys, clock, policy, CursorKey::generate())
+            Services::new(store, signer, keys, clock, policy, CursorKey::generate())
         });
         let mut app =
-            App { rt, ports, template: serde_json::from_str(FIXTURE).unwrap(), token: "".into(), cursor: "".into() };
+            App { rt, services, template: serde_json::from_str(FIXTURE).unwrap(), token: "".into(), cursor: "".into() };
         let call = |app: &App, spec: Spec| {
-            let response = app.rt.block_on(route(app.request(&spec).unwrap(), &app.ports));
+            let response = app.rt.block_on(route(app.request(&spec).unwrap(), &app.services));
             (response.status().as_u16(), serde_json::from_slice::<Value>(response.body().as_ref()).unwrap_or_default())
         };
         let grant = Spec::new("POST", "/consents")
@@ -541,7 +534,8 @@ impl Groups {
 
 impl Input {
     fn spec(&self, app: &App) -> Spec {
-        let (method, route_path) = ROUTES[usize::from(self.route) % ROUTES.len()];
+        let (method, route_path) = &ROUTES[usize::from(self.route) % ROUTES.len()];
+        let (method, route_path) = (*method, route_path.as_str());
         let method = self.method.map_or(method, |i| pick(METHODS, i));
         let path = match &self.path {
             PathShape::Exact => route_path.to_owned(),
@@ -647,7 +641,7 @@ fuzz_target!(|input: Input| {
     let spec = input.spec(app);
     let Some(request) = app.request(&spec) else { return };
     let resolved = Route::resolve(request.method(), request.uri().path()).ok();
-    let response = app.rt.block_on(route(request, &app.ports));
+    let response = app.rt.block_on(route(request, &app.services));
 
     let status = response.status().as_u16();
     let content_type = response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -7,7 +7,7 @@
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use libfuzzer_sys::fuzz_target;
-use shared::adapters::streams::expiries_from_stream;
+use adapter_streams::expiries_from_stream;
 
 fn by_ttl(record: &EventRecord) -> bool {
     record.user_identity.as_ref().is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")

@@ -15,7 +15,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord, UserIdentity};
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
 use serde_dynamo::AttributeValue;
-use shared::adapters::streams::expiries_from_stream;
+use adapter_streams::expiries_from_stream;
 use shared::domain::{Consent, ConsentId, Note, Scope, Timestamp, UserId};
 
 const USERS: &[&str] = &["alice", "bob", "a.b_c@d:e+f-1"];

@@ -3,7 +3,7 @@
 //! answers every event with `{"hello": "world"}`. `scripts/bench-cold-start` starts it
 //! beside each function.
 //!
-//! `cargo build --release -p shared --example hello_lambda`
+//! `cargo build --release --example hello_lambda`
 
 use lambda_http::lambda_runtime::{self, Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};

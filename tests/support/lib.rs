@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use adapter_aws::{DynamoStore, KmsSigner, Tables, create_signing_key, create_tables};
+use adapter_embedded::{LocalSigner, SqliteStore};
 use serde_json::{Value, json};
-use shared::adapters::aws::{DynamoStore, KmsSigner, Tables, create_signing_key, create_tables};
-use shared::adapters::embedded::{LocalSigner, SqliteStore};
 use shared::app::CursorKey;
+use shared::app::Services;
 use shared::domain::{AuditEvent, AuditFilter, Consent, Policy, Timestamp, UserId};
 use shared::lambda_events::{ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request};
-use shared::ports::{AuditQuery, Clock, ExpirySweeper, FixedClock, Ports};
+use shared::ports::{AuditQuery, Clock, ExpirySweeper, FixedClock};
 
 /// 2026-11-25T10:00:00Z.
 pub const T0: i64 = 1_795_600_800;
@@ -161,7 +162,7 @@ pub enum Backend {
 
 /// The service on one backend and a fixed clock, handled exactly as by a Lambda.
 pub struct TestApp {
-    ports: Ports,
+    services: Services,
     pub clock: Arc<FixedClock>,
     pub backend: Backend,
     sqlite: Option<(Arc<SqliteStore>, PathBuf)>,
@@ -204,7 +205,7 @@ async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .timeout_config(shared::adapters::aws::timeouts())
+        .timeout_config(adapter_aws::timeouts())
         .load()
         .await
 }
@@ -219,9 +220,16 @@ impl TestApp {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let signer = Arc::new(LocalSigner::generate());
-        let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
-        let ports = Ports::new(store.clone(), signer, keys, clock.clone(), policy, CursorKey::generate());
-        Self { ports, clock, backend: Backend::Embedded, sqlite: Some((store, PathBuf::new())), aws: None, _dir: None }
+        let keys = Services::keys_of(signer.as_ref()).await.unwrap();
+        let services = Services::new(store.clone(), signer, keys, clock.clone(), policy, CursorKey::generate());
+        Self {
+            services,
+            clock,
+            backend: Backend::Embedded,
+            sqlite: Some((store, PathBuf::new())),
+            aws: None,
+            _dir: None,
+        }
     }
 
     /// `backend` with fresh storage of its own: a SQLite file, or new tables and a new KMS key.
@@ -233,10 +241,10 @@ impl TestApp {
                 let path = dir.path().join("support-access.db");
                 let store = Arc::new(SqliteStore::open(&path).unwrap());
                 let signer = Arc::new(LocalSigner::generate());
-                let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
-                let ports =
-                    Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
-                Self { ports, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
+                let keys = Services::keys_of(signer.as_ref()).await.unwrap();
+                let services =
+                    Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+                Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
             }
             Backend::Aws => Self::on_aws(None).await,
         }
@@ -265,14 +273,14 @@ impl TestApp {
             None => (dynamodb.clone(), kms.clone()),
         };
         let signer = Arc::new(KmsSigner::new(port_kms, &key, &[]).unwrap());
-        let keys = Ports::keys_of(signer.as_ref()).await.unwrap();
+        let keys = Services::keys_of(signer.as_ref()).await.unwrap();
         // moto serializes every request, so contended appends take far longer than on
         // DynamoDB: the contract suite's 50-writer case needs more than the default.
         let store =
             Arc::new(DynamoStore::new(port_dynamodb, tables.clone()).with_append_budget(Duration::from_secs(60)));
-        let ports = Ports::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+        let services = Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
         Self {
-            ports,
+            services,
             clock,
             backend: Backend::Aws,
             sqlite: None,
@@ -327,7 +335,7 @@ impl TestApp {
         let endpoint = format!("http://{}", dead.local_addr().unwrap());
         drop(dead);
         let config = sdk_config_for(&endpoint).await;
-        self.ports.signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &aws.key, &[]).unwrap());
+        self.services.signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &aws.key, &[]).unwrap());
     }
 
     /// Makes every audit write fail from now on, inside the store: a trigger that aborts
@@ -344,9 +352,9 @@ impl TestApp {
             (_, Some(aws)) => {
                 let tables = Tables { audit: format!("{}-missing", aws.tables.audit), ..aws.tables.clone() };
                 let broken = Arc::new(DynamoStore::new(aws.dynamodb.clone(), tables));
-                self.ports.consent_writer = broken.clone();
-                self.ports.ledger = broken.clone();
-                self.ports.audit = broken;
+                self.services.consent_writer = broken.clone();
+                self.services.token_ledger = broken.clone();
+                self.services.audit_appender = broken;
             }
             _ => unreachable!(),
         }
@@ -358,21 +366,21 @@ impl TestApp {
                 rusqlite::Connection::open(path).unwrap().execute_batch("DROP TRIGGER injected_fault;").unwrap();
             }
             (_, Some(aws)) => {
-                self.ports.consent_writer = aws.store.clone();
-                self.ports.ledger = aws.store.clone();
-                self.ports.audit = aws.store.clone();
+                self.services.consent_writer = aws.store.clone();
+                self.services.token_ledger = aws.store.clone();
+                self.services.audit_appender = aws.store.clone();
             }
             _ => unreachable!(),
         }
     }
 
-    pub fn ports(&self) -> &Ports {
-        &self.ports
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The raw answer: status, content type and body text (for non-JSON bodies).
     pub async fn call_raw(&self, event: Event) -> (u16, String, String) {
-        let response = shared::http::route(event.to_request(), self.ports()).await;
+        let response = shared::http::route(event.to_request(), self.services()).await;
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         let body = String::from_utf8(response.body().as_ref().to_vec()).unwrap();
@@ -380,7 +388,7 @@ impl TestApp {
     }
 
     pub async fn call(&self, event: Event) -> Answer {
-        let response = shared::http::route(event.to_request(), self.ports()).await;
+        let response = shared::http::route(event.to_request(), self.services()).await;
         let status = response.status().as_u16();
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
@@ -391,7 +399,7 @@ impl TestApp {
 
     /// The Lambda authorizer's answer for `token` used with `method` on `path`.
     pub async fn authorize(&self, token: &str, method: &str, path: &str) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
-        shared::http::authorize_request(authorizer_event(Some(token), method, path), self.ports()).await
+        shared::http::authorize_request(authorizer_event(Some(token), method, path), self.services()).await
     }
 
     /// `POST /introspect` for `token`, asked by [`RESOURCE_SERVER`] (in the introspect group).
@@ -406,7 +414,7 @@ impl TestApp {
         let mut after = None;
         loop {
             let page = self
-                .ports()
+                .services()
                 .audit_reader
                 .query(&AuditQuery { filter: AuditFilter::default(), limit: 100, after, now: self.clock.now() })
                 .await
@@ -420,7 +428,7 @@ impl TestApp {
     }
 
     pub async fn consent(&self, user: &str) -> Option<Consent> {
-        self.ports().consents.current(&UserId::parse(user).unwrap(), self.clock.now()).await.unwrap()
+        self.services().consent_reader.current(&UserId::parse(user).unwrap(), self.clock.now()).await.unwrap()
     }
 
     /// What storage holds for `users`: their consents and the whole audit log.

@@ -1,4 +1,4 @@
-//! Identifiers: 1..=128 characters of `[A-Za-z0-9._@:+-]` (DESIGN.md), so any of them can
+//! Identifiers: 1..=128 characters of `[A-Za-z0-9._@:+-]` (docs/design.md), so any of them can
 //! be a DynamoDB key, a path segment or a claim without escaping.
 
 use serde::{Deserialize, Serialize};

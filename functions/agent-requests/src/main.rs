@@ -2,9 +2,9 @@
 //! (scope, duration, reason) and sees the state of the requests they filed. One function for
 //! the agent's side of the job, so its role writes requests and the audit log, never consents.
 
+use adapter_aws::lambda::{Needs, serve_routes};
 use lambda_http::Error;
 use shared::http::Route;
-use shared::lambda::{Needs, serve_routes};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

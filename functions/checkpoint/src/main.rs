@@ -2,19 +2,19 @@
 //! since the last checkpoint into a new one, signed with the KMS key and linked to the last.
 //! The schedule's event carries nothing it needs; a run with nothing new makes no checkpoint.
 
+use adapter_aws::lambda::{Needs, init_tracing, services_from_env};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use shared::app::checkpoint_now;
-use shared::lambda::{Needs, init_tracing, ports_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     // It signs, but never verifies or pages: no public keys, no cursor key.
-    let ports = ports_from_env(Needs::default()).await?;
-    let ports = &ports;
+    let services = services_from_env(Needs::default()).await?;
+    let services = &services;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let made = checkpoint_now(ports).await?;
+        let made = checkpoint_now(services).await?;
         match &made {
             Some(c) => {
                 tracing::info!(seq = c.claims.seq, heads = c.claims.size, root = %c.claims.root, "checkpoint made")

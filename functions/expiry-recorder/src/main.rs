@@ -2,11 +2,11 @@
 //! DynamoDB TTL deleted (or that a new grant replaced after it had run out). Recording is
 //! idempotent, so a failed batch is simply retried (and bisected) by the event source.
 
+use adapter_aws::lambda::init_tracing;
+use adapter_aws::{expiries_from_stream, store_from_env};
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use shared::adapters::aws::{expiries_from_stream, store_from_env};
 use shared::app::record_expiry;
-use shared::lambda::init_tracing;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -3,9 +3,9 @@
 //! Gateway HTTP API: ports and the JWK Set are built once per cold start, and every request
 //! goes to `shared::http`'s handler for this route, as in local-api.
 
+use adapter_aws::lambda::{Needs, serve_http};
 use lambda_http::Error;
 use shared::http::Route;
-use shared::lambda::{Needs, serve_http};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -1,7 +1,8 @@
 //! local-api: every route of the service in one process on the embedded default. It plays
-//! API Gateway: each HTTP request becomes an API Gateway v2 event (identity claims, validated
-//! against the dev identity provider, in `requestContext.authorizer.jwt.claims`, stringified
-//! as AWS does) and goes through the very same `shared::http` handlers the Lambdas run. The
+//! API Gateway: each HTTP request becomes the `lambda_http::Request` a Lambda function would
+//! get from an API Gateway v2 event (identity claims, validated against the dev identity
+//! provider, in `requestContext.authorizer.jwt.claims`, stringified as AWS does) and goes
+//! through the very same `shared::http` handlers the Lambdas run. The
 //! consent screen example page (`/`) and its dev sign-in (`POST /dev/sign-in`) are its own
 //! (module `page`), answered before that translation.
 
@@ -11,15 +12,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use adapter_embedded::stringify_claims;
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use shared::adapters::embedded::stringify_claims;
+use lambda_http::RequestExt;
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
+};
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+use lambda_http::request::RequestContext;
 use shared::http::{MAX_BODY_BYTES, Route};
 use tokio::net::TcpListener;
 
@@ -69,13 +75,13 @@ pub async fn sweep_expired(runtime: Arc<Runtime>, every: Duration) {
     loop {
         ticker.tick().await;
         if let Some(sweeper) = &runtime.sweeper {
-            match sweeper.expire_due(runtime.ports.clock.now()).await {
+            match sweeper.expire_due(runtime.services.clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "recorded expired consents"),
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
             }
         }
-        match shared::app::expire_requests(&runtime.ports).await {
+        match shared::app::expire_requests(&runtime.services).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "recorded expired access requests"),
             Err(e) => tracing::error!(error = %e, "access-request sweep failed"),
@@ -104,7 +110,7 @@ pub async fn checkpoint_every(runtime: Arc<Runtime>, every: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         ticker.tick().await;
-        match shared::app::checkpoint_now(&runtime.ports).await {
+        match shared::app::checkpoint_now(&runtime.services).await {
             Ok(Some(c)) => tracing::info!(seq = c.claims.seq, heads = c.claims.size, "checkpoint made"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "checkpoint failed"),
@@ -120,23 +126,12 @@ async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAd
         let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
         return page::handle(&parts.method, parts.uri.path(), host, &body, runtime);
     }
-    let lambda_request = match to_lambda_request(&parts, &body, runtime, peer) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "request could not be converted");
-            return plain(400, "malformed request");
-        }
-    };
-    let response = shared::http::route(lambda_request, &runtime.ports).await;
+    // The route is resolved once: it decides whether the identity is validated, then serves.
+    let route = Route::resolve(&parts.method, parts.uri.path());
+    let request = to_lambda_request(parts, body, runtime, peer, route.as_ref().ok().copied());
+    let response = shared::http::handle_resolved(route, request, &runtime.services).await;
     let (parts, body) = response.into_parts();
     hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
-}
-
-fn plain(status: u16, text: &'static str) -> hyper::Response<Full<Bytes>> {
-    hyper::Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::from_static(text.as_bytes())))
-        .expect("static response")
 }
 
 /// The body, read up to one byte past the limit: enough for the handler to answer 413
@@ -157,75 +152,92 @@ async fn read_body(mut body: Incoming) -> Vec<u8> {
     out
 }
 
-/// The API Gateway v2 event AWS would deliver for this request, as `lambda_http` parses it.
+/// The request as `lambda_http` hands it to a Lambda function behind API Gateway (HTTP API,
+/// payload 2.0), built directly rather than through the event's JSON: the method, path and
+/// raw query; the headers, repeated ones joined with commas as API Gateway joins them; the
+/// body as text, or as bytes when it is not UTF-8; and the request context, whose JWT
+/// authorizer claims are those of a valid identity token rendered as API Gateway renders
+/// them (every claim a string, arrays as `[a b]`). As API Gateway's JWT authorizer does,
+/// claims are set only on the routes it guards (`route`, `None` for no route: there the
+/// handler answers 404/405 and never reads them), never on the JWK Set or the demo route,
+/// whose bearer is an impersonation token. The URI carries no scheme or host: nothing reads
+/// them, and a hostile `Host` header is never parsed.
 pub fn to_lambda_request(
-    parts: &http::request::Parts,
-    body: &[u8],
+    parts: http::request::Parts,
+    body: Vec<u8>,
     runtime: &Runtime,
     peer: SocketAddr,
-) -> Result<lambda_http::Request, String> {
-    let mut headers = serde_json::Map::new();
-    for (name, value) in &parts.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::String(value));
-            }
-        }
-    }
-    let bearer = parts
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Like API Gateway's JWT authorizer: claims only for a valid identity token, and only on
-    // the routes it guards (not the JWK Set, nor the demo route, whose bearer is an
-    // impersonation token: validating that as an identity would be a wasted ECDSA check).
-    let guarded = Route::resolve(&parts.method, parts.uri.path()).map_or(true, Route::takes_identity);
-    let authorizer = bearer
-        .filter(|_| guarded)
+    route: Option<Route>,
+) -> lambda_http::Request {
+    let http::request::Parts { method, uri, version, headers, .. } = parts;
+    let header_text = |name: http::header::HeaderName| headers.get(name).and_then(|h| h.to_str().ok());
+    let claims = header_text(http::header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|_| route.is_none_or(Route::takes_identity))
         .and_then(|t| runtime.identity.validate(t.trim()).ok())
-        .map(|claims| json!({ "jwt": { "claims": stringify_claims(&claims), "scopes": null } }));
-    let (body, is_base64) = match std::str::from_utf8(body) {
-        _ if body.is_empty() => (Value::Null, false),
-        Ok(text) => (Value::String(text.to_owned()), false),
-        Err(_) => (Value::String(base64::engine::general_purpose::STANDARD.encode(body)), true),
-    };
+        .map(|claims| stringify_claims(&claims));
+
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some("$default".to_owned());
+    context.account_id = Some("local".to_owned());
+    context.stage = Some("$default".to_owned());
+    context.request_id = Some(uuid::Uuid::new_v4().to_string());
+    context.apiid = Some("local-api".to_owned());
+    context.domain_name = Some(header_text(http::header::HOST).unwrap_or("localhost").to_owned());
+    context.domain_prefix = Some("local-api".to_owned());
     let now = chrono::Utc::now();
-    let mut context = json!({
-        "accountId": "local",
-        "apiId": "local-api",
-        "domainName": parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost"),
-        "domainPrefix": "local-api",
-        "http": {
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "protocol": format!("{:?}", parts.version),
-            "sourceIp": peer.ip().to_string(),
-            "userAgent": parts.headers.get(http::header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or(""),
-        },
-        "requestId": uuid::Uuid::new_v4().to_string(),
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-        "timeEpoch": now.timestamp_millis(),
-    });
-    if let Some(authorizer) = authorizer {
-        context["authorizer"] = authorizer;
+    context.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
+    context.time_epoch = now.timestamp_millis();
+    context.http.method = method.clone();
+    context.http.path = Some(uri.path().to_owned());
+    context.http.protocol = Some(format!("{version:?}"));
+    context.http.source_ip = Some(peer.ip().to_string());
+    context.http.user_agent = Some(header_text(http::header::USER_AGENT).unwrap_or("").to_owned());
+    if let Some(claims) = claims {
+        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+        jwt.claims = claims;
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.jwt = Some(jwt);
+        context.authorizer = Some(authorizer);
     }
-    let event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": parts.uri.path(),
-        "rawQueryString": parts.uri.query().unwrap_or(""),
-        "headers": headers,
-        "requestContext": context,
-        "body": body,
-        "isBase64Encoded": is_base64,
-    });
-    lambda_http::request::from_str(&event.to_string()).map_err(|e| e.to_string())
+
+    let body = match String::from_utf8(body) {
+        Ok(text) if text.is_empty() => lambda_http::Body::Empty,
+        Ok(text) => lambda_http::Body::Text(text),
+        Err(bytes) => lambda_http::Body::Binary(bytes.into_bytes()),
+    };
+    let query: QueryMap = uri.query().unwrap_or("").parse().unwrap_or_default();
+    let path_and_query = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut request = lambda_http::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = http::Uri::from(path_and_query);
+    *request.headers_mut() = joined(&headers);
+    request
+        .with_raw_http_path(uri.path())
+        .with_query_string_parameters(query)
+        .with_request_context(RequestContext::ApiGatewayV2(context))
+}
+
+/// `headers` with each repeated header's values joined by commas into one, as API Gateway
+/// passes them to the function.
+fn joined(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let value = match values.next() {
+            None => first.clone(),
+            Some(second) => {
+                let mut all = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    all.push(b',');
+                    all.extend_from_slice(v.as_bytes());
+                }
+                // Joined valid header values are a valid header value.
+                http::HeaderValue::from_bytes(&all).unwrap_or_else(|_| first.clone())
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    out
 }

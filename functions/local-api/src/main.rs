@@ -117,7 +117,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Backend::Aws => Runtime::aws(&data_dir, policy, clock.clone()).await?,
     });
     if let Some(Command::Checkpoint) = cli.command {
-        match shared::app::checkpoint_now(&runtime.ports).await.map_err(|e| format!("checkpoint failed: {e}"))? {
+        match shared::app::checkpoint_now(&runtime.services).await.map_err(|e| format!("checkpoint failed: {e}"))? {
             Some(c) => {
                 println!("checkpoint {} sealed {} chain heads (root {})", c.claims.seq, c.claims.size, c.claims.root)
             }

@@ -134,7 +134,7 @@ fn sign_in(body: &[u8], runtime: &Runtime) -> Response {
         Ok(user) => user,
         Err(e) => return invalid(format!("sub is not a valid user id: {e}")),
     };
-    let now = runtime.ports.clock.now();
+    let now = runtime.services.clock.now();
     let token = runtime.identity.issue(user.as_str(), &[], now, SIGN_IN_TTL_SECONDS);
     tracing::info!(sub = user.as_str(), "dev sign-in");
     json_response(StatusCode::OK, &json!({ "token": token, "expires_in": SIGN_IN_TTL_SECONDS }))

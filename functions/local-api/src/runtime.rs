@@ -6,14 +6,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use shared::adapters::aws::{self, Tables};
-use shared::adapters::embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
+use adapter_aws::{self as aws, Tables};
+use adapter_embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
 use shared::app::CursorKey;
+use shared::app::Services;
 use shared::domain::Policy;
-use shared::ports::{Clock, ExpirySweeper, Outbox, Ports, UseHistory};
+use shared::ports::{Clock, ExpirySweeper, Outbox, UseHistory};
 
 pub struct Runtime {
-    pub ports: Ports,
+    pub services: Services,
     pub identity: DevIdentityProvider,
     /// Records expiries on a timer where storage does not (the embedded store; on AWS,
     /// DynamoDB TTL and the stream do it).
@@ -50,17 +51,17 @@ impl Runtime {
         let (identity, cursor_key) = prepare(data_dir)?;
         let store = Arc::new(SqliteStore::open(&data_dir.join("support-access.db")).map_err(|e| e.to_string())?);
         let signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("signing-key.p8"))?);
-        let keys = Ports::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
-        let ports = Ports::new(store.clone(), signer, keys, clock, policy, cursor_key);
-        Ok(Self { ports, identity, sweeper: Some(store.clone()), outbox: Some(store.clone()), history: Some(store) })
+        let keys = Services::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
+        let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key);
+        Ok(Self { services, identity, sweeper: Some(store.clone()), outbox: Some(store.clone()), history: Some(store) })
     }
 
     /// DynamoDB and KMS, as configured by the standard AWS environment and the variables of
-    /// [`aws::ports_from_env`].
+    /// [`aws::services_from_env`].
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
-        let ports = aws::ports_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { ports, identity, sweeper: None, outbox: None, history: None })
+        let services = aws::services_from_env(policy, clock, cursor_key, true).await?;
+        Ok(Self { services, identity, sweeper: None, outbox: None, history: None })
     }
 }
 

@@ -4,12 +4,12 @@
 //! the event source retries from there: nothing is skipped, order is kept per user, and a
 //! redelivered event carries the same id for the consumer to deduplicate.
 
+use adapter_aws::lambda::init_tracing;
+use adapter_aws::{audit_events_from_stream, notifier_from_env};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use shared::adapters::aws::{audit_events_from_stream, notifier_from_env};
 use shared::app::{RelayStats, publish_committed};
-use shared::lambda::init_tracing;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

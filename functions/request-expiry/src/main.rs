@@ -4,18 +4,18 @@
 //! the request still being pending, so a run that overlaps another, or a decision, writes
 //! nothing twice.
 
+use adapter_aws::lambda::{Needs, init_tracing, services_from_env};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use shared::app::expire_requests;
-use shared::lambda::{Needs, init_tracing, ports_from_env};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     // Only storage is used: no signing, no public keys, no cursors.
-    let ports = ports_from_env(Needs::default()).await?;
-    let ports = &ports;
+    let services = services_from_env(Needs::default()).await?;
+    let services = &services;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
-        let expired = expire_requests(ports).await.map_err(|e| Error::from(e.to_string()))?;
+        let expired = expire_requests(services).await.map_err(|e| Error::from(e.to_string()))?;
         tracing::info!(expired, "access-request sweep done");
         Ok::<(), Error>(())
     }))

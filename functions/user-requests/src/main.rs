@@ -2,9 +2,9 @@
 //! user's side of access requests. An approval grants the consent exactly as requested, so
 //! this function's role may write consents; the user's own id keys every lookup.
 
+use adapter_aws::lambda::{Needs, serve_routes};
 use lambda_http::Error;
 use shared::http::Route;
-use shared::lambda::{Needs, serve_routes};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

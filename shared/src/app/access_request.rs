@@ -1,8 +1,9 @@
+use super::Services;
 use crate::domain::{
     AccessRequest, Actor, AgentId, ApproveError, AuditEventType, Consent, ConsentDuration, Reason, RequestId,
     RequestStatus, Role, Scope, UserId,
 };
-use crate::ports::{Ports, StoreError};
+use crate::ports::StoreError;
 
 use super::ApiError;
 
@@ -12,42 +13,42 @@ pub const MAX_LISTED_REQUESTS: usize = 100;
 
 /// `POST /access-requests`: `agent` asks `user` for access with `scope` for `duration`.
 pub async fn file_request(
-    ports: &Ports,
+    services: &Services,
     agent: &AgentId,
     user: UserId,
     reason: Reason,
     scope: Scope,
     duration: ConsentDuration,
 ) -> Result<AccessRequest, ApiError> {
-    if !ports.policy.enabled {
+    if !services.policy.enabled {
         return Err(ApiError::FeatureDisabled);
     }
-    let now = ports.clock.now();
-    let request = AccessRequest::file(user, agent.clone(), reason, scope, duration, now, &ports.policy);
+    let now = services.clock.now();
+    let request = AccessRequest::file(user, agent.clone(), reason, scope, duration, now, &services.policy);
     let event = request
         .event(AuditEventType::RequestFiled, Actor { sub: agent.clone(), role: Role::Support }, now)
         .with_detail(format!("duration_seconds={}", request.duration_seconds));
-    ports.request_writer.file(&request, event).await?;
+    services.request_writer.file(&request, event).await?;
     Ok(request)
 }
 
 /// `GET /me/access-requests`: the user's requests, newest first, statuses as of now.
-pub async fn user_requests(ports: &Ports, user: &UserId) -> Result<Vec<AccessRequest>, ApiError> {
-    let now = ports.clock.now();
-    let found = ports.requests.requests_for_user(user, MAX_LISTED_REQUESTS).await?;
+pub async fn user_requests(services: &Services, user: &UserId) -> Result<Vec<AccessRequest>, ApiError> {
+    let now = services.clock.now();
+    let found = services.request_reader.requests_for_user(user, MAX_LISTED_REQUESTS).await?;
     Ok(found.into_iter().map(|r| r.as_of(now)).collect())
 }
 
 /// `GET /access-requests`: the requests `agent` filed, newest first, statuses as of now.
-pub async fn agent_requests(ports: &Ports, agent: &AgentId) -> Result<Vec<AccessRequest>, ApiError> {
-    let now = ports.clock.now();
-    let found = ports.requests.requests_by_agent(agent, MAX_LISTED_REQUESTS).await?;
+pub async fn agent_requests(services: &Services, agent: &AgentId) -> Result<Vec<AccessRequest>, ApiError> {
+    let now = services.clock.now();
+    let found = services.request_reader.requests_by_agent(agent, MAX_LISTED_REQUESTS).await?;
     Ok(found.into_iter().map(|r| r.as_of(now)).collect())
 }
 
-async fn own_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
+async fn own_request(services: &Services, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
     // Someone else's request is as absent as one that never existed.
-    ports.requests.request(user, id).await?.ok_or(ApiError::NotFound("no such access request"))
+    services.request_reader.request(user, id).await?.ok_or(ApiError::NotFound("no such access request"))
 }
 
 fn user_actor(user: &UserId) -> Actor {
@@ -58,16 +59,16 @@ fn user_actor(user: &UserId) -> Actor {
 /// duration from now, the reason as its note), replacing any active consent, in one write
 /// with `request.approved` and `consent.granted`. A request past its deadline is recorded
 /// as expired and refused.
-pub async fn approve_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<Consent, ApiError> {
-    if !ports.policy.enabled {
+pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId) -> Result<Consent, ApiError> {
+    if !services.policy.enabled {
         return Err(ApiError::FeatureDisabled);
     }
-    let now = ports.clock.now();
-    let request = own_request(ports, user, id).await?;
-    let (approved, consent) = match request.approve(now, &ports.policy) {
+    let now = services.clock.now();
+    let request = own_request(services, user, id).await?;
+    let (approved, consent) = match request.approve(now, &services.policy) {
         Ok(pair) => pair,
         Err(ApproveError::NotPending(e)) => {
-            record_expiry_if_due(ports, &request).await?;
+            record_expiry_if_due(services, &request).await?;
             return Err(ApiError::RequestNotPending(e.0));
         }
         Err(ApproveError::Duration(e)) => {
@@ -85,23 +86,23 @@ pub async fn approve_request(ports: &Ports, user: &UserId, id: &RequestId) -> Re
     let granted = crate::domain::AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
         .with_request(&approved.request_id);
-    decide(ports, &approved, Some(&consent), vec![approval, granted]).await?;
+    decide(services, &approved, Some(&consent), vec![approval, granted]).await?;
     Ok(consent)
 }
 
 /// `POST /me/access-requests/{id}/deny`: the request ends without access.
-pub async fn deny_request(ports: &Ports, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
-    let now = ports.clock.now();
-    let request = own_request(ports, user, id).await?;
+pub async fn deny_request(services: &Services, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
+    let now = services.clock.now();
+    let request = own_request(services, user, id).await?;
     let denied = match request.settle(RequestStatus::Denied, now) {
         Ok(denied) => denied,
         Err(e) => {
-            record_expiry_if_due(ports, &request).await?;
+            record_expiry_if_due(services, &request).await?;
             return Err(ApiError::RequestNotPending(e.0));
         }
     };
     let event = denied.event(AuditEventType::RequestDenied, user_actor(user), now);
-    decide(ports, &denied, None, vec![event]).await?;
+    decide(services, &denied, None, vec![event]).await?;
     Ok(denied)
 }
 
@@ -111,12 +112,12 @@ pub const MAX_SWEPT_REQUESTS: usize = 500;
 /// The sweep (local-api's timer; the `request-expiry` function's schedule on AWS): records
 /// `request.expired` for every request still pending past its deadline, so an unanswered
 /// request's end is on the log whether or not anyone looks at it again. Returns how many.
-pub async fn expire_requests(ports: &Ports) -> Result<usize, ApiError> {
-    let now = ports.clock.now();
-    let due = ports.pending_requests.pending_due(now, MAX_SWEPT_REQUESTS).await?;
+pub async fn expire_requests(services: &Services) -> Result<usize, ApiError> {
+    let now = services.clock.now();
+    let due = services.pending_requests.pending_due(now, MAX_SWEPT_REQUESTS).await?;
     let mut recorded = 0;
     for request in &due {
-        if record_expiry_if_due(ports, request).await? {
+        if record_expiry_if_due(services, request).await? {
             recorded += 1;
         }
     }
@@ -126,11 +127,11 @@ pub async fn expire_requests(ports: &Ports) -> Result<usize, ApiError> {
 /// Records `request.expired` for a stored pending request whose deadline passed (the sweep
 /// may not have reached it yet); nothing when it is not due or someone else recorded it.
 /// Returns whether it wrote.
-async fn record_expiry_if_due(ports: &Ports, request: &AccessRequest) -> Result<bool, ApiError> {
-    let now = ports.clock.now();
+async fn record_expiry_if_due(services: &Services, request: &AccessRequest) -> Result<bool, ApiError> {
+    let now = services.clock.now();
     let Ok(expired) = request.settle(RequestStatus::Expired, now) else { return Ok(false) };
     let event = expired.event(AuditEventType::RequestExpired, Actor::system(), now);
-    match ports.request_writer.decide(&expired, None, vec![event]).await {
+    match services.request_writer.decide(&expired, None, vec![event]).await {
         Ok(_) => Ok(true),
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
@@ -138,12 +139,12 @@ async fn record_expiry_if_due(ports: &Ports, request: &AccessRequest) -> Result<
 }
 
 async fn decide(
-    ports: &Ports,
+    services: &Services,
     decided: &AccessRequest,
     grant: Option<&Consent>,
     events: Vec<crate::domain::AuditEvent>,
 ) -> Result<(), ApiError> {
-    match ports.request_writer.decide(decided, grant, events).await {
+    match services.request_writer.decide(decided, grant, events).await {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict(_)) => {
             Err(ApiError::Conflict("the request was decided while this decision ran; read it again"))

@@ -1,7 +1,8 @@
 use serde::Serialize;
 
+use super::Services;
 use crate::domain::{AuditEvent, AuditFilter};
-use crate::ports::{AuditQuery, Ports};
+use crate::ports::AuditQuery;
 
 use super::ApiError;
 
@@ -19,17 +20,19 @@ pub struct AuditPageView {
 /// Events matching `filter`, newest first. The caller decides the filter (an auditor's own,
 /// or a user's forced to their own id); the cursor only works with the filter it was made for.
 pub async fn query_audit(
-    ports: &Ports,
+    services: &Services,
     filter: AuditFilter,
     limit: usize,
     cursor: Option<&str>,
 ) -> Result<AuditPageView, ApiError> {
-    let after = cursor.map(|c| ports.cursor_key.open(c, &filter)).transpose()?;
-    let page =
-        ports.audit_reader.query(&AuditQuery { filter: filter.clone(), limit, after, now: ports.clock.now() }).await?;
+    let after = cursor.map(|c| services.cursor_key.open(c, &filter)).transpose()?;
+    let page = services
+        .audit_reader
+        .query(&AuditQuery { filter: filter.clone(), limit, after, now: services.clock.now() })
+        .await?;
     Ok(AuditPageView {
         events: page.events,
-        next_cursor: page.next.map(|position| ports.cursor_key.seal(&filter, position)),
+        next_cursor: page.next.map(|position| services.cursor_key.seal(&filter, position)),
     })
 }
 

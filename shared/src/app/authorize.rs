@@ -6,8 +6,9 @@
 use http::Method;
 use serde::Serialize;
 
+use super::Services;
 use crate::domain::{Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, Jti, Role, Scope, UserId};
-use crate::ports::{Ports, StoreError};
+use crate::ports::StoreError;
 use crate::token::{self, ImpersonationClaims, Rejection};
 
 /// Who is acting, once a token passed every check.
@@ -36,20 +37,23 @@ type Refusal = (Rejection, Option<ImpersonationClaims>);
 /// The checks every entry point shares: the stateless ones, then the live one (the user's
 /// consent exists, is unexpired, and is the token's `cid`). Returns the consent read, which a
 /// use is then recorded against.
-async fn check(ports: &Ports, bearer: &str) -> Result<Result<(ImpersonationClaims, Consent), Refusal>, StoreError> {
-    let now = ports.clock.now();
+async fn check(
+    services: &Services,
+    bearer: &str,
+) -> Result<Result<(ImpersonationClaims, Consent), Refusal>, StoreError> {
+    let now = services.clock.now();
     // Nothing in a token whose signature fails can be trusted to name a user: such refusals
     // go to the unattributed stream. Past the signature, refusals are the user's events.
     // A token that verified before (same bytes, key still in the ring, before its `exp`) is
     // served from the cache; the claims, the clock and the consent are checked every time.
-    let claims = match ports.verified.verify_signature(bearer, &ports.keys, now.unix()) {
+    let claims = match services.verified.verify_signature(bearer, &services.keys, now.unix()) {
         Ok(claims) => claims,
         Err(rejection) => return Ok(Err((rejection, None))),
     };
-    if let Err(rejection) = token::check_claims(&claims, &ports.policy, now) {
+    if let Err(rejection) = token::check_claims(&claims, &services.policy, now) {
         return Ok(Err((rejection, Some(claims))));
     }
-    Ok(match ports.consents.current(&claims.sub, now).await? {
+    Ok(match services.consent_reader.current(&claims.sub, now).await? {
         None => Err((Rejection::NoConsent, Some(claims))),
         Some(c) if c.consent_id != claims.cid => Err((Rejection::ConsentReplaced, Some(claims))),
         Some(c) => Ok((claims, c)),
@@ -61,27 +65,32 @@ async fn check(ports: &Ports, bearer: &str) -> Result<Result<(ImpersonationClaim
 /// `token.used` or `token.rejected`, and the audit write is committed before the answer; a
 /// use is recorded on condition that the consent is still live, so a revoke that commits
 /// between the check and the write turns the use into a refusal.
-pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str) -> Result<Authorized, AuthorizeError> {
-    let checked = match check(ports, bearer).await.map_err(AuthorizeError::Unavailable)? {
+pub async fn authorize(
+    services: &Services,
+    bearer: &str,
+    method: &Method,
+    path: &str,
+) -> Result<Authorized, AuthorizeError> {
+    let checked = match check(services, bearer).await.map_err(AuthorizeError::Unavailable)? {
         Ok((claims, _)) if !claims.scope.allows(method) => Err((Rejection::Scope, Some(claims))),
         other => other,
     };
     let path = truncate(path, 256);
     let refuse = async |rejection: Rejection, claims: Option<&ImpersonationClaims>| {
         let detail = format!("{} {method} {path}", rejection.code());
-        rejected(ports, rejection, claims, detail).await.map_err(AuthorizeError::Unavailable)?;
+        rejected(services, rejection, claims, detail).await.map_err(AuthorizeError::Unavailable)?;
         Err(AuthorizeError::Rejected(rejection))
     };
     let (claims, consent) = match checked {
         Ok(checked) => checked,
         Err((rejection, claims)) => return refuse(rejection, claims.as_ref()).await,
     };
-    let now = ports.clock.now();
+    let now = services.clock.now();
     let used = AuditEvent::new(AuditEventType::TokenUsed, now, Some(claims.sub.clone()), agent(&claims))
         .with_consent(&claims.cid, claims.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_detail(format!("{method} {path}"));
-    match ports.ledger.record_under_consent(&consent, now, used).await {
+    match services.token_ledger.record_under_consent(&consent, now, used).await {
         Ok(_) => {}
         Err(StoreError::ConsentChanged) => return refuse(Rejection::NoConsent, Some(&claims)).await,
         Err(e) => return Err(AuthorizeError::Unavailable(e)),
@@ -108,15 +117,15 @@ pub async fn authorize(ports: &Ports, bearer: &str, method: &Method, path: &str)
 /// that must reach the user's log or the unattributed stream. There is no method here, so no
 /// scope check: the answer carries `scope` and the resource server enforces it.
 pub async fn introspect(
-    ports: &Ports,
+    services: &Services,
     bearer: &str,
     resource_server: &AgentId,
 ) -> Result<Option<ImpersonationClaims>, StoreError> {
-    match check(ports, bearer).await? {
+    match check(services, bearer).await? {
         Ok((claims, _)) => Ok(Some(claims)),
         Err((rejection, claims)) => {
             let detail = format!("{} introspect by {resource_server}", rejection.code());
-            rejected(ports, rejection, claims.as_ref(), detail).await?;
+            rejected(services, rejection, claims.as_ref(), detail).await?;
             Ok(None)
         }
     }
@@ -129,12 +138,12 @@ fn agent(claims: &ImpersonationClaims) -> Actor {
 /// Appends `token.rejected`: to the user's stream when the claims are authentic, else to the
 /// unattributed one with an unknown actor.
 async fn rejected(
-    ports: &Ports,
+    services: &Services,
     rejection: Rejection,
     claims: Option<&ImpersonationClaims>,
     detail: String,
 ) -> Result<(), StoreError> {
-    let now = ports.clock.now();
+    let now = services.clock.now();
     debug_assert_eq!(claims.is_some(), rejection.after_signature(), "{rejection:?}");
     let event = match claims {
         Some(c) => AuditEvent::new(AuditEventType::TokenRejected, now, Some(c.sub.clone()), agent(c))
@@ -143,7 +152,7 @@ async fn rejected(
         None => AuditEvent::new(AuditEventType::TokenRejected, now, None, Actor::unknown()),
     }
     .with_detail(detail);
-    ports.audit.append(event).await.map(|_| ())
+    services.audit_appender.append(event).await.map(|_| ())
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {

@@ -6,9 +6,10 @@
 use serde_json::{Value, json};
 use support_access_verify::checkpoint::{CHECKPOINT_TYPE, CheckpointClaims, link_of, seal_leaves};
 
+use super::Services;
 use crate::domain::{Timestamp, UserId};
+use crate::ports::Signer;
 use crate::ports::{ChainArchive, Checkpoint, SignerError, StoreError};
-use crate::ports::{Ports, Signer};
 use crate::token::sign_jws;
 
 use super::{ApiError, MAX_EXPORT_EVENTS};
@@ -58,10 +59,10 @@ pub async fn make_checkpoint(
 /// JSON Lines `support-access verify` reads. Events keep their own `type`; checkpoints are
 /// `{"type":"checkpoint","seq":…,"jws":…,"leaves":[…]}`, with only the exported streams'
 /// leaves and their inclusion proofs.
-pub async fn export_lines(ports: &Ports, user: Option<UserId>) -> Result<Vec<Value>, ApiError> {
+pub async fn export_lines(services: &Services, user: Option<UserId>) -> Result<Vec<Value>, ApiError> {
     let streams = match &user {
         Some(user) => vec![user.as_str().to_owned()],
-        None => ports.archive.streams().await?,
+        None => services.chain_archive.streams().await?,
     };
     let too_long = || {
         ApiError::InvalidRequest(format!(
@@ -72,7 +73,7 @@ pub async fn export_lines(ports: &Ports, user: Option<UserId>) -> Result<Vec<Val
     for stream in &streams {
         let mut after = 0;
         loop {
-            let page = ports.archive.stream_events(stream, after, 500).await?;
+            let page = services.chain_archive.stream_events(stream, after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for event in page {
@@ -83,7 +84,7 @@ pub async fn export_lines(ports: &Ports, user: Option<UserId>) -> Result<Vec<Val
             }
         }
     }
-    for (checkpoint, leaves) in ports.archive.checkpoints(user.as_ref().map(|u| u.as_str())).await? {
+    for (checkpoint, leaves) in services.chain_archive.checkpoints(user.as_ref().map(|u| u.as_str())).await? {
         lines.push(json!({
             "type": "checkpoint",
             "seq": checkpoint.claims.seq,
@@ -96,6 +97,12 @@ pub async fn export_lines(ports: &Ports, user: Option<UserId>) -> Result<Vec<Val
 
 /// Seals pending heads now: the on-demand form (`local-api checkpoint`), with the ports'
 /// own signer, issuer and clock.
-pub async fn checkpoint_now(ports: &Ports) -> Result<Option<Checkpoint>, CheckpointError> {
-    make_checkpoint(ports.archive.as_ref(), ports.signer.as_ref(), &ports.policy.issuer, ports.clock.now()).await
+pub async fn checkpoint_now(services: &Services) -> Result<Option<Checkpoint>, CheckpointError> {
+    make_checkpoint(
+        services.chain_archive.as_ref(),
+        services.signer.as_ref(),
+        &services.policy.issuer,
+        services.clock.now(),
+    )
+    .await
 }

@@ -1,5 +1,6 @@
+use super::Services;
 use crate::domain::{Actor, AuditEvent, AuditEventType, Consent, ConsentDuration, Note, Role, Scope, UserId};
-use crate::ports::{Ports, StoreError};
+use crate::ports::StoreError;
 
 use super::ApiError;
 
@@ -10,35 +11,35 @@ fn user_actor(user: &UserId) -> Actor {
 /// `POST /consents`: the user lets support in for `duration`. A consent already active is
 /// replaced (new `consent_id`, so its tokens stop working).
 pub async fn grant_consent(
-    ports: &Ports,
+    services: &Services,
     user: &UserId,
     duration: ConsentDuration,
     scope: Scope,
     note: Note,
 ) -> Result<Consent, ApiError> {
-    if !ports.policy.enabled {
+    if !services.policy.enabled {
         return Err(ApiError::FeatureDisabled);
     }
-    let now = ports.clock.now();
+    let now = services.clock.now();
     let consent = Consent::grant(user.clone(), scope, note, duration, now);
     let event = AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), user_actor(user))
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
-    ports.consent_writer.grant(&consent, event).await?;
+    services.consent_writer.grant(&consent, event).await?;
     Ok(consent)
 }
 
 /// `GET /consents/current`: the user's active consent, or 404.
-pub async fn current_consent(ports: &Ports, user: &UserId) -> Result<Consent, ApiError> {
-    ports.consents.current(user, ports.clock.now()).await?.ok_or(ApiError::NotFound("no active consent"))
+pub async fn current_consent(services: &Services, user: &UserId) -> Result<Consent, ApiError> {
+    services.consent_reader.current(user, services.clock.now()).await?.ok_or(ApiError::NotFound("no active consent"))
 }
 
 /// `DELETE /consents/current`: ends the consent at once; 404 when there is none.
-pub async fn revoke_consent(ports: &Ports, user: &UserId) -> Result<(), ApiError> {
-    let now = ports.clock.now();
-    let consent = ports.consents.current(user, now).await?.ok_or(ApiError::NotFound("no active consent"))?;
+pub async fn revoke_consent(services: &Services, user: &UserId) -> Result<(), ApiError> {
+    let now = services.clock.now();
+    let consent = services.consent_reader.current(user, now).await?.ok_or(ApiError::NotFound("no active consent"))?;
     let event = AuditEvent::new(AuditEventType::ConsentRevoked, now, Some(user.clone()), user_actor(user))
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
-    match ports.consent_writer.revoke(&consent, event).await {
+    match services.consent_writer.revoke(&consent, event).await {
         Ok(_) => Ok(()),
         Err(StoreError::ConsentChanged) => {
             Err(ApiError::Conflict("the consent changed while it was being revoked; read it and try again"))

@@ -21,7 +21,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(&'static str),
     #[error("this route does not take that method")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: String },
     #[error("{0}")]
     Conflict(&'static str),
     #[error("the request body is larger than {limit} bytes")]

@@ -1,9 +1,10 @@
 use serde::Serialize;
 
+use super::Services;
 use crate::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, SignIn, Timestamp, UserId,
 };
-use crate::ports::{Ports, StoreError};
+use crate::ports::StoreError;
 use crate::token;
 
 use super::ApiError;
@@ -26,44 +27,44 @@ pub struct MintedToken {
 /// was read; every refusal is itself audited (`token.denied`, on the user's stream, so the
 /// user sees that someone tried).
 pub async fn mint_token(
-    ports: &Ports,
+    services: &Services,
     agent: &AgentId,
     sign_in: &SignIn,
     user: &UserId,
     reason: Reason,
 ) -> Result<MintedToken, ApiError> {
-    let now = ports.clock.now();
+    let now = services.clock.now();
     let actor = Actor { sub: agent.clone(), role: Role::Support };
     let denied = |code: &str| {
         AuditEvent::new(AuditEventType::TokenDenied, now, Some(user.clone()), actor.clone())
             .with_reason(&reason)
             .with_detail(code)
     };
-    if !ports.policy.enabled {
-        ports.audit.append(denied("feature-disabled")).await?;
+    if !services.policy.enabled {
+        services.audit_appender.append(denied("feature-disabled")).await?;
         return Err(ApiError::FeatureDisabled);
     }
-    if let Err(missing) = ports.policy.step_up.check(sign_in, now, ports.policy.leeway_seconds) {
-        ports.audit.append(denied(missing.code())).await?;
+    if let Err(missing) = services.policy.step_up.check(sign_in, now, services.policy.leeway_seconds) {
+        services.audit_appender.append(denied(missing.code())).await?;
         return Err(ApiError::StepUpRequired(missing));
     }
-    let Some(consent) = ports.consents.current(user, now).await? else {
-        ports.audit.append(denied("no-consent")).await?;
+    let Some(consent) = services.consent_reader.current(user, now).await? else {
+        services.audit_appender.append(denied("no-consent")).await?;
         return Err(ApiError::NoConsent);
     };
 
-    let claims = token::new_claims(&consent, agent.clone(), reason.clone(), now, &ports.policy);
-    let access_token = token::sign(&claims, ports.signer.as_ref()).await?;
+    let claims = token::new_claims(&consent, agent.clone(), reason.clone(), now, &services.policy);
+    let access_token = token::sign(&claims, services.signer.as_ref()).await?;
 
     let issued = AuditEvent::new(AuditEventType::TokenIssued, now, Some(user.clone()), actor.clone())
         .with_consent(&consent.consent_id, consent.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_reason(&reason);
-    match ports.ledger.record_under_consent(&consent, now, issued).await {
+    match services.token_ledger.record_under_consent(&consent, now, issued).await {
         Ok(_) => {}
         Err(StoreError::ConsentChanged) => {
             // Revoked or replaced between the read and the commit: the signed token is dropped.
-            ports.audit.append(denied("consent-changed")).await?;
+            services.audit_appender.append(denied("consent-changed")).await?;
             return Err(ApiError::NoConsent);
         }
         Err(e) => return Err(e.into()),

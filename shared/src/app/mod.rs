@@ -1,5 +1,5 @@
 //! The use cases: grant, read and revoke a consent, mint a token, authorize a token's use,
-//! and query the audit log. Each takes the [`Ports`](crate::ports::Ports) (clock included)
+//! and query the audit log. Each takes the [`Services`] (clock included)
 //! and domain values already parsed at the edge, so the same code serves every Lambda, the
 //! local API and the tests.
 
@@ -13,6 +13,7 @@ mod error;
 mod expiry;
 mod mint;
 mod notify;
+mod services;
 
 pub use access_request::{
     MAX_LISTED_REQUESTS, MAX_SWEPT_REQUESTS, agent_requests, approve_request, deny_request, expire_requests,
@@ -27,3 +28,4 @@ pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};
 pub use notify::{RelayError, RelaySettings, RelayStats, publish_committed, relay_forever, relay_once, should_publish};
+pub use services::Services;

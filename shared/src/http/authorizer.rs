@@ -11,8 +11,8 @@ use lambda_http::aws_lambda_events::apigw::{
 };
 use serde_json::{Value, json};
 
+use crate::app::Services;
 use crate::app::{self, AuthorizeError};
-use crate::ports::Ports;
 
 /// The keys of the context an allowed request carries to the integration
 /// (`$context.authorizer.<key>`, or `requestContext.authorizer.lambda` in a Lambda).
@@ -23,14 +23,14 @@ pub const CONTEXT_KEYS: [&str; 5] = ["user_id", "acting_agent", "scope", "consen
 /// no token, a malformed event or an unreachable store all deny.
 pub async fn authorize_request(
     event: ApiGatewayV2CustomAuthorizerV2Request,
-    ports: &Ports,
+    services: &Services,
 ) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
     let Some(token) = bearer(&event) else {
         return deny();
     };
     let http = &event.request_context.http;
     let path = event.raw_path.as_deref().filter(|p| !p.is_empty()).or(http.path.as_deref()).unwrap_or("/");
-    match app::authorize(ports, &token, &http.method, path).await {
+    match app::authorize(services, &token, &http.method, path).await {
         Ok(who) => {
             let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
             response.is_authorized = true;

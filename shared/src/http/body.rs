@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::ApiError;
 
-/// Largest request body accepted (DESIGN.md): larger ones get 413 before any parsing.
+/// Largest request body accepted (docs/design.md): larger ones get 413 before any parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The request's JSON body as `T` (whose serde attributes refuse unknown fields).

@@ -13,4 +13,4 @@ pub use authorizer::{CONTEXT_KEYS, authorize_request};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
-pub use routes::{Route, handle, route, route_among};
+pub use routes::{Route, handle, handle_resolved, route, route_among};

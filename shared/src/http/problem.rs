@@ -69,7 +69,10 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
             );
         }
         ApiError::MethodNotAllowed { allow } => {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            // Method names from the route table: always a valid header value.
+            if let Ok(allow) = HeaderValue::from_str(allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
         }
         ApiError::Unavailable(_) => {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

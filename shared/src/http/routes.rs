@@ -1,4 +1,4 @@
-//! The HTTP contract of DESIGN.md, route by route. Each handler parses the request into domain
+//! The HTTP contract (`openapi.yaml`), route by route. Each handler parses the request into domain
 //! values (refusing anything else with 400 before touching a store), calls its use case and
 //! shapes the answer.
 
@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::body::{form_body, json_body, no_body, query};
 use super::caller::Caller;
 use super::problem::problem_response;
+use crate::app::Services;
 use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::domain::{
     AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, RequestId, Scope, Timestamp, UserId,
 };
-use crate::ports::Ports;
 use crate::token::Rejection;
 
 /// Every route of the API. A Lambda serves one; local-api resolves them all.
@@ -52,47 +52,71 @@ pub enum Route {
     DenyAccessRequest,
 }
 
-/// The prefix of the per-request routes of the user.
-const MY_REQUESTS: &str = "/me/access-requests/";
+/// The route table: every route with the methods it takes (none listed: any method) and
+/// its path, `{request_id}` standing for a path parameter. It is the one list of routes:
+/// [`Route::resolve`] reads it, the fuzz harness draws its requests from it, and the tests
+/// hold `openapi.yaml` and the SAM template to it.
+const TABLE: &[(Route, &[&str], &str)] = &[
+    (Route::GrantConsent, &["POST"], "/consents"),
+    (Route::GetConsent, &["GET"], "/consents/current"),
+    (Route::RevokeConsent, &["DELETE"], "/consents/current"),
+    (Route::MintToken, &["POST"], "/tokens"),
+    (Route::QueryAudit, &["GET"], "/audit"),
+    (Route::ExportAudit, &["GET"], "/audit/export"),
+    (Route::AccessLog, &["GET"], "/me/access-log"),
+    (Route::Jwks, &["GET", "HEAD"], "/.well-known/jwks.json"),
+    (Route::Whoami, &[], "/app/whoami"),
+    (Route::Introspect, &["POST"], "/introspect"),
+    (Route::FileAccessRequest, &["POST"], "/access-requests"),
+    (Route::AgentAccessRequests, &["GET"], "/access-requests"),
+    (Route::MyAccessRequests, &["GET"], "/me/access-requests"),
+    (Route::ApproveAccessRequest, &["POST"], "/me/access-requests/{request_id}/approve"),
+    (Route::DenyAccessRequest, &["POST"], "/me/access-requests/{request_id}/deny"),
+];
+
+/// The order methods are listed in an `Allow` header.
+const METHOD_ORDER: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl Route {
-    /// The route for `method` on `path`: 404 for an unknown path, 405 for a known path with
-    /// a method it does not take.
+    /// Every route, in the table's order.
+    pub fn all() -> impl Iterator<Item = Route> {
+        TABLE.iter().map(|(route, _, _)| *route)
+    }
+
+    /// The methods this route takes; empty for a route that takes any method.
+    pub fn methods(self) -> &'static [&'static str] {
+        self.row().1
+    }
+
+    /// The route's path as the API documents it, `{request_id}` for a path parameter.
+    pub fn path(self) -> &'static str {
+        self.row().2
+    }
+
+    fn row(self) -> &'static (Route, &'static [&'static str], &'static str) {
+        TABLE.iter().find(|(route, _, _)| *route == self).expect("every route is in the table")
+    }
+
+    /// The route for `method` on `path` (one trailing slash ignored): 404 for an unknown
+    /// path, 405 with the methods it takes for a known path with a method it does not take.
     pub fn resolve(method: &Method, path: &str) -> Result<Self, ApiError> {
-        let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-        let (allow, route) = match (path, method) {
-            ("/consents", &Method::POST) => ("POST", Some(Self::GrantConsent)),
-            ("/consents", _) => ("POST", None),
-            ("/consents/current", &Method::GET) => ("GET, DELETE", Some(Self::GetConsent)),
-            ("/consents/current", &Method::DELETE) => ("GET, DELETE", Some(Self::RevokeConsent)),
-            ("/consents/current", _) => ("GET, DELETE", None),
-            ("/tokens", &Method::POST) => ("POST", Some(Self::MintToken)),
-            ("/tokens", _) => ("POST", None),
-            ("/audit", &Method::GET) => ("GET", Some(Self::QueryAudit)),
-            ("/audit/export", &Method::GET) => ("GET", Some(Self::ExportAudit)),
-            ("/audit/export", _) => ("GET", None),
-            ("/audit", _) => ("GET", None),
-            ("/me/access-log", &Method::GET) => ("GET", Some(Self::AccessLog)),
-            ("/me/access-log", _) => ("GET", None),
-            ("/.well-known/jwks.json", &Method::GET | &Method::HEAD) => ("GET", Some(Self::Jwks)),
-            ("/.well-known/jwks.json", _) => ("GET", None),
-            ("/app/whoami", _) => ("", Some(Self::Whoami)),
-            ("/introspect", &Method::POST) => ("POST", Some(Self::Introspect)),
-            ("/introspect", _) => ("POST", None),
-            ("/access-requests", &Method::POST) => ("GET, POST", Some(Self::FileAccessRequest)),
-            ("/access-requests", &Method::GET) => ("GET, POST", Some(Self::AgentAccessRequests)),
-            ("/access-requests", _) => ("GET, POST", None),
-            ("/me/access-requests", &Method::GET) => ("GET", Some(Self::MyAccessRequests)),
-            ("/me/access-requests", _) => ("GET", None),
-            (p, m) if p.starts_with(MY_REQUESTS) => match (decision_of(p), m) {
-                (Some((_, Decision::Approve)), &Method::POST) => ("POST", Some(Self::ApproveAccessRequest)),
-                (Some((_, Decision::Deny)), &Method::POST) => ("POST", Some(Self::DenyAccessRequest)),
-                (Some(_), _) => ("POST", None),
-                (None, _) => return Err(ApiError::NotFound("no such route")),
-            },
-            _ => return Err(ApiError::NotFound("no such route")),
-        };
-        route.ok_or(ApiError::MethodNotAllowed { allow })
+        let path = normalized(path);
+        let mut allowed: Vec<&str> = Vec::new();
+        for (route, methods, template) in TABLE {
+            if path_parameter(template, path).is_none() {
+                continue;
+            }
+            if methods.is_empty() || methods.contains(&method.as_str()) {
+                return Ok(*route);
+            }
+            allowed.extend_from_slice(methods);
+        }
+        if allowed.is_empty() {
+            return Err(ApiError::NotFound("no such route"));
+        }
+        allowed.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+        allowed.dedup();
+        Err(ApiError::MethodNotAllowed { allow: allowed.join(", ") })
     }
 
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
@@ -103,59 +127,73 @@ impl Route {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    Approve,
-    Deny,
+/// `path` without one trailing slash (`/` itself stays).
+fn normalized(path: &str) -> &str {
+    path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path)
 }
 
-/// The `{request_id}` (unparsed) and decision of `/me/access-requests/{request_id}/{approve|deny}`.
-fn decision_of(path: &str) -> Option<(&str, Decision)> {
-    let (id, action) = path.strip_prefix(MY_REQUESTS)?.split_once('/')?;
-    let decision = match action.strip_suffix('/').unwrap_or(action) {
-        "approve" => Decision::Approve,
-        "deny" => Decision::Deny,
-        _ => return None,
-    };
-    (!id.is_empty()).then_some((id, decision))
+/// Whether `path` is an instance of `template`: `Some` with the text of its `{...}` segment
+/// (`""` for a template without one), `None` when it is not. A parameter is one non-empty
+/// segment.
+fn path_parameter<'a>(template: &str, path: &'a str) -> Option<&'a str> {
+    let mut parameter = "";
+    let mut segments = path.split('/');
+    for expected in template.split('/') {
+        let segment = segments.next()?;
+        if expected.starts_with('{') {
+            if segment.is_empty() {
+                return None;
+            }
+            parameter = segment;
+        } else if expected != segment {
+            return None;
+        }
+    }
+    segments.next().is_none().then_some(parameter)
 }
 
-/// Resolves the route from the request itself (local-api) and handles it.
-pub async fn route(req: Request, ports: &Ports) -> Response<Body> {
-    match Route::resolve(req.method(), req.uri().path()) {
-        Ok(route) => handle(route, req, ports).await,
+/// Resolves the route from the request itself and handles it.
+pub async fn route(req: Request, services: &Services) -> Response<Body> {
+    handle_resolved(Route::resolve(req.method(), req.uri().path()), req, services).await
+}
+
+/// Handles `req` as the route [`Route::resolve`] found for it, or answers its 404/405
+/// (local-api, which resolves once and needs the route before it builds the request).
+pub async fn handle_resolved(resolved: Result<Route, ApiError>, req: Request, services: &Services) -> Response<Body> {
+    match resolved {
+        Ok(route) => handle(route, req, services).await,
         Err(e) => problem_response(&e, &request_id(&req)),
     }
 }
 
 /// Resolves the route from the request and handles it if it is one of `routes` (a Lambda
 /// function serving several routes); any other is 404.
-pub async fn route_among(routes: &[Route], req: Request, ports: &Ports) -> Response<Body> {
+pub async fn route_among(routes: &[Route], req: Request, services: &Services) -> Response<Body> {
     match Route::resolve(req.method(), req.uri().path()) {
-        Ok(route) if routes.contains(&route) => handle(route, req, ports).await,
+        Ok(route) if routes.contains(&route) => handle(route, req, services).await,
         Ok(_) => problem_response(&ApiError::NotFound("no such route"), &request_id(&req)),
         Err(e) => problem_response(&e, &request_id(&req)),
     }
 }
 
 /// Handles `req` as `route`: the one entry point of every Lambda function.
-pub async fn handle(route: Route, req: Request, ports: &Ports) -> Response<Body> {
+pub async fn handle(route: Route, req: Request, services: &Services) -> Response<Body> {
     let result = match route {
-        Route::GrantConsent => grant_consent(&req, ports).await,
-        Route::GetConsent => get_consent(&req, ports).await,
-        Route::RevokeConsent => revoke_consent(&req, ports).await,
-        Route::MintToken => mint_token(&req, ports).await,
-        Route::QueryAudit => query_audit(&req, ports).await,
-        Route::AccessLog => access_log(&req, ports).await,
-        Route::Jwks => Ok(json(StatusCode::OK, ports.keys.jwks())),
-        Route::Whoami => whoami(&req, ports).await,
-        Route::Introspect => introspect(&req, ports).await,
-        Route::ExportAudit => export_audit(&req, ports).await,
-        Route::FileAccessRequest => file_access_request(&req, ports).await,
-        Route::AgentAccessRequests => agent_access_requests(&req, ports).await,
-        Route::MyAccessRequests => my_access_requests(&req, ports).await,
-        Route::ApproveAccessRequest => approve_access_request(&req, ports).await,
-        Route::DenyAccessRequest => deny_access_request(&req, ports).await,
+        Route::GrantConsent => grant_consent(&req, services).await,
+        Route::GetConsent => get_consent(&req, services).await,
+        Route::RevokeConsent => revoke_consent(&req, services).await,
+        Route::MintToken => mint_token(&req, services).await,
+        Route::QueryAudit => query_audit(&req, services).await,
+        Route::AccessLog => access_log(&req, services).await,
+        Route::Jwks => Ok(json(StatusCode::OK, services.keys.jwks())),
+        Route::Whoami => whoami(&req, services).await,
+        Route::Introspect => introspect(&req, services).await,
+        Route::ExportAudit => export_audit(&req, services).await,
+        Route::FileAccessRequest => file_access_request(&req, services).await,
+        Route::AgentAccessRequests => agent_access_requests(&req, services).await,
+        Route::MyAccessRequests => my_access_requests(&req, services).await,
+        Route::ApproveAccessRequest => approve_access_request(&req, services).await,
+        Route::DenyAccessRequest => deny_access_request(&req, services).await,
     };
     result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
 }
@@ -178,8 +216,8 @@ fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
         .expect("a static status and headers always build")
 }
 
-fn caller(req: &Request, ports: &Ports) -> Result<Caller, ApiError> {
-    Caller::from_request(req, &ports.policy)
+fn caller(req: &Request, services: &Services) -> Result<Caller, ApiError> {
+    Caller::from_request(req, &services.policy)
 }
 
 #[derive(Deserialize)]
@@ -192,24 +230,24 @@ struct GrantBody {
     note: Option<String>,
 }
 
-async fn grant_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
+async fn grant_consent(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
     let body: GrantBody = json_body(req)?;
-    let duration = ConsentDuration::parse(body.duration_seconds, &ports.policy)?;
+    let duration = ConsentDuration::parse(body.duration_seconds, &services.policy)?;
     let scope = body.scope.as_deref().map(Scope::parse).transpose()?.unwrap_or_default();
     let note = body.note.as_deref().map(Note::parse).transpose()?.unwrap_or_default();
-    let consent = app::grant_consent(ports, &user, duration, scope, note).await?;
+    let consent = app::grant_consent(services, &user, duration, scope, note).await?;
     Ok(json(StatusCode::CREATED, &consent))
 }
 
-async fn get_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
-    Ok(json(StatusCode::OK, &app::current_consent(ports, &user).await?))
+async fn get_consent(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
+    Ok(json(StatusCode::OK, &app::current_consent(services, &user).await?))
 }
 
-async fn revoke_consent(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
-    app::revoke_consent(ports, &user).await?;
+async fn revoke_consent(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
+    app::revoke_consent(services, &user).await?;
     Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).expect("static response"))
 }
 
@@ -220,14 +258,14 @@ struct MintBody {
     reason: String,
 }
 
-async fn mint_token(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.support_group)?;
+async fn mint_token(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.support_group)?;
     let agent = caller.agent_id()?;
     let body: MintBody = json_body(req)?;
     let user = UserId::parse(&body.user_id)?;
     let reason = Reason::parse(&body.reason)?;
-    let minted = app::mint_token(ports, &agent, caller.sign_in(), &user, reason).await?;
+    let minted = app::mint_token(services, &agent, caller.sign_in(), &user, reason).await?;
     Ok(json(StatusCode::CREATED, &minted))
 }
 
@@ -247,52 +285,52 @@ struct AccessRequestList {
     requests: Vec<crate::domain::AccessRequest>,
 }
 
-async fn file_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.support_group)?;
+async fn file_access_request(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.support_group)?;
     let agent = caller.agent_id()?;
     let body: AccessRequestBody = json_body(req)?;
     let user = UserId::parse(&body.user_id)?;
     let reason = Reason::parse(&body.reason)?;
     let scope = body.scope.as_deref().map(Scope::parse).transpose()?.unwrap_or_default();
-    let duration = ConsentDuration::parse(body.duration_seconds, &ports.policy)?;
-    let request = app::file_request(ports, &agent, user, reason, scope, duration).await?;
+    let duration = ConsentDuration::parse(body.duration_seconds, &services.policy)?;
+    let request = app::file_request(services, &agent, user, reason, scope, duration).await?;
     Ok(json(StatusCode::CREATED, &request))
 }
 
-async fn agent_access_requests(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.support_group)?;
-    let requests = app::agent_requests(ports, &caller.agent_id()?).await?;
+async fn agent_access_requests(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.support_group)?;
+    let requests = app::agent_requests(services, &caller.agent_id()?).await?;
     Ok(json(StatusCode::OK, &AccessRequestList { requests }))
 }
 
-async fn my_access_requests(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
-    let requests = app::user_requests(ports, &user).await?;
+async fn my_access_requests(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
+    let requests = app::user_requests(services, &user).await?;
     Ok(json(StatusCode::OK, &AccessRequestList { requests }))
 }
 
 /// The request id in the path of a decision route; a malformed one is as absent as an unknown one.
-fn request_id_in(req: &Request) -> Result<RequestId, ApiError> {
-    decision_of(req.uri().path())
-        .and_then(|(id, _)| RequestId::parse(id).ok())
+fn request_id_in(route: Route, req: &Request) -> Result<RequestId, ApiError> {
+    path_parameter(route.path(), normalized(req.uri().path()))
+        .and_then(|id| RequestId::parse(id).ok())
         .ok_or(ApiError::NotFound("no such access request"))
 }
 
-async fn approve_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
-    let id = request_id_in(req)?;
+async fn approve_access_request(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
+    let id = request_id_in(Route::ApproveAccessRequest, req)?;
     no_body(req)?;
-    let consent = app::approve_request(ports, &user, &id).await?;
+    let consent = app::approve_request(services, &user, &id).await?;
     Ok(json(StatusCode::CREATED, &consent))
 }
 
-async fn deny_access_request(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
-    let id = request_id_in(req)?;
+async fn deny_access_request(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
+    let id = request_id_in(Route::DenyAccessRequest, req)?;
     no_body(req)?;
-    Ok(json(StatusCode::OK, &app::deny_request(ports, &user, &id).await?))
+    Ok(json(StatusCode::OK, &app::deny_request(services, &user, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -323,9 +361,9 @@ fn page_size(raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-async fn query_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.auditor_group)?;
+async fn query_audit(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.auditor_group)?;
     let p: AuditParams = query(req)?;
     let filter = AuditFilter {
         user_id: p.user_id.as_deref().map(UserId::parse).transpose()?,
@@ -340,7 +378,7 @@ async fn query_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, Api
         return Err(ApiError::InvalidRequest("from must not be after to".into()));
     }
     let limit = page_size(p.limit.as_deref())?;
-    let page = app::query_audit(ports, filter, limit, p.cursor.as_deref()).await?;
+    let page = app::query_audit(services, filter, limit, p.cursor.as_deref()).await?;
     Ok(json(StatusCode::OK, &page))
 }
 
@@ -353,13 +391,13 @@ struct ExportParams {
 /// The export is JSON Lines (`application/x-ndjson`): audit events as the API returns them,
 /// each stream oldest first, then the checkpoints that seal them (see `app::export_lines`),
 /// so `support-access verify` can check the chains offline.
-async fn export_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.auditor_group)?;
+async fn export_audit(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.auditor_group)?;
     let p: ExportParams = query(req)?;
     let user = p.user_id.as_deref().map(UserId::parse).transpose()?;
     let mut lines = String::new();
-    for line in app::export_lines(ports, user).await? {
+    for line in app::export_lines(services, user).await? {
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
@@ -371,16 +409,16 @@ async fn export_audit(req: &Request, ports: &Ports) -> Result<Response<Body>, Ap
         .expect("a static status and headers always build"))
 }
 
-async fn access_log(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let user = caller(req, ports)?.user_id()?;
+async fn access_log(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let user = caller(req, services)?.user_id()?;
     let p: AccessLogParams = query(req)?;
     let filter = AuditFilter { user_id: Some(user), ..AuditFilter::default() };
     let limit = page_size(p.limit.as_deref())?;
-    let page = app::query_audit(ports, filter, limit, p.cursor.as_deref()).await?;
+    let page = app::query_audit(services, filter, limit, p.cursor.as_deref()).await?;
     Ok(json(StatusCode::OK, &page))
 }
 
-async fn whoami(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
+async fn whoami(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -388,7 +426,7 @@ async fn whoami(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(ApiError::Unauthenticated)?;
-    match app::authorize(ports, bearer, req.method(), req.uri().path()).await {
+    match app::authorize(services, bearer, req.method(), req.uri().path()).await {
         Ok(who) => Ok(json(StatusCode::OK, &WhoamiView::from(who))),
         Err(AuthorizeError::Rejected(Rejection::Scope)) => {
             Err(ApiError::Forbidden("the token's scope does not allow this method"))
@@ -433,12 +471,12 @@ struct ActiveClaims {
 /// `POST /introspect`: only callers in the introspect group may ask (the answer discloses
 /// who is acting as whom). The live consent is checked as on every use; the scope is not,
 /// since there is no method to check it against: the resource server enforces it.
-async fn introspect(req: &Request, ports: &Ports) -> Result<Response<Body>, ApiError> {
-    let caller = caller(req, ports)?;
-    caller.require_group(&ports.policy.introspect_group)?;
+async fn introspect(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.introspect_group)?;
     let resource_server = caller.agent_id()?;
     let body: IntrospectBody = form_body(req)?;
-    let claims = app::introspect(ports, body.token.trim(), &resource_server).await?;
+    let claims = app::introspect(services, body.token.trim(), &resource_server).await?;
     let view = IntrospectionView {
         active: claims.is_some(),
         claims: claims.map(|c| ActiveClaims {
@@ -476,6 +514,13 @@ impl From<app::Authorized> for WhoamiView {
 mod tests {
     use super::*;
 
+    fn allow_of(result: Result<Route, ApiError>) -> String {
+        match result {
+            Err(ApiError::MethodNotAllowed { allow }) => allow,
+            other => panic!("expected 405, got {other:?}"),
+        }
+    }
+
     #[test]
     fn known_paths_resolve_and_others_do_not() {
         assert_eq!(Route::resolve(&Method::POST, "/consents").unwrap(), Route::GrantConsent);
@@ -483,12 +528,15 @@ mod tests {
         assert_eq!(Route::resolve(&Method::DELETE, "/consents/current/").unwrap(), Route::RevokeConsent);
         assert_eq!(Route::resolve(&Method::PATCH, "/app/whoami").unwrap(), Route::Whoami);
         assert_eq!(Route::resolve(&Method::POST, "/introspect").unwrap(), Route::Introspect);
-        assert!(matches!(
-            Route::resolve(&Method::GET, "/introspect"),
-            Err(ApiError::MethodNotAllowed { allow: "POST" })
-        ));
-        assert!(matches!(Route::resolve(&Method::GET, "/consents"), Err(ApiError::MethodNotAllowed { allow: "POST" })));
-        assert!(matches!(Route::resolve(&Method::GET, "/nope"), Err(ApiError::NotFound(_))));
+        assert_eq!(Route::resolve(&Method::HEAD, "/.well-known/jwks.json").unwrap(), Route::Jwks);
+        assert_eq!(allow_of(Route::resolve(&Method::GET, "/introspect")), "POST");
+        assert_eq!(allow_of(Route::resolve(&Method::GET, "/consents")), "POST");
+        assert_eq!(allow_of(Route::resolve(&Method::PUT, "/consents/current")), "GET, DELETE");
+        assert_eq!(allow_of(Route::resolve(&Method::DELETE, "/access-requests")), "GET, POST");
+        assert_eq!(allow_of(Route::resolve(&Method::POST, "/.well-known/jwks.json")), "GET, HEAD");
+        for unknown in ["/nope", "/", "", "/consents/current/x", "//consents", "/CONSENTS", "/consents//"] {
+            assert!(matches!(Route::resolve(&Method::GET, unknown), Err(ApiError::NotFound(_))), "{unknown}");
+        }
     }
 
     #[test]
@@ -501,14 +549,106 @@ mod tests {
             Route::ApproveAccessRequest
         );
         assert_eq!(Route::resolve(&Method::POST, "/me/access-requests/abc/deny/").unwrap(), Route::DenyAccessRequest);
-        assert_eq!(decision_of("/me/access-requests/abc/deny"), Some(("abc", Decision::Deny)));
-        assert!(matches!(
-            Route::resolve(&Method::GET, "/me/access-requests/abc/approve"),
-            Err(ApiError::MethodNotAllowed { allow: "POST" })
-        ));
-        for missing in ["/me/access-requests//approve", "/me/access-requests/abc", "/me/access-requests/abc/grant"] {
+        assert_eq!(path_parameter(Route::DenyAccessRequest.path(), "/me/access-requests/abc/deny"), Some("abc"));
+        assert_eq!(path_parameter(Route::ApproveAccessRequest.path(), "/me/access-requests/abc/deny"), None);
+        assert_eq!(allow_of(Route::resolve(&Method::GET, "/me/access-requests/abc/approve")), "POST");
+        for missing in [
+            "/me/access-requests//approve",
+            "/me/access-requests/abc",
+            "/me/access-requests/abc/grant",
+            "/me/access-requests/abc/approve/x",
+            "/me/access-requests/a/b/approve",
+        ] {
             assert!(matches!(Route::resolve(&Method::POST, missing), Err(ApiError::NotFound(_))), "{missing}");
         }
+    }
+
+    #[test]
+    fn every_route_resolves_from_its_own_path_and_methods() {
+        for route in Route::all() {
+            let path = route.path().replace("{request_id}", "0190b4c8-7f00-7000-8000-000000000000");
+            let methods = if route.methods().is_empty() { &["GET", "POST", "DELETE"][..] } else { route.methods() };
+            for method in methods {
+                let method = Method::from_bytes(method.as_bytes()).unwrap();
+                assert_eq!(Route::resolve(&method, &path).unwrap(), route, "{method} {path}");
+            }
+        }
+    }
+
+    /// `(METHOD, path)` of every operation in a YAML document's lines: OpenAPI's `paths`
+    /// (a path key at two spaces, its methods at four) or the SAM template's HttpApi events
+    /// (`Path:` and `Method:` properties).
+    fn openapi_operations(yaml: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut path = None;
+        for line in yaml.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if !line.starts_with("    ") && !line.trim().is_empty() {
+                path = None;
+            } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|m| m.strip_suffix(':')))
+                && ["get", "head", "options", "post", "put", "patch", "trace", "delete"].contains(&m)
+            {
+                out.push((m.to_uppercase(), p.clone()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn template_operations(yaml: &str) -> Vec<(String, String)> {
+        let value = |line: &str, key: &str| {
+            let at = line.find(key)? + key.len();
+            let rest = line[at..].trim_start();
+            let text = match rest.strip_prefix('"') {
+                Some(quoted) => &quoted[..quoted.find('"')?],
+                None => rest[..rest.find([',', '}']).unwrap_or(rest.len())].trim(),
+            };
+            Some(text.to_owned())
+        };
+        let mut out = Vec::new();
+        let mut pending_path: Option<String> = None;
+        for line in yaml.lines() {
+            if let Some(p) = value(line, "Path:") {
+                pending_path = Some(p);
+            }
+            if let (Some(m), Some(p)) = (value(line, "Method:"), &pending_path) {
+                out.push((m.to_uppercase(), p.clone()));
+                pending_path = None;
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn table_operations(with_any: &[&str], skip: &[Route]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Route::all()
+            .filter(|r| !skip.contains(r))
+            .flat_map(|r| {
+                let methods = if r.methods().is_empty() { with_any } else { r.methods() };
+                methods.iter().map(move |m| (m.to_string(), r.path().to_owned()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_route_table() {
+        let spec = include_str!("../../../openapi.yaml");
+        let mut documented = openapi_operations(spec);
+        let expected = table_operations(&["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "TRACE", "DELETE"], &[]);
+        documented.dedup();
+        assert_eq!(documented, expected);
+    }
+
+    #[test]
+    fn the_sam_template_deploys_exactly_the_route_table() {
+        let template = include_str!("../../../infra/template.yaml");
+        // The demo resource is local-api's only; HEAD is served by the GET route.
+        let expected: Vec<_> =
+            table_operations(&[], &[Route::Whoami]).into_iter().filter(|(m, _)| m != "HEAD").collect();
+        assert_eq!(template_operations(template), expected);
     }
 
     #[test]

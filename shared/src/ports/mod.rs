@@ -1,19 +1,19 @@
 //! What the use cases need from the outside world, one small trait per job. Each write that
 //! pairs a consent change with its audit event is a single port call, so every adapter must
 //! make the pair atomic (one SQLite transaction, one DynamoDB `TransactWriteItems`).
+//!
+//! Ports know only the domain: the wiring that holds one of each for a process is
+//! [`crate::app::Services`].
 
 mod clock;
 mod errors;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use errors::{SignerError, StoreError};
 
-use crate::domain::{AccessRequest, AgentId, AuditEvent, AuditFilter, Consent, Policy, RequestId, Timestamp, UserId};
-use crate::token::KeyRing;
+use crate::domain::{AccessRequest, AgentId, AuditEvent, AuditFilter, Consent, RequestId, Timestamp, UserId};
 
 /// Reads a user's consent.
 #[async_trait]
@@ -298,64 +298,4 @@ impl<
         + PendingRequests,
 > Store for T
 {
-}
-
-/// Everything a handler may touch, built once per process (per Lambda cold start).
-#[derive(Clone)]
-pub struct Ports {
-    pub consents: Arc<dyn ConsentReader>,
-    pub consent_writer: Arc<dyn ConsentWriter>,
-    pub ledger: Arc<dyn TokenLedger>,
-    pub audit: Arc<dyn AuditAppender>,
-    pub audit_reader: Arc<dyn AuditReader>,
-    pub archive: Arc<dyn ChainArchive>,
-    pub requests: Arc<dyn AccessRequestReader>,
-    pub request_writer: Arc<dyn AccessRequestWriter>,
-    pub pending_requests: Arc<dyn PendingRequests>,
-    pub signer: Arc<dyn Signer>,
-    /// The verification keys (the JWK Set), fetched once from the signer.
-    pub keys: Arc<KeyRing>,
-    /// Tokens whose signature already verified with `keys`, until their `exp`: a token used
-    /// again skips the ECDSA check, never the clock, consent or scope checks.
-    pub verified: Arc<support_access_verify::VerifiedCache>,
-    pub clock: Arc<dyn Clock>,
-    pub policy: Arc<Policy>,
-    /// Authenticates audit cursors so a client cannot forge or edit one.
-    pub cursor_key: Arc<crate::app::CursorKey>,
-}
-
-impl Ports {
-    /// All storage ports from one store. `keys` are the verification keys: the signer's JWK Set
-    /// (fetched once per process) where tokens are verified, [`KeyRing::empty`] where not.
-    pub fn new<S: Store + 'static>(
-        store: Arc<S>,
-        signer: Arc<dyn Signer>,
-        keys: KeyRing,
-        clock: Arc<dyn Clock>,
-        policy: Policy,
-        cursor_key: crate::app::CursorKey,
-    ) -> Self {
-        Self {
-            consents: store.clone(),
-            consent_writer: store.clone(),
-            ledger: store.clone(),
-            audit: store.clone(),
-            audit_reader: store.clone(),
-            requests: store.clone(),
-            request_writer: store.clone(),
-            pending_requests: store.clone(),
-            archive: store,
-            signer,
-            keys: Arc::new(keys),
-            verified: Arc::new(support_access_verify::VerifiedCache::default()),
-            clock,
-            policy: Arc::new(policy),
-            cursor_key: Arc::new(cursor_key),
-        }
-    }
-
-    /// The verification keys of `signer`: its JWK Set as a key ring.
-    pub async fn keys_of(signer: &dyn Signer) -> Result<KeyRing, SignerError> {
-        Ok(KeyRing::from_jwks(signer.public_keys().await?)?)
-    }
 }

@@ -1,0 +1,251 @@
+//! Whole chains and signed checkpoints on the embedded store: two more append-only tables
+//! (`checkpoints`, and `checkpoint_leaves` with each sealed head's inclusion proof), written
+//! in one transaction so a checkpoint is never stored without its leaves.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::store::{SqliteStore, unavailable};
+use shared::domain::AuditEvent;
+use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, ProvenLeaf, StoreError};
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn checkpoint_row(claims: &str, jws: String) -> Result<Checkpoint, StoreError> {
+    let claims: CheckpointClaims = serde_json::from_str(claims).map_err(|e| corrupt("checkpoint claims", e))?;
+    Ok(Checkpoint { claims, jws })
+}
+
+fn leaves_where(
+    tx: &Connection,
+    clause: &str,
+    arg: rusqlite::types::Value,
+) -> Result<Vec<(u64, ProvenLeaf)>, StoreError> {
+    let sql = format!(
+        "SELECT checkpoint, stream, seq, hash, leaf_index, proof FROM checkpoint_leaves WHERE {clause}
+         ORDER BY checkpoint, leaf_index"
+    );
+    let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map([arg], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (checkpoint, stream, seq, hash, index, proof) = row.map_err(unavailable)?;
+        let proof: Vec<String> = serde_json::from_str(&proof).map_err(|e| corrupt("leaf proof", e))?;
+        out.push((
+            checkpoint as u64,
+            ProvenLeaf { leaf: Leaf { stream, seq: seq as u64, hash }, index: index as u64, proof },
+        ));
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ChainArchive for SqliteStore {
+    async fn streams(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT DISTINCT stream FROM audit ORDER BY stream").map_err(unavailable)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let stream = stream.to_owned();
+        self.read(move |tx| {
+            let mut stmt = tx
+                .prepare("SELECT body FROM audit WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![stream, after_seq as i64, limit as i64], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?;
+            let mut events = Vec::new();
+            for body in rows {
+                let body = body.map_err(unavailable)?;
+                events.push(serde_json::from_str(&body).map_err(|e| corrupt(&format!("audit event in {stream}"), e))?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(|tx| {
+            let row: Option<(String, String)> = tx
+                .query_row("SELECT claims, jws FROM checkpoints ORDER BY seq DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(claims, jws)| checkpoint_row(&claims, jws)).transpose()
+        })
+        .await
+    }
+
+    /// Every stream whose last `seq` is past the last one sealed for it; SQLite answers this
+    /// in one query, so `latest` is not needed to narrow it.
+    async fn unsealed_heads(&self, _latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT a.stream, a.seq, a.hash FROM audit a
+                     JOIN (SELECT stream, MAX(seq) AS seq FROM audit GROUP BY stream) h
+                       ON a.stream = h.stream AND a.seq = h.seq
+                     WHERE h.seq > COALESCE((SELECT MAX(l.seq) FROM checkpoint_leaves l WHERE l.stream = h.stream), 0)
+                     ORDER BY a.stream",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| Ok(Leaf { stream: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, hash: r.get(2)? }))
+                .map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn append_checkpoint(&self, checkpoint: &Checkpoint, leaves: &[ProvenLeaf]) -> Result<(), StoreError> {
+        let checkpoint = checkpoint.clone();
+        let leaves = leaves.to_vec();
+        self.transaction(move |tx| {
+            let last: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM checkpoints", [], |r| r.get(0)).map_err(unavailable)?;
+            let seq = checkpoint.claims.seq as i64;
+            if seq != last + 1 {
+                return Err(StoreError::Conflict(format!("checkpoint {seq} made after {last}")));
+            }
+            let claims = serde_json::to_string(&checkpoint.claims).expect("claims serialize");
+            tx.execute(
+                "INSERT INTO checkpoints (seq, claims, jws) VALUES (?1, ?2, ?3)",
+                params![seq, claims, checkpoint.jws],
+            )
+            .map_err(unavailable)?;
+            for l in &leaves {
+                tx.execute(
+                    "INSERT INTO checkpoint_leaves (stream, checkpoint, seq, hash, leaf_index, proof)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        l.leaf.stream,
+                        seq,
+                        l.leaf.seq as i64,
+                        l.leaf.hash,
+                        l.index as i64,
+                        serde_json::to_string(&l.proof).expect("hex strings serialize")
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
+        let stream = stream.map(str::to_owned);
+        self.read(move |tx| {
+            let leaves = match &stream {
+                Some(s) => leaves_where(tx, "stream = ?1", s.clone().into())?,
+                None => leaves_where(tx, "?1 = 1", 1.into())?,
+            };
+            let sql = match &stream {
+                Some(_) => {
+                    "SELECT seq, claims, jws FROM checkpoints WHERE seq IN
+                     (SELECT checkpoint FROM checkpoint_leaves WHERE stream = ?1) ORDER BY seq"
+                }
+                None => "SELECT seq, claims, jws FROM checkpoints WHERE ?1 IS NULL ORDER BY seq",
+            };
+            let mut stmt = tx.prepare(sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map([stream.clone()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, claims, jws) = row.map_err(unavailable)?;
+                let mine = leaves.iter().filter(|(c, _)| *c == seq as u64).map(|(_, l)| l.clone()).collect();
+                out.push((checkpoint_row(&claims, jws)?, mine));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{Actor, AuditEventType, Timestamp, UserId};
+    use shared::ports::AuditAppender;
+
+    async fn append(s: &SqliteStore, user: &str) {
+        let e = AuditEvent::new(
+            AuditEventType::TokenDenied,
+            Timestamp::from_unix(1),
+            Some(UserId::parse(user).unwrap()),
+            Actor::system(),
+        );
+        s.append(e).await.unwrap();
+    }
+
+    fn checkpoint(seq: u64) -> Checkpoint {
+        let claims =
+            CheckpointClaims { iss: "x".into(), seq, iat: 0, prev: String::new(), root: String::new(), size: 1 };
+        Checkpoint { claims, jws: format!("jws-{seq}") }
+    }
+
+    #[tokio::test]
+    async fn sealed_heads_stop_being_unsealed_until_their_stream_moves() {
+        let s = SqliteStore::in_memory().unwrap();
+        append(&s, "alice").await;
+        append(&s, "alice").await;
+        append(&s, "bob").await;
+        let heads = s.unsealed_heads(None).await.unwrap();
+        assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("alice", 2), ("bob", 1)]);
+        let leaves: Vec<_> = heads
+            .into_iter()
+            .enumerate()
+            .map(|(i, leaf)| ProvenLeaf { leaf, index: i as u64, proof: vec![] })
+            .collect();
+        s.append_checkpoint(&checkpoint(1), &leaves).await.unwrap();
+        assert!(s.unsealed_heads(None).await.unwrap().is_empty());
+        append(&s, "bob").await;
+        let heads = s.unsealed_heads(None).await.unwrap();
+        assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("bob", 2)]);
+        let for_bob = s.checkpoints(Some("bob")).await.unwrap();
+        assert_eq!(for_bob.len(), 1);
+        assert_eq!(for_bob[0].1.iter().map(|l| l.leaf.stream.as_str()).collect::<Vec<_>>(), ["bob"]);
+        assert_eq!(s.checkpoints(None).await.unwrap()[0].1.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_out_of_turn_is_a_conflict_and_stored_ones_cannot_change() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.append_checkpoint(&checkpoint(1), &[]).await.unwrap();
+        assert!(matches!(s.append_checkpoint(&checkpoint(1), &[]).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(s.append_checkpoint(&checkpoint(3), &[]).await, Err(StoreError::Conflict(_))));
+        assert_eq!(s.latest_checkpoint().await.unwrap().unwrap().claims.seq, 1);
+        let (updated, deleted) = s
+            .transaction(|c| {
+                Ok((
+                    c.execute("UPDATE checkpoints SET jws = 'x'", []).is_ok(),
+                    c.execute("DELETE FROM checkpoints", []).is_ok(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert!(!updated && !deleted);
+    }
+}

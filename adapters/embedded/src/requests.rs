@@ -1,0 +1,158 @@
+//! Access requests in SQLite: one row per request, its domain value as JSON in `body`, with
+//! the columns the lookups and the conditioned decision need beside it.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::store::{SqliteStore, append_in, put_consent, unavailable};
+use shared::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, Timestamp, UserId};
+use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
+
+fn body_of(request: &AccessRequest) -> Result<String, StoreError> {
+    serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_body(body: &str) -> Result<AccessRequest, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("access request: {e}")))
+}
+
+fn requests_where(
+    conn: &Connection,
+    sql: &'static str,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<AccessRequest>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let bodies = stmt
+        .query_map(params![key, limit as i64], |r| r.get::<_, String>(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    bodies.iter().map(|b| parse_body(b)).collect()
+}
+
+fn decide_in(
+    tx: &Connection,
+    decided: &AccessRequest,
+    grant: Option<&Consent>,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let at = decided.decided_at.ok_or_else(|| StoreError::Corrupt("a decision without decided_at".into()))?;
+    let deadline_floor = decided.decided_before_deadline().map_or(i64::MIN, |t| t.unix());
+    let updated = tx
+        .execute(
+            "UPDATE access_requests SET status = ?1, body = ?2
+             WHERE request_id = ?3 AND user_id = ?4 AND status = 'pending' AND expires_at > ?5",
+            params![
+                decided.status.as_str(),
+                body_of(decided)?,
+                decided.request_id.as_str(),
+                decided.user_id.as_str(),
+                deadline_floor
+            ],
+        )
+        .map_err(unavailable)?;
+    if updated == 0 {
+        return Err(StoreError::Conflict(format!("access request {} is no longer pending", decided.request_id)));
+    }
+    if let Some(consent) = grant {
+        put_consent(tx, consent, at)?;
+    }
+    events.into_iter().map(|e| append_in(tx, e)).collect()
+}
+
+#[async_trait]
+impl AccessRequestReader for SqliteStore {
+    async fn request(&self, user: &UserId, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        let (user, id) = (user.clone(), id.clone());
+        self.read(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM access_requests WHERE request_id = ?1 AND user_id = ?2")
+                .and_then(|mut s| s.query_row([id.as_str(), user.as_str()], |r| r.get(0)).optional())
+                .map_err(unavailable)?;
+            body.as_deref().map(parse_body).transpose()
+        })
+        .await
+    }
+
+    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        let user = user.clone();
+        self.read(move |c| {
+            requests_where(
+                c,
+                "SELECT body FROM access_requests WHERE user_id = ?1 ORDER BY request_id DESC LIMIT ?2",
+                user.as_str(),
+                limit,
+            )
+        })
+        .await
+    }
+
+    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        let agent = agent.clone();
+        self.read(move |c| {
+            requests_where(
+                c,
+                "SELECT body FROM access_requests WHERE agent = ?1 ORDER BY request_id DESC LIMIT ?2",
+                agent.as_str(),
+                limit,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccessRequestWriter for SqliteStore {
+    async fn file(&self, request: &AccessRequest, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+        let request = request.clone();
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO access_requests (request_id, user_id, agent, status, expires_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    request.request_id.as_str(),
+                    request.user_id.as_str(),
+                    request.agent.as_str(),
+                    request.status.as_str(),
+                    request.expires_at.unix(),
+                    body_of(&request)?
+                ],
+            )
+            .map_err(unavailable)?;
+            append_in(tx, event)
+        })
+        .await
+    }
+
+    async fn decide(
+        &self,
+        decided: &AccessRequest,
+        grant: Option<&Consent>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let (decided, grant) = (decided.clone(), grant.cloned());
+        self.transaction(move |tx| decide_in(tx, &decided, grant.as_ref(), events)).await
+    }
+}
+
+#[async_trait]
+impl PendingRequests for SqliteStore {
+    async fn pending_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body FROM access_requests WHERE status = 'pending' AND expires_at <= ?1
+                     ORDER BY expires_at LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let bodies = stmt
+                .query_map(params![now.unix(), limit as i64], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            bodies.iter().map(|b| parse_body(b)).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,73 @@
+//! The wiring every use case and handler runs on: one of each port, the verification keys,
+//! the clock and the policy, built once per process (per Lambda cold start) by whoever owns
+//! the adapters (`adapter-aws`'s Lambda wiring, local-api, the tests).
+
+use std::sync::Arc;
+
+use crate::app::CursorKey;
+use crate::domain::Policy;
+use crate::ports::{
+    AccessRequestReader, AccessRequestWriter, AuditAppender, AuditReader, ChainArchive, Clock, ConsentReader,
+    ConsentWriter, PendingRequests, Signer, SignerError, Store, TokenLedger,
+};
+use crate::token::KeyRing;
+
+/// Everything a handler may touch, each port named by its role.
+#[derive(Clone)]
+pub struct Services {
+    pub consent_reader: Arc<dyn ConsentReader>,
+    pub consent_writer: Arc<dyn ConsentWriter>,
+    pub token_ledger: Arc<dyn TokenLedger>,
+    pub audit_appender: Arc<dyn AuditAppender>,
+    pub audit_reader: Arc<dyn AuditReader>,
+    pub chain_archive: Arc<dyn ChainArchive>,
+    pub request_reader: Arc<dyn AccessRequestReader>,
+    pub request_writer: Arc<dyn AccessRequestWriter>,
+    pub pending_requests: Arc<dyn PendingRequests>,
+    pub signer: Arc<dyn Signer>,
+    /// The verification keys (the JWK Set), fetched once from the signer.
+    pub keys: Arc<KeyRing>,
+    /// Tokens whose signature already verified with `keys`, until their `exp`: a token used
+    /// again skips the ECDSA check, never the clock, consent or scope checks.
+    pub verified: Arc<support_access_verify::VerifiedCache>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Arc<Policy>,
+    /// Authenticates audit cursors so a client cannot forge or edit one.
+    pub cursor_key: Arc<CursorKey>,
+}
+
+impl Services {
+    /// All storage ports from one store. `keys` are the verification keys: the signer's JWK Set
+    /// (fetched once per process) where tokens are verified, [`KeyRing::empty`] where not.
+    pub fn new<S: Store + 'static>(
+        store: Arc<S>,
+        signer: Arc<dyn Signer>,
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        cursor_key: CursorKey,
+    ) -> Self {
+        Self {
+            consent_reader: store.clone(),
+            consent_writer: store.clone(),
+            token_ledger: store.clone(),
+            audit_appender: store.clone(),
+            audit_reader: store.clone(),
+            request_reader: store.clone(),
+            request_writer: store.clone(),
+            pending_requests: store.clone(),
+            chain_archive: store,
+            signer,
+            keys: Arc::new(keys),
+            verified: Arc::new(support_access_verify::VerifiedCache::default()),
+            clock,
+            policy: Arc::new(policy),
+            cursor_key: Arc::new(cursor_key),
+        }
+    }
+
+    /// The verification keys of `signer`: its JWK Set as a key ring.
+    pub async fn keys_of(signer: &dyn Signer) -> Result<KeyRing, SignerError> {
+        Ok(KeyRing::from_jwks(signer.public_keys().await?)?)
+    }
+}

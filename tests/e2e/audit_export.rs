@@ -1,0 +1,290 @@
+//! `GET /audit/export` and `support-access verify`: an untouched export verifies clean, and
+//! each way of tampering with it (edit a field, delete an event, reorder two, splice another
+//! user's event in, truncate the tail, rewrite a chain with fresh hashes, replace a
+//! checkpoint's signature) is caught, naming the first bad line.
+
+use std::process::Command;
+
+use e2e::{Event, TestApp, cli_binary};
+use serde_json::{Value, json};
+use support_access_cli::{Options, Report, VerifyFailure};
+use support_access_verify::chain::ChainError;
+
+/// The export checked against the app's own JWK Set, strictly (every head sealed).
+fn verify_export(text: &str, app: &TestApp) -> Result<Report, VerifyFailure> {
+    support_access_cli::verify_export(text, &app.services().keys, Options::default())
+}
+
+async fn checkpoint(app: &TestApp) -> u64 {
+    shared::app::checkpoint_now(app.services()).await.unwrap().expect("something to seal").claims.seq
+}
+
+async fn export(app: &TestApp, user: &str) -> String {
+    let query = if user.is_empty() { String::new() } else { format!("user_id={user}") };
+    let (status, content_type, body) =
+        app.call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(&query)).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"), "{body}");
+    body
+}
+
+/// A few days of alice's account: grant, two tokens, uses, a refused write, a revoke, a
+/// denial; checkpoints after the first token (alice #4, bob #1) and at the end (alice #9,
+/// bob #2, and the unattributed stream).
+async fn busy_app() -> TestApp {
+    let app = TestApp::new().await;
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    app.grant("bob", json!({"duration_seconds": 3600})).await;
+    for round in 0..2 {
+        let token = app.mint("alice").await.str("access_token").to_owned();
+        app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await;
+        app.call(Event::new("POST", "/app/whoami").anonymous().bearer(&token)).await;
+        app.clock.advance(60);
+        if round == 0 {
+            assert_eq!(checkpoint(&app).await, 1);
+        }
+    }
+    app.mint("bob").await;
+    app.call(Event::new("DELETE", "/consents/current").user("alice")).await;
+    app.mint("alice").await;
+    app.call(Event::new("GET", "/app/whoami").anonymous().bearer("garbage")).await;
+    assert_eq!(checkpoint(&app).await, 2);
+    app
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_owned).collect()
+}
+
+fn join(lines: &[String]) -> String {
+    lines.join("\n") + "\n"
+}
+
+/// Chain checks only: the tampering below must fail before any checkpoint is looked at.
+fn chain_only(text: &str) -> Result<Report, VerifyFailure> {
+    support_access_cli::verify_export(text, &support_access_verify::KeyRing::empty(), Options { allow_unsealed: true })
+}
+
+fn broken_at(result: Result<support_access_cli::Report, VerifyFailure>) -> (usize, ChainError) {
+    match result {
+        Err(VerifyFailure::Broken { line, error, .. }) => (line, error),
+        other => panic!("expected a broken chain, got {other:?}"),
+    }
+}
+
+fn checkpoint_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "checkpoint").collect()
+}
+
+#[tokio::test]
+async fn an_untouched_export_verifies_clean() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    let report = verify_export(&text, &app).unwrap();
+    assert_eq!(report.events, 9);
+    assert_eq!(report.heads["alice"].0, 9);
+    assert_eq!((report.sealed["alice"], report.checkpoints.clone()), (9, vec![1, 2]));
+    // A user's export names nobody else: its checkpoints carry only alice's leaves.
+    for cp in checkpoint_lines(&text) {
+        assert!(cp["leaves"].as_array().unwrap().iter().all(|l| l["stream"] == "alice"), "{cp}");
+    }
+    // Everything at once: every stream, the unattributed one too, every checkpoint.
+    let all = export(&app, "").await;
+    let report = verify_export(&all, &app).unwrap();
+    assert_eq!(report.heads.keys().collect::<Vec<_>>(), ["alice", "bob", "~unattributed"]);
+    assert_eq!(report.checkpoints, [1, 2]);
+}
+
+#[tokio::test]
+async fn events_after_the_last_checkpoint_fail_unless_an_unsealed_tail_is_accepted() {
+    let app = busy_app().await;
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let text = export(&app, "alice").await;
+    match verify_export(&text, &app) {
+        Err(VerifyFailure::Unsealed { stream, from: 10, to: 10 }) => assert_eq!(stream, "alice"),
+        other => panic!("expected an unsealed tail, got {other:?}"),
+    }
+    let lenient = support_access_cli::verify_export(&text, &app.services().keys, Options { allow_unsealed: true });
+    assert_eq!(lenient.unwrap().unsealed(), [("alice".to_owned(), 10, 10)]);
+    assert_eq!(checkpoint(&app).await, 3);
+    assert!(verify_export(&export(&app, "alice").await, &app).is_ok());
+    // Nothing moved: no empty checkpoint.
+    assert!(shared::app::checkpoint_now(app.services()).await.unwrap().is_none());
+}
+
+fn failed_checkpoint(result: Result<Report, VerifyFailure>) -> (usize, u64, String) {
+    match result {
+        Err(VerifyFailure::Checkpoint { line, seq, problem }) => (line, seq, problem),
+        other => panic!("expected a checkpoint failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_catch_what_the_chain_alone_cannot() {
+    let app = busy_app().await;
+    let original = lines(&export(&app, "alice").await);
+    let events = 9;
+    let cp2 = events + 1; // 0-based index of checkpoint 2's line
+
+    // Truncating the tail leaves an intact (shorter) chain; checkpoint 2 sealed #9.
+    let mut truncated = original.clone();
+    truncated.drain(7..events);
+    let (line, seq, problem) = failed_checkpoint(verify_export(&join(&truncated), &app));
+    assert_eq!((line, seq), (9, 2), "{problem}");
+    assert!(problem.contains("alice #9") && problem.contains("ends at #7"), "{problem}");
+
+    // An administrator edits event 6 and recomputes every hash after it: the chain holds,
+    // the signed leaf does not.
+    let mut rewritten: Vec<Value> = original[..events].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rewritten[5]["detail"] = json!("GET /app/nothing-to-see");
+    for i in 5..events {
+        if i > 5 {
+            rewritten[i]["prev_hash"] = rewritten[i - 1]["hash"].clone();
+        }
+        rewritten[i]["hash"] = json!(support_access_verify::chain::event_hash(&rewritten[i]));
+    }
+    let mut rewritten: Vec<String> = rewritten.iter().map(Value::to_string).collect();
+    rewritten.extend(original[events..].iter().cloned());
+    let (_, seq, problem) = failed_checkpoint(verify_export(&join(&rewritten), &app));
+    assert_eq!(seq, 2);
+    assert!(problem.contains("rewritten"), "{problem}");
+
+    // A checkpoint's signature replaced by another checkpoint's.
+    let mut cps = checkpoint_lines(&join(&original));
+    let other_sig = cps[0]["jws"].as_str().unwrap().rsplit('.').next().unwrap().to_owned();
+    let jws = cps[1]["jws"].as_str().unwrap();
+    cps[1]["jws"] = json!(format!("{}.{other_sig}", jws.rsplit_once('.').unwrap().0));
+    let mut resigned = original.clone();
+    resigned[cp2] = cps[1].to_string();
+    let (line, seq, problem) = failed_checkpoint(verify_export(&join(&resigned), &app));
+    assert_eq!((line, seq), (cp2 + 1, 2));
+    assert!(problem.contains("signature"), "{problem}");
+
+    // A leaf moved in its tree, or its proof edited, proves nothing.
+    let mut cps = checkpoint_lines(&join(&original));
+    cps[1]["leaves"][0]["index"] = json!(cps[1]["leaves"][0]["index"].as_u64().unwrap() + 1);
+    let mut moved = original.clone();
+    moved[cp2] = cps[1].to_string();
+    let (_, seq, problem) = failed_checkpoint(verify_export(&join(&moved), &app));
+    assert_eq!(seq, 2);
+    assert!(problem.contains("not in the signed tree"), "{problem}");
+
+    // A checkpoint signed by a key outside the JWK Set (a forger's own).
+    let forger = adapter_embedded::LocalSigner::generate();
+    let mut cps = checkpoint_lines(&join(&original));
+    let claims: Value = {
+        use base64::Engine;
+        let payload = cps[1]["jws"].as_str().unwrap().split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    let forged =
+        shared::token::sign_jws(support_access_verify::checkpoint::CHECKPOINT_TYPE, &claims, &forger).await.unwrap();
+    cps[1]["jws"] = json!(forged);
+    let mut forged_lines = original.clone();
+    forged_lines[cp2] = cps[1].to_string();
+    let (_, _, problem) = failed_checkpoint(verify_export(&join(&forged_lines), &app));
+    assert!(problem.contains("kid"), "{problem}");
+
+    // A stream dropped from an export of everything: its checkpoint leaves name it.
+    let all = lines(&export(&app, "").await);
+    let without_bob: Vec<String> = all.iter().filter(|l| !l.contains("\"user_id\":\"bob\"")).cloned().collect();
+    let (_, _, problem) = failed_checkpoint(verify_export(&join(&without_bob), &app));
+    assert!(problem.contains("no event of bob"), "{problem}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_is_never_accepted_as_a_token_nor_a_token_as_a_checkpoint() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    let jws = checkpoint_lines(&text)[0]["jws"].as_str().unwrap().to_owned();
+    let (status, _, _) = app.call_raw(Event::new("GET", "/app/whoami").anonymous().bearer(&jws)).await;
+    assert_eq!(status, 401);
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let token = app.mint("alice").await.str("access_token").to_owned();
+    let refused = support_access_verify::checkpoint::verify_checkpoint(&token, &app.services().keys).unwrap_err();
+    assert!(refused.to_string().contains("typ"), "{refused}");
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_caught_at_its_line() {
+    let app = busy_app().await;
+    let original = lines(&export(&app, "alice").await);
+
+    let mut edited = original.clone();
+    edited[3] = edited[3].replace("\"read\"", "\"full\"");
+    assert_ne!(edited[3], original[3]);
+    assert!(matches!(broken_at(chain_only(&join(&edited))), (4, ChainError::Hash { .. })));
+
+    let mut deleted = original.clone();
+    deleted.remove(4);
+    assert!(matches!(broken_at(chain_only(&join(&deleted))), (5, ChainError::Sequence { seq: 6, expected: 5, .. })));
+
+    let mut reordered = original.clone();
+    reordered.swap(2, 3);
+    assert!(matches!(broken_at(chain_only(&join(&reordered))), (3, ChainError::Sequence { .. })));
+
+    // An edit whose hash is recomputed still breaks the next event's link.
+    let mut rehashed: Vec<serde_json::Value> = original.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rehashed[5]["detail"] = json!("GET /app/nothing-to-see");
+    rehashed[5]["hash"] = json!(support_access_verify::chain::event_hash(&rehashed[5]));
+    let rehashed: Vec<String> = rehashed.iter().map(|v| v.to_string()).collect();
+    assert!(matches!(broken_at(chain_only(&join(&rehashed))), (7, ChainError::Link { .. })));
+
+    // Bob's event spliced into alice's chain, renamed to her.
+    let bob = lines(&export(&app, "bob").await);
+    let mut spliced = original.clone();
+    spliced[1] = bob[1].replace("\"user_id\":\"bob\"", "\"user_id\":\"alice\"");
+    let (line, _) = broken_at(chain_only(&join(&spliced)));
+    assert_eq!(line, 2);
+
+    let mut garbage = original.clone();
+    garbage[6] = "{not json".into();
+    assert!(matches!(chain_only(&join(&garbage)), Err(VerifyFailure::NotJson { line: 7, .. })));
+}
+
+#[tokio::test]
+async fn only_an_auditor_exports_and_only_a_valid_user() {
+    let app = busy_app().await;
+    let (status, _, _) = app.call_raw(Event::new("GET", "/audit/export").user("alice").query("user_id=alice")).await;
+    assert_eq!(status, 403);
+    for query in ["user_id=", "user_id=al%20ice", "user_id=alice&extra=1"] {
+        let (status, _, body) =
+            app.call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_no_file() {
+    let app = busy_app().await;
+    let original = lines(&export(&app, "alice").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, jwks_body) = app.call_raw(Event::new("GET", "/.well-known/jwks.json").anonymous()).await;
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, jwks_body).unwrap();
+    let verify = |file: &std::path::Path| {
+        Command::new(cli_binary()).arg("verify").arg(file).arg("--jwks").arg(&jwks).output().unwrap()
+    };
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, join(&original)).unwrap();
+    let out = verify(&good);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("OK: 9 events in 1 streams, every chain intact; 2 checkpoints verified"), "{stdout}");
+    assert!(stdout.contains("sealed up to #9"), "{stdout}");
+
+    let mut tampered = original.clone();
+    tampered.remove(2);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, join(&tampered)).unwrap();
+    let out = verify(&bad);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let bad_id =
+        serde_json::from_str::<serde_json::Value>(&tampered[2]).unwrap()["event_id"].as_str().unwrap().to_owned();
+    assert!(stdout.contains("BROKEN: line 3") && stdout.contains(&bad_id), "{stdout}");
+
+    assert_eq!(verify(&dir.path().join("missing.jsonl")).status.code(), Some(2));
+    // A JWK Set that is not one is a usage error too, not a verdict.
+    let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--jwks").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,433 @@
+//! One contract suite, run against every backend: the embedded store and local key, and
+//! DynamoDB and KMS on a real API server on loopback (moto, started by `scripts/test`). Each
+//! case is written once; `e2e::on_both_backends!` at the bottom runs it on both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use e2e::{T0, TestApp};
+use shared::app::{self, ApiError};
+use shared::domain::{
+    Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Reason, Role,
+    Scope, SignIn, Timestamp, UserId,
+};
+use shared::ports::{Clock, StoreError};
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+fn agent(id: &str) -> AgentId {
+    AgentId::parse(id).unwrap()
+}
+
+fn reason() -> Reason {
+    Reason::parse("ticket 4411: billing page broken").unwrap()
+}
+
+fn minutes(n: i64) -> ConsentDuration {
+    ConsentDuration::parse(n * 60, &Policy::default()).unwrap()
+}
+
+async fn grant(app: &TestApp, who: &str, duration: ConsentDuration) -> Consent {
+    app::grant_consent(app.services(), &user(who), duration, Scope::Read, Note::parse("contract").unwrap())
+        .await
+        .unwrap()
+}
+
+async fn all_events(app: &TestApp, filter: AuditFilter, limit: usize) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let page = app::query_audit(app.services(), filter.clone(), limit, cursor.as_deref()).await.unwrap();
+        assert!(page.events.len() <= limit);
+        out.extend(page.events);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+async fn grant_replace_revoke(app: TestApp) {
+    let first = grant(&app, "alice", minutes(60)).await;
+    assert_eq!(app.consent("alice").await, Some(first.clone()));
+    let second = grant(&app, "alice", minutes(30)).await;
+    assert_ne!(first.consent_id, second.consent_id);
+    assert_eq!(app.consent("alice").await, Some(second.clone()), "a new grant replaces the old");
+
+    // Revoking the replaced consent is a conflict and changes nothing.
+    let stale = app
+        .services()
+        .consent_writer
+        .revoke(
+            &first,
+            AuditEvent::new(AuditEventType::ConsentRevoked, app.clock.now(), Some(user("alice")), Actor::system()),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::ConsentChanged)), "{stale:?}");
+    assert_eq!(app.consent("alice").await, Some(second));
+
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    assert_eq!(app.consent("alice").await, None);
+    assert!(matches!(app::revoke_consent(app.services(), &user("alice")).await, Err(ApiError::NotFound(_))));
+    let types: Vec<_> = all_events(&app, AuditFilter::default(), 10).await.iter().map(|e| e.event_type).collect();
+    assert_eq!(types, [AuditEventType::ConsentRevoked, AuditEventType::ConsentGranted, AuditEventType::ConsentGranted]);
+}
+
+async fn mint_with_and_without_consent_and_the_jwk_set_verifies_it(app: TestApp) {
+    let denied = app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
+    assert!(matches!(denied, Err(ApiError::NoConsent)), "{denied:?}");
+
+    let consent = grant(&app, "alice", minutes(60)).await;
+    let minted =
+        app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    assert_eq!(minted.consent_id, consent.consent_id);
+    // The JWK Set (from KMS GetPublicKey on AWS) verifies the signature (from KMS Sign).
+    let claims =
+        shared::token::verify(&minted.access_token, &app.services().keys, &app.services().policy, app.clock.now())
+            .unwrap();
+    assert_eq!((claims.sub.as_str(), claims.act.sub.as_str()), ("alice", "agent-7"));
+    assert_eq!(claims.cid, consent.consent_id);
+    // Every signature differs (ECDSA is randomised) and every one verifies.
+    let again =
+        app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    assert_ne!(again.access_token, minted.access_token);
+    assert!(
+        shared::token::verify(&again.access_token, &app.services().keys, &app.services().policy, app.clock.now())
+            .is_ok()
+    );
+
+    let events = all_events(&app, AuditFilter { user_id: Some(user("alice")), ..Default::default() }, 10).await;
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["token.issued", "token.issued", "consent.granted", "token.denied"]);
+    assert_eq!(events[1].jti.as_ref(), Some(&minted.jti));
+    assert_eq!(events[3].detail.as_deref(), Some("no-consent"));
+}
+
+async fn a_consent_expires_at_its_boundary_second(app: TestApp) {
+    let consent = grant(&app, "alice", minutes(15)).await;
+    app.clock.set(consent.expires_at.plus_seconds(-1));
+    assert_eq!(app.consent("alice").await.as_ref(), Some(&consent), "live one second before");
+    let minted =
+        app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    assert_eq!(minted.expires_at, consent.expires_at, "a token never outlives its consent");
+
+    app.clock.set(consent.expires_at);
+    assert_eq!(app.consent("alice").await, None, "gone at the expiry second, whatever storage still holds");
+    let ledger = app
+        .services()
+        .token_ledger
+        .record_under_consent(
+            &consent,
+            app.clock.now(),
+            AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),
+        )
+        .await;
+    assert!(matches!(ledger, Err(StoreError::ConsentChanged)), "the commit condition checks expiry too: {ledger:?}");
+    assert!(matches!(
+        app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await,
+        Err(ApiError::NoConsent)
+    ));
+}
+
+async fn a_failed_audit_write_leaves_the_consent_as_it_was(mut app: TestApp) {
+    let before = grant(&app, "alice", minutes(60)).await;
+    let events_before = all_events(&app, AuditFilter::default(), 50).await;
+    app.break_audit_writes().await;
+
+    let regrant = app::grant_consent(app.services(), &user("alice"), minutes(30), Scope::Full, Note::default()).await;
+    assert!(matches!(regrant, Err(ApiError::Unavailable(_))), "{regrant:?}");
+    let revoke = app::revoke_consent(app.services(), &user("alice")).await;
+    assert!(matches!(revoke, Err(ApiError::Unavailable(_))), "{revoke:?}");
+    let mint = app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
+    assert!(matches!(mint, Err(ApiError::Unavailable(_))), "no token without its token.issued event: {mint:?}");
+    let fresh = app::grant_consent(app.services(), &user("bob"), minutes(60), Scope::Read, Note::default()).await;
+    assert!(matches!(fresh, Err(ApiError::Unavailable(_))), "{fresh:?}");
+
+    app.mend_audit_writes().await;
+    assert_eq!(app.consent("alice").await, Some(before), "the consent is exactly as before");
+    assert_eq!(app.consent("bob").await.map(|c| c.user_id), None, "a grant without its event never happened");
+    assert_eq!(all_events(&app, AuditFilter::default(), 50).await, events_before);
+}
+
+async fn a_write_is_read_back_at_once(app: TestApp) {
+    for i in 0..5 {
+        let consent = grant(&app, "alice", minutes(15 + i)).await;
+        assert_eq!(app.consent("alice").await, Some(consent.clone()), "consistent read after write");
+        app.services()
+            .token_ledger
+            .record_under_consent(
+                &consent,
+                app.clock.now(),
+                AuditEvent::new(AuditEventType::TokenIssued, app.clock.now(), Some(user("alice")), Actor::system()),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// 50 writers at once on one user's stream (an agent's parallel requests): none loses, forks
+/// or skips a number. The time is printed (`--nocapture`) as the contention measurement.
+async fn concurrent_appends_to_one_user_are_gapless(app: TestApp) {
+    const WRITERS: u64 = 50;
+    let services = Arc::new(app.services().clone());
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS as i64 {
+        let services = services.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = AuditEvent::new(
+                AuditEventType::TokenUsed,
+                Timestamp::from_unix(T0 + i),
+                Some(UserId::parse("alice").unwrap()),
+                Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+            );
+            services.audit_appender.append(e).await.unwrap().seq
+        }));
+    }
+    let mut seqs: Vec<u64> = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    seqs.sort();
+    assert_eq!(seqs, (1..=WRITERS).collect::<Vec<u64>>(), "every writer got its own next number");
+    // The same number one after another, for the ratio.
+    let started = std::time::Instant::now();
+    for i in 0..WRITERS as i64 {
+        let e = AuditEvent::new(
+            AuditEventType::TokenUsed,
+            Timestamp::from_unix(T0 + i),
+            Some(UserId::parse("bob").unwrap()),
+            Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+        );
+        services.audit_appender.append(e).await.unwrap();
+    }
+    let sequential = started.elapsed();
+    eprintln!(
+        "{:?}: {WRITERS} concurrent appends to one stream in {elapsed:?}; one after another {sequential:?} ({:.1}x)",
+        app.backend,
+        elapsed.as_secs_f64() / sequential.as_secs_f64()
+    );
+    let chain = stream(&app, Some("alice")).await;
+    support_access_verify::chain::verify_chains(&chain).unwrap();
+}
+
+/// Checkpoints seal exactly the heads that moved, link to each other, never run empty, and
+/// racing checkpointers cannot both land; exports of one user and of everyone verify.
+async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
+    use support_access_verify::checkpoint::link_of;
+    grant(&app, "alice", minutes(60)).await;
+    grant(&app, "bob", minutes(60)).await;
+    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
+    app.services().audit_appender.append(e).await.unwrap();
+
+    let first = app::checkpoint_now(app.services()).await.unwrap().unwrap();
+    assert_eq!((first.claims.seq, first.claims.size), (1, 3), "alice, bob and the unattributed stream");
+    assert!(app::checkpoint_now(app.services()).await.unwrap().is_none(), "nothing moved, nothing sealed");
+
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    let services = Arc::new(app.services().clone());
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let services = services.clone();
+            tokio::spawn(async move { app::checkpoint_now(&services).await })
+        })
+        .collect();
+    let mut landed = Vec::new();
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(Some(c)) => landed.push(c),
+            Ok(None) | Err(app::CheckpointError::Store(shared::ports::StoreError::Conflict(_))) => {}
+            Err(e) => panic!("a racing checkpointer failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(landed.len(), 1, "exactly one racer lands checkpoint 2");
+    let second = &landed[0];
+    assert_eq!((second.claims.seq, second.claims.size), (2, 1));
+    assert_eq!(second.claims.prev, link_of(Some(&first.jws)));
+    assert_eq!(app.services().chain_archive.latest_checkpoint().await.unwrap().as_ref(), Some(second));
+
+    let strict = support_access_cli::Options::default();
+    for who in [Some(user("alice")), Some(user("bob")), None] {
+        let lines = app::export_lines(app.services(), who.clone()).await.unwrap();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let report = support_access_cli::verify_export(&text, &app.services().keys, strict)
+            .unwrap_or_else(|e| panic!("{who:?}: {e}"));
+        let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
+        assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");
+    }
+}
+
+/// One stream's events, oldest first, as the API serves them (JSON).
+async fn stream(app: &TestApp, who: Option<&str>) -> Vec<serde_json::Value> {
+    let filter = AuditFilter { user_id: who.map(user), ..Default::default() };
+    let mut events = all_events(app, filter, 100).await;
+    events.retain(|e| e.user_id.as_ref().map(|u| u.as_str()) == who);
+    events.sort_by_key(|e| e.seq);
+    events.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+}
+
+async fn every_stream_is_an_intact_hash_chain(app: TestApp) {
+    use support_access_verify::chain::{GENESIS, verify_chains};
+    grant(&app, "alice", minutes(60)).await;
+    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap();
+    let _ = app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("bob"), reason()).await;
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    for _ in 0..2 {
+        let e = AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown());
+        app.services().audit_appender.append(e).await.unwrap();
+    }
+    let services = Arc::new(app.services().clone());
+    let writers: Vec<_> = (0..12)
+        .map(|_| {
+            let services = services.clone();
+            tokio::spawn(async move {
+                let e = AuditEvent::new(
+                    AuditEventType::TokenUsed,
+                    Timestamp::from_unix(T0),
+                    Some(user("carol")),
+                    Actor { sub: agent("agent-9"), role: Role::Support },
+                );
+                services.audit_appender.append(e).await.unwrap()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for (who, length) in [(Some("alice"), 3), (Some("bob"), 1), (Some("carol"), 12), (None, 2)] {
+        let chain = stream(&app, who).await;
+        assert_eq!(chain.len(), length, "{who:?}");
+        assert_eq!(chain[0]["prev_hash"], GENESIS);
+        let heads = verify_chains(&chain).unwrap_or_else(|e| panic!("{who:?}: {e}"));
+        assert_eq!(heads.values().next().unwrap().0, length as u64);
+    }
+}
+
+/// The reference order: by user, seq descending; otherwise (at, stream, seq) descending.
+fn reference(events: &[AuditEvent], filter: &AuditFilter) -> Vec<AuditEvent> {
+    let mut out: Vec<AuditEvent> = events.iter().filter(|e| filter.matches(e)).cloned().collect();
+    let stream = |e: &AuditEvent| e.user_id.as_ref().map_or("~unattributed".to_owned(), |u| u.to_string());
+    if filter.user_id.is_some() {
+        out.sort_by_key(|e| std::cmp::Reverse(e.seq));
+    } else {
+        out.sort_by_key(|e| std::cmp::Reverse((e.at, stream(e), e.seq)));
+    }
+    out
+}
+
+async fn audit_queries_by_user_actor_type_and_time_page_exactly(app: TestApp) {
+    let mut written = Vec::new();
+    let users = ["alice", "bob", "carol"];
+    let agents = ["agent-7", "agent-9"];
+    // 30 events over two months, several in the same second, one unattributed.
+    for i in 0..30i64 {
+        let at = Timestamp::from_unix(T0 - 40 * 24 * 3600 + (i / 3) * 5 * 24 * 3600);
+        let (u, a) = (users[(i % 3) as usize], agents[(i % 2) as usize]);
+        let kind =
+            [AuditEventType::TokenUsed, AuditEventType::TokenDenied, AuditEventType::TokenIssued][(i % 4 % 3) as usize];
+        let e = AuditEvent::new(kind, at, Some(user(u)), Actor { sub: agent(a), role: Role::Support })
+            .with_detail(format!("n{i}"));
+        written.push(app.services().audit_appender.append(e).await.unwrap());
+    }
+    let unattributed =
+        AuditEvent::new(AuditEventType::TokenRejected, Timestamp::from_unix(T0 - 86400), None, Actor::unknown());
+    written.push(app.services().audit_appender.append(unattributed).await.unwrap());
+
+    let day = |d: i64| Timestamp::from_unix(T0 + d * 24 * 3600);
+    let filters = [
+        AuditFilter::default(),
+        AuditFilter { user_id: Some(user("alice")), ..Default::default() },
+        AuditFilter { user_id: Some(user("bob")), actor: Some(agent("agent-9")), ..Default::default() },
+        AuditFilter { actor: Some(agent("agent-7")), ..Default::default() },
+        AuditFilter { actor: Some(agent("agent-7")), from: Some(day(-30)), to: Some(day(-10)), ..Default::default() },
+        AuditFilter { event_type: Some(AuditEventType::TokenDenied), ..Default::default() },
+        AuditFilter { from: Some(day(-25)), to: Some(day(-5)), ..Default::default() },
+        AuditFilter {
+            user_id: Some(user("carol")),
+            from: Some(day(-20)),
+            event_type: Some(AuditEventType::TokenUsed),
+            ..Default::default()
+        },
+        AuditFilter { user_id: Some(user("nobody")), ..Default::default() },
+    ];
+    for filter in filters {
+        let expected = reference(&written, &filter);
+        for limit in [1, 2, 7, 100] {
+            let got = all_events(&app, filter.clone(), limit).await;
+            assert_eq!(
+                got.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                expected.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                "filter {filter:?}, limit {limit}"
+            );
+            assert_eq!(got, expected);
+        }
+    }
+    // Seq is gapless per user and the unattributed stream has its own numbering.
+    let mut per_user: HashMap<Option<UserId>, Vec<u64>> = HashMap::new();
+    for e in &written {
+        per_user.entry(e.user_id.clone()).or_default().push(e.seq);
+    }
+    for (u, seqs) in per_user {
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{u:?}");
+    }
+}
+
+#[tokio::test]
+async fn when_kms_cannot_sign_mint_answers_unavailable_and_records_no_issue() {
+    let mut app = TestApp::on(e2e::Backend::Aws).await;
+    grant(&app, "alice", minutes(60)).await;
+    app.break_signing_key().await;
+    let minted = app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await;
+    assert!(matches!(minted, Err(ApiError::Unavailable(_))), "{minted:?}");
+    let events = all_events(&app, AuditFilter::default(), 10).await;
+    assert!(events.iter().all(|e| e.event_type != AuditEventType::TokenIssued), "no token.issued without a token");
+    let answer = app.mint("alice").await;
+    assert_eq!((answer.status, answer.slug()), (503, "unavailable"));
+    assert!(!answer.body.to_string().contains("dispatch"), "no SDK text reaches the client: {}", answer.body);
+}
+
+#[tokio::test]
+async fn a_rotated_in_key_is_published_before_it_signs_and_old_tokens_keep_verifying() {
+    use adapter_aws::{KmsSigner, create_signing_key};
+    use shared::token::{KeyRing, sign};
+    let app = TestApp::on(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice", minutes(60)).await;
+    let (_, kms) = e2e::aws_clients().await;
+    let (old, new) = (create_signing_key(&kms).await.unwrap(), create_signing_key(&kms).await.unwrap());
+    // Step 1: the old key signs, the new one is only published. Step 2: they swap.
+    let before = KmsSigner::new(kms.clone(), &old, std::slice::from_ref(&new)).unwrap();
+    let after = KmsSigner::new(kms.clone(), &new, std::slice::from_ref(&old)).unwrap();
+    use shared::ports::Signer;
+    let jwks = before.public_keys().await.unwrap();
+    assert_eq!(jwks.keys.len(), 2);
+    assert_eq!(jwks, {
+        let mut keys = after.public_keys().await.unwrap().keys;
+        keys.reverse();
+        jsonwebtoken::jwk::JwkSet { keys }
+    });
+    let ring = KeyRing::from_jwks(jwks).unwrap();
+    for signer in [&before, &after] {
+        let claims =
+            shared::token::new_claims(&consent, agent("agent-7"), reason(), app.clock.now(), &app.services().policy);
+        let token = sign(&claims, signer).await.unwrap();
+        assert!(shared::token::verify(&token, &ring, &app.services().policy, app.clock.now()).is_ok());
+    }
+    assert_ne!(before.key_id(), after.key_id());
+}
+
+e2e::on_both_backends!(
+    grant_replace_revoke,
+    mint_with_and_without_consent_and_the_jwk_set_verifies_it,
+    a_consent_expires_at_its_boundary_second,
+    a_failed_audit_write_leaves_the_consent_as_it_was,
+    a_write_is_read_back_at_once,
+    concurrent_appends_to_one_user_are_gapless,
+    checkpoints_seal_moved_heads_and_every_export_verifies,
+    every_stream_is_an_intact_hash_chain,
+    audit_queries_by_user_actor_type_and_time_page_exactly,
+);

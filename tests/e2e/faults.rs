@@ -1,0 +1,191 @@
+//! Fault injection on every write path against the DynamoDB/KMS test server, enumerated, not
+//! hand-picked: for each operation (grant, revoke, mint, authorize, expiry) a clean run counts
+//! its AWS calls, then every call in turn fails with every fault (throttling, 500, connection
+//! dropped before the call, answer dropped after it), once (a blip) and from then on (an
+//! outage). Each time: the answer is success or 503 `unavailable` (never a 500 or a hang),
+//! storage is either fully before or fully after (the consent and its audit event together,
+//! never an event twice), a token is only ever returned with its `token.issued` committed,
+//! and the user's chain stays intact.
+
+use e2e::fault_proxy::{Fault, FaultProxy, Plan};
+use e2e::{Event, TestApp};
+use serde_json::{Value, json};
+use shared::domain::{AuditEventType, Consent};
+use support_access_verify::chain::verify_chains;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Grant,
+    Revoke,
+    Mint,
+    Authorize,
+    Expire,
+}
+
+impl Op {
+    const ALL: [Self; 5] = [Self::Grant, Self::Revoke, Self::Mint, Self::Authorize, Self::Expire];
+
+    fn event(self) -> AuditEventType {
+        match self {
+            Self::Grant => AuditEventType::ConsentGranted,
+            Self::Revoke => AuditEventType::ConsentRevoked,
+            Self::Mint => AuditEventType::TokenIssued,
+            Self::Authorize => AuditEventType::TokenUsed,
+            Self::Expire => AuditEventType::ConsentExpired,
+        }
+    }
+}
+
+/// What an operation needs in place before it runs (made with the proxy disarmed).
+struct Prepared {
+    consent: Option<Consent>,
+    token: Option<String>,
+}
+
+async fn prepare(app: &TestApp, op: Op, user: &str) -> Prepared {
+    if op == Op::Grant {
+        return Prepared { consent: None, token: None };
+    }
+    assert_eq!(app.grant(user, json!({"duration_seconds": 3600})).await.status, 201);
+    let token = match op {
+        Op::Authorize => Some(app.mint(user).await.str("access_token").to_owned()),
+        _ => None,
+    };
+    Prepared { consent: app.consent(user).await, token }
+}
+
+/// Runs `op`; `Ok(body)` on success, `Err(status)` otherwise (503 expected).
+async fn run(app: &TestApp, op: Op, user: &str, prepared: &Prepared) -> Result<Value, u16> {
+    let answer = match op {
+        Op::Grant => app.grant(user, json!({"duration_seconds": 3600})).await,
+        Op::Revoke => app.call(Event::new("DELETE", "/consents/current").user(user)).await,
+        Op::Mint => app.mint(user).await,
+        Op::Authorize => {
+            app.call(Event::new("GET", "/app/whoami").anonymous().bearer(prepared.token.as_deref().unwrap())).await
+        }
+        Op::Expire => {
+            let consent = prepared.consent.as_ref().unwrap();
+            let observed = consent.expires_at;
+            return match shared::app::record_expiry(app.dynamo().as_ref(), consent, observed).await {
+                Ok(_) => Ok(Value::Null),
+                Err(_) => Err(503),
+            };
+        }
+    };
+    if (200..300).contains(&answer.status) {
+        Ok(answer.body)
+    } else {
+        assert_eq!((answer.status, answer.slug()), (503, "unavailable"), "{op:?}: {}", answer.body);
+        Err(answer.status)
+    }
+}
+
+/// The user's whole stream, oldest first, read directly (not through the proxy).
+async fn stream(app: &TestApp, user: &str) -> Vec<Value> {
+    let events = app.services().chain_archive.stream_events(user, 0, 1000).await.unwrap();
+    events.iter().map(|e| serde_json::to_value(e).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_aws_call_of_every_write_path_fails_every_way_and_nothing_is_half_written() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = FaultProxy::start(&upstream).await;
+    let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
+    let mut cases = 0;
+    let mut outcomes = std::collections::BTreeMap::<(Op, &str), usize>::new();
+    for op in Op::ALL {
+        // A clean run: how many calls this operation makes.
+        let user = format!("clean-{op:?}").to_lowercase();
+        let prepared = prepare(&app, op, &user).await;
+        proxy.clear();
+        run(&app, op, &user, &prepared).await.unwrap_or_else(|s| panic!("{op:?} failed clean: {s}"));
+        let calls = proxy.calls();
+        assert!(!calls.is_empty(), "{op:?} made no AWS call");
+
+        for (call, name) in calls.iter().enumerate() {
+            for fault in Fault::ALL {
+                for persistent in [false, true] {
+                    cases += 1;
+                    let user = format!("u{cases}");
+                    let prepared = prepare(&app, op, &user).await;
+                    let before = stream(&app, &user).await;
+                    let consent_before = app.consent(&user).await;
+                    proxy.arm(Plan { call, fault, persistent });
+                    let outcome = run(&app, op, &user, &prepared).await;
+                    let injected = proxy.disarm();
+                    let at = format!("{op:?}, call {call} ({name}), {fault:?}, persistent {persistent}");
+                    assert!(injected > 0, "{at}: the planned fault never happened");
+
+                    let after = stream(&app, &user).await;
+                    verify_chains(&after).unwrap_or_else(|e| panic!("{at}: chain broken: {e}"));
+                    let new: Vec<&Value> = after[before.len()..].iter().collect();
+                    assert!(new.len() <= 1, "{at}: {} events written for one operation", new.len());
+                    let committed = new.len() == 1;
+                    if committed {
+                        assert_eq!(new[0]["type"], op.event().as_str(), "{at}");
+                    }
+                    if outcome.is_ok() {
+                        assert!(committed, "{at}: success answered without its audit event");
+                    }
+                    let consent_after = app.consent(&user).await;
+                    match op {
+                        Op::Grant => assert_eq!(consent_after.is_some(), committed, "{at}: consent vs event"),
+                        Op::Revoke => assert_eq!(consent_after.is_none(), committed, "{at}: consent vs event"),
+                        Op::Expire => {
+                            // Redelivery (as the stream would) records it exactly once.
+                            run(&app, op, &user, &prepared).await.unwrap();
+                            let expired =
+                                stream(&app, &user).await.iter().filter(|e| e["type"] == "consent.expired").count();
+                            assert_eq!(expired, 1, "{at}");
+                        }
+                        Op::Mint | Op::Authorize => assert_eq!(consent_after, consent_before, "{at}"),
+                    }
+                    if let (Op::Mint, Ok(body)) = (op, &outcome) {
+                        assert_eq!(new[0]["jti"], body["jti"], "{at}: the token's issue is committed");
+                    }
+                    let kind = match (&outcome, committed) {
+                        (Ok(_), _) => "succeeded",
+                        (Err(_), false) => "503, nothing written",
+                        (Err(_), true) => "503, written (answer lost)",
+                    };
+                    *outcomes.entry((op, kind)).or_default() += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{cases} fault cases: {outcomes:?}");
+    assert!(cases >= 5 * 8, "every operation was enumerated");
+}
+
+/// The AWS calls each operation makes, counted at the HTTP layer: a warm function (one that
+/// has seen the user's stream) mints with one consistent read, one KMS `Sign` and one
+/// transaction, authorizes with one read and one transaction, and grants or revokes with one
+/// transaction (revoke first reads the consent it revokes). A cold one reads the chain head
+/// once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_makes_the_fewest_aws_calls() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = FaultProxy::start(&upstream).await;
+    let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
+    let mut measured = Vec::new();
+    let mut count = async |what: &str, expected: &[&str], answer: u16| {
+        let calls = proxy.calls();
+        proxy.clear();
+        assert!((200..300).contains(&answer), "{what}: {answer}");
+        assert_eq!(calls, expected, "{what}");
+        measured.push(format!("{what}: {}", calls.join(" + ")));
+    };
+    proxy.clear();
+    let status = app.grant("alice", json!({"duration_seconds": 3600})).await.status;
+    count("grant (cold)", &["GetItem", "TransactWriteItems"], status).await;
+    let minted = app.mint("alice").await;
+    count("mint", &["GetItem", "Sign", "TransactWriteItems"], minted.status).await;
+    let token = minted.str("access_token").to_owned();
+    let status = app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await.status;
+    count("authorize", &["GetItem", "TransactWriteItems"], status).await;
+    let status = app.grant("alice", json!({"duration_seconds": 3600})).await.status;
+    count("grant (warm)", &["TransactWriteItems"], status).await;
+    let status = app.call(Event::new("DELETE", "/consents/current").user("alice")).await.status;
+    count("revoke", &["GetItem", "TransactWriteItems"], status).await;
+    eprintln!("AWS calls per operation: {measured:#?}");
+}

@@ -1,0 +1,302 @@
+//! Every Lambda function binary, driven through the real Lambda Runtime API protocol: a
+//! loopback server plays the Runtime API (`/runtime/invocation/next`, `.../response`,
+//! `.../error`), the function process polls it exactly as it does in
+//! Lambda, and the events are the real shapes (API Gateway v2, the HTTP API authorizer v2,
+//! DynamoDB Streams), against DynamoDB and KMS on the test API server.
+//!
+//! The binaries are the workspace's debug builds (`scripts/test` builds them first; the
+//! arm64 release builds for deployment are checked by the packaging step).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use e2e::{Backend, Event, TestApp, authorizer_event};
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the function posted back for one invocation.
+#[derive(Debug)]
+enum Outcome {
+    Response(Value),
+    #[expect(dead_code, reason = "read through Debug in failure messages")]
+    Error(Value),
+}
+
+/// A loopback Lambda Runtime API serving queued events to one function process.
+struct RuntimeApi {
+    addr: SocketAddr,
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    outcomes: mpsc::UnboundedReceiver<(String, Outcome)>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl RuntimeApi {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let events: Arc<Mutex<VecDeque<(String, Value)>>> = Arc::default();
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let queue = events.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                let (queue, tx) = (queue.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (queue, tx) = (queue.clone(), tx.clone());
+                        async move { Ok::<_, Infallible>(runtime_api(req, queue, tx).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { addr, events, outcomes, _stop: stop }
+    }
+
+    fn push(&self, id: &str, event: Value) {
+        self.events.lock().unwrap().push_back((id.to_owned(), event));
+    }
+
+    /// The next outcome, within a bound so a hung function fails the test instead of CI.
+    async fn outcome(&mut self) -> (String, Outcome) {
+        tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv())
+            .await
+            .expect("the function answered within 30 s")
+            .expect("the runtime API is running")
+    }
+}
+
+async fn runtime_api(
+    req: hyper::Request<hyper::body::Incoming>,
+    queue: Arc<Mutex<VecDeque<(String, Value)>>>,
+    tx: mpsc::UnboundedSender<(String, Outcome)>,
+) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let parsed = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    if path == "/2018-06-01/runtime/invocation/next" {
+        // Long-poll as Lambda does: wait (bounded) for the next queued event.
+        for _ in 0..600 {
+            let next = queue.lock().unwrap().pop_front();
+            if let Some((id, event)) = next {
+                let deadline =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 30_000;
+                return hyper::Response::builder()
+                    .header("Lambda-Runtime-Aws-Request-Id", id)
+                    .header("Lambda-Runtime-Deadline-Ms", deadline.to_string())
+                    .header(
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:test",
+                    )
+                    .header("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
+                    .body(Full::new(Bytes::from(event.to_string())))
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        return hyper::Response::builder().status(500).body(Full::default()).unwrap();
+    }
+    let outcome = if let Some(rest) = path.strip_prefix("/2018-06-01/runtime/invocation/") {
+        match rest.rsplit_once('/') {
+            Some((id, "response")) => Some((id.to_owned(), Outcome::Response(parsed()))),
+            Some((id, "error")) => Some((id.to_owned(), Outcome::Error(parsed()))),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match outcome {
+        Some(o) => {
+            let _ = tx.send(o);
+            hyper::Response::builder().status(202).body(Full::new(Bytes::from_static(b"{\"status\":\"OK\"}"))).unwrap()
+        }
+        None => hyper::Response::builder().status(404).body(Full::default()).unwrap(),
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SUPPORT_ACCESS_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the functions first (scripts/test does)", path.display());
+    path
+}
+
+/// A function process polling `api`, as the Lambda service would start it.
+fn start_function(name: &str, api: &RuntimeApi, env: &[(String, String)], stderr: Stdio) -> Child {
+    Command::new(binary(name))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]test")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Invokes `name` once per event (one cold start) and returns its responses in order.
+async fn invoke(name: &str, env: &[(String, String)], events: Vec<Value>) -> Vec<Value> {
+    let mut api = RuntimeApi::start().await;
+    for (i, e) in events.iter().enumerate() {
+        api.push(&format!("req-{i}"), e.clone());
+    }
+    let mut child = start_function(name, &api, env, Stdio::null());
+    let mut out = Vec::new();
+    for i in 0..events.len() {
+        let (id, outcome) = api.outcome().await;
+        assert_eq!(id, format!("req-{i}"), "{name}: answers in order");
+        match outcome {
+            Outcome::Response(v) => out.push(v),
+            other => panic!("{name} failed: {other:?}"),
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    out
+}
+
+fn body(response: &Value) -> Value {
+    serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_serves_its_job_through_the_runtime_api() {
+    let app = TestApp::on(Backend::Aws).await;
+    let env = app.function_env();
+    let mut paging_env = env.clone();
+    paging_env
+        .push(("SUPPORT_ACCESS_CURSOR_KEY".into(), "c3VwcG9ydC1hY2Nlc3MgY3Vyc29yIGtleSBmb3IgdGVzdHMhIQ==".into()));
+
+    let alice = |method: &str, path: &str| Event::new(method, path).user("alice");
+    let grant = alice("POST", "/consents").json(json!({"duration_seconds": 3600, "note": "via Lambda"})).to_json();
+    let granted = invoke("grant-consent", &env, vec![grant]).await;
+    assert_eq!(granted[0]["statusCode"], 201, "{granted:?}");
+    let consent = body(&granted[0]);
+
+    let read = invoke("get-consent", &env, vec![alice("GET", "/consents/current").to_json()]).await;
+    assert_eq!((read[0]["statusCode"].clone(), body(&read[0])), (json!(200), consent.clone()));
+
+    let mint = Event::new("POST", "/tokens")
+        .caller("agent-7", "[support]")
+        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
+        .to_json();
+    let minted = invoke("mint-token", &env, vec![mint]).await;
+    assert_eq!(minted[0]["statusCode"], 201, "{minted:?}");
+    let token = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
+
+    let jwks = invoke("jwks", &env, vec![Event::new("GET", "/.well-known/jwks.json").anonymous().to_json()]).await;
+    let keys = body(&jwks[0]);
+    assert_eq!(keys["keys"][0]["kid"].as_str(), Some(env.iter().find(|(k, _)| k == "KMS_KEY_ID").unwrap().1.as_str()));
+
+    // The authorizer: allowed while the consent lives, a read token refused on a write.
+    let ask = |method: &str| serde_json::to_value(authorizer_event(Some(&token), method, "/orders")).unwrap();
+    let decided = invoke("authorizer", &env, vec![ask("GET"), ask("POST")]).await;
+    assert_eq!(decided[0]["isAuthorized"], true, "{decided:?}");
+    assert_eq!(decided[0]["context"]["acting_agent"], "agent-7");
+    assert_eq!(decided[0]["context"]["consent_id"], consent["consent_id"]);
+    assert_eq!(decided[1]["isAuthorized"], false);
+
+    // Introspection for a resource server outside AWS (an active answer writes nothing).
+    let asked = Event::new("POST", "/introspect").caller("rs-1", "[introspect]").form(&[("token", &token)]).to_json();
+    let introspected = invoke("introspect", &env, vec![asked]).await;
+    assert_eq!(introspected[0]["statusCode"], 200, "{introspected:?}");
+    assert_eq!(
+        (body(&introspected[0])["active"].clone(), body(&introspected[0])["act"]["sub"].clone()),
+        (json!(true), json!("agent-7"))
+    );
+
+    let revoked = invoke("revoke-consent", &env, vec![alice("DELETE", "/consents/current").to_json()]).await;
+    assert_eq!(revoked[0]["statusCode"], 204);
+    let after = invoke("authorizer", &env, vec![ask("GET")]).await;
+    assert_eq!(after[0]["isAuthorized"], false, "refused the moment consent ends");
+
+    let audit_query = Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice&limit=2").to_json();
+    let page = invoke("query-audit", &paging_env, vec![audit_query]).await;
+    assert_eq!(page[0]["statusCode"], 200, "{page:?}");
+    let page = body(&page[0]);
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
+    // Another instance (another process) opens the cursor: the key is shared.
+    let next = Event::new("GET", "/audit")
+        .caller("aud-1", "[auditor]")
+        .query(&format!("user_id=alice&limit=50&cursor={cursor}"));
+    let rest = invoke("query-audit", &paging_env, vec![next.to_json()]).await;
+    let kinds: Vec<String> =
+        body(&rest[0])["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["token.rejected", "token.used", "token.issued", "consent.granted"]);
+
+    let log = invoke("access-log", &paging_env, vec![alice("GET", "/me/access-log").to_json()]).await;
+    assert_eq!(body(&log[0])["events"].as_array().unwrap().len(), 6);
+
+    // The scheduled checkpoint, on an EventBridge schedule's event, seals alice's chain.
+    let scheduled = json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/support-access-checkpoint"], "detail": {}
+    });
+    let sealed = invoke("checkpoint", &env, vec![scheduled.clone(), scheduled]).await;
+    assert_eq!(sealed[0]["checkpoint"], 1, "{sealed:?}");
+    assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
+
+    let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
+    let exported = invoke("export-audit", &env, vec![export.to_json()]).await;
+    assert_eq!(exported[0]["statusCode"], 200);
+    // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
+    let raw = exported[0]["body"].as_str().unwrap();
+    let text = if exported[0]["isBase64Encoded"] == true {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(raw).unwrap()).unwrap()
+    } else {
+        raw.to_owned()
+    };
+    let report =
+        support_access_cli::verify_export(&text, &app.services().keys, support_access_cli::Options::default()).unwrap();
+    assert_eq!(report.checkpoints, [1]);
+    assert_eq!(report.heads["alice"].0, 6, "the chain written by four functions is intact");
+
+    // The expiry recorder on a TTL deletion of alice's (revoked, so synthetic) consent.
+    let mut record: Value = serde_json::from_str(include_str!("../fixtures/dynamodb_stream_consents.json")).unwrap();
+    record["Records"][0]["dynamodb"]["OldImage"]["consent_id"] = json!({"S": consent["consent_id"]});
+    let done = invoke("expiry-recorder", &env, vec![record]).await;
+    assert_eq!(done[0], Value::Null);
+    let expired: Vec<_> =
+        app.audit().await.into_iter().filter(|e| e.event_type.as_str() == "consent.expired").collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].consent_id.as_ref().map(|c| c.as_str()), consent["consent_id"].as_str());
+}
+
+#[tokio::test]
+async fn a_function_without_its_settings_stops_at_init_naming_them() {
+    let api = RuntimeApi::start().await;
+    let mut child = start_function("mint-token", &api, &[], Stdio::piped());
+    // Lambda reports a runtime that exits during init as Runtime.ExitError, with its log.
+    let stderr = child.stderr.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits at once").unwrap();
+    assert!(!status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut log).unwrap();
+    assert!(log.contains("KMS_KEY_ID"), "{log}");
+}

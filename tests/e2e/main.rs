@@ -1,0 +1,21 @@
+//! The end-to-end tests, one binary with a module per subject (one link of the AWS SDK and
+//! every adapter instead of one per file). Each module's own documentation says what it
+//! proves; `cargo test -p e2e --test end_to_end -- <module>::` runs one of them. The shared fixtures and
+//! helpers are the `e2e` library (`tests/support`).
+//!
+//! The modules that touch DynamoDB or KMS need the moto server `scripts/test` starts
+//! (`SUPPORT_ACCESS_TEST_AWS_ENDPOINT`); the rest run anywhere, in seconds.
+
+mod access_requests;
+mod apigw_flow;
+mod attacks;
+mod audit_export;
+mod contract;
+mod entry_points;
+mod expiry_stream;
+mod faults;
+mod lambda_functions;
+mod local_api_flow;
+mod notifications;
+mod races;
+mod verify_remote;

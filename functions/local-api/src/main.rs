@@ -32,7 +32,7 @@ struct Cli {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     checkpoint_seconds: u64,
     /// Where to POST a signed notification of every grant, revoke, expiry, access-request
-    /// step, token issue and first use (CloudEvents JSON; see the README). Embedded backend.
+    /// step, token issue and first use (CloudEvents JSON; see docs/app-developers.md). Embedded backend.
     #[arg(long, env = "SUPPORT_ACCESS_WEBHOOK_URL")]
     webhook_url: Option<String>,
     /// The HMAC-SHA256 key of the webhook's `Support-Access-Signature` (at least 16 bytes).

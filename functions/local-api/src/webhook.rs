@@ -1,6 +1,6 @@
 //! local-api's notification publisher: each notification POSTed as CloudEvents JSON to the
-//! app's webhook, signed so the app can tell it came from here. The scheme (documented in the
-//! README): `Support-Access-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//! app's webhook, signed so the app can tell it came from here. The scheme (documented in
+//! docs/app-developers.md): `Support-Access-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 //! "<t>.<body>")>`, the timestamp inside the MAC so a captured delivery cannot be replayed
 //! later as new; `Support-Access-Event-Id` repeats the id to deduplicate by.
 

@@ -184,3 +184,40 @@ async fn an_unreachable_aws_endpoint_answers_503_and_never_leaks_sdk_text() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// One raw HTTP/1.1 request with `headers` (lines without CRLF), and the status line answered.
+fn raw_status(base: &str, headers: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut request = String::from("GET /audit HTTP/1.1\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn hostile_host_and_forwarded_proto_headers_are_answered_and_the_server_lives_on() {
+    // A `Host` that is no URL authority once made the release build abort (the request went
+    // through API Gateway JSON and a URL parse that panicked); now no header is parsed as a URL.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path());
+    for headers in [
+        &["Host: a b"][..],
+        &["Host: localhost", "X-Forwarded-Proto: a b"],
+        &["Host: [::1"],
+        &["Host: localhost:99999", "X-Forwarded-Proto: //"],
+    ] {
+        assert_eq!(raw_status(&base, headers), "HTTP/1.1 401 Unauthorized", "{headers:?}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server is still running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

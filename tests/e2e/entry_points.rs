@@ -49,6 +49,28 @@ async fn the_authorizer_reads_the_token_from_the_header_when_the_identity_source
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_read_in_any_case_by_the_authorizer_and_the_demo_route_alike() {
+    // RFC 9110: the scheme's name is case-insensitive. Both entry points share one parser, so
+    // a token either works (and its use is audited) at both, or at neither.
+    let (app, token) = app_with_token("read").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let mut event = authorizer_event(None, "GET", "/orders");
+        event.headers.insert("authorization", format!("{scheme} {token}").parse().unwrap());
+        assert!(shared::http::authorize_request(event, app.services()).await.is_authorized, "{scheme}");
+        let answer = app
+            .call(Event::new("GET", "/app/whoami").anonymous().header("authorization", &format!("{scheme} {token}")))
+            .await;
+        assert_eq!(answer.status, 200, "{scheme}: {}", answer.body);
+    }
+    let uses = app.audit().await.iter().filter(|e| e.event_type == AuditEventType::TokenUsed).count();
+    assert_eq!(uses, 8, "every use audited, whatever the scheme's case");
+    for not_bearer in [format!("Basic {token}"), format!("Bearer{token}"), token.clone(), "Bearer ".to_owned()] {
+        let answer = app.call(Event::new("GET", "/app/whoami").anonymous().header("authorization", &not_bearer)).await;
+        assert_eq!(answer.status, 401, "{not_bearer}");
+    }
+}
+
+#[tokio::test]
 async fn the_authorizer_denies_without_a_token_and_writes_nothing() {
     let (app, _) = app_with_token("read").await;
     let before = app.audit().await;

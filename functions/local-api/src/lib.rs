@@ -26,7 +26,7 @@ use lambda_http::aws_lambda_events::apigw::{
 };
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::request::RequestContext;
-use shared::http::{MAX_BODY_BYTES, Route};
+use shared::http::{MAX_BODY_BYTES, Route, bearer_token};
 use tokio::net::TcpListener;
 
 mod page;
@@ -172,9 +172,9 @@ pub fn to_lambda_request(
     let http::request::Parts { method, uri, version, headers, .. } = parts;
     let header_text = |name: http::header::HeaderName| headers.get(name).and_then(|h| h.to_str().ok());
     let claims = header_text(http::header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .filter(|_| route.is_none_or(Route::takes_identity))
-        .and_then(|t| runtime.identity.validate(t.trim()).ok())
+        .and_then(|t| runtime.identity.validate(t).ok())
         .map(|claims| stringify_claims(&claims));
 
     let mut context = ApiGatewayV2httpRequestContext::default();

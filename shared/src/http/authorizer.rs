@@ -61,13 +61,16 @@ fn deny() -> ApiGatewayV2CustomAuthorizerSimpleResponse {
 /// The bearer token: from the identity source (configure `$request.header.Authorization`),
 /// else from the `Authorization` header itself.
 fn bearer(event: &ApiGatewayV2CustomAuthorizerV2Request) -> Option<String> {
-    let from_source = event.identity_source.as_ref().and_then(|s| s.iter().find_map(|v| strip_bearer(v)));
+    let from_source = event.identity_source.as_ref().and_then(|s| s.iter().find_map(|v| bearer_token(v)));
     let from_header =
-        || event.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(strip_bearer);
+        || event.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
     from_source.or_else(from_header).map(str::to_owned)
 }
 
-fn strip_bearer(value: &str) -> Option<&str> {
+/// The token of an `Authorization` value in the Bearer scheme (RFC 6750), the scheme's name
+/// in any case (RFC 9110: schemes are case-insensitive), `None` for any other value. The one
+/// bearer parser of every entry point: the authorizer, the demo route, local-api's identity.
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

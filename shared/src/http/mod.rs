@@ -9,7 +9,7 @@ mod caller;
 mod problem;
 mod routes;
 
-pub use authorizer::{CONTEXT_KEYS, authorize_request};
+pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};

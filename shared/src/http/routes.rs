@@ -423,8 +423,7 @@ async fn whoami(req: &Request, services: &Services) -> Result<Response<Body>, Ap
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
+        .and_then(super::bearer_token)
         .ok_or(ApiError::Unauthenticated)?;
     match app::authorize(services, bearer, req.method(), req.uri().path()).await {
         Ok(who) => Ok(json(StatusCode::OK, &WhoamiView::from(who))),

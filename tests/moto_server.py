@@ -1,10 +1,15 @@
 """Start moto's server for the AWS adapter tests, with DynamoDB transactions as DynamoDB runs them.
 
 Two gaps of moto's, closed here so the tests test our code rather than the gaps:
-- moto's threaded server evaluates a TransactWriteItems' conditions and applies its writes
-  without isolation from other request threads, so two racing transactions can both pass a
-  condition that real DynamoDB (which serialises transactions) lets only one pass: the
-  transaction runs under a lock.
+- moto's threaded server runs DynamoDB calls without isolation from each other. A
+  TransactWriteItems evaluates its conditions and applies its writes with other request
+  threads running, so two racing transactions can both pass a condition that real DynamoDB
+  (which serialises transactions) lets only one pass; and it deep-copies every table before
+  it starts and restores that copy when it fails, so a failing transaction silently undoes
+  whatever another thread committed meanwhile (a PutItem, another transaction). Every
+  DynamoDB call therefore runs under one lock: moto's tables only ever see one call at a time,
+  each atomic, as DynamoDB's own items do. (Latency, conflicts and throttling under
+  concurrency are not moto's to model: it answers in microseconds, one call at a time.)
 - moto ignores `ClientRequestToken`, which DynamoDB honours for 10 minutes: a repeated
   transaction with the same token succeeds without running again. The AWS SDK fills the token
   in and re-sends it when it retries after a lost answer (the fault-injection tests drop
@@ -31,9 +36,17 @@ _done = {}
 _TOKEN_SECONDS = 600
 
 
+_call_action = DynamoHandler.call_action
+
+
 def _serialised(self, *args, **kwargs):
     with _lock:
         return _transact(self, *args, **kwargs)
+
+
+def _one_call_at_a_time(self, *args, **kwargs):
+    with _lock:
+        return _call_action(self, *args, **kwargs)
 
 
 def _idempotent(self):
@@ -55,6 +68,7 @@ def _idempotent(self):
 
 DynamoDBBackend.transact_write_items = _serialised
 DynamoHandler.transact_write_items = _idempotent
+DynamoHandler.call_action = _one_call_at_a_time
 
 if __name__ == "__main__":
     main()

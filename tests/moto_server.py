@@ -15,6 +15,9 @@ Two gaps of moto's, closed here so the tests test our code rather than the gaps:
   in and re-sends it when it retries after a lost answer (the fault-injection tests drop
   answers on purpose), so without this a committed write would be retried as a new one.
 
+- moto refuses transactions of more than 25 actions, DynamoDB's limit until 2022; DynamoDB
+  takes 100 now (the test proxy enforces that limit), so moto is told the same.
+
 Everything else is moto's own `moto_server` entry point, unchanged.
 
 usage: moto_server.py -H 127.0.0.1 -p PORT
@@ -24,6 +27,7 @@ import json
 import threading
 import time
 
+import moto.dynamodb.responses
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
@@ -66,6 +70,7 @@ def _idempotent(self):
         return answer
 
 
+moto.dynamodb.responses.TRANSACTION_MAX_ITEMS = 100
 DynamoDBBackend.transact_write_items = _serialised
 DynamoHandler.transact_write_items = _idempotent
 DynamoHandler.call_action = _one_call_at_a_time

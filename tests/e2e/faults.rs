@@ -7,7 +7,7 @@
 //! never an event twice), a token is only ever returned with its `token.issued` committed,
 //! and the user's chain stays intact.
 
-use e2e::fault_proxy::{Fault, FaultProxy, Plan};
+use e2e::aws_proxy::{AwsProxy, Fault, Plan};
 use e2e::{Event, TestApp};
 use serde_json::{Value, json};
 use shared::domain::{AuditEventType, Consent};
@@ -89,7 +89,7 @@ async fn stream(app: &TestApp, user: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_aws_call_of_every_write_path_fails_every_way_and_nothing_is_half_written() {
     let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
-    let proxy = FaultProxy::start(&upstream).await;
+    let proxy = AwsProxy::start(&upstream).await;
     let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
     let mut cases = 0;
     let mut outcomes = std::collections::BTreeMap::<(Op, &str), usize>::new();
@@ -165,7 +165,7 @@ async fn every_aws_call_of_every_write_path_fails_every_way_and_nothing_is_half_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_makes_the_fewest_aws_calls() {
     let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
-    let proxy = FaultProxy::start(&upstream).await;
+    let proxy = AwsProxy::start(&upstream).await;
     let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
     let mut measured = Vec::new();
     let mut count = async |what: &str, expected: &[&str], answer: u16| {

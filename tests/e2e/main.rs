@@ -3,13 +3,15 @@
 //! proves; `cargo test -p e2e --test end_to_end -- <module>::` runs one of them. The shared fixtures and
 //! helpers are the `e2e` library (`tests/support`).
 //!
-//! The modules that touch DynamoDB or KMS need the moto server `scripts/test` starts
+//! The modules that touch DynamoDB or KMS need the moto server `scripts/test` starts, and
+//! the AWS proxy it puts in front of it (`e2e::aws_proxy`, DynamoDB under load)
 //! (`SUPPORT_ACCESS_TEST_AWS_ENDPOINT`); the rest run anywhere, in seconds.
 
 mod access_requests;
 mod apigw_flow;
 mod attacks;
 mod audit_export;
+mod aws_model;
 mod contract;
 mod entry_points;
 mod expiry_stream;

@@ -5,6 +5,9 @@
 //! `token.issued` committed, and that the chain is gapless and intact; no request fails
 //! with anything but the documented answers (503 `unavailable`, nothing changed, included:
 //! moto serializes every request, so 32 contending writers can run past the SDK's timeouts).
+//! A revoke answers 409 `conflict` when a grant replaced the consent it read before its
+//! transaction committed (its condition names the consent it read): the code's answer to a
+//! real race, seen about once in six rounds on the AWS backend, not an artefact of moto.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

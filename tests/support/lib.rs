@@ -1,7 +1,7 @@
 //! Test support: API Gateway v2 events built from a real event fixture, an in-memory app on
 //! a fixed clock, and helpers to read answers and prove that nothing was written.
 
-pub mod fault_proxy;
+pub mod aws_proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +153,8 @@ impl Answer {
 }
 
 /// Which adapters a test runs on: the embedded default, or DynamoDB and KMS on the API server
-/// at `SUPPORT_ACCESS_TEST_AWS_ENDPOINT` (moto on loopback, started by `scripts/test`).
+/// at `SUPPORT_ACCESS_TEST_AWS_ENDPOINT` (moto on loopback behind the AWS proxy, both
+/// started by `scripts/test`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
@@ -190,6 +191,31 @@ pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
     );
     assert!(endpoint.starts_with("http://127."), "tests only talk to loopback, not {endpoint}");
     let config = sdk_config_for(&endpoint).await;
+    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+}
+
+/// moto itself, behind the test command's proxy (`SUPPORT_ACCESS_TEST_MOTO_ENDPOINT`; the AWS
+/// endpoint when no proxy stands in between): for tests and benches that put their own
+/// [`aws_proxy::AwsProxy`] in front of it, or seed it directly.
+pub fn moto_endpoint() -> String {
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_MOTO_ENDPOINT")
+        .or_else(|_| std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT"))
+        .expect("SUPPORT_ACCESS_TEST_MOTO_ENDPOINT is not set: run the README's test command (scripts/test)");
+    assert!(endpoint.starts_with("http://127."), "tests only talk to loopback, not {endpoint}");
+    endpoint
+}
+
+/// SDK clients for `endpoint` that never retry: a naive client, which sees every error the
+/// server gives.
+pub async fn naive_clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+        .timeout_config(adapter_aws::timeouts())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
     (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
 }
 
@@ -251,7 +277,7 @@ impl TestApp {
     }
 
     /// The AWS backend with fresh tables and key; its ports talk to the API server through
-    /// `via` (a [`fault_proxy::FaultProxy`]) when given.
+    /// `via` (an [`aws_proxy::AwsProxy`]) when given.
     pub async fn on_aws(via: Option<&str>) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let (dynamodb, kms) = aws_clients().await;

@@ -287,3 +287,40 @@ async fn every_call_waits_its_modelled_latency() {
     }
     assert!(started.elapsed() >= Duration::from_millis(180), "3 writes of at least 60 ms: {:?}", started.elapsed());
 }
+
+/// moto behind the proxy (`tests/moto_server.py`) restores only the items a failed
+/// transaction named: the items it wrote are gone again, an update is undone, and what was
+/// committed before it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_transaction_on_moto_leaves_every_item_as_it_was() {
+    let (_proxy, _, _, direct, table) = setup(Model::NONE).await;
+    direct.put_item().table_name(&table).set_item(Some(item("kept", 1, 10))).send().await.unwrap();
+    direct.put_item().table_name(&table).set_item(Some(item("old", 1, 10))).send().await.unwrap();
+    let conditioned = Put::builder()
+        .table_name(&table)
+        .set_item(Some(item("kept", 1, 99)))
+        .condition_expression("attribute_not_exists(p)")
+        .build()
+        .unwrap();
+    let cancelled = direct
+        .transact_write_items()
+        .transact_items(put(&table, item("new", 1, 10)))
+        .transact_items(put(&table, item("old", 1, 50)))
+        .transact_items(TransactWriteItem::builder().put(conditioned).build())
+        .send()
+        .await;
+    assert_eq!(code(&cancelled), "TransactionCanceledException");
+    let get = |p: &str| {
+        direct
+            .get_item()
+            .table_name(&table)
+            .key("p", AttributeValue::S(p.into()))
+            .key("s", AttributeValue::N("1".into()))
+            .consistent_read(true)
+            .send()
+    };
+    assert!(get("new").await.unwrap().item().is_none(), "the new item is gone");
+    let padding = |p| async move { get(p).await.unwrap().item().unwrap()["x"].as_s().unwrap().len() };
+    assert_eq!(padding("old").await, 10, "the overwrite is undone");
+    assert_eq!(padding("kept").await, 10, "the committed item is as it was");
+}

@@ -25,6 +25,7 @@ use shared::token::KeyRing;
 
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
+pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::{EventBridgePublisher, audit_events_from_stream};
 pub use provision::{create_signing_key, create_tables};

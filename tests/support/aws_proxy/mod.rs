@@ -8,8 +8,8 @@
 //!
 //! Latency and conflicts are modelled here, outside the server: moto runs one DynamoDB call at
 //! a time (`tests/moto_server.py`), so a transaction is "ongoing" from the moment it reaches
-//! the proxy until its answer leaves it, and a call that overlaps it on an item meets the
-//! conflict DynamoDB would report.
+//! the proxy for its modelled latency, and a call that overlaps it on an item in that time
+//! meets the conflict DynamoDB would report; only then is it forwarded to moto.
 //!
 //! `scripts/test` runs one as a process (`aws-proxy`, the model as AWS documents it) in front
 //! of moto for every AWS test; a test that needs other settings starts its own.
@@ -452,7 +452,7 @@ async fn forward(
         read_estimate = match (name, schema) {
             ("GetItem", Some(schema)) => {
                 let table = request["TableName"].as_str().unwrap_or_default();
-                let (key, _, _) = model::locate(table, schema, &request["Key"]);
+                let (key, _) = model::locate(table, schema, &request["Key"]);
                 let answer =
                     s.sizes.get(&key).map_or(json!({}), |bytes| json!({"Item": {"x": {"S": "x".repeat(*bytes)}}}));
                 model::read_units(name, &request, &answer)
@@ -465,8 +465,8 @@ async fn forward(
             let mut short = Vec::new();
             let mut need: HashMap<&str, f64> = HashMap::new();
             for (i, touch) in touches.iter().enumerate() {
-                for p in &touch.partitions {
-                    *need.entry(p.as_str()).or_default() += touch.write_units;
+                for (p, units) in &touch.charges {
+                    *need.entry(p.as_str()).or_default() += units;
                     let wanted = need[p.as_str()];
                     if s.bucket(&format!("w:{p}"), t.write_units, wcap, now).tokens < wanted {
                         short.push(i);
@@ -528,15 +528,18 @@ async fn forward(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let (status, headers, mut bytes) = send(client, upstream, &parts, body).await?;
+    // The transaction is over once its modelled latency is: the time moto then takes (it
+    // runs one call at a time, so under load its queue grows) is the test server's, not
+    // DynamoDB's, and must not widen the window in which others conflict with it.
     drop(hold);
+    let (status, headers, mut bytes) = send(client, upstream, &parts, body).await?;
     if fault == Some(Fault::DropAfter) {
         return Err(Dropped);
     }
     {
         let mut s = state.lock().unwrap();
         if status.is_success() {
-            let writes: f64 = touches.iter().map(|t| t.write_units).sum();
+            let writes: f64 = touches.iter().map(Touch::write_units).sum();
             s.stat(&op).write_units += writes;
             if s.sizes.len() >= REMEMBERED_SIZES {
                 s.sizes.clear();

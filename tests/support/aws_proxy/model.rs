@@ -240,30 +240,37 @@ pub fn item_size(item: &Value) -> usize {
 pub struct Touch {
     pub table: String,
     pub key: String,
-    /// The partitions it is charged to: its table's, then each index's it lands in.
-    pub partitions: Vec<String>,
+    /// The write units each partition is charged: its table's (twice in a transaction), then
+    /// each index's it lands in (an index write is a standard write, billed as such).
+    pub charges: Vec<(String, f64)>,
     pub bytes: usize,
-    pub write_units: f64,
+}
+
+impl Touch {
+    /// What the write is billed: the table's units and every index's.
+    pub fn write_units(&self) -> f64 {
+        self.charges.iter().map(|(_, u)| u).sum()
+    }
 }
 
 fn attr_json(item: &Map<String, Value>, name: &str) -> String {
     item.get(name).map(Value::to_string).unwrap_or_default()
 }
 
-/// The partition and primary key of `item` (a full item or a key) in `table`.
-pub fn locate(table: &str, schema: &Schema, item: &Value) -> (String, String, Vec<String>) {
+/// The primary key of `item` (a full item or a key) in `table`, and the partitions it lands
+/// in: its table's, then each index's whose key it carries.
+pub fn locate(table: &str, schema: &Schema, item: &Value) -> (String, Vec<String>) {
     let empty = Map::new();
     let fields = item.as_object().unwrap_or(&empty);
     let pk = attr_json(fields, &schema.hash);
     let sk = schema.range.as_deref().map(|r| attr_json(fields, r)).unwrap_or_default();
-    let partition = format!("{table}|{pk}");
-    let mut partitions = vec![partition];
+    let mut partitions = vec![format!("{table}|{pk}")];
     for (name, (hash, _)) in &schema.indexes {
         if fields.contains_key(hash) {
             partitions.push(format!("{table}/{name}|{}", attr_json(fields, hash)));
         }
     }
-    (format!("{table}|{pk}|{sk}"), partitions[0].clone(), partitions)
+    (format!("{table}|{pk}|{sk}"), partitions)
 }
 
 fn units(bytes: usize, per: usize) -> f64 {
@@ -275,12 +282,17 @@ pub fn writes(op: &str, body: &Value, schema: &dyn Fn(&str) -> Option<Schema>) -
     let mut out = Vec::new();
     let mut push = |table: &str, item: &Value, full: bool, factor: f64| {
         let Some(schema) = schema(table) else { return };
-        let (key, _, mut partitions) = locate(table, &schema, item);
+        let (key, mut partitions) = locate(table, &schema, item);
         if !full {
             partitions.truncate(1);
         }
         let bytes = if full { item_size(item) } else { 0 };
-        out.push(Touch { table: table.to_owned(), key, partitions, bytes, write_units: factor * units(bytes, 1024) });
+        let charges = partitions
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, if i == 0 { factor } else { 1.0 } * units(bytes, 1024)))
+            .collect();
+        out.push(Touch { table: table.to_owned(), key, charges, bytes });
     };
     let table = body["TableName"].as_str().unwrap_or_default();
     match op {
@@ -461,8 +473,9 @@ mod tests {
         let body = json!({"TableName": "Audit", "Item": {"stream": {"S": "alice"}, "seq": {"N": "7"}, "time_bucket": {"S": "2026-12"}}});
         let touches = writes("PutItem", &body, &|_| Some(audit_schema()));
         assert_eq!(touches.len(), 1);
-        assert_eq!(touches[0].partitions, vec![r#"Audit|{"S":"alice"}"#, r#"Audit/by-time|{"S":"2026-12"}"#]);
-        assert_eq!(touches[0].write_units, 1.0);
+        let partitions: Vec<&str> = touches[0].charges.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(partitions, vec![r#"Audit|{"S":"alice"}"#, r#"Audit/by-time|{"S":"2026-12"}"#]);
+        assert_eq!(touches[0].write_units(), 2.0, "one unit in the table, one in the index");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use adapter_aws::{DynamoStore, KmsSigner, Tables, audit_item, create_signing_key
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use e2e::aws_proxy::model::Model;
 use e2e::aws_proxy::{AwsProxy, OpStats};
-use e2e::{Event, moto_endpoint, naive_clients, test_policy};
+use e2e::{Event, moto_endpoint, test_policy};
 use shared::app::{self, AuthorizeError, CursorKey, Services};
 use shared::domain::{Actor, AuditEvent, AuditEventType, Role, Timestamp, UserId};
 use shared::ports::SystemClock;
@@ -43,6 +43,32 @@ const DOLLARS_PER_KMS_REQUEST: f64 = 0.15 / 1e4;
 
 const AUTHORIZER_TIMEOUT: Duration = Duration::from_secs(10);
 
+fn batch_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(120))
+        .operation_timeout(Duration::from_secs(300))
+        .build()
+}
+
+/// SDK clients straight to moto for setting up and seeding, with timeouts long enough for a
+/// cold moto (its first call of a service imports it) and for big batches.
+async fn direct() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        )
+        .load()
+        .await;
+    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+}
+
 struct Deployment {
     proxy: AwsProxy,
     tables: Tables,
@@ -53,7 +79,7 @@ impl Deployment {
     /// Fresh tables and a fresh key on moto, and a proxy with `Model::AWS` in front of it.
     async fn new() -> Arc<Self> {
         let moto = moto_endpoint();
-        let (dynamodb, kms) = naive_clients(&moto).await;
+        let (dynamodb, kms) = direct().await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let tables = Tables {
             consents: format!("Consents-{suffix}"),
@@ -71,11 +97,18 @@ impl Deployment {
     /// One Lambda instance, built as a cold start builds it (`adapter_aws::sdk_config`'s
     /// timeouts and retries, the production append budget).
     async fn instance(&self) -> Result<Services, String> {
+        self.instance_with(adapter_aws::timeouts()).await
+    }
+
+    /// An instance with other SDK timeouts: for the batch jobs (f, g), whose single calls
+    /// moto answers far slower than DynamoDB at 10^4 items and more (an unlimited `Scan` of
+    /// 10,000 items takes moto 3.4 s), so their calls can be counted to the end.
+    async fn instance_with(&self, timeouts: aws_config::timeout::TimeoutConfig) -> Result<Services, String> {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.proxy.endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
-            .timeout_config(adapter_aws::timeouts())
+            .timeout_config(timeouts)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
             .load()
             .await;
@@ -357,13 +390,24 @@ async fn seed_heads(direct: &aws_sdk_dynamodb::Client, tables: &Tables, n: usize
     seed(direct, &tables.heads, items).await;
 }
 
-/// One timed operation, capped at `limit`, as a run of one.
-async fn once<F: std::future::Future<Output = String>>(deployment: &Deployment, limit: Duration, f: F) -> Run {
+/// One timed operation, capped at `limit`, as a run of one; `timeout` is what a deployment
+/// would give it (the function's or API Gateway's), named.
+async fn once<F: std::future::Future<Output = String>>(
+    deployment: &Deployment,
+    limit: Duration,
+    timeout: (Duration, &str),
+    f: F,
+) -> Run {
     deployment.proxy.clear();
     let start = Instant::now();
     let outcome = match tokio::time::timeout(limit, f).await {
         Ok(outcome) => outcome,
         Err(_) => format!("not done after {} s (stopped)", limit.as_secs()),
+    };
+    let outcome = if start.elapsed() > timeout.0 {
+        format!("{outcome}, past the {} ({} s)", timeout.1, timeout.0.as_secs())
+    } else {
+        outcome
     };
     let mut run = Run::default();
     run.latencies.push(start.elapsed());
@@ -479,12 +523,22 @@ async fn main() {
             }
             rate = r;
         }
-        assert!(rate > 0.0, "no rate of valid uses completed without errors");
+        if rate == 0.0 {
+            notes.push("d: no probed rate of valid uses (from 25/s) completed without errors".into());
+        }
+        // d' at R for the whole run; while it has errors, R halves (at most three times).
+        let mut rate = if rate == 0.0 { 25.0 } else { rate };
+        for attempt in 0..4 {
+            let reference = uses(&authorizer, &valid, (rate * d_seconds) as usize, Some(rate)).await;
+            let clean = reference.outcomes.get("allowed").copied().unwrap_or(0) == reference.latencies.len();
+            eprintln!("d': {rate}/s for {d_seconds} s: {:?}", reference.outcomes);
+            if clean || attempt == 3 {
+                print(&format!("d'. {rate}/s valid uses, 200 users, {d_seconds} s"), &reference);
+                break;
+            }
+            rate /= 2.0;
+        }
         let n = (rate * d_seconds) as usize;
-        print(
-            &format!("d'. {rate}/s valid uses, 200 users, {d_seconds} s"),
-            &uses(&authorizer, &valid, n, Some(rate)).await,
-        );
         let garbage: Vec<String> = (0..n).map(|i| format!("eyJhbGciOiJFUzI1NiJ9.garbage-{i}.x")).collect();
         let flood = {
             let authorizer = authorizer.clone();
@@ -507,12 +561,11 @@ async fn main() {
     if wants("f") {
         for n in [10_000usize, 100_000] {
             let deployment = Deployment::new().await;
-            let (direct, _) = naive_clients(&moto_endpoint()).await;
+            let (direct, _) = direct().await;
             seed_heads(&direct, &deployment.tables, n).await;
-            let fleet = Fleet::new(&deployment);
-            fleet.warm(1).await;
-            let instance = fleet.acquire().await.unwrap();
-            let run = once(&deployment, Duration::from_secs(300), async {
+            let instance = deployment.instance_with(batch_timeouts()).await.unwrap();
+            let timeout = (Duration::from_secs(60), "checkpoint function's timeout");
+            let run = once(&deployment, Duration::from_secs(400), timeout, async {
                 match app::checkpoint_now(&instance).await {
                     Ok(Some(c)) => format!("checkpoint of {} heads", c.claims.size),
                     Ok(None) => "nothing to seal".into(),
@@ -526,14 +579,14 @@ async fn main() {
 
     if wants("g") {
         let deployment = Deployment::new().await;
-        let (direct, _) = naive_clients(&moto_endpoint()).await;
+        let (direct, _) = direct().await;
         seed_chain(&direct, &deployment.tables, "ten-k", 10_000).await;
         seed_chain(&direct, &deployment.tables, "fifty-k", 50_000).await;
-        let fleet = Fleet::new(&deployment);
-        fleet.warm(1).await;
-        let instance = fleet.acquire().await.unwrap();
+        let instance = deployment.instance_with(batch_timeouts()).await.unwrap();
         for (user, n) in [("ten-k", 10_000), ("fifty-k", 50_000)] {
-            let run = once(&deployment, Duration::from_secs(300), async {
+            // The export function's timeout (the template's 10 s), inside the integration's 30 s.
+            let timeout = (Duration::from_secs(10), "export function's timeout");
+            let run = once(&deployment, Duration::from_secs(300), timeout, async {
                 match app::export_lines(&instance, Some(UserId::parse(user).unwrap())).await {
                     Ok(lines) => {
                         let bytes: usize = lines.iter().map(|l| l.to_string().len() + 1).sum();

@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adapter_aws::{DynamoStore, KmsSigner, Tables, audit_item, create_signing_key, create_tables};
+use adapter_aws::{DynamoStore, KmsSigner, Tables, audit_item};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use e2e::aws_proxy::model::Model;
 use e2e::aws_proxy::{AwsProxy, OpStats};
-use e2e::{Event, moto_endpoint, test_policy};
+use e2e::{Event, fresh_deployment, moto_endpoint, sdk_config_with, test_policy};
 use shared::app::{self, AuthorizeError, CursorKey, Services};
 use shared::domain::{Actor, AuditEvent, AuditEventType, Role, Timestamp, UserId};
 use shared::ports::SystemClock;
@@ -54,18 +54,11 @@ fn batch_timeouts() -> aws_config::timeout::TimeoutConfig {
 /// SDK clients straight to moto for setting up and seeding, with timeouts long enough for a
 /// cold moto (its first call of a service imports it) and for big batches.
 async fn direct() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto_endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .operation_timeout(Duration::from_secs(120))
-                .build(),
-        )
-        .load()
-        .await;
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(120))
+        .build();
+    let config = sdk_config_with(&moto_endpoint(), timeouts, aws_config::retry::RetryConfig::standard()).await;
     (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
 }
 
@@ -80,16 +73,7 @@ impl Deployment {
     async fn new() -> Arc<Self> {
         let moto = moto_endpoint();
         let (dynamodb, kms) = direct().await;
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let tables = Tables {
-            consents: format!("Consents-{suffix}"),
-            audit: format!("Audit-{suffix}"),
-            heads: format!("ChainHeads-{suffix}"),
-            checkpoints: format!("Checkpoints-{suffix}"),
-            requests: format!("AccessRequests-{suffix}"),
-        };
-        create_tables(&dynamodb, &tables).await.unwrap();
-        let key = create_signing_key(&kms).await.unwrap();
+        let (tables, key) = fresh_deployment(&dynamodb, &kms).await;
         let proxy = AwsProxy::start_with(&moto, Model::AWS).await;
         Arc::new(Self { proxy, tables, key })
     }
@@ -104,14 +88,8 @@ impl Deployment {
     /// moto answers far slower than DynamoDB at 10^4 items and more (an unlimited `Scan` of
     /// 10,000 items takes moto 3.4 s), so their calls can be counted to the end.
     async fn instance_with(&self, timeouts: aws_config::timeout::TimeoutConfig) -> Result<Services, String> {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.proxy.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
-            .timeout_config(timeouts)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
-            .load()
-            .await;
+        let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(3);
+        let config = sdk_config_with(&self.proxy.endpoint, timeouts, retry).await;
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), self.tables.clone()));
         let signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &self.key, &[]).unwrap());
         let keys = Services::keys_of(signer.as_ref()).await.map_err(|e| format!("cold start failed: {e}"))?;

@@ -123,29 +123,15 @@ async fn overlapping_transactions_on_one_item_cancel_the_later_and_block_single_
     assert_eq!((stats["TransactWriteItems"].conflicts, stats["PutItem"].conflicts), (1, 1), "{stats:?}");
 }
 
-/// Writes of `size` bytes each, all at once; how many were throttled.
+/// `items` written all at once; how many were throttled.
 async fn burst_of_writes(
     dynamodb: &Client,
     table: &str,
     items: Vec<std::collections::HashMap<String, AttributeValue>>,
 ) -> usize {
     let calls = items.into_iter().map(|i| dynamodb.put_item().table_name(table).set_item(Some(i)).send());
-    let answers = futures_join_all(calls).await;
+    let answers = futures::future::join_all(calls).await;
     answers.iter().filter(|r| code(r) == "ProvisionedThroughputExceededException").count()
-}
-
-async fn futures_join_all<F: std::future::Future + Send + 'static>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send,
-{
-    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +154,7 @@ async fn one_partition_serves_a_thousand_write_units_a_second_and_throttles_the_
     ]);
     let reads =
         (0..60).map(|_| dynamodb.get_item().table_name(&table).set_key(Some(key.clone())).consistent_read(true).send());
-    let answers = futures_join_all(reads).await;
+    let answers = futures::future::join_all(reads).await;
     let throttled = answers.iter().filter(|r| code(r) == "ProvisionedThroughputExceededException").count();
     assert!(throttled > 0, "60 reads of 75 units from one partition");
 }
@@ -263,7 +249,7 @@ async fn kms_signs_at_most_its_quota_a_second_and_throttles_the_rest() {
             .signing_algorithm(aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256)
             .send()
     });
-    let answers = futures_join_all(signs).await;
+    let answers = futures::future::join_all(signs).await;
     let elapsed = started.elapsed().as_secs_f64();
     let signed = answers.iter().filter(|r| r.is_ok()).count();
     let throttled = answers

@@ -208,14 +208,7 @@ pub fn moto_endpoint() -> String {
 /// SDK clients for `endpoint` that never retry: a naive client, which sees every error the
 /// server gives.
 pub async fn naive_clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .timeout_config(adapter_aws::timeouts())
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .load()
-        .await;
+    let config = sdk_config_with(endpoint, adapter_aws::timeouts(), aws_config::retry::RetryConfig::disabled()).await;
     (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
 }
 
@@ -227,13 +220,40 @@ pub async fn eventbridge_client() -> aws_sdk_eventbridge::Client {
 
 /// SDK settings for an API server at `endpoint` on loopback, with test credentials.
 async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_with(endpoint, adapter_aws::timeouts(), aws_config::retry::RetryConfig::standard()).await
+}
+
+/// SDK settings for an API server at `endpoint` on loopback, with test credentials and the
+/// given timeouts and retries: the one place the tests and benches build an SDK client.
+pub async fn sdk_config_with(
+    endpoint: &str,
+    timeouts: aws_config::timeout::TimeoutConfig,
+    retry: aws_config::retry::RetryConfig,
+) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .timeout_config(adapter_aws::timeouts())
+        .timeout_config(timeouts)
+        .retry_config(retry)
         .load()
         .await
+}
+
+/// Fresh tables (named with a random suffix) and a fresh signing key, created through
+/// `dynamodb` and `kms`: storage of a deployment's own.
+pub async fn fresh_deployment(dynamodb: &aws_sdk_dynamodb::Client, kms: &aws_sdk_kms::Client) -> (Tables, String) {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let tables = Tables {
+        consents: format!("Consents-{suffix}"),
+        audit: format!("Audit-{suffix}"),
+        heads: format!("ChainHeads-{suffix}"),
+        checkpoints: format!("Checkpoints-{suffix}"),
+        requests: format!("AccessRequests-{suffix}"),
+    };
+    create_tables(dynamodb, &tables).await.unwrap();
+    let key = create_signing_key(kms).await.unwrap();
+    (tables, key)
 }
 
 impl TestApp {
@@ -281,16 +301,7 @@ impl TestApp {
     pub async fn on_aws(via: Option<&str>) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let (dynamodb, kms) = aws_clients().await;
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let tables = Tables {
-            consents: format!("Consents-{suffix}"),
-            audit: format!("Audit-{suffix}"),
-            heads: format!("ChainHeads-{suffix}"),
-            checkpoints: format!("Checkpoints-{suffix}"),
-            requests: format!("AccessRequests-{suffix}"),
-        };
-        create_tables(&dynamodb, &tables).await.unwrap();
-        let key = create_signing_key(&kms).await.unwrap();
+        let (tables, key) = fresh_deployment(&dynamodb, &kms).await;
         let (port_dynamodb, port_kms) = match via {
             Some(endpoint) => {
                 let config = sdk_config_for(endpoint).await;

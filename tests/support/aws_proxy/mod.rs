@@ -453,9 +453,7 @@ async fn forward(
             ("GetItem", Some(schema)) => {
                 let table = request["TableName"].as_str().unwrap_or_default();
                 let (key, _) = model::locate(table, schema, &request["Key"]);
-                let answer =
-                    s.sizes.get(&key).map_or(json!({}), |bytes| json!({"Item": {"x": {"S": "x".repeat(*bytes)}}}));
-                model::read_units(name, &request, &answer)
+                model::get_item_units(&request, s.sizes.get(&key).copied().unwrap_or(0))
             }
             _ => 0.0,
         };

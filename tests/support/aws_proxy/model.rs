@@ -383,13 +383,20 @@ pub fn read_partition(op: &str, body: &Value, schema: &Schema) -> Option<String>
     }
 }
 
+/// Read units of a `GetItem` of an item of `bytes` (0: no item): 4 KB per unit, half for an
+/// eventually consistent read.
+pub fn get_item_units(request: &Value, bytes: usize) -> f64 {
+    let factor = if request["ConsistentRead"].as_bool().unwrap_or(false) { 1.0 } else { 0.5 };
+    factor * units(bytes, 4096)
+}
+
 /// Read units of an answer: 4 KB per unit, rounded up once per page for `Query` and `Scan`
 /// and once per item otherwise; eventually consistent reads cost half, transactional twice.
 pub fn read_units(op: &str, request: &Value, answer: &Value) -> f64 {
     let consistent = request["ConsistentRead"].as_bool().unwrap_or(false);
     let factor = if consistent { 1.0 } else { 0.5 };
     match op {
-        "GetItem" => factor * units(answer.get("Item").map_or(0, item_size), 4096),
+        "GetItem" => get_item_units(request, answer.get("Item").map_or(0, item_size)),
         "Query" | "Scan" => {
             let bytes: usize = answer["Items"].as_array().into_iter().flatten().map(item_size).sum();
             factor * units(bytes, 4096)

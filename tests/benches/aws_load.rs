@@ -28,7 +28,7 @@ use adapter_aws::{DynamoStore, KmsSigner, Tables, audit_item};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use e2e::aws_proxy::model::Model;
 use e2e::aws_proxy::{AwsProxy, OpStats};
-use e2e::{Event, fresh_deployment, moto_endpoint, sdk_config_with, test_policy};
+use e2e::{Event, fresh_deployment, moto_endpoint, sdk_config_with, setup_clients, test_policy};
 use shared::app::{self, AuthorizeError, CursorKey, Services};
 use shared::domain::{Actor, AuditEvent, AuditEventType, Role, Timestamp, UserId};
 use shared::ports::SystemClock;
@@ -51,17 +51,6 @@ fn batch_timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
-/// SDK clients straight to moto for setting up and seeding, with timeouts long enough for a
-/// cold moto (its first call of a service imports it) and for big batches.
-async fn direct() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(60))
-        .operation_timeout(Duration::from_secs(120))
-        .build();
-    let config = sdk_config_with(&moto_endpoint(), timeouts, aws_config::retry::RetryConfig::standard()).await;
-    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
-}
-
 struct Deployment {
     proxy: AwsProxy,
     tables: Tables,
@@ -72,8 +61,7 @@ impl Deployment {
     /// Fresh tables and a fresh key on moto, and a proxy with `Model::AWS` in front of it.
     async fn new() -> Arc<Self> {
         let moto = moto_endpoint();
-        let (dynamodb, kms) = direct().await;
-        let (tables, key) = fresh_deployment(&dynamodb, &kms).await;
+        let (tables, key) = fresh_deployment(&moto).await;
         let proxy = AwsProxy::start_with(&moto, Model::AWS).await;
         Arc::new(Self { proxy, tables, key })
     }
@@ -539,7 +527,7 @@ async fn main() {
     if wants("f") {
         for n in [10_000usize, 100_000] {
             let deployment = Deployment::new().await;
-            let (direct, _) = direct().await;
+            let (direct, _) = setup_clients(&moto_endpoint()).await;
             seed_heads(&direct, &deployment.tables, n).await;
             let instance = deployment.instance_with(batch_timeouts()).await.unwrap();
             let timeout = (Duration::from_secs(60), "checkpoint function's timeout");
@@ -557,7 +545,7 @@ async fn main() {
 
     if wants("g") {
         let deployment = Deployment::new().await;
-        let (direct, _) = direct().await;
+        let (direct, _) = setup_clients(&moto_endpoint()).await;
         seed_chain(&direct, &deployment.tables, "ten-k", 10_000).await;
         seed_chain(&direct, &deployment.tables, "fifty-k", 50_000).await;
         let instance = deployment.instance_with(batch_timeouts()).await.unwrap();

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use e2e::aws_proxy::AwsProxy;
 use e2e::aws_proxy::model::{Latency, Model, Span, Throughput};
-use e2e::{moto_endpoint, naive_clients};
+use e2e::{moto_endpoint, naive_clients, setup_clients};
 
 /// A table keyed by `p` (partition) and `s` (sort), with an index `by-g` on `g`.
 async fn table(direct: &Client) -> String {
@@ -48,7 +48,7 @@ async fn setup(model: Model) -> (AwsProxy, Client, aws_sdk_kms::Client, Client, 
     let moto = moto_endpoint();
     let proxy = AwsProxy::start_with(&moto, model).await;
     let (dynamodb, kms) = naive_clients(&proxy.endpoint).await;
-    let (direct, _) = naive_clients(&moto).await;
+    let (direct, _) = setup_clients(&moto).await;
     let name = table(&direct).await;
     (proxy, dynamodb, kms, direct, name)
 }

@@ -183,14 +183,19 @@ pub fn test_policy() -> Policy {
     Policy { groups_claim: "cognito:groups".into(), ..Policy::default() }
 }
 
-/// SDK clients for the test API server on loopback.
-pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+/// The test API server on loopback (`SUPPORT_ACCESS_TEST_AWS_ENDPOINT`).
+fn aws_endpoint() -> String {
     let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect(
         "SUPPORT_ACCESS_TEST_AWS_ENDPOINT is not set: run the README's test command (scripts/test), which starts the \
          DynamoDB/KMS API server on loopback",
     );
     assert!(endpoint.starts_with("http://127."), "tests only talk to loopback, not {endpoint}");
-    let config = sdk_config_for(&endpoint).await;
+    endpoint
+}
+
+/// SDK clients for the test API server on loopback.
+pub async fn aws_clients() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let config = sdk_config_for(&aws_endpoint()).await;
     (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
 }
 
@@ -240,9 +245,23 @@ pub async fn sdk_config_with(
         .await
 }
 
-/// Fresh tables (named with a random suffix) and a fresh signing key, created through
-/// `dynamodb` and `kms`: storage of a deployment's own.
-pub async fn fresh_deployment(dynamodb: &aws_sdk_dynamodb::Client, kms: &aws_sdk_kms::Client) -> (Tables, String) {
+/// SDK clients for setting up and seeding the server at `endpoint`: timeouts long enough for
+/// a cold moto (its first call of a service imports it, and a first `CreateTable` beside
+/// others can take seconds) and for big batches, so a setup call is never retried after a
+/// timeout, which for `CreateTable` would fail with "table already exists".
+pub async fn setup_clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(120))
+        .build();
+    let config = sdk_config_with(endpoint, timeouts, aws_config::retry::RetryConfig::standard()).await;
+    (aws_sdk_dynamodb::Client::new(&config), aws_sdk_kms::Client::new(&config))
+}
+
+/// Fresh tables (named with a random suffix) and a fresh signing key on the server at
+/// `endpoint`: storage of a deployment's own.
+pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
+    let (dynamodb, kms) = setup_clients(endpoint).await;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let tables = Tables {
         consents: format!("Consents-{suffix}"),
@@ -251,8 +270,8 @@ pub async fn fresh_deployment(dynamodb: &aws_sdk_dynamodb::Client, kms: &aws_sdk
         checkpoints: format!("Checkpoints-{suffix}"),
         requests: format!("AccessRequests-{suffix}"),
     };
-    create_tables(dynamodb, &tables).await.unwrap();
-    let key = create_signing_key(kms).await.unwrap();
+    create_tables(&dynamodb, &tables).await.unwrap();
+    let key = create_signing_key(&kms).await.unwrap();
     (tables, key)
 }
 
@@ -301,7 +320,7 @@ impl TestApp {
     pub async fn on_aws(via: Option<&str>) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let (dynamodb, kms) = aws_clients().await;
-        let (tables, key) = fresh_deployment(&dynamodb, &kms).await;
+        let (tables, key) = fresh_deployment(&aws_endpoint()).await;
         let (port_dynamodb, port_kms) = match via {
             Some(endpoint) => {
                 let config = sdk_config_for(endpoint).await;

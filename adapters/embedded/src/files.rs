@@ -31,18 +31,21 @@ pub fn read_or_create_secret(path: &Path, fresh: &[u8]) -> Result<Vec<u8>, Strin
             file.write_all(fresh).and_then(|_| file.sync_all()).map_err(|e| secret_file_error(path, e))?;
             Ok(fresh.to_vec())
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let mode = fs::metadata(path).map_err(|e| secret_file_error(path, e))?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(secret_file_error(
-                    path,
-                    format!("mode {:o} lets others read a secret; chmod 600 it", mode & 0o777),
-                ));
-            }
-            fs::read(path).map_err(|e| secret_file_error(path, e))
-        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => read_secret(path),
         Err(e) => Err(secret_file_error(path, e)),
     }
+}
+
+/// The secret in `path`, refused when group or others may read it.
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mode = fs::metadata(path).map_err(|e| secret_file_error(path, e))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(secret_file_error(
+            path,
+            format!("mode {:o} lets others read a secret; chmod 600 it", mode & 0o777),
+        ));
+    }
+    fs::read(path).map_err(|e| secret_file_error(path, e))
 }
 
 #[cfg(test)]

@@ -221,3 +221,46 @@ fn hostile_host_and_forwarded_proto_headers_are_answered_and_the_server_lives_on
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_webhook_secret_on_the_command_line_is_refused_pointing_to_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret", "0123456789abcdef0123"])
+        // A command that ends by itself, so a binary that took the flag exits (0) rather than serves.
+        .arg("checkpoint")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for way in ["--webhook-secret-file", "SUPPORT_ACCESS_WEBHOOK_SECRET", "process list"] {
+        assert!(stderr.contains(way), "{way} in {stderr}");
+    }
+}
+
+#[test]
+fn the_webhook_secret_is_read_from_a_private_file() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret-file"])
+        .arg(&secret)
+        .env_remove("SUPPORT_ACCESS_WEBHOOK_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> =
+        BufReader::new(child.stdout.take().unwrap()).lines().take(2).map(|l| l.unwrap_or_default()).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("notifications go to http://127.0.0.1:9/hook")), "{lines:?}");
+}

@@ -1,6 +1,6 @@
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// A fresh P-256 private key as PKCS#8 DER.
@@ -16,6 +16,36 @@ pub fn new_p256_pkcs8() -> Vec<u8> {
 /// The P-256 key (PKCS#8 DER) in `path`, created there on first use.
 pub fn p256_key_file(path: &Path) -> Result<Vec<u8>, String> {
     read_or_create_secret(path, &new_p256_pkcs8())
+}
+
+/// Makes `dir` the data directory: created with mode 0700 (and any missing parents with it)
+/// when it does not exist, so only its owner can list or enter it. An existing directory is
+/// the user's choice and is left as it is; the warning returned says when group or others
+/// may write in it (they could swap the database or a key file).
+pub fn prepare_data_dir(dir: &Path) -> Result<Option<String>, String> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode() & 0o777;
+            Ok((mode & 0o022 != 0).then(|| {
+                format!("{}: mode {mode:o} lets others write in the data directory; chmod 700 it", dir.display())
+            }))
+        }
+        Ok(_) => Err(format!("{}: not a directory", dir.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map(|()| None)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (an existing file is left as it
+/// is), before a library that would create it 0644 opens it: SQLite then gives its `-wal`
+/// and `-shm` files the database's own mode.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map(drop)
 }
 
 /// A message for a secret file that cannot be used, naming it.
@@ -59,6 +89,19 @@ mod tests {
         assert_eq!(read_or_create_secret(&path, b"one").unwrap(), b"one");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(read_or_create_secret(&path, b"two").unwrap(), b"one", "an existing secret is kept");
+    }
+
+    #[test]
+    fn a_new_data_directory_is_0700_and_an_open_one_is_left_with_a_warning() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        assert_eq!(prepare_data_dir(&dir).unwrap(), None);
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(prepare_data_dir(&dir).unwrap(), None, "an existing private directory");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let warning = prepare_data_dir(&dir).unwrap().expect("a warning");
+        assert!(warning.contains("chmod 700"), "{warning}");
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o777, "left as it is");
     }
 
     #[test]

@@ -264,3 +264,34 @@ fn the_webhook_secret_is_read_from_a_private_file() {
     child.wait().unwrap();
     assert!(lines.iter().any(|l| l.starts_with("notifications go to http://127.0.0.1:9/hook")), "{lines:?}");
 }
+
+#[tokio::test]
+async fn a_data_directory_local_api_creates_is_0700_and_every_file_in_it_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("fresh");
+    let alice = dev_token(&dir, &["--sub", "alice"]);
+    let (mut child, base) = serve(&dir);
+    let res = reqwest::Client::new()
+        .post(format!("{base}/consents"))
+        .bearer_auth(&alice)
+        .json(&json!({"duration_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a write, so the database has its -wal and -shm files");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for expected in ["support-access.db", "support-access.db-shm", "support-access.db-wal", "signing-key.p8"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

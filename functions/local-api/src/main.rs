@@ -42,6 +42,11 @@ struct Cli {
     /// Refused: a secret on the command line is in every local user's process list.
     #[arg(long, hide = true, value_name = "VALUE")]
     webhook_secret: Option<String>,
+    /// Connections served at once; past it the oldest idle one is closed for a new one, or
+    /// the new one waits in the listen queue while all are busy. Keep it under the open-file
+    /// limit (`ulimit -n`).
+    #[arg(long, default_value_t = local_api::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -165,7 +170,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Arc::default(),
         ));
     }
-    local_api::serve(listener, runtime, shutdown_signal()).await;
+    local_api::serve_limited(listener, runtime, cli.max_connections as usize, shutdown_signal()).await;
     Ok(())
 }
 

@@ -183,7 +183,10 @@ pub async fn serve_limited(
                 }
             },
         };
-        let permit = connections.admit().await;
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = connections.admit() => permit,
+        };
         next_id += 1;
         let id = next_id;
         let conn_state = connections.register(id);

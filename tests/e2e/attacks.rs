@@ -45,6 +45,11 @@ enum Attack {
     WriteWithReadToken,
     Oversized,
     GarbageBase64,
+    /// `exp` near 2^63 once passed and its `token.used` broke the user's log reads (503).
+    FarFutureExp,
+    /// Times before the epoch, or a lifetime longer than any policy gives a token.
+    NegativeIat,
+    LifetimeBeyondLongest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +107,9 @@ const MATRIX: &[(Attack, &str, Expect)] = &[
     (WriteWithReadToken, "POST", ScopeRefused),
     (Oversized, "GET", unattributed("oversized")),
     (GarbageBase64, "GET", unattributed("malformed")),
+    (FarFutureExp, "GET", unattributed("claims")),
+    (NegativeIat, "GET", unattributed("claims")),
+    (LifetimeBeyondLongest, "GET", unattributed("claims")),
 ];
 
 const PATH: &str = "/app/whoami";
@@ -259,6 +267,12 @@ async fn forge(attack: Attack, app: &TestApp, token: &str) -> String {
             ours(app, &header, &padded).await
         }
         GarbageBase64 => "eyJhbGciOiJFUzI1NiJ9!.%%%not base64%%%.***".to_owned(),
+        FarFutureExp => ours(app, &header, &with(claims, "exp", json!(1_i64 << 62))).await,
+        NegativeIat => ours(app, &header, &with(claims, "iat", json!(-1))).await,
+        LifetimeBeyondLongest => {
+            let longest = support_access_verify::MAX_TOKEN_LIFETIME_SECONDS;
+            ours(app, &header, &with(claims, "exp", json!(T0 + longest + 1))).await
+        }
     }
 }
 
@@ -346,6 +360,9 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                 assert_eq!(after_introspect, after_authorizer, "{row}: introspection writes nothing");
             }
         }
+        // Whatever the token said, the user's own access log still reads.
+        let log = app.call(e2e::Event::new("GET", "/me/access-log").user("alice")).await;
+        assert_eq!(log.status, 200, "{row}: {log:?}");
         // Exactly one token event per use (reading an expired consent also records its expiry).
         assert_eq!(token_events(&after_whoami), before + 1, "{row}: whoami writes one token event");
         assert_eq!(token_events(&after_authorizer), before + 2, "{row}: the authorizer writes one token event");

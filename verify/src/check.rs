@@ -143,10 +143,15 @@ pub fn verify(
 }
 
 /// Proves the token authentic, in order: size, structure, header (ES256, exact `typ`, no
-/// embedded key or key reference, a `kid` from the JWK Set), signature, claim shapes. Only
+/// embedded key or key reference, a `kid` from the JWK Set), signature, claim shapes (times
+/// within 1970..=9999 and a lifetime of at most [`crate::MAX_TOKEN_LIFETIME_SECONDS`]). Only
 /// after this may anything in the claims be believed.
 pub fn verify_signature(token: &str, keys: &KeyRing) -> Result<ImpersonationClaims, Rejection> {
-    verify_jws(token, keys, TOKEN_TYPE)
+    let claims: ImpersonationClaims = verify_jws(token, keys, TOKEN_TYPE)?;
+    if !claims.lifetime_is_possible() {
+        return Err(Rejection::Claims);
+    }
+    Ok(claims)
 }
 
 /// The checks of [`verify_signature`] for any compact JWS this service signs, told apart by

@@ -38,7 +38,9 @@ pub mod remote;
 
 pub use cache::VerifiedCache;
 pub use check::{Expected, Rejection, check_claims, verify, verify_signature};
-pub use claims::{ActClaim, ImpersonationClaims, MAX_TOKEN_BYTES, TOKEN_TYPE};
+pub use claims::{
+    ActClaim, ImpersonationClaims, MAX_TOKEN_BYTES, MAX_TOKEN_LIFETIME_SECONDS, MAX_UNIX_SECONDS, TOKEN_TYPE,
+};
 pub use error::ValidationError;
 pub use ids::{AgentId, ConsentId, EventId, Jti, UserId};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};

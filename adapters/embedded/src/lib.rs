@@ -13,6 +13,6 @@ mod signer;
 mod store;
 
 pub use dev_idp::{DEV_AUDIENCE, DEV_ISSUER, DevIdentityProvider, IdentityError, stringify_claims};
-pub use files::{read_or_create_secret, secret_file_error};
+pub use files::{prepare_data_dir, read_or_create_secret, read_secret, secret_file_error};
 pub use signer::LocalSigner;
 pub use store::SqliteStore;

@@ -101,8 +101,11 @@ pub(super) fn unavailable(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed, mode 0600, and so its `-wal` and `-shm` files too) the
+    /// database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        super::files::create_private_file(path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         let mut store = Self::init(conn)?;
@@ -450,6 +453,19 @@ mod tests {
             user.map(|u| UserId::parse(u).unwrap()),
             Actor { sub: AgentId::parse("agent").unwrap(), role: Role::Support },
         )
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_and_shm_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("support-access.db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.append(event(AuditEventType::TokenDenied, Some("alice"), 1)).await.unwrap();
+        for name in ["support-access.db", "support-access.db-wal", "support-access.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,6 @@
 //! consent screen example page (`/`) and its dev sign-in (`POST /dev/sign-in`) are its own
 //! (module `page`), answered before that translation.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,34 +34,195 @@ pub mod webhook;
 
 pub use runtime::{Runtime, setup_aws};
 
-/// Serves `runtime` on `listener` until `shutdown` completes.
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle between requests (hyper runs one timer for both).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a whole request body once its headers arrived; a
+/// body still incomplete then closes the connection unanswered.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many connections are served at once by default (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// The first and the longest pause after a failed `accept` (out of file descriptors, say).
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// The pause after each failed `accept`: doubling from 10 ms to at most 1 s while failures
+/// last, back to none after a success, so a full file table is never a hot loop.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    delay: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    /// Records a failure: how long to pause, and whether this failure starts a run of them
+    /// (the one worth a log line: one per run, not one per retry).
+    pub fn failed(&mut self) -> (Duration, bool) {
+        let (first, longest) = ACCEPT_BACKOFF;
+        let starts = self.delay.is_none();
+        let delay = self.delay.map_or(first, |d| (d * 2).min(longest));
+        self.delay = Some(delay);
+        (delay, starts)
+    }
+
+    /// Records a success: the next failure starts a new run.
+    pub fn succeeded(&mut self) {
+        self.delay = None;
+    }
+}
+
+/// One open connection as the connection cap sees it.
+#[derive(Default)]
+struct Connection {
+    /// Requests being served on it (their headers arrived).
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Told to close when it is idle and a new connection needs its place.
+    evict: tokio::sync::Notify,
+}
+
+/// The open connections, oldest first, and a permit per connection allowed at once.
+struct Connections {
+    permits: Arc<tokio::sync::Semaphore>,
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Connection>>>,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))), open: Default::default() }
+    }
+
+    /// A place for a newly accepted connection. When every place is taken, the oldest
+    /// connection with no request in flight (idle between requests, or still sending its
+    /// headers) is told to close and gives its place up; when all are busy, this waits for
+    /// one to end. So idle connections never lock a caller out, and the number of open
+    /// sockets stays bounded.
+    async fn admit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = open
+                .iter()
+                .find(|(_, c)| c.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0)
+                .map(|(id, _)| *id);
+            if let Some(conn) = idle.and_then(|id| open.remove(&id)) {
+                conn.evict.notify_one();
+            }
+        }
+        // Never closed, so this only waits.
+        self.permits.clone().acquire_owned().await.expect("the connection semaphore is never closed")
+    }
+
+    fn register(&self, id: u64) -> Arc<Connection> {
+        let conn = Arc::new(Connection::default());
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, conn.clone());
+        conn
+    }
+
+    fn forget(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+/// Counts a request in flight on its connection for as long as it lives.
+struct InFlight(Arc<Connection>);
+
+impl InFlight {
+    fn new(conn: &Arc<Connection>) -> Self {
+        conn.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A request body that did not arrive within [`BODY_READ_TIMEOUT`]: the connection closes.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {BODY_READ_TIMEOUT:?}")]
+struct BodyTimeout;
+
+/// Serves `runtime` on `listener` until `shutdown` completes, with the default connection cap.
 pub async fn serve(listener: TcpListener, runtime: Arc<Runtime>, shutdown: impl Future<Output = ()>) {
+    serve_limited(listener, runtime, DEFAULT_MAX_CONNECTIONS, shutdown).await
+}
+
+/// Serves `runtime` on `listener` until `shutdown` completes, with at most `max_connections`
+/// connections open at once (see [`Connections::admit`]), each bounded by
+/// [`HEADER_READ_TIMEOUT`] and [`BODY_READ_TIMEOUT`].
+pub async fn serve_limited(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let connections = Arc::new(Connections::new(max_connections));
+    let mut backoff = AcceptBackoff::default();
+    let mut next_id = 0u64;
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    let (pause, starts) = backoff.failed();
+                    if starts {
+                        tracing::warn!(error = %e, "accept failed; retrying with a backoff of up to 1 s");
+                    }
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             },
         };
-        let runtime = runtime.clone();
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = connections.admit() => permit,
+        };
+        next_id += 1;
+        let id = next_id;
+        let conn_state = connections.register(id);
+        let (runtime, connections) = (runtime.clone(), connections.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let in_service = conn_state.clone();
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(req, &runtime, peer).await) }
+                let in_flight = InFlight::new(&in_service);
+                async move {
+                    let _in_flight = in_flight;
+                    let (parts, body) = req.into_parts();
+                    let body =
+                        tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body)).await.map_err(|_| BodyTimeout)?;
+                    Ok::<_, BodyTimeout>(handle(parts, body, &runtime, peer).await)
+                }
             });
             let conn = http1::Builder::new()
                 .max_buf_size(64 * 1024)
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = conn_state.evict.notified() => {
+                    // Closes at once when idle; a request that just began is finished first.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            connections.forget(id);
+            drop(permit);
         });
     }
 }
@@ -118,9 +278,12 @@ pub async fn checkpoint_every(runtime: Arc<Runtime>, every: Duration) {
     }
 }
 
-async fn handle(req: hyper::Request<Incoming>, runtime: &Runtime, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body).await;
+async fn handle(
+    parts: http::request::Parts,
+    body: Vec<u8>,
+    runtime: &Runtime,
+    peer: SocketAddr,
+) -> hyper::Response<Full<Bytes>> {
     // The consent screen example page and its dev sign-in: local-api's own, not API routes.
     if page::is_page_request(parts.uri.path()) {
         let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
@@ -240,4 +403,32 @@ fn joined(headers: &http::HeaderMap) -> http::HeaderMap {
         out.insert(name.clone(), value);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_doubling_to_a_second_and_log_once_per_run() {
+        let mut backoff = AcceptBackoff::default();
+        let run: Vec<(u128, bool)> = (0..10).map(|_| backoff.failed()).map(|(d, log)| (d.as_millis(), log)).collect();
+        assert_eq!(
+            run,
+            [
+                (10, true),
+                (20, false),
+                (40, false),
+                (80, false),
+                (160, false),
+                (320, false),
+                (640, false),
+                (1000, false),
+                (1000, false),
+                (1000, false)
+            ]
+        );
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), (Duration::from_millis(10), true), "a new run after a success");
+    }
 }

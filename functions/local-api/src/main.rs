@@ -35,9 +35,18 @@ struct Cli {
     /// step, token issue and first use (CloudEvents JSON; see docs/app-developers.md). Embedded backend.
     #[arg(long, env = "SUPPORT_ACCESS_WEBHOOK_URL")]
     webhook_url: Option<String>,
-    /// The HMAC-SHA256 key of the webhook's `Support-Access-Signature` (at least 16 bytes).
-    #[arg(long, env = "SUPPORT_ACCESS_WEBHOOK_SECRET", hide_env_values = true)]
+    /// A file (mode 0600) holding the HMAC-SHA256 key of the webhook's
+    /// `Support-Access-Signature` (at least 16 bytes); or set SUPPORT_ACCESS_WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Refused: a secret on the command line is in every local user's process list.
+    #[arg(long, hide = true, value_name = "VALUE")]
     webhook_secret: Option<String>,
+    /// Connections served at once; past it the oldest idle one is closed for a new one, or
+    /// the new one waits in the listen queue while all are busy. Keep it under the open-file
+    /// limit (`ulimit -n`).
+    #[arg(long, default_value_t = local_api::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,6 +106,11 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if cli.webhook_secret.is_some() {
+        return Err("--webhook-secret VALUE is refused: every local user sees it in the process list (rotate \
+             that secret); give it with --webhook-secret-file PATH (mode 0600) or SUPPORT_ACCESS_WEBHOOK_SECRET"
+            .into());
+    }
     let policy = Policy::from_env().map_err(|e| e.to_string())?;
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -126,13 +140,19 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
-    let webhook = match (&cli.webhook_url, &cli.webhook_secret) {
+    let secret = local_api::webhook::secret(
+        cli.webhook_secret_file.as_deref(),
+        std::env::var(local_api::webhook::SECRET_ENV).ok(),
+    )?;
+    let webhook = match (&cli.webhook_url, secret) {
         (None, _) => None,
         (Some(_), _) if runtime.outbox.is_none() => {
             return Err("--webhook-url needs the embedded backend (on AWS, the Audit stream feeds EventBridge)".into());
         }
-        (Some(url), Some(secret)) => Some(Arc::new(local_api::webhook::Webhook::new(url, secret)?)),
-        (Some(_), None) => return Err("--webhook-url needs --webhook-secret (SUPPORT_ACCESS_WEBHOOK_SECRET)".into()),
+        (Some(url), Some(secret)) => Some(Arc::new(local_api::webhook::Webhook::new(url, &secret)?)),
+        (Some(_), None) => {
+            return Err("--webhook-url needs --webhook-secret-file PATH or SUPPORT_ACCESS_WEBHOOK_SECRET".into());
+        }
     };
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
         .await
@@ -150,7 +170,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Arc::default(),
         ));
     }
-    local_api::serve(listener, runtime, shutdown_signal()).await;
+    local_api::serve_limited(listener, runtime, cli.max_connections as usize, shutdown_signal()).await;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use adapter_aws::{self as aws, Tables};
-use adapter_embedded::{DevIdentityProvider, LocalSigner, SqliteStore, read_or_create_secret};
+use adapter_embedded::{DevIdentityProvider, LocalSigner, SqliteStore, prepare_data_dir, read_or_create_secret};
 use shared::app::CursorKey;
 use shared::app::Services;
 use shared::domain::Policy;
@@ -26,9 +26,12 @@ pub struct Runtime {
     pub history: Option<Arc<dyn UseHistory>>,
 }
 
-/// The dev identity provider of `data_dir` (created there on first use).
+/// The dev identity provider of `data_dir` (created there on first use; see
+/// [`prepare_data_dir`] for the directory itself).
 fn identity(data_dir: &Path) -> Result<DevIdentityProvider, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if let Some(warning) = prepare_data_dir(data_dir)? {
+        tracing::warn!("{warning}");
+    }
     DevIdentityProvider::load_or_create(&data_dir.join("dev-idp-key.p8"))
 }
 

@@ -4,6 +4,7 @@
 //! "<t>.<body>")>`, the timestamp inside the MAC so a captured delivery cannot be replayed
 //! later as new; `Support-Access-Event-Id` repeats the id to deduplicate by.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,26 @@ pub const EVENT_ID_HEADER: &str = "support-access-event-id";
 
 /// Shortest accepted secret: an HMAC key guessable by brute force signs nothing.
 pub const MIN_SECRET_BYTES: usize = 16;
+
+/// The environment variable that may hold the secret (readable only by the process's own
+/// user, unlike a command-line argument, which every local user sees in the process list).
+pub const SECRET_ENV: &str = "SUPPORT_ACCESS_WEBHOOK_SECRET";
+
+/// The webhook secret, from `file` (`--webhook-secret-file`: mode 0600 or stricter, one line,
+/// its line ending dropped) or else `from_env` (the value of [`SECRET_ENV`]); `None` when
+/// neither is given. Both at once is refused: which one signs would be a guess.
+pub fn secret(file: Option<&Path>, from_env: Option<String>) -> Result<Option<String>, String> {
+    match (file, from_env) {
+        (Some(_), Some(_)) => Err(format!("give the webhook secret once: --webhook-secret-file or {SECRET_ENV}")),
+        (None, env) => Ok(env),
+        (Some(path), None) => {
+            let bytes = adapter_embedded::read_secret(path)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| adapter_embedded::secret_file_error(path, "the webhook secret must be text"))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+    }
+}
 
 pub struct Webhook {
     url: reqwest::Url,
@@ -42,7 +63,7 @@ impl Webhook {
             return Err("--webhook-url: must be http or https".into());
         }
         if secret.len() < MIN_SECRET_BYTES {
-            return Err(format!("--webhook-secret: at least {MIN_SECRET_BYTES} bytes"));
+            return Err(format!("the webhook secret: at least {MIN_SECRET_BYTES} bytes"));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -99,5 +120,20 @@ mod tests {
         assert!(Webhook::new("http://127.0.0.1:9/hook", "short").is_err());
         assert!(Webhook::new("ftp://127.0.0.1/hook", "0123456789abcdef").is_err());
         assert!(Webhook::new("http://127.0.0.1:9/hook", "0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn the_secret_comes_from_a_private_file_or_the_environment_never_both() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhook.secret");
+        std::fs::write(&path, "0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(secret(Some(&path), None).unwrap_err().contains("chmod 600"), "a file others can read");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(secret(Some(&path), None).unwrap().as_deref(), Some("0123456789abcdef"));
+        assert_eq!(secret(None, Some("from the env".into())).unwrap().as_deref(), Some("from the env"));
+        assert!(secret(Some(&path), Some("x".into())).is_err());
+        assert_eq!(secret(None, None).unwrap(), None);
     }
 }

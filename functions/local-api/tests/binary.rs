@@ -221,3 +221,166 @@ fn hostile_host_and_forwarded_proto_headers_are_answered_and_the_server_lives_on
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_webhook_secret_on_the_command_line_is_refused_pointing_to_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret", "0123456789abcdef0123"])
+        // A command that ends by itself, so a binary that took the flag exits (0) rather than serves.
+        .arg("checkpoint")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for way in ["--webhook-secret-file", "SUPPORT_ACCESS_WEBHOOK_SECRET", "process list"] {
+        assert!(stderr.contains(way), "{way} in {stderr}");
+    }
+}
+
+#[test]
+fn the_webhook_secret_is_read_from_a_private_file() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--webhook-url", "http://127.0.0.1:9/hook", "--webhook-secret-file"])
+        .arg(&secret)
+        .env_remove("SUPPORT_ACCESS_WEBHOOK_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> =
+        BufReader::new(child.stdout.take().unwrap()).lines().take(2).map(|l| l.unwrap_or_default()).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("notifications go to http://127.0.0.1:9/hook")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_data_directory_local_api_creates_is_0700_and_every_file_in_it_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("fresh");
+    let alice = dev_token(&dir, &["--sub", "alice"]);
+    let (mut child, base) = serve(&dir);
+    let res = reqwest::Client::new()
+        .post(format!("{base}/consents"))
+        .bearer_auth(&alice)
+        .json(&json!({"duration_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "a write, so the database has its -wal and -shm files");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for expected in ["support-access.db", "support-access.db-shm", "support-access.db-wal", "signing-key.p8"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Starts the server under `sh -c 'ulimit -n <fds>'` with `args`, its stderr to `log`.
+fn serve_with_fd_limit(data_dir: &Path, fds: u32, args: &[&str], log: &Path) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned();
+    (child, base)
+}
+
+/// `n` connections that send nothing.
+fn idle_connections(base: &str, n: usize) -> Vec<std::net::TcpStream> {
+    let addr = base.strip_prefix("http://").unwrap();
+    (0..n).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_cap_do_not_lock_out_a_request() {
+    // Before the cap, 100 silent connections took every file descriptor the process had and
+    // a real request waited in the listen queue until hyper's header timeout freed some.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let (mut child, base) = serve_with_fd_limit(&dir.path().join("data"), 64, &["--max-connections", "16"], &log);
+    let idle = idle_connections(&base, 100);
+    let started = std::time::Instant::now();
+    let res = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(4))
+        .build()
+        .unwrap()
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await;
+    let waited = started.elapsed();
+    drop(idle);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(res.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), Ok(200), "after {waited:?}");
+}
+
+#[test]
+fn a_full_file_table_backs_off_instead_of_logging_in_a_hot_loop() {
+    // A cap above the descriptor limit: accept fails with EMFILE until a connection closes.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let (mut child, base) = serve_with_fd_limit(&dir.path().join("data"), 64, &["--max-connections", "1000"], &log);
+    let idle = idle_connections(&base, 100);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    drop(idle);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let failures = logged.matches("accept failed").count();
+    assert!((1..=3).contains(&failures), "{failures} accept failures logged in 2 s ({} bytes)", logged.len());
+}
+
+#[test]
+fn a_body_that_stalls_after_its_headers_closes_the_connection_within_the_bound() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path());
+    let mut stream = std::net::TcpStream::connect(base.strip_prefix("http://").unwrap()).unwrap();
+    stream.set_read_timeout(Some(local_api::BODY_READ_TIMEOUT + std::time::Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"POST /consents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Closed (EOF or reset), not still waiting when the client gave up.
+    let timed_out =
+        matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    assert!(!timed_out, "still open after {waited:?}");
+    assert!(waited >= local_api::BODY_READ_TIMEOUT - std::time::Duration::from_secs(1), "closed after {waited:?}");
+}

@@ -110,7 +110,13 @@ impl Policy {
         Ok(Self {
             min_duration_seconds,
             max_duration_seconds,
-            token_ttl_seconds: int("SUPPORT_ACCESS_TOKEN_TTL_SECONDS", d.token_ttl_seconds, 60, 3600)?,
+            token_ttl_seconds: int(
+                "SUPPORT_ACCESS_TOKEN_TTL_SECONDS",
+                d.token_ttl_seconds,
+                60,
+                // Verifiers refuse a longer-lived token.
+                support_access_verify::MAX_TOKEN_LIFETIME_SECONDS,
+            )?,
             leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, 300)?,
             request_ttl_seconds: int("SUPPORT_ACCESS_REQUEST_TTL_SECONDS", d.request_ttl_seconds, 300, 30 * 24 * 3600)?,
             enabled,

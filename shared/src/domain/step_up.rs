@@ -102,6 +102,10 @@ mod tests {
         assert_eq!(check(&p, &sign_in(&[], Some(NOW - 301))), Err(StepUpMissing::Recency));
         assert_eq!(check(&p, &sign_in(&[], Some(NOW + 31))), Err(StepUpMissing::Recency));
         assert_eq!(check(&p, &sign_in(&["mfa"], None)), Err(StepUpMissing::Recency));
+        // Numbers at the ends of i64 are held within years 0000..=9999: refused, no overflow.
+        for absurd in [i64::MIN, -1, 1 << 62, i64::MAX] {
+            assert_eq!(check(&p, &sign_in(&[], Some(absurd))), Err(StepUpMissing::Recency), "{absurd}");
+        }
     }
 
     #[test]

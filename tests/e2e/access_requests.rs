@@ -4,7 +4,10 @@
 
 use e2e::{Answer, Event, T0, TestApp};
 use serde_json::{Value, json};
-use shared::domain::{AuditEvent, Scope};
+use shared::domain::{
+    AccessRequest, Actor, AgentId, AuditEvent, AuditEventType, ConsentDuration, Reason, Role, Scope, UserId,
+};
+use shared::ports::Clock;
 
 const AGENT: &str = "agent-7";
 const REASON: &str = "ticket 4411: billing page broken";
@@ -214,7 +217,75 @@ async fn approving_replaces_a_wider_consent_with_the_one_requested(app: TestApp)
     assert_ne!(consent.consent_id.as_str(), wide.str("consent_id"));
 }
 
+/// An agent whose `sub` is also a user's (here `agent-7`, who granted a consent as a user)
+/// files for, mints as, and approves for their own account: each is refused with its own
+/// slug and one `token.denied` on that account's stream, and nothing else is written.
+async fn nobody_files_for_mints_as_or_approves_their_own_account(app: TestApp) {
+    assert_eq!(app.grant(AGENT, json!({"duration_seconds": 3600, "scope": "full"})).await.status, 201);
+    let consent = app.consent(AGENT).await.expect("agent-7 consented as a user");
+
+    let filed = file(&app, AGENT, "full", 3600).await;
+    assert_eq!((filed.status, filed.slug()), (403, "self-impersonation"), "{filed:?}");
+    assert!(my_requests(&app, AGENT).await.is_empty(), "no request stored");
+
+    let minted = app.mint(AGENT).await;
+    assert_eq!((minted.status, minted.slug()), (403, "self-impersonation"), "a live consent changes nothing");
+    assert!(minted.body.get("access_token").is_none());
+
+    // A request for oneself stored before filing one was refused: approving it is refused too.
+    let planted = AccessRequest::file(
+        UserId::parse(AGENT).unwrap(),
+        AgentId::parse(AGENT).unwrap(),
+        Reason::parse(REASON).unwrap(),
+        Scope::Full,
+        ConsentDuration::parse(7200, &app.services().policy).unwrap(),
+        app.clock.now(),
+        &app.services().policy,
+    );
+    let actor = Actor { sub: AgentId::parse(AGENT).unwrap(), role: Role::Support };
+    let filing = planted.event(AuditEventType::RequestFiled, actor, app.clock.now());
+    app.services().request_writer.file(&planted, filing).await.unwrap();
+    let id = planted.request_id.as_str();
+    let approved = decide(&app, AGENT, id, "approve").await;
+    assert_eq!((approved.status, approved.slug()), (403, "self-approval"), "{approved:?}");
+    assert_eq!(app.consent(AGENT).await, Some(consent), "the consent is the one granted, not the request's");
+    assert_eq!(my_requests(&app, AGENT).await[0]["status"], "pending", "the request stays as it was");
+
+    let events = stream(&app, AGENT).await;
+    assert_eq!(
+        types(&events),
+        ["consent.granted", "token.denied", "token.denied", "request.filed", "token.denied"],
+        "one refusal each, no request stored, no token issued, no consent granted"
+    );
+    let refusals: Vec<_> = [&events[1], &events[2], &events[4]]
+        .iter()
+        .map(|e| (e.actor.role, e.detail.as_deref(), e.request_id.as_ref().map(|r| r.as_str())))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            (Role::Support, Some("self-impersonation"), None),
+            (Role::Support, Some("self-impersonation"), None),
+            (Role::User, Some("self-approval"), Some(id)),
+        ]
+    );
+    for e in [&events[1], &events[2], &events[4]] {
+        assert_eq!(e.actor.sub.as_str(), AGENT);
+        assert_eq!(e.reason.as_ref().map(|r| r.as_str()), Some(REASON));
+    }
+
+    // Another agent is not the user: the same steps for agent-7's account go through.
+    let other = app
+        .call(Event::new("POST", "/access-requests").caller("agent-8", "[support]").json(json!({
+            "user_id": AGENT, "reason": REASON, "scope": "read", "duration_seconds": 900,
+        })))
+        .await;
+    assert_eq!(other.status, 201, "{other:?}");
+    assert_eq!(decide(&app, AGENT, other.str("request_id"), "approve").await.status, 201);
+}
+
 e2e::on_both_backends!(
+    nobody_files_for_mints_as_or_approves_their_own_account,
     an_approval_grants_exactly_what_was_asked_and_nothing_wider,
     a_denial_grants_nothing_and_is_final,
     an_unanswered_request_expires_and_cannot_be_approved_after,

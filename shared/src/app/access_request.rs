@@ -1,7 +1,7 @@
 use super::Services;
 use crate::domain::{
-    AccessRequest, Actor, AgentId, ApproveError, AuditEventType, Consent, ConsentDuration, Reason, RequestId,
-    RequestStatus, Role, Scope, UserId,
+    AccessRequest, Actor, AgentId, ApproveError, AuditEvent, AuditEventType, Consent, ConsentDuration, Reason,
+    RequestId, RequestStatus, Role, Scope, UserId, agent_is_user,
 };
 use crate::ports::StoreError;
 
@@ -24,6 +24,19 @@ pub async fn file_request(
         return Err(ApiError::FeatureDisabled);
     }
     let now = services.clock.now();
+    if agent_is_user(agent, &user) {
+        // Refused like a mint for oneself, and on the same record: nothing is stored.
+        let refused = AuditEvent::new(
+            AuditEventType::TokenDenied,
+            now,
+            Some(user),
+            Actor { sub: agent.clone(), role: Role::Support },
+        )
+        .with_reason(&reason)
+        .with_detail("self-impersonation");
+        services.audit_appender.append(refused).await?;
+        return Err(ApiError::SelfImpersonation);
+    }
     let request = AccessRequest::file(user, agent.clone(), reason, scope, duration, now, &services.policy);
     let event = request
         .event(AuditEventType::RequestFiled, Actor { sub: agent.clone(), role: Role::Support }, now)
@@ -65,6 +78,12 @@ pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId)
     }
     let now = services.clock.now();
     let request = own_request(services, user, id).await?;
+    if agent_is_user(&request.agent, user) {
+        // Only a request stored before filing refused this could be one; it stays pending.
+        let refused = request.event(AuditEventType::TokenDenied, user_actor(user), now).with_detail("self-approval");
+        services.audit_appender.append(refused).await?;
+        return Err(ApiError::SelfApproval);
+    }
     let (approved, consent) = match request.approve(now, &services.policy) {
         Ok(pair) => pair,
         Err(ApproveError::NotPending(e)) => {
@@ -83,7 +102,7 @@ pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId)
         consent.scope,
         consent.expires_at,
     );
-    let granted = crate::domain::AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
+    let granted = AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
         .with_request(&approved.request_id);
     decide(services, &approved, Some(&consent), vec![approval, granted]).await?;
@@ -142,7 +161,7 @@ async fn decide(
     services: &Services,
     decided: &AccessRequest,
     grant: Option<&Consent>,
-    events: Vec<crate::domain::AuditEvent>,
+    events: Vec<AuditEvent>,
 ) -> Result<(), ApiError> {
     match services.request_writer.decide(decided, grant, events).await {
         Ok(_) => Ok(()),

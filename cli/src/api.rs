@@ -89,13 +89,24 @@ impl Api {
         serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))
     }
 
-    /// `GET /access-requests`: the caller's requests, newest first.
+    /// `GET /access-requests`: every one of the caller's requests, newest first (every page,
+    /// following `next_cursor`).
     pub async fn requests(&self) -> Result<Vec<Value>, ApiError> {
-        let answer = self.send(self.http.get(self.url("/access-requests"))).await?;
-        let mut list: Value = serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))?;
-        match list["requests"].take() {
-            Value::Array(requests) => Ok(requests),
-            _ => Err(ApiError::Unreadable("no requests array".into())),
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "100".to_owned())];
+            query.extend(cursor.take().map(|c| ("cursor", c)));
+            let answer = self.send(self.http.get(self.url("/access-requests")).query(&query)).await?;
+            let mut page: Value = serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))?;
+            match page["requests"].take() {
+                Value::Array(requests) => all.extend(requests),
+                _ => return Err(ApiError::Unreadable("no requests array".into())),
+            }
+            match page["next_cursor"].take() {
+                Value::String(next) => cursor = Some(next),
+                _ => return Ok(all),
+            }
         }
     }
 

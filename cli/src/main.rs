@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         duration: i64,
     },
-    /// The state of the requests you filed, newest first (support group): pending, approved
+    /// The state of every request you filed, newest first (support group): pending, approved
     /// (with the consent it granted), denied or expired.
     Status {
         #[command(flatten)]

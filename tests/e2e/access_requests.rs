@@ -4,7 +4,10 @@
 
 use e2e::{Answer, Event, T0, TestApp};
 use serde_json::{Value, json};
-use shared::domain::{AuditEvent, Scope};
+use shared::domain::{
+    AccessRequest, Actor, AgentId, AuditEvent, AuditEventType, ConsentDuration, Reason, Role, Scope, UserId,
+};
+use shared::ports::Clock;
 
 const AGENT: &str = "agent-7";
 const REASON: &str = "ticket 4411: billing page broken";
@@ -33,6 +36,32 @@ async fn agent_requests(app: &TestApp, agent: &str) -> Vec<Value> {
     let listed = app.call(Event::new("GET", "/access-requests").caller(agent, "[support]")).await;
     assert_eq!(listed.status, 200, "{listed:?}");
     listed.body["requests"].as_array().unwrap().clone()
+}
+
+/// Every page of the listing `path?query` as `who` sees it, following `next_cursor` to its
+/// end: the pages' sizes and every request id, in the order listed.
+async fn every_page(app: &TestApp, path: &str, query: &str, who: impl Fn(Event) -> Event) -> (Vec<usize>, Vec<String>) {
+    let (mut sizes, mut ids) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.to_owned();
+        if let Some(c) = &cursor {
+            q = format!("{q}{}cursor={c}", if q.is_empty() { "" } else { "&" });
+        }
+        let page = app.call(who(Event::new("GET", path).query(&q))).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let requests = page.body["requests"].as_array().unwrap();
+        sizes.push(requests.len());
+        ids.extend(requests.iter().map(|r| r["request_id"].as_str().unwrap().to_owned()));
+        assert!(sizes.len() <= 60, "the cursors never end");
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(page.body["next_cursor"].is_null(), "{page:?}");
+                return (sizes, ids);
+            }
+        }
+    }
 }
 
 /// The user's stream, oldest first.
@@ -214,7 +243,182 @@ async fn approving_replaces_a_wider_consent_with_the_one_requested(app: TestApp)
     assert_ne!(consent.consent_id.as_str(), wide.str("consent_id"));
 }
 
+/// An agent whose `sub` is also a user's (here `agent-7`, who granted a consent as a user)
+/// files for, mints as, and approves for their own account: each is refused with its own
+/// slug and one `token.denied` on that account's stream, and nothing else is written.
+async fn nobody_files_for_mints_as_or_approves_their_own_account(app: TestApp) {
+    assert_eq!(app.grant(AGENT, json!({"duration_seconds": 3600, "scope": "full"})).await.status, 201);
+    let consent = app.consent(AGENT).await.expect("agent-7 consented as a user");
+
+    let filed = file(&app, AGENT, "full", 3600).await;
+    assert_eq!((filed.status, filed.slug()), (403, "self-impersonation"), "{filed:?}");
+    assert!(my_requests(&app, AGENT).await.is_empty(), "no request stored");
+
+    let minted = app.mint(AGENT).await;
+    assert_eq!((minted.status, minted.slug()), (403, "self-impersonation"), "a live consent changes nothing");
+    assert!(minted.body.get("access_token").is_none());
+
+    // A request for oneself stored before filing one was refused: approving it is refused too.
+    let planted = AccessRequest::file(
+        UserId::parse(AGENT).unwrap(),
+        AgentId::parse(AGENT).unwrap(),
+        Reason::parse(REASON).unwrap(),
+        Scope::Full,
+        ConsentDuration::parse(7200, &app.services().policy).unwrap(),
+        app.clock.now(),
+        &app.services().policy,
+    );
+    let actor = Actor { sub: AgentId::parse(AGENT).unwrap(), role: Role::Support };
+    let filing = planted.event(AuditEventType::RequestFiled, actor, app.clock.now());
+    app.services().request_writer.file(&planted, filing).await.unwrap();
+    let id = planted.request_id.as_str();
+    let approved = decide(&app, AGENT, id, "approve").await;
+    assert_eq!((approved.status, approved.slug()), (403, "self-approval"), "{approved:?}");
+    assert_eq!(app.consent(AGENT).await, Some(consent), "the consent is the one granted, not the request's");
+    assert_eq!(my_requests(&app, AGENT).await[0]["status"], "pending", "the request stays as it was");
+
+    let events = stream(&app, AGENT).await;
+    assert_eq!(
+        types(&events),
+        ["consent.granted", "token.denied", "token.denied", "request.filed", "token.denied"],
+        "one refusal each, no request stored, no token issued, no consent granted"
+    );
+    let refusals: Vec<_> = [&events[1], &events[2], &events[4]]
+        .iter()
+        .map(|e| (e.actor.role, e.detail.as_deref(), e.request_id.as_ref().map(|r| r.as_str())))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            (Role::Support, Some("self-impersonation"), None),
+            (Role::Support, Some("self-impersonation"), None),
+            (Role::User, Some("self-approval"), Some(id)),
+        ]
+    );
+    for e in [&events[1], &events[2], &events[4]] {
+        assert_eq!(e.actor.sub.as_str(), AGENT);
+        assert_eq!(e.reason.as_ref().map(|r| r.as_str()), Some(REASON));
+    }
+
+    // Another agent is not the user: the same steps for agent-7's account go through.
+    let other = app
+        .call(Event::new("POST", "/access-requests").caller("agent-8", "[support]").json(json!({
+            "user_id": AGENT, "reason": REASON, "scope": "read", "duration_seconds": 900,
+        })))
+        .await;
+    assert_eq!(other.status, 201, "{other:?}");
+    assert_eq!(decide(&app, AGENT, other.str("request_id"), "approve").await.status, 201);
+}
+
+/// 150 requests: each list (the user's, the agent's) pages through all of them, newest
+/// first, none twice; a cursor works only for the very list it came from.
+async fn long_lists_page_through_every_request_once_with_sealed_cursors(app: TestApp) {
+    let mut filed = Vec::new();
+    for _ in 0..150 {
+        let answer = file(&app, "alice", "read", 900).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        filed.push(answer.str("request_id").to_owned());
+    }
+    let mut newest_first = filed.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    let as_alice = |e: Event| e.user("alice");
+    let as_agent = |e: Event| e.caller(AGENT, "[support]");
+
+    let (sizes, ids) = every_page(&app, "/me/access-requests", "", as_alice).await;
+    assert_eq!(ids, newest_first, "all 150, newest first, none twice");
+    assert_eq!(sizes[..3], [50, 50, 50], "50 a page by default");
+    let (sizes, ids) = every_page(&app, "/me/access-requests", "limit=100", as_alice).await;
+    assert_eq!((sizes[..2].to_vec(), ids), (vec![100, 50], newest_first.clone()));
+    let (sizes, ids) = every_page(&app, "/access-requests", "limit=7", as_agent).await;
+    assert_eq!(ids, newest_first, "the agent's list too");
+    assert!(sizes.iter().all(|n| *n <= 7) && sizes.len() >= 22, "{sizes:?}");
+
+    let first = app.call(Event::new("GET", "/me/access-requests").query("limit=10").user("alice")).await;
+    let cursor = first.str("next_cursor").to_owned();
+    let second = app
+        .call(Event::new("GET", "/me/access-requests").query(&format!("limit=10&cursor={cursor}")).user("alice"))
+        .await;
+    assert_eq!(second.body["requests"][0]["request_id"], newest_first[10].as_str());
+
+    let (payload, tag) = cursor.split_once('.').unwrap();
+    let edited_tag = format!("{payload}.{}{}", if tag.starts_with('A') { "B" } else { "A" }, &tag[1..]);
+    let edited_payload = format!("{}{}.{tag}", if payload.starts_with('e') { "f" } else { "e" }, &payload[1..]);
+    let log_cursor = {
+        let log = app.call(Event::new("GET", "/me/access-log").query("limit=1").user("alice")).await;
+        log.str("next_cursor").to_owned()
+    };
+    let agent_cursor = {
+        let page = app.call(Event::new("GET", "/access-requests").query("limit=1").caller(AGENT, "[support]")).await;
+        page.str("next_cursor").to_owned()
+    };
+    for (path, query, who, why) in [
+        ("/me/access-requests", format!("cursor={edited_tag}"), "alice", "an edited tag"),
+        ("/me/access-requests", format!("cursor={edited_payload}"), "alice", "an edited position"),
+        ("/me/access-requests", "cursor=forged.cursor".to_owned(), "alice", "a forged cursor"),
+        ("/me/access-requests", format!("cursor={cursor}"), "bob", "alice's cursor, as bob"),
+        ("/me/access-requests", format!("status=pending&cursor={cursor}"), "alice", "another filter"),
+        ("/me/access-requests", format!("cursor={log_cursor}"), "alice", "an access-log cursor"),
+        ("/me/access-requests", format!("cursor={agent_cursor}"), "alice", "the agent's list's cursor"),
+        ("/me/access-requests", "status=denied".to_owned(), "alice", "a status other than pending"),
+        ("/me/access-requests", "limit=101".to_owned(), "alice", "a page over 100"),
+        ("/me/access-requests", "user_id=bob".to_owned(), "alice", "an unknown parameter"),
+    ] {
+        let answer = app.call(Event::new("GET", path).query(&query).user(who)).await;
+        assert_eq!((answer.status, answer.slug()), (400, "invalid-request"), "{why}: {answer:?}");
+    }
+    let stolen = app
+        .call(Event::new("GET", "/access-requests").query(&format!("cursor={cursor}")).caller("agent-8", "[support]"))
+        .await;
+    assert_eq!((stolen.status, stolen.slug()), (400, "invalid-request"), "a user's cursor on an agent's list");
+}
+
+/// A real request behind 100 newer junk ones is still found: on the next page, and first of
+/// all with `?status=pending` once the junk is no longer pending.
+async fn a_pending_request_behind_a_hundred_junk_ones_is_found(app: TestApp) {
+    let real = app
+        .call(Event::new("POST", "/access-requests").caller("agent-8", "[support]").json(json!({
+            "user_id": "alice", "reason": "ticket 9000: the real one", "scope": "read", "duration_seconds": 900,
+        })))
+        .await;
+    assert_eq!(real.status, 201, "{real:?}");
+    let real = real.str("request_id").to_owned();
+    let mut junk = Vec::new();
+    for _ in 0..100 {
+        junk.push(file(&app, "alice", "full", 900).await.str("request_id").to_owned());
+    }
+    let as_alice = |e: Event| e.user("alice");
+    let first = app.call(Event::new("GET", "/me/access-requests").query("limit=100").user("alice")).await;
+    assert!(!first.body["requests"].as_array().unwrap().iter().any(|r| r["request_id"] == real.as_str()));
+    let (_, ids) = every_page(&app, "/me/access-requests", "limit=100", as_alice).await;
+    assert_eq!(ids.last(), Some(&real), "on the next page, not hidden");
+    let (_, pending) = every_page(&app, "/me/access-requests", "status=pending", as_alice).await;
+    assert_eq!(pending.len(), 101, "all pending now");
+
+    for id in &junk {
+        assert_eq!(decide(&app, "alice", id, "deny").await.status, 200);
+    }
+    let (sizes, pending) = every_page(&app, "/me/access-requests", "status=pending&limit=1", as_alice).await;
+    assert_eq!(pending, [real.as_str()], "{sizes:?}");
+    let only = app.call(Event::new("GET", "/me/access-requests").query("status=pending").user("alice")).await;
+    assert_eq!(only.body["requests"][0]["request_id"], real.as_str(), "first of all, on the first page");
+    assert_eq!(only.body["requests"][0]["status"], "pending");
+    assert!(only.body["next_cursor"].is_null());
+    let (_, agents) =
+        every_page(&app, "/access-requests", "status=pending", |e| e.caller("agent-8", "[support]")).await;
+    assert_eq!(agents, [real.as_str()], "the agent's list filters the same way");
+    assert!(
+        every_page(&app, "/access-requests", "status=pending", |e| e.caller(AGENT, "[support]")).await.1.is_empty()
+    );
+
+    app.clock.advance(24 * 3600);
+    let (_, pending) = every_page(&app, "/me/access-requests", "status=pending", as_alice).await;
+    assert!(pending.is_empty(), "past its deadline a request is no longer pending, whatever storage says");
+}
+
 e2e::on_both_backends!(
+    long_lists_page_through_every_request_once_with_sealed_cursors,
+    a_pending_request_behind_a_hundred_junk_ones_is_found,
+    nobody_files_for_mints_as_or_approves_their_own_account,
     an_approval_grants_exactly_what_was_asked_and_nothing_wider,
     a_denial_grants_nothing_and_is_final,
     an_unanswered_request_expires_and_cannot_be_approved_after,

@@ -361,16 +361,16 @@ impl ExpiryLedger for DynamoStore {
 }
 
 /// One key range read newest first: a partition, a sort-key condition and an optional filter.
-struct Range<'a> {
-    index: Option<&'static str>,
-    key_condition: String,
-    filter: Option<String>,
-    names: &'a HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
+pub(super) struct Range<'a> {
+    pub(super) index: Option<&'static str>,
+    pub(super) key_condition: String,
+    pub(super) filter: Option<String>,
+    pub(super) names: &'a HashMap<String, String>,
+    pub(super) values: HashMap<String, AttributeValue>,
 }
 
 /// What a range read found: matching items (newest first), and whether the range is used up.
-struct Found {
+pub(super) struct Found {
     items: Vec<Item>,
     exhausted: bool,
     /// The sort key of the last item examined (matching or not).
@@ -379,7 +379,7 @@ struct Found {
 
 impl DynamoStore {
     /// Reads `range` until `want` items match, the range ends, or the call budget is spent.
-    async fn read_range(
+    pub(super) async fn read_range(
         &self,
         table: &str,
         sort_key: &str,
@@ -508,7 +508,7 @@ impl AuditReader for DynamoStore {
 }
 
 /// The page and its resume position from one range read of `limit + 1` wanted items.
-fn page_from(mut found: Found, limit: usize, sort_key: &str) -> (Vec<Item>, Option<String>) {
+pub(super) fn page_from(mut found: Found, limit: usize, sort_key: &str) -> (Vec<Item>, Option<String>) {
     if found.items.len() > limit {
         found.items.truncate(limit);
         let next = found.items.last().and_then(|i| i.get(sort_key)).map(sort_value);

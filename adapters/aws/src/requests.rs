@@ -2,13 +2,15 @@
 //! lookup can only find their own; the agent index lists what an agent filed. Filing and
 //! every decision are one `TransactWriteItems` with their audit events.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
-use super::dynamodb::{DynamoStore, Tables, built, n, s, unavailable};
+use super::dynamodb::{DynamoStore, Range, Tables, built, n, page_from, s, unavailable};
 use super::items::{Item, PENDING_KEY, RequestItem, consent_item, request_item, request_key};
 use shared::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, RequestStatus, Timestamp, UserId};
-use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
+use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, RequestPage, RequestQuery, StoreError};
 
 fn requests_of(items: &[Item], limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
     items.iter().take(limit).map(|i| RequestItem::try_from(i).map(|r| r.0)).collect()
@@ -16,6 +18,38 @@ fn requests_of(items: &[Item], limit: usize) -> Result<Vec<AccessRequest>, Store
 
 fn query_limit(limit: usize) -> i32 {
     i32::try_from(limit.clamp(1, 1000)).expect("bounded")
+}
+
+impl DynamoStore {
+    /// One page of the requests whose `key_attr` is `key` (the table by user, or the agent
+    /// index), by `request_id` descending, after the query's position. Pending-only is a
+    /// filter: a page of decided requests reads on (within the range read's call budget) and
+    /// may answer short with a position to resume from.
+    async fn request_page(
+        &self,
+        index: Option<&'static str>,
+        key_attr: &str,
+        key: &str,
+        query: &RequestQuery,
+    ) -> Result<RequestPage, StoreError> {
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":k".to_owned(), s(key))]);
+        let mut key_condition = format!("{key_attr} = :k");
+        if let Some(after) = &query.after {
+            values.insert(":after".to_owned(), s(after));
+            key_condition.push_str(" AND request_id < :after");
+        }
+        let filter = query.pending_at.map(|now| {
+            names.insert("#st".to_owned(), "status".to_owned());
+            values.insert(":pending".to_owned(), s(RequestStatus::Pending.as_str()));
+            values.insert(":now".to_owned(), n(now.unix()));
+            "#st = :pending AND expires_at > :now".to_owned()
+        });
+        let range = Range { index, key_condition, filter, names: &names, values };
+        let found = self.read_range(&self.tables.requests, "request_id", &range, query.limit + 1).await?;
+        let (items, next) = page_from(found, query.limit, "request_id");
+        Ok(RequestPage { requests: requests_of(&items, query.limit)?, next })
+    }
 }
 
 #[async_trait]
@@ -33,38 +67,15 @@ impl AccessRequestReader for DynamoStore {
         out.item().map(|i| RequestItem::try_from(i).map(|r| r.0)).transpose()
     }
 
-    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.requests)
-            .key_condition_expression("user_id = :u")
-            .expression_attribute_values(":u", s(user.as_str()))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(query_limit(limit))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        requests_of(out.items(), limit)
+    async fn requests_for_user(&self, user: &UserId, query: &RequestQuery) -> Result<RequestPage, StoreError> {
+        // The table itself, read consistently.
+        self.request_page(None, "user_id", user.as_str(), query).await
     }
 
-    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
+    async fn requests_by_agent(&self, agent: &AgentId, query: &RequestQuery) -> Result<RequestPage, StoreError> {
         // A global index reads eventually consistently: a request filed a moment ago may be
         // missing for a moment; its user's own view is consistent.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.requests)
-            .index_name(Tables::AGENT_INDEX)
-            .key_condition_expression("agent = :a")
-            .expression_attribute_values(":a", s(agent.as_str()))
-            .scan_index_forward(false)
-            .limit(query_limit(limit))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        requests_of(out.items(), limit)
+        self.request_page(Some(Tables::AGENT_INDEX), "agent", agent.as_str(), query).await
     }
 }
 

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, append_in, put_consent, unavailable};
 use shared::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, Timestamp, UserId};
-use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, StoreError};
+use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, RequestPage, RequestQuery, StoreError};
 
 fn body_of(request: &AccessRequest) -> Result<String, StoreError> {
     serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -16,19 +16,36 @@ fn parse_body(body: &str) -> Result<AccessRequest, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("access request: {e}")))
 }
 
-fn requests_where(
+/// One page of the requests whose `column` (`user_id` or `agent`, each indexed with
+/// `request_id`) is `key`, by `request_id` descending, after the query's position. One row
+/// more than the page is read to tell whether another page follows.
+fn page_where(
     conn: &Connection,
-    sql: &'static str,
+    column: &'static str,
     key: &str,
-    limit: usize,
-) -> Result<Vec<AccessRequest>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    query: &RequestQuery,
+) -> Result<RequestPage, StoreError> {
+    let sql = format!(
+        "SELECT body FROM access_requests WHERE {column} = ?1
+           AND (?2 IS NULL OR request_id < ?2)
+           AND (?3 IS NULL OR (status = 'pending' AND expires_at > ?3))
+         ORDER BY request_id DESC LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let pending_at = query.pending_at.map(|t| t.unix());
     let bodies = stmt
-        .query_map(params![key, limit as i64], |r| r.get::<_, String>(0))
+        .query_map(params![key, query.after, pending_at, query.limit as i64 + 1], |r| r.get::<_, String>(0))
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
-    bodies.iter().map(|b| parse_body(b)).collect()
+    let mut requests = bodies.iter().map(|b| parse_body(b)).collect::<Result<Vec<_>, _>>()?;
+    let next = if requests.len() > query.limit {
+        requests.truncate(query.limit);
+        requests.last().map(|r| r.request_id.as_str().to_owned())
+    } else {
+        None
+    };
+    Ok(RequestPage { requests, next })
 }
 
 fn decide_in(
@@ -75,30 +92,14 @@ impl AccessRequestReader for SqliteStore {
         .await
     }
 
-    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
-        let user = user.clone();
-        self.read(move |c| {
-            requests_where(
-                c,
-                "SELECT body FROM access_requests WHERE user_id = ?1 ORDER BY request_id DESC LIMIT ?2",
-                user.as_str(),
-                limit,
-            )
-        })
-        .await
+    async fn requests_for_user(&self, user: &UserId, query: &RequestQuery) -> Result<RequestPage, StoreError> {
+        let (user, query) = (user.clone(), query.clone());
+        self.read(move |c| page_where(c, "user_id", user.as_str(), &query)).await
     }
 
-    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError> {
-        let agent = agent.clone();
-        self.read(move |c| {
-            requests_where(
-                c,
-                "SELECT body FROM access_requests WHERE agent = ?1 ORDER BY request_id DESC LIMIT ?2",
-                agent.as_str(),
-                limit,
-            )
-        })
-        .await
+    async fn requests_by_agent(&self, agent: &AgentId, query: &RequestQuery) -> Result<RequestPage, StoreError> {
+        let (agent, query) = (agent.clone(), query.clone());
+        self.read(move |c| page_where(c, "agent", agent.as_str(), &query)).await
     }
 }
 

@@ -7,6 +7,8 @@
   const TOKEN_KEY = 'support-access.identity-token';
   const SUB_KEY = 'support-access.sub';
   const LOG_LIMIT = 50;
+  // Pages of pending requests the screen reads at most (100 each).
+  const REQUEST_PAGES = 20;
   const POLL_MS = 30 * 1000;
 
   const $ = (id) => document.getElementById(id);
@@ -290,9 +292,18 @@
   }
 
   async function loadRequests() {
+    // Only the pending ones, every page of them: newer requests never hide an older one.
     // Until the server has access requests, the route answers 404: no requests then.
-    const { status, body } = await api('GET', '/me/access-requests', undefined, [404]);
-    const list = status === 200 && body && Array.isArray(body.requests) ? body.requests : [];
+    const list = [];
+    let cursor = null;
+    for (let page = 0; page < REQUEST_PAGES; page++) {
+      const query = '?status=pending&limit=100' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
+      const { status, body } = await api('GET', '/me/access-requests' + query, undefined, [404]);
+      if (status !== 200 || !body || !Array.isArray(body.requests)) break;
+      list.push(...body.requests);
+      cursor = typeof body.next_cursor === 'string' ? body.next_cursor : null;
+      if (!cursor) break;
+    }
     renderRequests(list);
   }
 

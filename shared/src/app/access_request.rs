@@ -1,15 +1,55 @@
 use super::Services;
 use crate::domain::{
-    AccessRequest, Actor, AgentId, ApproveError, AuditEventType, Consent, ConsentDuration, Reason, RequestId,
-    RequestStatus, Role, Scope, UserId,
+    AccessRequest, Actor, AgentId, ApproveError, AuditEvent, AuditEventType, Consent, ConsentDuration, Reason,
+    RequestId, RequestStatus, Role, Scope, UserId, agent_is_user,
 };
-use crate::ports::StoreError;
+use crate::ports::{RequestPage, RequestQuery, StoreError};
+use serde::Serialize;
 
 use super::ApiError;
 
-/// How many requests a listing returns: a user has few pending at once, and the agent's view
-/// is their recent work (older steps are on the audit log).
-pub const MAX_LISTED_REQUESTS: usize = 100;
+/// One page of `GET /me/access-requests` or `GET /access-requests`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestPageView {
+    /// Newest first, statuses as of now.
+    pub requests: Vec<AccessRequest>,
+    /// Opaque; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which requests a listing shows: everything, or only those pending now (so that no pile
+/// of decided or expired requests can push a pending one out of sight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestListing {
+    All,
+    Pending,
+}
+
+/// What a request list's cursor is sealed with: whose list, and which of its requests. It
+/// shares no field with an audit filter, so neither kind of cursor opens for the other.
+#[derive(Serialize)]
+struct ListFilter<'a> {
+    requests_of: &'static str,
+    id: &'a str,
+    pending_only: bool,
+}
+
+impl ListFilter<'_> {
+    /// The page to read: after the cursor's position, if this very list sealed it.
+    fn query(&self, services: &Services, limit: usize, cursor: Option<&str>) -> Result<RequestQuery, ApiError> {
+        let after = cursor.map(|c| services.cursor_key.open(c, self)).transpose()?;
+        Ok(RequestQuery { limit, after, pending_at: self.pending_only.then(|| services.clock.now()) })
+    }
+
+    /// The page as answered: statuses as of now, the next position sealed for this list.
+    fn view(&self, services: &Services, page: RequestPage) -> RequestPageView {
+        let now = services.clock.now();
+        RequestPageView {
+            requests: page.requests.into_iter().map(|r| r.as_of(now)).collect(),
+            next_cursor: page.next.map(|position| services.cursor_key.seal(self, position)),
+        }
+    }
+}
 
 /// `POST /access-requests`: `agent` asks `user` for access with `scope` for `duration`.
 pub async fn file_request(
@@ -24,6 +64,19 @@ pub async fn file_request(
         return Err(ApiError::FeatureDisabled);
     }
     let now = services.clock.now();
+    if agent_is_user(agent, &user) {
+        // Refused like a mint for oneself, and on the same record: nothing is stored.
+        let refused = AuditEvent::new(
+            AuditEventType::TokenDenied,
+            now,
+            Some(user),
+            Actor { sub: agent.clone(), role: Role::Support },
+        )
+        .with_reason(&reason)
+        .with_detail("self-impersonation");
+        services.audit_appender.append(refused).await?;
+        return Err(ApiError::SelfImpersonation);
+    }
     let request = AccessRequest::file(user, agent.clone(), reason, scope, duration, now, &services.policy);
     let event = request
         .event(AuditEventType::RequestFiled, Actor { sub: agent.clone(), role: Role::Support }, now)
@@ -32,18 +85,34 @@ pub async fn file_request(
     Ok(request)
 }
 
-/// `GET /me/access-requests`: the user's requests, newest first, statuses as of now.
-pub async fn user_requests(services: &Services, user: &UserId) -> Result<Vec<AccessRequest>, ApiError> {
-    let now = services.clock.now();
-    let found = services.request_reader.requests_for_user(user, MAX_LISTED_REQUESTS).await?;
-    Ok(found.into_iter().map(|r| r.as_of(now)).collect())
+/// `GET /me/access-requests`: one page of the user's requests, newest first, statuses as of
+/// now; the cursor only works for this user's list with the same `listing`.
+pub async fn user_requests(
+    services: &Services,
+    user: &UserId,
+    listing: RequestListing,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<RequestPageView, ApiError> {
+    let filter =
+        ListFilter { requests_of: "user", id: user.as_str(), pending_only: listing == RequestListing::Pending };
+    let page = services.request_reader.requests_for_user(user, &filter.query(services, limit, cursor)?).await?;
+    Ok(filter.view(services, page))
 }
 
-/// `GET /access-requests`: the requests `agent` filed, newest first, statuses as of now.
-pub async fn agent_requests(services: &Services, agent: &AgentId) -> Result<Vec<AccessRequest>, ApiError> {
-    let now = services.clock.now();
-    let found = services.request_reader.requests_by_agent(agent, MAX_LISTED_REQUESTS).await?;
-    Ok(found.into_iter().map(|r| r.as_of(now)).collect())
+/// `GET /access-requests`: one page of the requests `agent` filed, newest first, statuses as
+/// of now; the cursor only works for this agent's list with the same `listing`.
+pub async fn agent_requests(
+    services: &Services,
+    agent: &AgentId,
+    listing: RequestListing,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<RequestPageView, ApiError> {
+    let filter =
+        ListFilter { requests_of: "agent", id: agent.as_str(), pending_only: listing == RequestListing::Pending };
+    let page = services.request_reader.requests_by_agent(agent, &filter.query(services, limit, cursor)?).await?;
+    Ok(filter.view(services, page))
 }
 
 async fn own_request(services: &Services, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {
@@ -65,6 +134,12 @@ pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId)
     }
     let now = services.clock.now();
     let request = own_request(services, user, id).await?;
+    if agent_is_user(&request.agent, user) {
+        // Only a request stored before filing refused this could be one; it stays pending.
+        let refused = request.event(AuditEventType::TokenDenied, user_actor(user), now).with_detail("self-approval");
+        services.audit_appender.append(refused).await?;
+        return Err(ApiError::SelfApproval);
+    }
     let (approved, consent) = match request.approve(now, &services.policy) {
         Ok(pair) => pair,
         Err(ApproveError::NotPending(e)) => {
@@ -83,7 +158,7 @@ pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId)
         consent.scope,
         consent.expires_at,
     );
-    let granted = crate::domain::AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
+    let granted = AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), actor)
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
         .with_request(&approved.request_id);
     decide(services, &approved, Some(&consent), vec![approval, granted]).await?;
@@ -142,7 +217,7 @@ async fn decide(
     services: &Services,
     decided: &AccessRequest,
     grant: Option<&Consent>,
-    events: Vec<crate::domain::AuditEvent>,
+    events: Vec<AuditEvent>,
 ) -> Result<(), ApiError> {
     match services.request_writer.decide(decided, grant, events).await {
         Ok(_) => Ok(()),

@@ -1,13 +1,13 @@
-//! Audit cursors are opaque to clients and authenticated: the store's position and the query's
-//! filter are sealed with HMAC-SHA256 under a server key, so a client can neither forge a
-//! position nor reuse a cursor with another filter (another user's log, say).
+//! Cursors (the audit log's, the access-request lists') are opaque to clients and
+//! authenticated: the store's position and the query's filter are sealed with HMAC-SHA256
+//! under a server key, so a client can neither forge a position nor reuse a cursor with another
+//! filter (another user's log or list, say). A filter is any value that serializes; each
+//! listing's filter has its own shape, so one listing's cursor never opens for another.
 
 use aws_lc_rs::{hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
-
-use crate::domain::AuditFilter;
 
 use super::ApiError;
 
@@ -16,7 +16,7 @@ pub struct CursorKey(hmac::Key);
 
 #[derive(Serialize, Deserialize)]
 struct Sealed {
-    f: AuditFilter,
+    f: serde_json::Value,
     p: String,
 }
 
@@ -39,21 +39,23 @@ impl CursorKey {
     }
 
     /// An opaque cursor for `position` under `filter`.
-    pub fn seal(&self, filter: &AuditFilter, position: String) -> String {
-        let payload = serde_json::to_vec(&Sealed { f: filter.clone(), p: position }).expect("filter serializes");
+    pub fn seal<F: Serialize>(&self, filter: &F, position: String) -> String {
+        let payload =
+            serde_json::to_vec(&Sealed { f: serde_json::to_value(filter).expect("filter serializes"), p: position })
+                .expect("a JSON value serializes");
         let tag = hmac::sign(&self.0, &payload);
         format!("{}.{}", B64.encode(&payload), B64.encode(tag.as_ref()))
     }
 
     /// The position inside `cursor`, if this key sealed it for this very `filter`.
-    pub fn open(&self, cursor: &str, filter: &AuditFilter) -> Result<String, ApiError> {
+    pub fn open<F: Serialize>(&self, cursor: &str, filter: &F) -> Result<String, ApiError> {
         let invalid = || ApiError::InvalidRequest("cursor is not valid for this query".into());
         let (payload_b64, tag_b64) = cursor.split_once('.').ok_or_else(invalid)?;
         let payload = B64.decode(payload_b64).map_err(|_| invalid())?;
         let tag = B64.decode(tag_b64).map_err(|_| invalid())?;
         hmac::verify(&self.0, &payload, &tag).map_err(|_| invalid())?;
         let sealed: Sealed = serde_json::from_slice(&payload).map_err(|_| invalid())?;
-        if &sealed.f != filter {
+        if sealed.f != serde_json::to_value(filter).expect("filter serializes") {
             return Err(invalid());
         }
         Ok(sealed.p)
@@ -63,7 +65,7 @@ impl CursorKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserId;
+    use crate::domain::{AuditFilter, UserId};
 
     fn alice() -> AuditFilter {
         AuditFilter { user_id: Some(UserId::parse("alice").unwrap()), ..Default::default() }

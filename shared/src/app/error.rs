@@ -31,6 +31,13 @@ pub enum ApiError {
     /// The agent's sign-in does not meet the step-up policy (`Policy::step_up`).
     #[error("{0}; sign in again with the required method and retry")]
     StepUpRequired(crate::domain::StepUpMissing),
+    /// A support agent asked for access to their own account (filing a request for it, or
+    /// minting a token as it): `domain::agent_is_user`.
+    #[error("a support agent cannot ask for or use access to their own account")]
+    SelfImpersonation,
+    /// A user approved a request that they filed themselves, as an agent.
+    #[error("this request was filed by you: nobody approves their own request for access")]
+    SelfApproval,
     /// A decision on an access request that is no longer pending.
     #[error("the access request is {0}, not pending")]
     RequestNotPending(crate::domain::RequestStatus),

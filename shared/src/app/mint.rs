@@ -3,6 +3,7 @@ use serde::Serialize;
 use super::Services;
 use crate::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, ConsentId, Jti, Reason, Role, Scope, SignIn, Timestamp, UserId,
+    agent_is_user,
 };
 use crate::ports::StoreError;
 use crate::token;
@@ -43,6 +44,10 @@ pub async fn mint_token(
     if !services.policy.enabled {
         services.audit_appender.append(denied("feature-disabled")).await?;
         return Err(ApiError::FeatureDisabled);
+    }
+    if agent_is_user(agent, user) {
+        services.audit_appender.append(denied("self-impersonation")).await?;
+        return Err(ApiError::SelfImpersonation);
     }
     if let Err(missing) = services.policy.step_up.check(sign_in, now, services.policy.leeway_seconds) {
         services.audit_appender.append(denied(missing.code())).await?;

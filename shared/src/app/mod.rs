@@ -16,8 +16,8 @@ mod notify;
 mod services;
 
 pub use access_request::{
-    MAX_LISTED_REQUESTS, MAX_SWEPT_REQUESTS, agent_requests, approve_request, deny_request, expire_requests,
-    file_request, user_requests,
+    MAX_SWEPT_REQUESTS, RequestListing, RequestPageView, agent_requests, approve_request, deny_request,
+    expire_requests, file_request, user_requests,
 };
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};

@@ -9,6 +9,14 @@ use super::{
     Timestamp, UserId, ValidationError,
 };
 
+/// The separation of duties behind every step towards impersonation: a support agent is
+/// never the user whose account they would enter, so nobody files a request for, approves,
+/// or mints a token as their own account (that would be access nobody else consented to).
+/// Both are the `sub` of one identity provider, compared exactly as issued.
+pub fn agent_is_user(agent: &AgentId, user: &UserId) -> bool {
+    agent.as_str() == user.as_str()
+}
+
 /// The id of one access request: a UUIDv7, so ids sort by filing time in every store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -268,6 +276,17 @@ mod tests {
         assert_eq!(approved.decided_before_deadline(), Some(later), "an approval must land before the deadline");
         let denied = r.settle(RequestStatus::Denied, later).unwrap();
         assert_eq!(denied.decided_before_deadline(), None, "a denial only needs the request pending");
+    }
+
+    #[test]
+    fn an_agent_is_the_user_only_with_the_very_same_sub() {
+        let agent = AgentId::parse("agent-7").unwrap();
+        assert!(agent_is_user(&agent, &UserId::parse("agent-7").unwrap()));
+        for other in ["alice", "Agent-7", "agent-7 ", "agent-70"] {
+            if let Ok(user) = UserId::parse(other) {
+                assert!(!agent_is_user(&agent, &user), "{other}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod policy;
 mod step_up;
 mod time;
 
-pub use access_request::{AccessRequest, ApproveError, NotPending, RequestId, RequestStatus};
+pub use access_request::{AccessRequest, ApproveError, NotPending, RequestId, RequestStatus, agent_is_user};
 pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
 pub use notification::{NOTIFICATION_SOURCE, Notification, is_notified};

@@ -31,6 +31,8 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
         ApiError::FeatureDisabled => (StatusCode::FORBIDDEN, "feature-disabled", "Feature disabled"),
         ApiError::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step-up-required", "Step-up authentication required"),
+        ApiError::SelfImpersonation => (StatusCode::FORBIDDEN, "self-impersonation", "Self-impersonation refused"),
+        ApiError::SelfApproval => (StatusCode::FORBIDDEN, "self-approval", "Self-approval refused"),
         ApiError::RequestNotPending(_) => (StatusCode::CONFLICT, "request-not-pending", "Request not pending"),
         ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
     }

@@ -279,10 +279,24 @@ struct AccessRequestBody {
     duration_seconds: i64,
 }
 
-/// The answer of every listing of access requests.
-#[derive(Serialize)]
-struct AccessRequestList {
-    requests: Vec<crate::domain::AccessRequest>,
+/// The query of every listing of access requests: `?status=pending` (the only filter) keeps
+/// the ones pending now; `limit` and `cursor` page as on `/audit`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl RequestListParams {
+    fn listing(&self) -> Result<app::RequestListing, ApiError> {
+        match self.status.as_deref() {
+            None => Ok(app::RequestListing::All),
+            Some("pending") => Ok(app::RequestListing::Pending),
+            Some(_) => Err(ApiError::InvalidRequest("status must be pending (or absent, for every request)".into())),
+        }
+    }
 }
 
 async fn file_access_request(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
@@ -301,14 +315,19 @@ async fn file_access_request(req: &Request, services: &Services) -> Result<Respo
 async fn agent_access_requests(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
     let caller = caller(req, services)?;
     caller.require_group(&services.policy.support_group)?;
-    let requests = app::agent_requests(services, &caller.agent_id()?).await?;
-    Ok(json(StatusCode::OK, &AccessRequestList { requests }))
+    let agent = caller.agent_id()?;
+    let p: RequestListParams = query(req)?;
+    let limit = page_size(p.limit.as_deref())?;
+    let page = app::agent_requests(services, &agent, p.listing()?, limit, p.cursor.as_deref()).await?;
+    Ok(json(StatusCode::OK, &page))
 }
 
 async fn my_access_requests(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
     let user = caller(req, services)?.user_id()?;
-    let requests = app::user_requests(services, &user).await?;
-    Ok(json(StatusCode::OK, &AccessRequestList { requests }))
+    let p: RequestListParams = query(req)?;
+    let limit = page_size(p.limit.as_deref())?;
+    let page = app::user_requests(services, &user, p.listing()?, limit, p.cursor.as_deref()).await?;
+    Ok(json(StatusCode::OK, &page))
 }
 
 /// The request id in the path of a decision route; a malformed one is as absent as an unknown one.

@@ -59,11 +59,34 @@ pub trait AccessRequestReader: Send + Sync {
     /// The user's request `id`; `None` when there is none or it is someone else's.
     async fn request(&self, user: &UserId, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
 
-    /// The user's requests, newest first, at most `limit`.
-    async fn requests_for_user(&self, user: &UserId, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
+    /// One page of the user's requests, newest first.
+    async fn requests_for_user(&self, user: &UserId, query: &RequestQuery) -> Result<RequestPage, StoreError>;
 
-    /// The requests `agent` filed, newest first, at most `limit`.
-    async fn requests_by_agent(&self, agent: &AgentId, limit: usize) -> Result<Vec<AccessRequest>, StoreError>;
+    /// One page of the requests `agent` filed, newest first.
+    async fn requests_by_agent(&self, agent: &AgentId, query: &RequestQuery) -> Result<RequestPage, StoreError>;
+}
+
+/// Which page of a listing of access requests to read. Every store orders a listing by
+/// `request_id` descending (UUIDv7: newest filed first), and the position is the id of the
+/// last request of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestQuery {
+    /// 1..=100.
+    pub limit: usize,
+    /// Where the previous page ended, as the same adapter reported it in `RequestPage::next`.
+    pub after: Option<String>,
+    /// Only requests still pending at this time (stored as pending, deadline after it).
+    pub pending_at: Option<Timestamp>,
+}
+
+/// One page of access requests, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPage {
+    /// As stored (the caller settles expiry by the clock). A page may hold fewer than the
+    /// limit (an adapter stops after a bounded amount of reading) and still have a `next`.
+    pub requests: Vec<AccessRequest>,
+    /// Position of the last request read, when more may follow; sealed into a cursor.
+    pub next: Option<String>,
 }
 
 /// Finds the requests a sweep must record as expired.

@@ -44,6 +44,10 @@ pub async fn mint_token(
         services.audit_appender.append(denied("feature-disabled")).await?;
         return Err(ApiError::FeatureDisabled);
     }
+    if super::stopped(services).await? {
+        services.audit_appender.append(denied("emergency-stop")).await?;
+        return Err(ApiError::EmergencyStop);
+    }
     if let Err(missing) = services.policy.step_up.check(sign_in, now, services.policy.leeway_seconds) {
         services.audit_appender.append(denied(missing.code())).await?;
         return Err(ApiError::StepUpRequired(missing));

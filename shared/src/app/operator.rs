@@ -213,3 +213,52 @@ async fn users_with_live_tokens(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Counting {
+        reads: AtomicUsize,
+        stop: Mutex<Option<EmergencyStop>>,
+    }
+
+    #[async_trait]
+    impl Controls for Counting {
+        async fn read(&self, _: Option<&AgentId>) -> Result<ControlState, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(ControlState { stop: self.stop.lock().unwrap().clone(), revocation: None })
+        }
+        async fn set_stop(&self, stop: Option<&EmergencyStop>) -> Result<(), StoreError> {
+            *self.stop.lock().unwrap() = stop.cloned();
+            Ok(())
+        }
+        async fn revoke_agent(&self, _: &AgentRevocation) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_answers_within_its_ttl_and_a_write_clears_it() {
+        let inner = Arc::new(Counting::default());
+        let cached = CachedControls::new(inner.clone(), Duration::from_secs(60));
+        let agent = AgentId::parse("agent-7").unwrap();
+        cached.read(Some(&agent)).await.unwrap();
+        cached.read(Some(&agent)).await.unwrap();
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 1, "the second read is cached");
+        let stop = EmergencyStop {
+            by: AgentId::parse("op-1").unwrap(),
+            at: Timestamp::from_unix(1),
+            reason: Reason::parse("incident 42").unwrap(),
+        };
+        cached.set_stop(Some(&stop)).await.unwrap();
+        assert_eq!(cached.read(Some(&agent)).await.unwrap().stop, Some(stop), "the writer reads its own write");
+        let uncached = CachedControls::new(inner.clone(), Duration::ZERO);
+        uncached.read(None).await.unwrap();
+        uncached.read(None).await.unwrap();
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 4, "a zero TTL reads every time");
+    }
+}

@@ -19,10 +19,12 @@ BASIC = "AWSLambdaBasicExecutionRole"
 
 HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHeadsTable")}
 AUDIT_APPEND = {("dynamodb:PutItem", "AuditTable")}
+# The emergency stop and agent revocations, read on every grant, mint, approval and use.
+CONTROLS_READ = {("dynamodb:GetItem", "ControlsTable")}
 
 # Every permission of every function: exactly these, nothing more.
 EXPECTED = {
-    "GrantConsentFunction": {("dynamodb:PutItem", "ConsentsTable")} | AUDIT_APPEND | HEADS,
+    "GrantConsentFunction": {("dynamodb:PutItem", "ConsentsTable")} | AUDIT_APPEND | HEADS | CONTROLS_READ,
     "GetConsentFunction": {("dynamodb:GetItem", "ConsentsTable")},
     "RevokeConsentFunction": {("dynamodb:GetItem", "ConsentsTable"), ("dynamodb:DeleteItem", "ConsentsTable")}
     | AUDIT_APPEND
@@ -30,6 +32,7 @@ EXPECTED = {
     "MintTokenFunction": {("dynamodb:GetItem", "ConsentsTable"), ("dynamodb:ConditionCheckItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS
+    | CONTROLS_READ
     | {("kms:Sign", "SigningKey")},
     "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
     "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
@@ -54,10 +57,12 @@ EXPECTED = {
         ("dynamodb:ConditionCheckItem", "ConsentsTable"),
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | CONTROLS_READ,
     "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | CONTROLS_READ,
     "AgentRequestsFunction": {
         ("dynamodb:PutItem", "AccessRequestsTable"),
         ("dynamodb:Query", "AccessRequestsTable/index/by-agent"),
@@ -71,10 +76,19 @@ EXPECTED = {
         ("dynamodb:PutItem", "ConsentsTable"),
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | CONTROLS_READ,
     "RequestExpiryFunction": {
         ("dynamodb:Query", "AccessRequestsTable/index/pending-by-deadline"),
         ("dynamodb:PutItem", "AccessRequestsTable"),
+    }
+    | AUDIT_APPEND
+    | HEADS,
+    "OperatorFunction": {
+        ("dynamodb:GetItem", "ControlsTable"),
+        ("dynamodb:PutItem", "ControlsTable"),
+        ("dynamodb:DeleteItem", "ControlsTable"),
+        ("dynamodb:Query", "AuditTable/index/by-actor"),
     }
     | AUDIT_APPEND
     | HEADS,
@@ -212,6 +226,10 @@ def test_the_rules_hold_whatever_the_table_says(template):
                     ("MintTokenFunction", "SigningKey"),
                     ("CheckpointFunction", "CheckpointKey"),
                 }, f"{function} signs with {resource}"
+            if resource == "ControlsTable" and action in WRITES:
+                # Incident response is the operator function's alone: nothing a support agent
+                # calls can lift a stop or undo a revocation.
+                assert function == "OperatorFunction", f"{function} writes the controls"
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
@@ -232,7 +250,7 @@ def test_a_widened_role_is_caught(template):
 
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable", "AccessRequestsTable"]:
+    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable", "AccessRequestsTable", "ControlsTable"]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -245,6 +263,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     requests = resources["AccessRequestsTable"]["Properties"]
     assert requests["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}
     assert [i["IndexName"] for i in requests["GlobalSecondaryIndexes"]] == ["by-agent", "pending-by-deadline"]
+    controls = resources["ControlsTable"]["Properties"]
+    assert controls["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert controls["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1

@@ -288,6 +288,41 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
 }
 
 #[tokio::test]
+async fn the_operator_function_stops_and_revokes_and_the_authorizer_obeys() {
+    let app = TestApp::on(Backend::Aws).await;
+    let env = app.function_env();
+    // Granted and minted by the functions, on the system clock the authorizer runs on.
+    let grant = Event::new("POST", "/consents").user("alice").json(json!({"duration_seconds": 3600}));
+    assert_eq!(invoke("grant-consent", &env, vec![grant.to_json()]).await[0]["statusCode"], 201);
+    let mint = Event::new("POST", "/tokens")
+        .caller("agent-7", "[support]")
+        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
+    let token =
+        body(&invoke("mint-token", &env, vec![mint.to_json()]).await[0])["access_token"].as_str().unwrap().to_owned();
+    let ask = || serde_json::to_value(authorizer_event(Some(&token), "GET", "/orders")).unwrap();
+    let operator = |method: &str, path: &str| Event::new(method, path).caller("op-1", "[operator]");
+
+    let refused = Event::new("PUT", "/operator/emergency-stop").caller("agent-7", "[support]");
+    let refused = invoke("operator", &env, vec![refused.json(json!({"reason": "not mine to stop"})).to_json()]).await;
+    assert_eq!(refused[0]["statusCode"], 403, "{refused:?}");
+    let engaged = operator("PUT", "/operator/emergency-stop").json(json!({"reason": "INC-42: key leak"})).to_json();
+    let status = operator("GET", "/operator/emergency-stop").to_json();
+    let answers = invoke("operator", &env, vec![engaged, status]).await;
+    assert_eq!((answers[0]["statusCode"].clone(), body(&answers[1])["engaged"].clone()), (json!(200), json!(true)));
+    assert_eq!(invoke("authorizer", &env, vec![ask()]).await[0]["isAuthorized"], false, "stopped");
+
+    let lifted = invoke("operator", &env, vec![operator("DELETE", "/operator/emergency-stop").to_json()]).await;
+    assert_eq!(lifted[0]["statusCode"], 204, "{lifted:?}");
+    assert_eq!(invoke("authorizer", &env, vec![ask()]).await[0]["isAuthorized"], true, "lifted");
+
+    let revoke =
+        operator("POST", "/operator/agents/agent-7/revoke-tokens").json(json!({"reason": "INC-77: laptop stolen"}));
+    let revoked = invoke("operator", &env, vec![revoke.to_json()]).await;
+    assert_eq!((revoked[0]["statusCode"].clone(), body(&revoked[0])["users_notified"].clone()), (json!(200), json!(1)));
+    assert_eq!(invoke("authorizer", &env, vec![ask()]).await[0]["isAuthorized"], false, "agent-7 revoked");
+}
+
+#[tokio::test]
 async fn a_function_without_its_settings_stops_at_init_naming_them() {
     let api = RuntimeApi::start().await;
     let mut child = start_function("mint-token", &api, &[], Stdio::piped());

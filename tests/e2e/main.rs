@@ -16,6 +16,7 @@ mod contract;
 mod entry_points;
 mod expiry_stream;
 mod faults;
+mod incident_response;
 mod lambda_functions;
 mod local_api_flow;
 mod notifications;

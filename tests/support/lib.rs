@@ -269,6 +269,7 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
         heads: format!("ChainHeads-{suffix}"),
         checkpoints: format!("Checkpoints-{suffix}"),
         requests: format!("AccessRequests-{suffix}"),
+        controls: format!("Controls-{suffix}"),
     };
     create_tables(&dynamodb, &tables).await.unwrap();
     let key = create_signing_key(&kms).await.unwrap();
@@ -360,6 +361,7 @@ impl TestApp {
             ("CHAIN_HEADS_TABLE", aws.tables.heads.as_str()),
             ("CHECKPOINTS_TABLE", aws.tables.checkpoints.as_str()),
             ("ACCESS_REQUESTS_TABLE", aws.tables.requests.as_str()),
+            ("CONTROLS_TABLE", aws.tables.controls.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]

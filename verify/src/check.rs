@@ -67,11 +67,18 @@ pub enum Rejection {
     /// consent; the service's own audit log says which).
     #[error("introspection says the token is not active")]
     Inactive,
+    /// The service's emergency stop is engaged: no token works until an operator lifts it.
+    #[error("the emergency stop is engaged")]
+    EmergencyStop,
+    /// An operator revoked every token the acting agent was issued up to a moment this token
+    /// was issued at or before.
+    #[error("the acting agent's tokens were revoked")]
+    AgentRevoked,
 }
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::Oversized,
         Self::Malformed,
         Self::Algorithm,
@@ -88,6 +95,8 @@ impl Rejection {
         Self::ConsentReplaced,
         Self::Scope,
         Self::Inactive,
+        Self::EmergencyStop,
+        Self::AgentRevoked,
     ];
 
     /// A stable machine-readable code for the audit log.
@@ -109,6 +118,8 @@ impl Rejection {
             Self::ConsentReplaced => "consent-replaced",
             Self::Scope => "scope",
             Self::Inactive => "inactive",
+            Self::EmergencyStop => "emergency-stop",
+            Self::AgentRevoked => "agent-revoked",
         }
     }
 

@@ -26,8 +26,8 @@ use shared::ports::{
     TokenLedger,
 };
 
-/// The five tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`).
+/// The six tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
@@ -35,6 +35,8 @@ pub struct Tables {
     pub heads: String,
     pub checkpoints: String,
     pub requests: String,
+    /// The operators' emergency stop and agent revocations (`controls`).
+    pub controls: String,
 }
 
 impl Tables {
@@ -54,6 +56,7 @@ impl Tables {
             heads: var("CHAIN_HEADS_TABLE", "ChainHeads"),
             checkpoints: var("CHECKPOINTS_TABLE", "Checkpoints"),
             requests: var("ACCESS_REQUESTS_TABLE", "AccessRequests"),
+            controls: var("CONTROLS_TABLE", "Controls"),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! domain values and `StoreError`/`SignerError`.
 
 mod archive;
+mod controls;
 mod der;
 mod dynamodb;
 mod items;
@@ -68,7 +69,7 @@ pub async fn store_from_env() -> DynamoStore {
 }
 
 /// Every port on DynamoDB and KMS from the environment: tables from `CONSENTS_TABLE`,
-/// `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`; the signing key from `KMS_KEY_ID` (a key id or key
+/// `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`, ..., `CONTROLS_TABLE` (see [`Tables::from_env`]); the signing key from `KMS_KEY_ID` (a key id or key
 /// ARN) and keys to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). The
 /// JWK Set is fetched (`kms:GetPublicKey`) only when `verifies`: a process that never
 /// verifies or publishes tokens never reads public keys.
@@ -95,5 +96,9 @@ pub async fn services_from_env(
     } else {
         KeyRing::empty()
     };
-    Ok(Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key))
+    let mut services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key);
+    // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
+    // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
+    services.controls = Arc::new(shared::app::CachedControls::new(services.controls, shared::app::CONTROLS_CACHE_TTL));
+    Ok(services)
 }

@@ -36,7 +36,7 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
 /// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
 /// (by user and id, with the agent index and the sparse index of pending requests; TTL on
-/// `purge_at`), all on-demand.
+/// `purge_at`) and `Controls` (the operators' switches, TTL on `expires_at`), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -135,6 +135,28 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
             TimeToLiveSpecification::builder()
                 .enabled(true)
                 .attribute_name("purge_at")
+                .build()
+                .map_err(|e| failed("ttl", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| failed("enable TTL", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    client
+        .create_table()
+        .table_name(&tables.controls)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("key", S)?)
+        .key_schema(key("key", KeyType::Hash)?)
+        .send()
+        .await
+        .map_err(|e| failed("create controls table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    client
+        .update_time_to_live()
+        .table_name(&tables.controls)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at")
                 .build()
                 .map_err(|e| failed("ttl", e))?,
         )

@@ -3,6 +3,7 @@
 //! cursor key; files holding secrets are created with mode 0600.
 
 mod archive;
+mod controls;
 mod dev_idp;
 mod files;
 mod group_commit;

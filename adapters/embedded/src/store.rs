@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS access_requests (
 CREATE INDEX IF NOT EXISTS access_requests_by_user  ON access_requests (user_id, request_id);
 CREATE INDEX IF NOT EXISTS access_requests_by_agent ON access_requests (agent, request_id);
 CREATE INDEX IF NOT EXISTS access_requests_pending  ON access_requests (status, expires_at);
+CREATE TABLE IF NOT EXISTS controls (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER,
+    body       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox_positions (
     relay   TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL

@@ -76,7 +76,7 @@ pub async fn setup_aws() -> Result<String, String> {
     aws::create_tables(&aws_sdk_dynamodb::Client::new(&config), &tables).await.map_err(|e| e.to_string())?;
     let key = aws::create_signing_key(&aws_sdk_kms::Client::new(&config)).await.map_err(|e| e.to_string())?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport KMS_KEY_ID={key}\n",
-        tables.consents, tables.audit, tables.heads, tables.checkpoints, tables.requests
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\n",
+        tables.consents, tables.audit, tables.heads, tables.checkpoints, tables.requests, tables.controls
     ))
 }

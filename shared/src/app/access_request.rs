@@ -132,6 +132,9 @@ pub async fn approve_request(services: &Services, user: &UserId, id: &RequestId)
     if !services.policy.enabled {
         return Err(ApiError::FeatureDisabled);
     }
+    if super::stopped(services).await? {
+        return Err(ApiError::EmergencyStop);
+    }
     let now = services.clock.now();
     let request = own_request(services, user, id).await?;
     if agent_is_user(&request.agent, user) {

@@ -7,7 +7,9 @@ use http::Method;
 use serde::Serialize;
 
 use super::Services;
-use crate::domain::{Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, Jti, Role, Scope, UserId};
+use crate::domain::{
+    Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, Jti, Role, Scope, Timestamp, UserId,
+};
 use crate::ports::StoreError;
 use crate::token::{self, ImpersonationClaims, Rejection};
 
@@ -34,9 +36,14 @@ pub enum AuthorizeError {
 /// A refusal, with the claims when the signature verified (so the event may name the user).
 type Refusal = (Rejection, Option<ImpersonationClaims>);
 
-/// The checks every entry point shares: the stateless ones, then the live one (the user's
-/// consent exists, is unexpired, and is the token's `cid`). Returns the consent read, which a
-/// use is then recorded against.
+/// The checks every entry point shares: the stateless ones, then the live ones: the
+/// operators' controls (no emergency stop; the acting agent's tokens not revoked since this
+/// one was issued) and the user's consent (exists, is unexpired, and is the token's `cid`).
+/// Returns the consent read, which a use is then recorded against.
+///
+/// The controls and the consent are read at once, so the controls add no latency of their
+/// own (on AWS they are also cached for at most `CONTROLS_CACHE_TTL`). Either read failing
+/// refuses the use as unavailable: a stop that cannot be read is not assumed lifted.
 async fn check(
     services: &Services,
     bearer: &str,
@@ -53,7 +60,16 @@ async fn check(
     if let Err(rejection) = token::check_claims(&claims, &services.policy, now) {
         return Ok(Err((rejection, Some(claims))));
     }
-    Ok(match services.consent_reader.current(&claims.sub, now).await? {
+    let (consent, controls) =
+        tokio::join!(services.consent_reader.current(&claims.sub, now), services.controls.read(Some(&claims.act.sub)));
+    let (consent, controls) = (consent?, controls?);
+    if controls.stop.is_some() {
+        return Ok(Err((Rejection::EmergencyStop, Some(claims))));
+    }
+    if controls.revocation.is_some_and(|r| r.agent == claims.act.sub && r.kills(Timestamp::from_unix(claims.iat))) {
+        return Ok(Err((Rejection::AgentRevoked, Some(claims))));
+    }
+    Ok(match consent {
         None => Err((Rejection::NoConsent, Some(claims))),
         Some(c) if c.consent_id != claims.cid => Err((Rejection::ConsentReplaced, Some(claims))),
         Some(c) => Ok((claims, c)),

@@ -20,6 +20,9 @@ pub async fn grant_consent(
     if !services.policy.enabled {
         return Err(ApiError::FeatureDisabled);
     }
+    if super::stopped(services).await? {
+        return Err(ApiError::EmergencyStop);
+    }
     let now = services.clock.now();
     let consent = Consent::grant(user.clone(), scope, note, duration, now);
     let event = AuditEvent::new(AuditEventType::ConsentGranted, now, Some(user.clone()), user_actor(user))

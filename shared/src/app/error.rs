@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("support access is disabled in this deployment")]
     FeatureDisabled,
+    /// An operator engaged the emergency stop (`PUT /operator/emergency-stop`).
+    #[error("support access is stopped by an operator (emergency stop)")]
+    EmergencyStop,
     /// The agent's sign-in does not meet the step-up policy (`Policy::step_up`).
     #[error("{0}; sign in again with the required method and retry")]
     StepUpRequired(crate::domain::StepUpMissing),

@@ -45,6 +45,10 @@ pub async fn mint_token(
         services.audit_appender.append(denied("feature-disabled")).await?;
         return Err(ApiError::FeatureDisabled);
     }
+    if super::stopped(services).await? {
+        services.audit_appender.append(denied("emergency-stop")).await?;
+        return Err(ApiError::EmergencyStop);
+    }
     if agent_is_user(agent, user) {
         services.audit_appender.append(denied("self-impersonation")).await?;
         return Err(ApiError::SelfImpersonation);

@@ -13,6 +13,7 @@ mod error;
 mod expiry;
 mod mint;
 mod notify;
+mod operator;
 mod services;
 
 pub use access_request::{
@@ -28,4 +29,8 @@ pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};
 pub use notify::{RelayError, RelaySettings, RelayStats, publish_committed, relay_forever, relay_once, should_publish};
+pub use operator::{
+    CONTROLS_CACHE_TTL, CachedControls, MAX_REVOCATION_SCAN, RevocationView, StopView, emergency_stop, engage_stop,
+    lift_stop, revoke_agent_tokens, stopped,
+};
 pub use services::Services;

@@ -8,7 +8,7 @@ use crate::app::CursorKey;
 use crate::domain::Policy;
 use crate::ports::{
     AccessRequestReader, AccessRequestWriter, AuditAppender, AuditReader, ChainArchive, Clock, ConsentReader,
-    ConsentWriter, PendingRequests, Signer, SignerError, Store, TokenLedger,
+    ConsentWriter, Controls, PendingRequests, Signer, SignerError, Store, TokenLedger,
 };
 use crate::token::KeyRing;
 
@@ -24,6 +24,9 @@ pub struct Services {
     pub request_reader: Arc<dyn AccessRequestReader>,
     pub request_writer: Arc<dyn AccessRequestWriter>,
     pub pending_requests: Arc<dyn PendingRequests>,
+    /// The emergency stop and agent revocations; on AWS behind a short per-process cache
+    /// ([`super::CachedControls`]).
+    pub controls: Arc<dyn Controls>,
     pub signer: Arc<dyn Signer>,
     /// The verification keys (the JWK Set), fetched once from the signer.
     pub keys: Arc<KeyRing>,
@@ -56,6 +59,7 @@ impl Services {
             request_reader: store.clone(),
             request_writer: store.clone(),
             pending_requests: store.clone(),
+            controls: store.clone(),
             chain_archive: store,
             signer,
             keys: Arc::new(keys),

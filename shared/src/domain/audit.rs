@@ -31,10 +31,19 @@ pub enum AuditEventType {
     RequestDenied,
     #[serde(rename = "request.expired")]
     RequestExpired,
+    /// An operator revoked every live token of one agent; on each affected user's stream.
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    /// An operator engaged the emergency stop; on the unattributed stream (it is no one user's).
+    #[serde(rename = "stop.engaged")]
+    StopEngaged,
+    /// An operator lifted the emergency stop; on the unattributed stream.
+    #[serde(rename = "stop.lifted")]
+    StopLifted,
 }
 
 impl AuditEventType {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::ConsentGranted,
         Self::ConsentRevoked,
         Self::ConsentExpired,
@@ -46,6 +55,9 @@ impl AuditEventType {
         Self::RequestApproved,
         Self::RequestDenied,
         Self::RequestExpired,
+        Self::TokenRevoked,
+        Self::StopEngaged,
+        Self::StopLifted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +73,9 @@ impl AuditEventType {
             Self::RequestApproved => "request.approved",
             Self::RequestDenied => "request.denied",
             Self::RequestExpired => "request.expired",
+            Self::TokenRevoked => "token.revoked",
+            Self::StopEngaged => "stop.engaged",
+            Self::StopLifted => "stop.lifted",
         }
     }
 
@@ -68,7 +83,8 @@ impl AuditEventType {
         Self::ALL.into_iter().find(|t| t.as_str() == value).ok_or(ValidationError::OneOf {
             field: "type",
             allowed: "consent.granted, consent.revoked, consent.expired, token.issued, token.denied, token.used, \
-                      token.rejected, request.filed, request.approved, request.denied, request.expired",
+                      token.rejected, request.filed, request.approved, request.denied, request.expired, \
+                      token.revoked, stop.engaged, stop.lifted",
         })
     }
 }
@@ -83,6 +99,8 @@ pub enum Role {
     Support,
     /// The service itself (expiry).
     System,
+    /// An operator, responding to an incident (emergency stop, agent revocation).
+    Operator,
     /// Someone presenting a token whose claims could not be trusted.
     Unknown,
 }
@@ -93,12 +111,15 @@ impl Role {
             Self::User => "user",
             Self::Support => "support",
             Self::System => "system",
+            Self::Operator => "operator",
             Self::Unknown => "unknown",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [Self::User, Self::Support, Self::System, Self::Unknown].into_iter().find(|r| r.as_str() == value)
+        [Self::User, Self::Support, Self::System, Self::Operator, Self::Unknown]
+            .into_iter()
+            .find(|r| r.as_str() == value)
     }
 }
 

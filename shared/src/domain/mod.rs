@@ -4,6 +4,7 @@
 mod access_request;
 mod audit;
 mod consent;
+mod controls;
 mod notification;
 mod policy;
 mod step_up;
@@ -12,6 +13,7 @@ mod time;
 pub use access_request::{AccessRequest, ApproveError, NotPending, RequestId, RequestStatus, agent_is_user};
 pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
+pub use controls::{AgentRevocation, ControlState, EmergencyStop};
 pub use notification::{NOTIFICATION_SOURCE, Notification, is_notified};
 pub use policy::{Policy, PolicyError};
 pub use step_up::{SignIn, StepUpMissing, StepUpPolicy};

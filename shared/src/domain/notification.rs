@@ -17,6 +17,9 @@ pub fn is_notified(event_type: AuditEventType) -> bool {
     match event_type {
         ConsentGranted | ConsentRevoked | ConsentExpired | TokenIssued | TokenUsed => true,
         RequestFiled | RequestApproved | RequestDenied | RequestExpired => true,
+        // Incident response: the user learns at once that an agent's access was cut, and the
+        // app that every support access is stopped (or resumed).
+        TokenRevoked | StopEngaged | StopLifted => true,
         TokenDenied | TokenRejected => false,
     }
 }

@@ -24,7 +24,8 @@ pub struct Policy {
     pub token_ttl_seconds: i64,
     /// Clock skew tolerated on `exp` / `nbf`.
     pub leeway_seconds: i64,
-    /// Kill switch: off, grant and mint answer 403 `feature-disabled`.
+    /// Kill switch: off, grant and mint answer 403 `feature-disabled`. Fixed at deploy time;
+    /// the emergency stop (`domain::EmergencyStop`) is its run-time counterpart.
     pub enabled: bool,
     /// `iss` of impersonation tokens.
     pub issuer: String,
@@ -35,6 +36,9 @@ pub struct Policy {
     pub support_group: String,
     pub auditor_group: String,
     pub introspect_group: String,
+    /// Who may engage the emergency stop and revoke an agent's tokens (incident response).
+    /// Never the support group: start-up refuses a policy where the two are the same.
+    pub operator_group: String,
     /// What an agent's sign-in must show before a mint; off by default.
     pub step_up: StepUpPolicy,
     /// How long an access request waits for the user's decision before it expires.
@@ -55,6 +59,7 @@ impl Default for Policy {
             support_group: "support".into(),
             auditor_group: "auditor".into(),
             introspect_group: "introspect".into(),
+            operator_group: "operator".into(),
             step_up: StepUpPolicy::default(),
             request_ttl_seconds: 24 * 3600,
         }
@@ -62,6 +67,12 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The largest `SUPPORT_ACCESS_TOKEN_TTL_SECONDS` accepted: no token lives longer (the
+    /// verifiers refuse a token whose `exp - iat` is longer).
+    pub const MAX_TOKEN_TTL_SECONDS: i64 = support_access_verify::MAX_TOKEN_LIFETIME_SECONDS;
+    /// The largest `SUPPORT_ACCESS_LEEWAY_SECONDS` accepted.
+    pub const MAX_LEEWAY_SECONDS: i64 = 300;
+
     /// The policy from the process environment.
     pub fn from_env() -> Result<Self, PolicyError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -107,6 +118,15 @@ impl Policy {
                 });
             }
         };
+        let support_group = text("SUPPORT_ACCESS_SUPPORT_GROUP", &d.support_group)?;
+        let operator_group = text("SUPPORT_ACCESS_OPERATOR_GROUP", &d.operator_group)?;
+        if operator_group == support_group {
+            // Incident response must not be in the hands of those it may have to stop.
+            return Err(PolicyError {
+                variable: "SUPPORT_ACCESS_OPERATOR_GROUP",
+                problem: format!("{operator_group:?} is the support group; operators must be a group of their own"),
+            });
+        }
         Ok(Self {
             min_duration_seconds,
             max_duration_seconds,
@@ -114,16 +134,16 @@ impl Policy {
                 "SUPPORT_ACCESS_TOKEN_TTL_SECONDS",
                 d.token_ttl_seconds,
                 60,
-                // Verifiers refuse a longer-lived token.
-                support_access_verify::MAX_TOKEN_LIFETIME_SECONDS,
+                Self::MAX_TOKEN_TTL_SECONDS,
             )?,
-            leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, 300)?,
+            leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, Self::MAX_LEEWAY_SECONDS)?,
             request_ttl_seconds: int("SUPPORT_ACCESS_REQUEST_TTL_SECONDS", d.request_ttl_seconds, 300, 30 * 24 * 3600)?,
             enabled,
             issuer: text("SUPPORT_ACCESS_ISSUER", &d.issuer)?,
             audience: text("SUPPORT_ACCESS_AUDIENCE", &d.audience)?,
             groups_claim: text("SUPPORT_ACCESS_GROUPS_CLAIM", &d.groups_claim)?,
-            support_group: text("SUPPORT_ACCESS_SUPPORT_GROUP", &d.support_group)?,
+            support_group,
+            operator_group,
             auditor_group: text("SUPPORT_ACCESS_AUDITOR_GROUP", &d.auditor_group)?,
             introspect_group: text("SUPPORT_ACCESS_INTROSPECT_GROUP", &d.introspect_group)?,
             step_up: StepUpPolicy {
@@ -161,6 +181,7 @@ mod tests {
         assert!(p.enabled);
         assert_eq!((p.support_group.as_str(), p.auditor_group.as_str()), ("support", "auditor"));
         assert_eq!(p.introspect_group, "introspect");
+        assert_eq!(p.operator_group, "operator");
         assert!(!p.step_up.is_on());
     }
 
@@ -189,6 +210,7 @@ mod tests {
             ("SUPPORT_ACCESS_SUPPORT_GROUP", "helpdesk"),
             ("SUPPORT_ACCESS_AUDITOR_GROUP", "compliance"),
             ("SUPPORT_ACCESS_INTROSPECT_GROUP", "resource-servers"),
+            ("SUPPORT_ACCESS_OPERATOR_GROUP", "incident"),
         ])
         .unwrap();
         assert_eq!(
@@ -199,6 +221,16 @@ mod tests {
         assert_eq!(p.issuer, "https://support.example");
         assert_eq!(p.groups_claim, "cognito:groups");
         assert_eq!(p.introspect_group, "resource-servers");
+        assert_eq!(p.operator_group, "incident");
+    }
+
+    #[test]
+    fn operators_are_never_the_support_group() {
+        let e = from(&[("SUPPORT_ACCESS_OPERATOR_GROUP", "support")]).unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_OPERATOR_GROUP");
+        let e = from(&[("SUPPORT_ACCESS_SUPPORT_GROUP", "helpdesk"), ("SUPPORT_ACCESS_OPERATOR_GROUP", "helpdesk")])
+            .unwrap_err();
+        assert_eq!(e.variable, "SUPPORT_ACCESS_OPERATOR_GROUP");
     }
 
     #[test]

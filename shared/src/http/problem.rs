@@ -30,6 +30,8 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
         ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
         ApiError::FeatureDisabled => (StatusCode::FORBIDDEN, "feature-disabled", "Feature disabled"),
+        // 403, not 503: an operator's decision, not an outage a client should retry into.
+        ApiError::EmergencyStop => (StatusCode::FORBIDDEN, "emergency-stop", "Emergency stop engaged"),
         ApiError::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step-up-required", "Step-up authentication required"),
         ApiError::SelfImpersonation => (StatusCode::FORBIDDEN, "self-impersonation", "Self-impersonation refused"),
         ApiError::SelfApproval => (StatusCode::FORBIDDEN, "self-approval", "Self-approval refused"),

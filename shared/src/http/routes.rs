@@ -50,10 +50,18 @@ pub enum Route {
     ApproveAccessRequest,
     /// `POST /me/access-requests/{request_id}/deny`
     DenyAccessRequest,
+    /// `GET /operator/emergency-stop`: whether the emergency stop is engaged (operators).
+    GetEmergencyStop,
+    /// `PUT /operator/emergency-stop`: engage it, refusing every grant, mint and use.
+    EngageEmergencyStop,
+    /// `DELETE /operator/emergency-stop`: lift it.
+    LiftEmergencyStop,
+    /// `POST /operator/agents/{agent_id}/revoke-tokens`: kill every live token of one agent.
+    RevokeAgentTokens,
 }
 
 /// The route table: every route with the methods it takes (none listed: any method) and
-/// its path, `{request_id}` standing for a path parameter. It is the one list of routes:
+/// its path, `{request_id}` or `{agent_id}` standing for a path parameter. It is the one list of routes:
 /// [`Route::resolve`] reads it, the fuzz harness draws its requests from it, and the tests
 /// hold `openapi.yaml` and the SAM template to it.
 const TABLE: &[(Route, &[&str], &str)] = &[
@@ -72,6 +80,10 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::MyAccessRequests, &["GET"], "/me/access-requests"),
     (Route::ApproveAccessRequest, &["POST"], "/me/access-requests/{request_id}/approve"),
     (Route::DenyAccessRequest, &["POST"], "/me/access-requests/{request_id}/deny"),
+    (Route::GetEmergencyStop, &["GET"], "/operator/emergency-stop"),
+    (Route::EngageEmergencyStop, &["PUT"], "/operator/emergency-stop"),
+    (Route::LiftEmergencyStop, &["DELETE"], "/operator/emergency-stop"),
+    (Route::RevokeAgentTokens, &["POST"], "/operator/agents/{agent_id}/revoke-tokens"),
 ];
 
 /// The order methods are listed in an `Allow` header.
@@ -194,6 +206,10 @@ pub async fn handle(route: Route, req: Request, services: &Services) -> Response
         Route::MyAccessRequests => my_access_requests(&req, services).await,
         Route::ApproveAccessRequest => approve_access_request(&req, services).await,
         Route::DenyAccessRequest => deny_access_request(&req, services).await,
+        Route::GetEmergencyStop => get_emergency_stop(&req, services).await,
+        Route::EngageEmergencyStop => engage_emergency_stop(&req, services).await,
+        Route::LiftEmergencyStop => lift_emergency_stop(&req, services).await,
+        Route::RevokeAgentTokens => revoke_agent_tokens(&req, services).await,
     };
     result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
 }
@@ -350,6 +366,72 @@ async fn deny_access_request(req: &Request, services: &Services) -> Result<Respo
     let id = request_id_in(Route::DenyAccessRequest, req)?;
     no_body(req)?;
     Ok(json(StatusCode::OK, &app::deny_request(services, &user, &id).await?))
+}
+
+/// The caller as an operator: 403 unless in the operator group (which is never the support
+/// group, `Policy::from_lookup` makes sure).
+fn operator(req: &Request, services: &Services) -> Result<AgentId, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.operator_group)?;
+    caller.agent_id()
+}
+
+/// The body of every operator action: why, for the log of everyone it affects.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorBody {
+    reason: String,
+}
+
+async fn get_emergency_stop(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    operator(req, services)?;
+    Ok(json(StatusCode::OK, &app::emergency_stop(services).await?))
+}
+
+async fn engage_emergency_stop(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let by = operator(req, services)?;
+    let body: OperatorBody = json_body(req)?;
+    let reason = Reason::parse(&body.reason)?;
+    Ok(json(StatusCode::OK, &app::engage_stop(services, &by, reason).await?))
+}
+
+async fn lift_emergency_stop(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let by = operator(req, services)?;
+    no_body(req)?;
+    app::lift_stop(services, &by).await?;
+    Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Body::Empty).expect("static response"))
+}
+
+async fn revoke_agent_tokens(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let by = operator(req, services)?;
+    let raw = path_parameter(Route::RevokeAgentTokens.path(), normalized(req.uri().path())).unwrap_or_default();
+    let agent =
+        AgentId::parse(&percent_decoded(raw)).map_err(|e| ApiError::InvalidRequest(format!("agent_id: {e}")))?;
+    let body: OperatorBody = json_body(req)?;
+    let reason = Reason::parse(&body.reason)?;
+    Ok(json(StatusCode::OK, &app::revoke_agent_tokens(services, &by, &agent, reason).await?))
+}
+
+/// A path segment with its `%XX` escapes decoded (a client may escape the `@` or `:` of an
+/// id); anything that does not decode to UTF-8 is kept as sent, and then fails to parse.
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| segment.to_owned())
 }
 
 #[derive(Deserialize)]
@@ -584,7 +666,10 @@ mod tests {
     #[test]
     fn every_route_resolves_from_its_own_path_and_methods() {
         for route in Route::all() {
-            let path = route.path().replace("{request_id}", "0190b4c8-7f00-7000-8000-000000000000");
+            let path = route
+                .path()
+                .replace("{request_id}", "0190b4c8-7f00-7000-8000-000000000000")
+                .replace("{agent_id}", "agent-7");
             let methods = if route.methods().is_empty() { &["GET", "POST", "DELETE"][..] } else { route.methods() };
             for method in methods {
                 let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -667,6 +752,23 @@ mod tests {
         let expected: Vec<_> =
             table_operations(&[], &[Route::Whoami]).into_iter().filter(|(m, _)| m != "HEAD").collect();
         assert_eq!(template_operations(template), expected);
+    }
+
+    #[test]
+    fn operator_routes_resolve_and_their_agent_id_is_decoded() {
+        assert_eq!(Route::resolve(&Method::PUT, "/operator/emergency-stop").unwrap(), Route::EngageEmergencyStop);
+        assert_eq!(Route::resolve(&Method::GET, "/operator/emergency-stop/").unwrap(), Route::GetEmergencyStop);
+        assert_eq!(Route::resolve(&Method::DELETE, "/operator/emergency-stop").unwrap(), Route::LiftEmergencyStop);
+        assert_eq!(allow_of(Route::resolve(&Method::POST, "/operator/emergency-stop")), "GET, PUT, DELETE");
+        assert_eq!(
+            Route::resolve(&Method::POST, "/operator/agents/a@b.example/revoke-tokens").unwrap(),
+            Route::RevokeAgentTokens
+        );
+        assert!(matches!(Route::resolve(&Method::POST, "/operator/agents//revoke-tokens"), Err(ApiError::NotFound(_))));
+        assert_eq!(percent_decoded("a%40b.example"), "a@b.example");
+        assert_eq!(percent_decoded("agent-7"), "agent-7");
+        assert_eq!(percent_decoded("bad%zz%"), "bad%zz%");
+        assert_eq!(percent_decoded("%ff"), "%ff");
     }
 
     #[test]

@@ -13,7 +13,10 @@ use async_trait::async_trait;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use errors::{SignerError, StoreError};
 
-use crate::domain::{AccessRequest, AgentId, AuditEvent, AuditFilter, Consent, RequestId, Timestamp, UserId};
+use crate::domain::{
+    AccessRequest, AgentId, AgentRevocation, AuditEvent, AuditFilter, Consent, ControlState, EmergencyStop, RequestId,
+    Timestamp, UserId,
+};
 
 /// Reads a user's consent.
 #[async_trait]
@@ -296,6 +299,22 @@ pub trait ChainArchive: Send + Sync {
     async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError>;
 }
 
+/// The incident-response switches (`domain::controls`): read on every use, written only by
+/// operators. Kept apart from the consents so that on AWS only the operator function can
+/// write them (a table of their own).
+#[async_trait]
+pub trait Controls: Send + Sync {
+    /// The emergency stop and, for `agent`, its revocation, read consistently.
+    async fn read(&self, agent: Option<&AgentId>) -> Result<ControlState, StoreError>;
+
+    /// Engages the stop (`Some`, replacing one already engaged) or lifts it (`None`).
+    async fn set_stop(&self, stop: Option<&EmergencyStop>) -> Result<(), StoreError>;
+
+    /// Stores `revocation` for its agent, replacing an earlier one (a later `revoked_before`
+    /// covers every token the earlier one did). Entries past their `expires_at` may go.
+    async fn revoke_agent(&self, revocation: &AgentRevocation) -> Result<(), StoreError>;
+}
+
 /// A store that fills every storage port (the embedded store and DynamoDB both do).
 pub trait Store:
     ConsentReader
@@ -307,6 +326,7 @@ pub trait Store:
     + AccessRequestReader
     + AccessRequestWriter
     + PendingRequests
+    + Controls
 {
 }
 impl<
@@ -318,7 +338,8 @@ impl<
         + ChainArchive
         + AccessRequestReader
         + AccessRequestWriter
-        + PendingRequests,
+        + PendingRequests
+        + Controls,
 > Store for T
 {
 }

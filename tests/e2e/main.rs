@@ -18,6 +18,7 @@ mod expiry_stream;
 mod faults;
 mod lambda_functions;
 mod local_api_flow;
+mod look_alike_roles;
 mod notifications;
 mod races;
 mod verify_remote;

@@ -16,6 +16,7 @@ mod contract;
 mod entry_points;
 mod expiry_stream;
 mod faults;
+mod hostile_text;
 mod lambda_functions;
 mod local_api_flow;
 mod look_alike_roles;

@@ -2,10 +2,12 @@
 //! the caller's identity token (from flags or the environment), and every failure turned into
 //! the problem+json the service answered, so a command prints what went wrong and why.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use support_access_verify::is_unprintable;
 
 /// A failed call: the service's problem details, or why there were none.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +206,7 @@ pub fn request_header() -> String {
 }
 
 fn request_columns(id: &str, user: &str, status: &str, what: &str, when: &str) -> String {
+    let [id, user, status, what, when] = [id, user, status, what, when].map(shown);
     format!("{id:<36}  {user:<16}  {status:<8}  {what:<12}  {when}")
 }
 
@@ -229,12 +232,35 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is not a duration like 3600, 15m, 1h or 7d"))
 }
 
+/// `text` as a terminal must show it: every character no display may pass through as it is
+/// (`support_access_verify::is_unprintable`: control characters and the newline, format
+/// characters such as the bidirectional overrides and zero-width characters, line and
+/// paragraph separators) written escaped, `\n` or `\u{202e}`, so text from the service, an
+/// export or a user can neither fake a row nor reorder or hide one. The one escaping of every
+/// human-readable output of this CLI (rows, status lines, errors that echo the service);
+/// JSON output stays JSON.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unprintable(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The header line above [`event_row`]s, laid out by the same columns.
 pub fn event_header() -> String {
     row("AT", "TYPE", "USER", "ACTOR", "ABOUT")
 }
 
 fn row(at: &str, event_type: &str, user: &str, actor: &str, about: &str) -> String {
+    let [at, event_type, user, actor, about] = [at, event_type, user, actor, about].map(shown);
     format!("{at:<20}  {event_type:<15}  {user:<16}  {actor:<16}  {about}")
 }
 
@@ -274,6 +300,25 @@ mod tests {
         for part in ["alice", "approved", "read 3600s", "decided 2026-11-25T10:10:00Z", "consent=c-1"] {
             assert!(row.contains(part), "{row}");
         }
+    }
+
+    #[test]
+    fn hostile_text_is_shown_escaped_on_one_row() {
+        let event = serde_json::json!({
+            "at": "2026-11-25T10:00:00Z", "type": "token.issued", "user_id": "alice",
+            "actor": {"sub": "agent-7", "role": "support"},
+            "reason": "ticket 1\n2026-11-25T10:00:01Z  consent.revoked  alice  alice\u{202e}gnp.exe\u{200b}\u{2028}x\t\u{1b}[2J"
+        });
+        let row = event_row(&event);
+        assert_eq!(row.lines().count(), 1, "{row}");
+        for part in ["ticket 1\\n2026", "\\u{202e}gnp.exe\\u{200b}\\u{2028}x\\t\\u{1b}[2J"] {
+            assert!(row.contains(part), "{row}");
+        }
+        let request =
+            request_row(&serde_json::json!({"request_id": "r\n1", "user_id": "bob\u{2066}", "status": "pending"}));
+        assert!(request.contains("r\\n1") && request.contains("bob\\u{2066}"), "{request}");
+        assert_eq!(shown("plain, é, \u{1F600}, zwj-free"), "plain, é, \u{1F600}, zwj-free");
+        assert!(matches!(shown("plain"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use support_access_cli::api::{
-    Api, ApiError, AuditFilter, event_header, event_row, parse_duration, request_header, request_row,
+    Api, ApiError, AuditFilter, event_header, event_row, parse_duration, request_header, request_row, shown,
 };
 use support_access_cli::{Options, VerifyFailure, verify_export};
 use support_access_verify::{JwkSet, KeyRing};
@@ -181,17 +181,20 @@ fn verify(export: &Path, jwks: &Path, options: Options) -> Result<ExitCode, Exit
             );
             for (stream, (seq, hash)) in &report.heads {
                 let sealed = report.sealed.get(stream).map_or("none".to_owned(), |s| format!("#{s}"));
-                println!("  {stream}: {seq} events, head {hash}, sealed up to {sealed}");
+                println!("{}", shown(&format!("  {stream}: {seq} events, head {hash}, sealed up to {sealed}")));
             }
             for (stream, from, to) in report.unsealed() {
-                println!("  note: {stream} #{from}..#{to} not sealed by a checkpoint yet (accepted)");
+                println!(
+                    "{}",
+                    shown(&format!("  note: {stream} #{from}..#{to} not sealed by a checkpoint yet (accepted)"))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
-            println!("BROKEN: {failure}");
+            println!("BROKEN: {}", shown(&failure.to_string()));
             if let VerifyFailure::Broken { event_id: Some(id), .. } = &failure {
-                println!("  first bad event: {id}");
+                println!("  first bad event: {}", shown(id));
             }
             Ok(ExitCode::from(1))
         }
@@ -200,7 +203,7 @@ fn verify(export: &Path, jwks: &Path, options: Options) -> Result<ExitCode, Exit
 
 /// Prints a failed call and picks the exit code: 1 for a refusal, 2 when unreachable.
 fn failed(e: ApiError) -> ExitCode {
-    eprintln!("support-access: {e}");
+    eprintln!("support-access: {}", shown(&e.to_string()));
     match e {
         ApiError::Unreachable { .. } => ExitCode::from(2),
         _ => ExitCode::from(1),
@@ -219,30 +222,29 @@ async fn request(
     duration: i64,
 ) -> Result<ExitCode, ExitCode> {
     let filed = connect(&online)?.request(&user, &reason, &scope, duration).await.map_err(failed)?;
-    println!("{}", filed["request_id"].as_str().unwrap_or("?"));
-    eprintln!(
-        "support-access: asked {user} for {scope} access for {duration}s; pending until {} (see `status`)",
-        filed["expires_at"].as_str().unwrap_or("?")
-    );
+    println!("{}", shown(filed["request_id"].as_str().unwrap_or("?")));
+    let until = filed["expires_at"].as_str().unwrap_or("?");
+    let line = format!("asked {user} for {scope} access for {duration}s; pending until {until} (see `status`)");
+    eprintln!("support-access: {}", shown(&line));
     Ok(ExitCode::SUCCESS)
 }
 
 async fn status(online: Online, id: Option<String>, user: Option<String>, json: bool) -> Result<ExitCode, ExitCode> {
     let requests = connect(&online)?.requests().await.map_err(failed)?;
     let field = |r: &serde_json::Value, key: &str| r[key].as_str().map(str::to_owned);
-    let shown: Vec<_> = requests
+    let listed: Vec<_> = requests
         .iter()
         .filter(|r| id.is_none() || field(r, "request_id") == id)
         .filter(|r| user.is_none() || field(r, "user_id") == user)
         .collect();
-    if let (Some(id), true) = (&id, shown.is_empty()) {
-        eprintln!("support-access: no request {id} among yours");
+    if let (Some(id), true) = (&id, listed.is_empty()) {
+        eprintln!("support-access: no request {} among yours", shown(id));
         return Ok(ExitCode::from(1));
     }
     if !json {
         println!("{}", request_header());
     }
-    for r in shown {
+    for r in listed {
         if json { println!("{r}") } else { println!("{}", request_row(r)) }
     }
     Ok(ExitCode::SUCCESS)
@@ -252,16 +254,14 @@ async fn mint(online: Online, user: String, reason: String, header: bool) -> Res
     let minted = connect(&online)?.mint(&user, &reason).await.map_err(failed)?;
     let token =
         minted["access_token"].as_str().ok_or_else(|| failed(ApiError::Unreadable("no access_token".into())))?;
+    let token = shown(token);
     if header {
         println!("Authorization: Bearer {token}")
     } else {
         println!("{token}")
     }
-    eprintln!(
-        "support-access: token for {user} ({} scope) until {}",
-        minted["scope"].as_str().unwrap_or("?"),
-        minted["expires_at"].as_str().unwrap_or("?")
-    );
+    let (scope, until) = (minted["scope"].as_str().unwrap_or("?"), minted["expires_at"].as_str().unwrap_or("?"));
+    eprintln!("support-access: {}", shown(&format!("token for {user} ({scope} scope) until {until}")));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,14 +1,18 @@
 //! The caller's identity from API Gateway's claims. `parse_groups` on any text never panics
-//! and never yields an empty or untrimmed group; a list of plausible group names reads back
-//! the same from each of its three encodings (API Gateway's `[a b]`, a JSON array, a comma
-//! list), so no form silently drops or merges a role; and `Caller::from_request` on any
-//! claims map never panics, is authenticated exactly when `sub` is present and non-empty,
-//! and is in exactly the groups `parse_groups` reads from the policy's claim.
+//! and never yields an empty group, and never reads a `[..]` rendering with whitespace inside
+//! (two groups, or one named with a space?) as any group; a list of plausible group names
+//! reads back the same from a JSON array and a comma list, and from API Gateway's `[a b]`
+//! only when it has at most one entry; `Caller::from_request` on any claims map never panics,
+//! is authenticated exactly when `sub` is present and non-empty, and is in exactly the groups
+//! `parse_groups` reads from the policy's claim, or, with the identity token in the
+//! `Authorization` header, exactly the entries of the token's own groups array.
 #![no_main]
 
 use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
 };
@@ -45,6 +49,9 @@ struct Input {
     context: Context,
     /// Whether the groups claim is the policy's default (`groups`) or Cognito's.
     cognito: bool,
+    /// The identity token's own groups array, passed on in the `Authorization` header with
+    /// the context's `sub`, `iat`, `exp` and `jti`; `None`: no token.
+    token_groups: Option<Vec<String>>,
 }
 
 /// A group name as identity providers issue them: no whitespace, commas, quotes or brackets,
@@ -57,8 +64,12 @@ fn plausible(name: &Name) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-fn request(context: &Context) -> Request {
+fn request(context: &Context, token: Option<&serde_json::Value>) -> Request {
     let mut request = Request::new(Body::Empty);
+    if let Some(payload) = token {
+        let token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(payload.to_string()));
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
     let mut ctx = ApiGatewayV2httpRequestContext::default();
     match context {
         Context::None => return request,
@@ -77,17 +88,27 @@ fn request(context: &Context) -> Request {
 }
 
 fuzz_target!(|input: Input| {
-    for group in parse_groups(&input.raw) {
-        assert!(!group.is_empty() && group.trim() == group, "{group:?} from {:?}", input.raw);
+    let read = parse_groups(&input.raw);
+    for group in &read {
+        assert!(!group.is_empty(), "{group:?} from {:?}", input.raw);
+    }
+    let raw = input.raw.trim();
+    if raw.starts_with('[') && serde_json::from_str::<Vec<String>>(raw).is_err() {
+        let inner = raw.trim_start_matches('[').trim_end_matches(']').trim();
+        if inner.contains(char::is_whitespace) {
+            assert!(read.is_empty(), "{read:?} from the ambiguous {raw:?}");
+        }
     }
 
     let names: Vec<String> = input.names.iter().filter_map(plausible).collect();
     let api_gateway = format!("[{}]", names.join(" "));
     let json_array = serde_json::to_string(&names).unwrap();
     let commas = names.join(",");
-    for encoded in [&api_gateway, &json_array, &commas] {
+    for encoded in [&json_array, &commas] {
         assert_eq!(parse_groups(encoded), names, "{encoded:?}");
     }
+    let expected: &[String] = if names.len() <= 1 { &names } else { &[] };
+    assert_eq!(parse_groups(&api_gateway), expected, "{api_gateway:?}");
 
     let policy = if input.cognito {
         Policy { groups_claim: "cognito:groups".into(), ..Policy::default() }
@@ -98,11 +119,25 @@ fuzz_target!(|input: Input| {
         Context::Claims(claims) => Some(claims),
         _ => None,
     };
-    match Caller::from_request(&request(&input.context), &policy) {
+    // The token API Gateway validated: the context's identifying claims, its own groups array.
+    let token = input.token_groups.as_ref().map(|groups| {
+        let mut payload = serde_json::Map::new();
+        for name in ["sub", "iat", "exp", "jti"] {
+            if let Some(value) = claims.and_then(|c| c.get(name)) {
+                payload.insert(name.into(), value.clone().into());
+            }
+        }
+        payload.insert(policy.groups_claim.clone(), groups.clone().into());
+        serde_json::Value::Object(payload)
+    });
+    match Caller::from_request(&request(&input.context, token.as_ref()), &policy) {
         Ok(caller) => {
             let claims = claims.expect("a caller needs claims");
             assert!(claims.get("sub").is_some_and(|s| !s.is_empty()));
-            let groups = claims.get(&policy.groups_claim).map(|g| parse_groups(g)).unwrap_or_default();
+            let groups = match &input.token_groups {
+                Some(groups) => groups.iter().filter(|g| !g.is_empty()).cloned().collect(),
+                None => claims.get(&policy.groups_claim).map(|g| parse_groups(g)).unwrap_or_default(),
+            };
             for group in &groups {
                 assert!(caller.in_group(group), "{group:?}");
             }

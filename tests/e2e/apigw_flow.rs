@@ -101,31 +101,33 @@ async fn the_whole_flow_grant_mint_use_revoke_then_refusal_is_on_the_audit_log()
 
 #[tokio::test]
 async fn the_groups_claim_is_read_in_every_form_api_gateway_and_idps_send() {
-    for groups in ["[support auditor]", "[support]", r#"["support","auditor"]"#, "support,auditor", "auditor, support"]
-    {
+    // On AWS the identity token is in the Authorization header: its groups array is read.
+    // Without it, only renderings that cannot be misread: `[a b]` is two groups or one named
+    // `a b`, so it carries none.
+    let mint = |event: Event| event.json(json!({"user_id": "alice", "reason": "ticket 12345"}));
+    let accepted = [
+        mint(Event::new("POST", "/tokens").signed_in("agent-7", &["support", "auditor"])),
+        mint(Event::new("POST", "/tokens").signed_in("agent-7", &["support"])),
+        mint(Event::new("POST", "/tokens").caller("agent-7", "[support]")),
+        mint(Event::new("POST", "/tokens").caller("agent-7", r#"["support","auditor"]"#)),
+        mint(Event::new("POST", "/tokens").caller("agent-7", "support,auditor")),
+        mint(Event::new("POST", "/tokens").caller("agent-7", "auditor, support")),
+    ];
+    for event in accepted {
         let app = TestApp::new().await;
         app.grant("alice", json!({"duration_seconds": 900})).await;
-        let minted = app
-            .call(
-                Event::new("POST", "/tokens")
-                    .caller("agent-7", groups)
-                    .json(json!({"user_id": "alice", "reason": "ticket 12345"})),
-            )
-            .await;
-        assert_eq!(minted.status, 201, "groups {groups:?}: {minted:?}");
+        let minted = app.call(event.clone()).await;
+        assert_eq!(minted.status, 201, "{:?}: {minted:?}", event.to_json()["requestContext"]["authorizer"]);
     }
-    for groups in ["[supporters]", "[]", "", "[auditor]", "support-lead"] {
+    let refused = ["[supporters]", "[]", "", "[auditor]", "support-lead", "[support auditor]", "[tier1 support]"]
+        .map(|groups| mint(Event::new("POST", "/tokens").caller("agent-7", groups)));
+    for event in refused {
         let app = TestApp::new().await;
         app.grant("alice", json!({"duration_seconds": 900})).await;
         let before = app.snapshot(&["alice"]).await;
-        let refused = app
-            .call(
-                Event::new("POST", "/tokens")
-                    .caller("agent-7", groups)
-                    .json(json!({"user_id": "alice", "reason": "ticket 12345"})),
-            )
-            .await;
-        assert_eq!((refused.status, refused.slug()), (403, "forbidden"), "groups {groups:?}");
+        let refused = app.call(event.clone()).await;
+        let context = &event.to_json()["requestContext"]["authorizer"];
+        assert_eq!((refused.status, refused.slug()), (403, "forbidden"), "{context:?}");
         assert_eq!(app.snapshot(&["alice"]).await, before);
     }
 }
@@ -321,7 +323,7 @@ async fn a_user_only_ever_touches_their_own_consent_and_log() {
     assert_eq!(own.status, 200);
 
     // A support agent cannot change a consent: the consent routes act only on the caller's own.
-    let agent = app.call(Event::new("DELETE", "/consents/current").caller("agent-7", "[support auditor]")).await;
+    let agent = app.call(Event::new("DELETE", "/consents/current").signed_in("agent-7", &["support", "auditor"])).await;
     assert_eq!(agent.status, 404);
     assert!(app.consent("alice").await.is_some());
 }
@@ -507,12 +509,12 @@ async fn with_step_up_on_a_mint_needs_a_recent_mfa_sign_in_and_every_refusal_is_
     let step_up = StepUpPolicy { amr: Some("mfa".into()), max_age_seconds: Some(600) };
     let app = TestApp::with_policy(Policy { step_up, ..test_policy() }).await;
     app.grant("alice", json!({"duration_seconds": 3600})).await;
-    let mint = |amr: Option<&str>, auth_time: Option<i64>| {
+    let mint = |amr: Option<&[&str]>, auth_time: Option<i64>| {
         let mut event = Event::new("POST", "/tokens")
-            .caller("agent-7", "[support]")
+            .signed_in("agent-7", &["support"])
             .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
         if let Some(amr) = amr {
-            event = event.claim("amr", amr);
+            event = event.token_claim("amr", json!(amr));
         }
         if let Some(at) = auth_time {
             event = event.claim("auth_time", &at.to_string());
@@ -523,9 +525,10 @@ async fn with_step_up_on_a_mint_needs_a_recent_mfa_sign_in_and_every_refusal_is_
     // No amr at all, a password-only sign-in, an MFA sign-in an hour ago: all refused.
     for (amr, auth_time, why) in [
         (None, Some(T0 - 10), "step-up-required: amr"),
-        (Some("[pwd]"), Some(T0 - 10), "step-up-required: amr"),
-        (Some("[pwd mfa]"), Some(T0 - 3600), "step-up-required: auth_time"),
-        (Some("[pwd mfa]"), None, "step-up-required: auth_time"),
+        (Some(&["pwd"][..]), Some(T0 - 10), "step-up-required: amr"),
+        (Some(&["weak mfa"][..]), Some(T0 - 10), "step-up-required: amr"),
+        (Some(&["pwd", "mfa"][..]), Some(T0 - 3600), "step-up-required: auth_time"),
+        (Some(&["pwd", "mfa"][..]), None, "step-up-required: auth_time"),
     ] {
         let response = shared::http::route(mint(amr, auth_time).to_request(), app.services()).await;
         assert_eq!(response.status(), 403, "{amr:?} {auth_time:?}");
@@ -538,10 +541,24 @@ async fn with_step_up_on_a_mint_needs_a_recent_mfa_sign_in_and_every_refusal_is_
     let issued_before = app.audit().await.iter().filter(|e| e.event_type == AuditEventType::TokenIssued).count();
     assert_eq!(issued_before, 0, "no token for a sign-in that did not step up");
 
-    // A recent MFA sign-in, in any of the renderings API Gateway may pass, mints.
-    for amr in ["[pwd mfa]", r#"["mfa"]"#, "mfa,pwd"] {
-        let minted = app.call(mint(Some(amr), Some(T0 - 60))).await;
+    // A recent MFA sign-in mints: read from the token, or from a rendering that cannot be
+    // misread when there is no token; `[pwd mfa]` without the token is ambiguous and refused.
+    let minted = app.call(mint(Some(&["pwd", "mfa"]), Some(T0 - 60))).await;
+    assert_eq!(minted.status, 201, "{minted:?}");
+    let rendered = |amr: &str| {
+        Event::new("POST", "/tokens")
+            .caller("agent-7", "[support]")
+            .claim("amr", amr)
+            .claim("auth_time", &(T0 - 60).to_string())
+            .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
+    };
+    for amr in ["[mfa]", r#"["pwd","mfa"]"#, "mfa,pwd"] {
+        let minted = app.call(rendered(amr)).await;
         assert_eq!(minted.status, 201, "{amr}: {minted:?}");
+    }
+    for amr in ["[pwd mfa]", "[weak mfa]"] {
+        let refused = app.call(rendered(amr)).await;
+        assert_eq!(refused.slug(), "step-up-required", "{amr}");
     }
 }
 

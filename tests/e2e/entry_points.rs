@@ -134,7 +134,7 @@ async fn only_the_introspect_group_may_introspect_and_a_bad_request_is_refused_b
         ("a plain user", Event::new("POST", "/introspect").user("alice").form(&form), 403, "forbidden"),
         (
             "a support agent",
-            Event::new("POST", "/introspect").caller("agent-7", "[support auditor]").form(&form),
+            Event::new("POST", "/introspect").signed_in("agent-7", &["support", "auditor"]).form(&form),
             403,
             "forbidden",
         ),

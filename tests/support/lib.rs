@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use adapter_aws::{DynamoStore, KmsSigner, Tables, create_signing_key, create_tables};
 use adapter_embedded::{LocalSigner, SqliteStore};
+use base64::Engine as _;
 use serde_json::{Value, json};
 use shared::app::CursorKey;
 use shared::app::Services;
@@ -46,9 +47,11 @@ pub fn authorizer_event(token: Option<&str>, method: &str, path: &str) -> ApiGat
     serde_json::from_value(v).expect("a valid authorizer event")
 }
 
-/// An API Gateway v2 event, edited from the fixture.
+/// An API Gateway v2 event, edited from the fixture; with [`Event::signed_in`] or
+/// [`Event::token_claim`], also the identity token the JWT authorizer validated, passed on in
+/// the `authorization` header as on AWS.
 #[derive(Clone)]
-pub struct Event(Value);
+pub struct Event(Value, Option<serde_json::Map<String, Value>>);
 
 impl Event {
     /// A request from `sub` (groups as API Gateway renders them, e.g. `[support auditor]`).
@@ -57,7 +60,7 @@ impl Event {
         v["rawPath"] = json!(path);
         v["requestContext"]["http"]["method"] = json!(method);
         v["requestContext"]["http"]["path"] = json!(path);
-        Self(v)
+        Self(v, None)
     }
 
     fn claims(&mut self) -> &mut serde_json::Map<String, Value> {
@@ -82,6 +85,24 @@ impl Event {
 
     pub fn claim(mut self, name: &str, value: &str) -> Self {
         self.claims().insert(name.into(), json!(value));
+        self
+    }
+
+    /// The caller's `sub` and groups (`cognito:groups`) as their identity token carries them,
+    /// a JSON array, rendered into the context as API Gateway renders it (`[a b]`), with the
+    /// token in the `authorization` header.
+    pub fn signed_in(self, sub: &str, groups: &[&str]) -> Self {
+        self.token_claim("sub", json!(sub)).token_claim("cognito:groups", json!(groups))
+    }
+
+    /// A claim of the identity token, real JSON, and its rendering in the context (every
+    /// claim a string, an array `[a b]`): the event then carries the token in its
+    /// `authorization` header, its other claims the context's (see [`Event::to_json`]).
+    pub fn token_claim(mut self, name: &str, value: Value) -> Self {
+        let rendered =
+            adapter_embedded::stringify_claims(&serde_json::Map::from_iter([(name.to_owned(), value.clone())]));
+        self.claims().insert(name.into(), json!(rendered[name]));
+        self.1.get_or_insert_with(Default::default).insert(name.into(), value);
         self
     }
 
@@ -121,14 +142,40 @@ impl Event {
         self.header("authorization", &format!("Bearer {token}"))
     }
 
-    /// The event as API Gateway sends it to Lambda.
+    /// The event as API Gateway sends it to Lambda. With an identity token, unless the test
+    /// set its own `authorization`, the header carries a token whose claims are the context's
+    /// (`iat`, `exp`, `auth_time` as numbers) and the token claims given; its signature is a
+    /// placeholder, since API Gateway checked it before the function runs.
     pub fn to_json(&self) -> Value {
-        self.0.clone()
+        let mut v = self.0.clone();
+        if let Some(token_claims) = &self.1
+            && v["headers"].get("authorization").is_none()
+            && let Some(context) = v["requestContext"]["authorizer"]["jwt"]["claims"].as_object()
+        {
+            let mut claims: serde_json::Map<String, Value> = context
+                .iter()
+                .map(|(name, text)| {
+                    let number = ["iat", "exp", "auth_time"]
+                        .contains(&name.as_str())
+                        .then(|| text.as_str()?.parse::<i64>().ok());
+                    (name.clone(), number.flatten().map_or_else(|| text.clone(), |n| json!(n)))
+                })
+                .collect();
+            claims.extend(token_claims.clone());
+            let part = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            let token = format!(
+                "{}.{}.c2lnbmF0dXJl",
+                part(json!({"alg": "RS256", "kid": "test"})),
+                part(Value::Object(claims))
+            );
+            v["headers"]["authorization"] = json!(format!("Bearer {token}"));
+        }
+        v
     }
 
     /// The event as `lambda_http` hands it to a function.
     pub fn to_request(&self) -> lambda_http::Request {
-        lambda_http::request::from_str(&self.0.to_string()).expect("a valid API Gateway v2 event")
+        lambda_http::request::from_str(&self.to_json().to_string()).expect("a valid API Gateway v2 event")
     }
 }
 
@@ -512,6 +559,28 @@ impl TestApp {
         )
         .await
     }
+}
+
+/// local-api on a loopback port of its own, serving until the test ends, on the embedded
+/// store in `dir` with `policy`: its base URL and runtime (whose dev identity provider issues
+/// the tests' identity tokens, see [`dev_token`]).
+pub async fn local_api_on_loopback(dir: &std::path::Path, policy: Policy) -> (String, Arc<local_api::Runtime>) {
+    let runtime = Arc::new(
+        local_api::Runtime::embedded(dir, policy, Arc::new(shared::ports::SystemClock))
+            .await
+            .expect("local-api starts"),
+    );
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    tokio::spawn(local_api::serve(listener, runtime.clone(), std::future::pending()));
+    (base, runtime)
+}
+
+/// An identity token of local-api's dev identity provider for `sub` in `groups`, valid for
+/// an hour from now.
+pub fn dev_token(runtime: &local_api::Runtime, sub: &str, groups: &[&str]) -> String {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    runtime.identity.issue(sub, &groups, shared::ports::SystemClock.now(), 3600)
 }
 
 /// The `support-access` CLI binary (built by `cargo build --workspace --bins`, which

@@ -11,7 +11,7 @@ pub enum ValidationError {
     Length { field: &'static str, min: usize, max: usize },
     #[error("{field} may only contain letters, digits and . _ @ : + -")]
     Charset { field: &'static str },
-    #[error("{field} must not contain control characters")]
+    #[error("{field} must not contain control characters (a newline aside), bidirectional controls or line separators")]
     Control { field: &'static str },
     #[error("{field} must be between {min} and {max}")]
     Range { field: &'static str, min: i64, max: i64 },

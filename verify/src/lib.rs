@@ -46,7 +46,7 @@ pub use ids::{AgentId, ConsentId, EventId, Jti, UserId};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use keys::{KeyError, KeyRing, es256_public_jwk};
 pub use scope::Scope;
-pub use text::{Note, Reason};
+pub use text::{Note, Reason, is_refused_in_text, is_unprintable};
 
 /// Seconds since the Unix epoch, injected so that tests (and callers with their own time
 /// source) decide what "now" is.

@@ -124,7 +124,8 @@ mod tests {
         let flat = stringify_claims(&claims);
         assert_eq!(flat["sub"], "alice");
         assert_eq!(flat["groups"], "[support auditor]");
-        assert_eq!(parse_groups(&flat["groups"]), ["support", "auditor"]);
+        // Two groups or one named `support auditor`: the handler reads the token's array.
+        assert!(parse_groups(&flat["groups"]).is_empty());
     }
 
     #[test]

@@ -130,14 +130,26 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The id the log gives the service itself ([`Actor::system`]).
+    pub const SYSTEM_ID: &str = "support-access";
+    /// The id the log gives a caller nobody could identify ([`Actor::unknown`]).
+    pub const UNKNOWN_ID: &str = "unknown";
+
     /// The service itself, for events nobody caused (a consent running out).
     pub fn system() -> Self {
-        Self { sub: AgentId::parse("support-access").expect("constant id is valid"), role: Role::System }
+        Self { sub: AgentId::parse(Self::SYSTEM_ID).expect("constant id is valid"), role: Role::System }
     }
 
     /// A caller nobody could identify (a forged or malformed token).
     pub fn unknown() -> Self {
-        Self { sub: AgentId::parse("unknown").expect("constant id is valid"), role: Role::Unknown }
+        Self { sub: AgentId::parse(Self::UNKNOWN_ID).expect("constant id is valid"), role: Role::Unknown }
+    }
+
+    /// Whether `id` is one of the service's own actor names, which no caller may bear: an
+    /// event of a user or agent so named would pass for the service's or an unidentified
+    /// caller's (`http::Caller` refuses them).
+    pub fn is_reserved(id: &str) -> bool {
+        id == Self::SYSTEM_ID || id == Self::UNKNOWN_ID
     }
 }
 

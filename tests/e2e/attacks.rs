@@ -39,6 +39,9 @@ enum Attack {
     TamperedPayload,
     TruncatedSignature,
     DerSignature,
+    /// The minted token with `s` replaced by `n - s` (no key needed), after the original was
+    /// used once, so it sits in the verified-token cache.
+    HighSTwin,
     ReplacedConsent,
     RevokedConsent,
     ExpiredConsent,
@@ -96,6 +99,7 @@ const MATRIX: &[(Attack, &str, Expect)] = &[
     (TamperedPayload, "GET", unattributed("signature")),
     (TruncatedSignature, "GET", unattributed("signature")),
     (DerSignature, "GET", unattributed("signature")),
+    (HighSTwin, "GET", unattributed("malleable")),
     (ReplacedConsent, "GET", attributed("consent-replaced")),
     (RevokedConsent, "GET", attributed("no-consent")),
     (ExpiredConsent, "GET", attributed("no-consent")),
@@ -236,6 +240,14 @@ async fn forge(attack: Attack, app: &TestApp, token: &str) -> String {
             let raw = B64.decode(&sig).unwrap();
             let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
             format!("{}.{}", signing_input(&header, &claims), B64.encode(der.as_bytes()))
+        }
+        HighSTwin => {
+            let used = app.call(e2e::Event::new("GET", PATH).anonymous().bearer(token)).await;
+            assert_eq!(used.status, 200, "the original is accepted (and cached)");
+            let sig = p256::ecdsa::Signature::from_slice(&B64.decode(&sig).unwrap()).unwrap();
+            let twin = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+            let (input, _) = token.rsplit_once('.').unwrap();
+            format!("{input}.{}", B64.encode(twin.to_bytes()))
         }
         ReplacedConsent => {
             assert_eq!(app.grant("alice", json!({"duration_seconds": 7200})).await.status, 201);

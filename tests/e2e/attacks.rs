@@ -42,6 +42,9 @@ enum Attack {
     /// The minted token with `s` replaced by `n - s` (no key needed), after the original was
     /// used once, so it sits in the verified-token cache.
     HighSTwin,
+    /// The minted header and claims signed by the checkpoint key (its own `kid`): what the
+    /// checkpoint signer could forge if its key were a token key.
+    CheckpointKeySigned,
     ReplacedConsent,
     RevokedConsent,
     ExpiredConsent,
@@ -100,6 +103,7 @@ const MATRIX: &[(Attack, &str, Expect)] = &[
     (TruncatedSignature, "GET", unattributed("signature")),
     (DerSignature, "GET", unattributed("signature")),
     (HighSTwin, "GET", unattributed("malleable")),
+    (CheckpointKeySigned, "GET", unattributed("unknown-kid")),
     (ReplacedConsent, "GET", attributed("consent-replaced")),
     (RevokedConsent, "GET", attributed("no-consent")),
     (ExpiredConsent, "GET", attributed("no-consent")),
@@ -248,6 +252,13 @@ async fn forge(attack: Attack, app: &TestApp, token: &str) -> String {
             let twin = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
             let (input, _) = token.rsplit_once('.').unwrap();
             format!("{input}.{}", B64.encode(twin.to_bytes()))
+        }
+        CheckpointKeySigned => {
+            let checkpoints = &app.services().checkpoint_signer;
+            let header = with(header, "kid", json!(checkpoints.key_id()));
+            let input = signing_input(&header, &claims);
+            let sig = checkpoints.sign(input.as_bytes()).await.unwrap();
+            format!("{input}.{}", B64.encode(sig.raw))
         }
         ReplacedConsent => {
             assert_eq!(app.grant("alice", json!({"duration_seconds": 7200})).await.status, 201);

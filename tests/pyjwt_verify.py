@@ -3,10 +3,15 @@
 usage: pyjwt_verify.py JWKS.json TOKEN_FILE AUDIENCE ISSUER
 Prints the verified claims as JSON and exits 0, or prints the error and exits 1.
 """
+import base64
 import json
 import sys
 
 import jwt
+
+# floor(n / 2) for P-256's group order n: a signature with a larger `s` is the twin of a
+# token the service signed, (r, n - s), which anyone can compute. PyJWT accepts both forms.
+HALF_N = 0x7FFFFFFF800000007FFFFFFFFFFFFFFFDE737D56D38BCF4279DCE5617E3192A8
 
 
 def main() -> int:
@@ -19,6 +24,10 @@ def main() -> int:
         header = jwt.get_unverified_header(token)
         if header.get("typ") != "support-access+jwt":
             raise ValueError(f"wrong typ {header.get('typ')!r}")
+        signature = token.rsplit(".", 1)[-1]
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        if len(raw) != 64 or int.from_bytes(raw[32:], "big") > HALF_N:
+            raise ValueError("signature is not 64 bytes in low-S form")
         keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys}
         key = keys[header["kid"]]
         claims = jwt.decode(

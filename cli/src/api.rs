@@ -139,9 +139,9 @@ impl Api {
         self.send(request).await
     }
 
-    /// `GET /.well-known/jwks.json` (public).
-    pub async fn jwks(&self) -> Result<String, ApiError> {
-        self.send(self.http.get(self.url("/.well-known/jwks.json"))).await
+    /// `GET /.well-known/checkpoint-keys.json` (public): the keys that verify checkpoints.
+    pub async fn checkpoint_keys(&self) -> Result<String, ApiError> {
+        self.send(self.http.get(self.url("/.well-known/checkpoint-keys.json"))).await
     }
 
     fn url(&self, path: &str) -> String {

@@ -133,8 +133,9 @@ enum Command {
         /// Where to write it (JSON Lines); standard output when absent.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Also save the service's JWK Set here, to verify the export with.
-        #[arg(long)]
+        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here,
+        /// to verify the export with.
+        #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: Option<PathBuf>,
     },
     /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, and the
@@ -142,8 +143,10 @@ enum Command {
     Verify {
         /// The export, JSON Lines.
         export: PathBuf,
-        /// The service's JWK Set (GET /.well-known/jwks.json), saved to a file.
-        #[arg(long)]
+        /// The keys that signed the checkpoints: the service's checkpoint keys (GET
+        /// /.well-known/checkpoint-keys.json), saved to a file. A JWK Set saved from
+        /// /.well-known/jwks.json before checkpoints were published apart works too.
+        #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: PathBuf,
         /// Accept events newer than the last checkpoint of their stream (they are reported).
         #[arg(long)]
@@ -335,7 +338,7 @@ async fn export(
         None => print!("{lines}"),
     }
     if let Some(path) = &jwks {
-        write(path, &api.jwks().await.map_err(failed)?)?;
+        write(path, &api.checkpoint_keys().await.map_err(failed)?)?;
     }
     Ok(ExitCode::SUCCESS)
 }

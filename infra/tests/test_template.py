@@ -277,6 +277,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     checkpoint = resources["CheckpointFunction"]["Properties"]
     assert checkpoint["Events"]["Schedule"]["Type"] == "Schedule"
     assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == {"Ref": "CheckpointKey"}
+    # The tokens' JWK Set is SigningKey's alone: the checkpoint key has its own document.
+    jwks = resources["JwksFunction"]["Properties"]["Environment"]["Variables"]
+    assert "KMS_PUBLISHED_KEY_IDS" not in jwks and jwks["CHECKPOINT_KEY_ID"] == {"Ref": "CheckpointKey"}
 
 
 def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):
@@ -294,7 +297,8 @@ def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_autho
             if event["Type"] == "HttpApi":
                 auth = event["Properties"].get("Auth", {})
                 public = auth.get("Authorizer") == "NONE"
-                assert public == (event["Properties"]["Path"] == "/.well-known/jwks.json"), name
+                public_paths = {"/.well-known/jwks.json", "/.well-known/checkpoint-keys.json"}
+                assert public == (event["Properties"]["Path"] in public_paths), name
 
 
 def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(template):

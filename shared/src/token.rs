@@ -62,6 +62,11 @@ pub async fn sign_jws<T: Serialize + Sync>(typ: &str, claims: &T, signer: &dyn S
     if Some(&signature.kid) != header.kid.as_ref() {
         return Err(SignerError::Invalid(format!("signed with {} instead of {:?}", signature.kid, header.kid)));
     }
+    // The port's promise, held here for every signer: a high-S token would be refused by
+    // every verifier, so it is never handed out.
+    if !support_access_verify::ecdsa::is_low_s(&signature.raw) {
+        return Err(SignerError::Invalid(format!("{} returned a high-S signature", signature.kid)));
+    }
     Ok(format!("{signing_input}.{}", B64.encode(signature.raw)))
 }
 
@@ -142,6 +147,33 @@ mod tests {
         assert_eq!(v["exp"], 10_900);
         assert_eq!(v["scope"], "read");
         assert_eq!(v["aud"], "support-access-app");
+    }
+
+    /// A signer that returns a fixed signature, whatever the message.
+    struct Fixed([u8; 64]);
+
+    #[async_trait::async_trait]
+    impl Signer for Fixed {
+        fn key_id(&self) -> &str {
+            "fixed"
+        }
+        async fn sign(&self, _: &[u8]) -> Result<crate::ports::Es256Signature, SignerError> {
+            Ok(crate::ports::Es256Signature { kid: "fixed".into(), raw: self.0 })
+        }
+        async fn public_keys(&self) -> Result<jsonwebtoken::jwk::JwkSet, SignerError> {
+            Ok(jsonwebtoken::jwk::JwkSet { keys: Vec::new() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_high_s_signature_is_never_handed_out() {
+        let now = Timestamp::from_unix(10_000);
+        let c = claims(&consent(now, 3600), now);
+        let mut high = [0u8; 64];
+        high[32] = 0x80; // above n/2, below n
+        assert!(matches!(sign(&c, &Fixed(high)).await, Err(SignerError::Invalid(e)) if e.contains("high-S")));
+        let low = support_access_verify::ecdsa::low_s(high);
+        assert!(sign(&c, &Fixed(low)).await.is_ok());
     }
 
     #[test]

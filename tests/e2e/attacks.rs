@@ -39,6 +39,12 @@ enum Attack {
     TamperedPayload,
     TruncatedSignature,
     DerSignature,
+    /// The minted token with `s` replaced by `n - s` (no key needed), after the original was
+    /// used once, so it sits in the verified-token cache.
+    HighSTwin,
+    /// The minted header and claims signed by the checkpoint key (its own `kid`): what the
+    /// checkpoint signer could forge if its key were a token key.
+    CheckpointKeySigned,
     ReplacedConsent,
     RevokedConsent,
     ExpiredConsent,
@@ -101,6 +107,8 @@ const MATRIX: &[(Attack, &str, Expect)] = &[
     (TamperedPayload, "GET", unattributed("signature")),
     (TruncatedSignature, "GET", unattributed("signature")),
     (DerSignature, "GET", unattributed("signature")),
+    (HighSTwin, "GET", unattributed("malleable")),
+    (CheckpointKeySigned, "GET", unattributed("unknown-kid")),
     (ReplacedConsent, "GET", attributed("consent-replaced")),
     (RevokedConsent, "GET", attributed("no-consent")),
     (ExpiredConsent, "GET", attributed("no-consent")),
@@ -244,6 +252,21 @@ async fn forge(attack: Attack, app: &TestApp, token: &str) -> String {
             let raw = B64.decode(&sig).unwrap();
             let der = p256::ecdsa::Signature::from_slice(&raw).unwrap().to_der();
             format!("{}.{}", signing_input(&header, &claims), B64.encode(der.as_bytes()))
+        }
+        HighSTwin => {
+            let used = app.call(e2e::Event::new("GET", PATH).anonymous().bearer(token)).await;
+            assert_eq!(used.status, 200, "the original is accepted (and cached)");
+            let sig = p256::ecdsa::Signature::from_slice(&B64.decode(&sig).unwrap()).unwrap();
+            let twin = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+            let (input, _) = token.rsplit_once('.').unwrap();
+            format!("{input}.{}", B64.encode(twin.to_bytes()))
+        }
+        CheckpointKeySigned => {
+            let checkpoints = &app.services().checkpoint_signer;
+            let header = with(header, "kid", json!(checkpoints.key_id()));
+            let input = signing_input(&header, &claims);
+            let sig = checkpoints.sign(input.as_bytes()).await.unwrap();
+            format!("{input}.{}", B64.encode(sig.raw))
         }
         ReplacedConsent => {
             assert_eq!(app.grant("alice", json!({"duration_seconds": 7200})).await.status, 201);

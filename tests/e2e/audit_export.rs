@@ -7,12 +7,13 @@ use std::process::Command;
 
 use e2e::{Event, TestApp, cli_binary};
 use serde_json::{Value, json};
+use shared::ports::Signer;
 use support_access_cli::{Options, Report, VerifyFailure};
 use support_access_verify::chain::ChainError;
 
 /// The export checked against the app's own JWK Set, strictly (every head sealed).
 fn verify_export(text: &str, app: &TestApp) -> Result<Report, VerifyFailure> {
-    support_access_cli::verify_export(text, &app.services().keys, Options::default())
+    support_access_cli::verify_export(text, &app.checkpoint_ring(), Options::default())
 }
 
 async fn checkpoint(app: &TestApp) -> u64 {
@@ -103,7 +104,7 @@ async fn events_after_the_last_checkpoint_fail_unless_an_unsealed_tail_is_accept
         Err(VerifyFailure::Unsealed { stream, from: 10, to: 10 }) => assert_eq!(stream, "alice"),
         other => panic!("expected an unsealed tail, got {other:?}"),
     }
-    let lenient = support_access_cli::verify_export(&text, &app.services().keys, Options { allow_unsealed: true });
+    let lenient = support_access_cli::verify_export(&text, &app.checkpoint_ring(), Options { allow_unsealed: true });
     assert_eq!(lenient.unwrap().unsealed(), [("alice".to_owned(), 10, 10)]);
     assert_eq!(checkpoint(&app).await, 3);
     assert!(verify_export(&export(&app, "alice").await, &app).is_ok());
@@ -205,6 +206,61 @@ async fn a_checkpoint_is_never_accepted_as_a_token_nor_a_token_as_a_checkpoint()
 }
 
 #[tokio::test]
+async fn checkpoint_keys_are_published_apart_from_the_token_keys() {
+    let app = busy_app().await;
+    let set = |path: &'static str| {
+        let app = &app;
+        async move {
+            let (status, _, body) = app.call_raw(Event::new("GET", path).anonymous()).await;
+            assert_eq!(status, 200, "{path}");
+            let keys: Value = serde_json::from_str(&body).unwrap();
+            keys["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let (tokens, checkpoints) = (set("/.well-known/jwks.json").await, set("/.well-known/checkpoint-keys.json").await);
+    let checkpoint_kid = app.services().checkpoint_signer.key_id().to_owned();
+    assert_eq!(tokens, [app.services().signer.key_id()]);
+    assert_eq!(checkpoints, [checkpoint_kid.as_str()], "a fresh deployment's checkpoints have only their own key");
+    // Every checkpoint of the export names the checkpoint key, and verifies with that set only.
+    let text = export(&app, "alice").await;
+    for line in checkpoint_lines(&text) {
+        let header = jsonwebtoken::decode_header(line["jws"].as_str().unwrap()).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(checkpoint_kid.as_str()));
+    }
+    assert!(verify_export(&text, &app).is_ok());
+    assert!(support_access_cli::verify_export(&text, &app.services().keys, Options::default()).is_err());
+}
+
+#[tokio::test]
+async fn checkpoints_signed_by_the_token_key_before_it_had_its_own_keep_verifying() {
+    // A deployment as it was: one key signed tokens and checkpoints.
+    let old = TestApp::with_one_key().await;
+    old.grant("alice", json!({"duration_seconds": 3600})).await;
+    let first = shared::app::checkpoint_now(old.services()).await.unwrap().unwrap();
+    let (store, token_key, keys) =
+        (old.services().chain_archive.as_ref(), &old.services().signer, &old.services().keys);
+    assert_eq!(jsonwebtoken::decode_header(&first.jws).unwrap().kid.as_deref(), Some(token_key.key_id()));
+    // The wiring refuses a checkpoint signer whose key verifies tokens.
+    let same = old.services().clone().with_checkpoint_signer(token_key.clone(), keys.jwks().clone());
+    assert!(same.is_err_and(|e| e.to_string().contains("also a token key")));
+
+    // After the upgrade: a checkpoint key of its own, and the token key kept in the
+    // checkpoint set because a stored checkpoint names it.
+    let checkpoint_key = adapter_embedded::LocalSigner::generate();
+    let set = shared::app::checkpoint_keys(store, &checkpoint_key, keys.jwks()).await.unwrap();
+    let kids: Vec<_> = set.keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(kids, [checkpoint_key.key_id(), token_key.key_id()]);
+    let ring = support_access_verify::KeyRing::from_jwks(set).unwrap();
+    support_access_verify::checkpoint::verify_checkpoint(&first.jws, &ring).unwrap();
+    // A deployment whose checkpoints never used the token key does not publish it.
+    let fresh = TestApp::new().await;
+    let set = shared::app::checkpoint_keys(fresh.services().chain_archive.as_ref(), &checkpoint_key, keys.jwks())
+        .await
+        .unwrap();
+    assert_eq!(set.keys.len(), 1);
+}
+
+#[tokio::test]
 async fn every_kind_of_tampering_is_caught_at_its_line() {
     let app = busy_app().await;
     let original = lines(&export(&app, "alice").await);
@@ -258,11 +314,11 @@ async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_n
     let app = busy_app().await;
     let original = lines(&export(&app, "alice").await);
     let dir = tempfile::tempdir().unwrap();
-    let (_, _, jwks_body) = app.call_raw(Event::new("GET", "/.well-known/jwks.json").anonymous()).await;
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, jwks_body).unwrap();
+    let (_, _, keys_body) = app.call_raw(Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous()).await;
+    let jwks = dir.path().join("checkpoint-keys.json");
+    std::fs::write(&jwks, keys_body).unwrap();
     let verify = |file: &std::path::Path| {
-        Command::new(cli_binary()).arg("verify").arg(file).arg("--jwks").arg(&jwks).output().unwrap()
+        Command::new(cli_binary()).arg("verify").arg(file).arg("--checkpoint-keys").arg(&jwks).output().unwrap()
     };
     let good = dir.path().join("good.jsonl");
     std::fs::write(&good, join(&original)).unwrap();

@@ -255,7 +255,7 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
     for who in [Some(user("alice")), Some(user("bob")), None] {
         let lines = app::export_lines(app.services(), who.clone()).await.unwrap();
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        let report = support_access_cli::verify_export(&text, &app.services().keys, strict)
+        let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
             .unwrap_or_else(|e| panic!("{who:?}: {e}"));
         let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
         assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");

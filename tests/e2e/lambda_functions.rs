@@ -206,9 +206,26 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(minted[0]["statusCode"], 201, "{minted:?}");
     let token = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
 
-    let jwks = invoke("jwks", &env, vec![Event::new("GET", "/.well-known/jwks.json").anonymous().to_json()]).await;
-    let keys = body(&jwks[0]);
-    assert_eq!(keys["keys"][0]["kid"].as_str(), Some(env.iter().find(|(k, _)| k == "KMS_KEY_ID").unwrap().1.as_str()));
+    // As the stack wires it: checkpoints have a key of their own, which the checkpoint
+    // function signs with and the jwks function publishes in its own set only.
+    let (_, kms) = e2e::aws_clients().await;
+    let checkpoint_key = adapter_aws::create_signing_key(&kms).await.unwrap();
+    let mut jwks_env = env.clone();
+    jwks_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    let mut checkpoint_env: Vec<_> = env.iter().filter(|(k, _)| k != "KMS_KEY_ID").cloned().collect();
+    checkpoint_env.push(("KMS_KEY_ID".into(), checkpoint_key.clone()));
+    let sets = [
+        Event::new("GET", "/.well-known/jwks.json").anonymous().to_json(),
+        Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous().to_json(),
+    ];
+    let published = invoke("jwks", &jwks_env, sets.to_vec()).await;
+    let kids = |set: &Value| -> Vec<String> {
+        body(set)["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(kids(&published[0]), [env.iter().find(|(k, _)| k == "KMS_KEY_ID").unwrap().1.as_str()]);
+    assert_eq!(kids(&published[1]), [checkpoint_key.as_str()], "the checkpoint key only in its own set");
+    let checkpoint_ring =
+        support_access_verify::KeyRing::from_jwks(serde_json::from_value(body(&published[1])).unwrap()).unwrap();
 
     // The authorizer: allowed while the consent lives, a read token refused on a write.
     let ask = |method: &str| serde_json::to_value(authorizer_event(Some(&token), method, "/orders")).unwrap();
@@ -256,7 +273,7 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
         "source": "aws.events", "account": "123456789012", "time": "2026-11-25T12:00:00Z", "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/support-access-checkpoint"], "detail": {}
     });
-    let sealed = invoke("checkpoint", &env, vec![scheduled.clone(), scheduled]).await;
+    let sealed = invoke("checkpoint", &checkpoint_env, vec![scheduled.clone(), scheduled]).await;
     assert_eq!(sealed[0]["checkpoint"], 1, "{sealed:?}");
     assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
 
@@ -272,7 +289,7 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
         raw.to_owned()
     };
     let report =
-        support_access_cli::verify_export(&text, &app.services().keys, support_access_cli::Options::default()).unwrap();
+        support_access_cli::verify_export(&text, &checkpoint_ring, support_access_cli::Options::default()).unwrap();
     assert_eq!(report.checkpoints, [1]);
     assert_eq!(report.heads["alice"].0, 6, "the chain written by four functions is intact");
 

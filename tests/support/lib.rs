@@ -323,6 +323,18 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
     (tables, key)
 }
 
+/// The embedded ports on `store` as local-api wires them: a token key and a checkpoint key
+/// of its own.
+async fn embedded_services(store: Arc<SqliteStore>, clock: Arc<FixedClock>, policy: Policy) -> Services {
+    let signer = Arc::new(LocalSigner::generate());
+    let keys = Services::keys_of(signer.as_ref()).await.unwrap();
+    let checkpoint_signer = Arc::new(LocalSigner::generate());
+    let checkpoint_keys = shared::ports::Signer::public_keys(checkpoint_signer.as_ref()).await.unwrap();
+    Services::new(store, signer, keys, clock, policy, CursorKey::generate())
+        .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
+        .unwrap()
+}
+
 impl TestApp {
     /// The embedded default, in memory.
     pub async fn new() -> Self {
@@ -332,9 +344,22 @@ impl TestApp {
     pub async fn with_policy(policy: Policy) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let services = embedded_services(store.clone(), clock.clone(), policy).await;
+        Self::in_memory(services, store, clock)
+    }
+
+    /// The embedded default as it was wired before checkpoints had a key of their own: the
+    /// token key signs them too.
+    pub async fn with_one_key() -> Self {
+        let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
         let signer = Arc::new(LocalSigner::generate());
         let keys = Services::keys_of(signer.as_ref()).await.unwrap();
-        let services = Services::new(store.clone(), signer, keys, clock.clone(), policy, CursorKey::generate());
+        let services = Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+        Self::in_memory(services, store, clock)
+    }
+
+    fn in_memory(services: Services, store: Arc<SqliteStore>, clock: Arc<FixedClock>) -> Self {
         Self {
             services,
             clock,
@@ -353,10 +378,7 @@ impl TestApp {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("support-access.db");
                 let store = Arc::new(SqliteStore::open(&path).unwrap());
-                let signer = Arc::new(LocalSigner::generate());
-                let keys = Services::keys_of(signer.as_ref()).await.unwrap();
-                let services =
-                    Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+                let services = embedded_services(store.clone(), clock.clone(), test_policy()).await;
                 Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
             }
             Backend::Aws => Self::on_aws(None).await,
@@ -481,6 +503,11 @@ impl TestApp {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// The keys that verify this app's checkpoints (its checkpoint-keys.json), as a key ring.
+    pub fn checkpoint_ring(&self) -> shared::token::KeyRing {
+        shared::token::KeyRing::from_jwks((*self.services.checkpoint_keys).clone()).unwrap()
     }
 
     /// The raw answer: status, content type and body text (for non-JSON bodies).

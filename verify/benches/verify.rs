@@ -41,7 +41,9 @@ fn bench(c: &mut Criterion) {
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some("support-access+jwt".into());
     header.kid = Some(kid);
-    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap();
+    let token = support_access_verify::ecdsa::with_low_s(
+        &jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap(),
+    );
     let expected = Expected::new("support-access", "support-access-app");
 
     let decoding = DecodingKey::from_jwk(&jwk).unwrap();

@@ -47,7 +47,7 @@ fn generate(dir: &str, count: usize) {
                 "cid": "26c16f5d-a412-44a7-af22-870826a0f133", "scope": "read",
                 "reason": "ticket 4411: billing page broken",
             });
-            jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+            support_access_verify::ecdsa::with_low_s(&jsonwebtoken::encode(&header, &claims, &encoding).unwrap())
         })
         .collect();
     std::fs::create_dir_all(dir).unwrap();

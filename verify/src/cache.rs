@@ -144,6 +144,8 @@ fn point_of<'k>(keys: &'k KeyRing, kid: &str) -> Option<(&'k str, &'k str)> {
 #[cfg(test)]
 mod tests {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
@@ -177,7 +179,18 @@ mod tests {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(crate::TOKEN_TYPE.into());
         header.kid = key.jwk.common.key_id.clone();
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&key.pkcs8)).unwrap()
+        crate::ecdsa::with_low_s(
+            &jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&key.pkcs8)).unwrap(),
+        )
+    }
+
+    /// The same token with `s` replaced by `n - s`: a valid ECDSA signature of the same
+    /// input, made without the key.
+    fn twin(token: &str) -> String {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = p256::ecdsa::Signature::from_slice(&B64.decode(sig).unwrap()).unwrap();
+        let flipped = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+        format!("{input}.{}", B64.encode(flipped.to_bytes()))
     }
 
     const JTI: [&str; 3] = [
@@ -232,6 +245,39 @@ mod tests {
         let other = token(&k, T + 900, JTI[1]);
         assert_eq!(cache.verify_signature(&other, &keys, T).unwrap().jti.as_str(), JTI[1]);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn the_twin_of_a_valid_token_is_refused_as_malleable() {
+        let k = key();
+        let keys = ring(&[&k.jwk]);
+        let t = token(&k, T + 900, JTI[0]);
+        let twin = twin(&t);
+        assert_ne!(twin, t);
+        // The twin really is a valid ECDSA signature of the same input by the same key.
+        let (input, sig) = twin.rsplit_once('.').unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&k.jwk).unwrap();
+        assert!(jsonwebtoken::crypto::verify(sig, input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256).unwrap());
+        assert!(verify_signature(&t, &keys).is_ok());
+        assert_eq!(verify_signature(&twin, &keys), Err(Rejection::Malleable));
+        assert!(!Rejection::Malleable.after_signature(), "a refused twin names no one");
+    }
+
+    #[test]
+    fn the_twin_of_a_cached_token_is_refused_and_never_cached() {
+        let k = key();
+        let keys = ring(&[&k.jwk]);
+        let cache = VerifiedCache::new(10);
+        let t = token(&k, T + 900, JTI[0]);
+        cache.verify_signature(&t, &keys, T).unwrap();
+        assert!(cache.holds(&t));
+        let flipped = twin(&t);
+        assert_eq!(cache.verify_signature(&flipped, &keys, T), Err(Rejection::Malleable));
+        assert!(!cache.holds(&flipped) && cache.len() == 1);
+        // And the other way round: a twin presented first caches nothing for the original.
+        let other = token(&k, T + 900, JTI[1]);
+        assert_eq!(cache.verify_signature(&twin(&other), &keys, T), Err(Rejection::Malleable));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

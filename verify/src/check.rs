@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, Header, Validation};
 
+use crate::ecdsa::is_low_s;
 use crate::{ImpersonationClaims, KeyRing, MAX_TOKEN_BYTES, TOKEN_TYPE};
 
 /// Header parameters that carry a key or point at one. A verifier that followed them would
@@ -47,6 +48,10 @@ pub enum Rejection {
     UnknownKey,
     #[error("signature does not verify")]
     Signature,
+    /// The signature verifies, but in its high-S form `(r, n - s)`: the twin of a token the
+    /// service signed, which anyone can compute without the key (see [`crate::ecdsa`]).
+    #[error("signature is not in low-S form")]
+    Malleable,
     #[error("claims are missing or malformed")]
     Claims,
     #[error("wrong issuer")]
@@ -78,7 +83,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, for tests and documentation.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Oversized,
         Self::Malformed,
         Self::Algorithm,
@@ -86,6 +91,7 @@ impl Rejection {
         Self::EmbeddedKey,
         Self::UnknownKey,
         Self::Signature,
+        Self::Malleable,
         Self::Claims,
         Self::Issuer,
         Self::Audience,
@@ -109,6 +115,7 @@ impl Rejection {
             Self::EmbeddedKey => "embedded-key",
             Self::UnknownKey => "unknown-kid",
             Self::Signature => "signature",
+            Self::Malleable => "malleable",
             Self::Claims => "claims",
             Self::Issuer => "issuer",
             Self::Audience => "audience",
@@ -135,6 +142,7 @@ impl Rejection {
                 | Self::EmbeddedKey
                 | Self::UnknownKey
                 | Self::Signature
+                | Self::Malleable
                 | Self::Claims
         )
     }
@@ -154,24 +162,34 @@ pub fn verify(
 }
 
 /// Proves the token authentic, in order: size, structure, header (ES256, exact `typ`, no
-/// embedded key or key reference, a `kid` from the JWK Set), signature, claim shapes (times
-/// within 1970..=9999 and a lifetime of at most [`crate::MAX_TOKEN_LIFETIME_SECONDS`]). Only
-/// after this may anything in the claims be believed.
+/// embedded key or key reference, a `kid` from the JWK Set), signature (in low-S form, so
+/// that no one can make a second valid token from a first), claim shapes (times within
+/// 1970..=9999 and a lifetime of at most [`crate::MAX_TOKEN_LIFETIME_SECONDS`]). Only after
+/// this may anything in the claims be believed.
 pub fn verify_signature(token: &str, keys: &KeyRing) -> Result<ImpersonationClaims, Rejection> {
-    let claims: ImpersonationClaims = verify_jws(token, keys, TOKEN_TYPE)?;
+    let claims: ImpersonationClaims = verify_jws(token, keys, TOKEN_TYPE, SignatureForm::LowS)?;
     if !claims.lifetime_is_possible() {
         return Err(Rejection::Claims);
     }
     Ok(claims)
 }
 
+/// Which of a valid ECDSA signature's two forms a JWS may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignatureForm {
+    /// Only `s <= n/2`: tokens, which the service has always signed that way.
+    LowS,
+    /// Either: checkpoints, some of which were stored before the service normalised `s`.
+    Either,
+}
+
 /// The checks of [`verify_signature`] for any compact JWS this service signs, told apart by
-/// `typ` (a token and a checkpoint are signed by the same key, so the exact `typ` is what
-/// keeps one from passing for the other).
+/// `typ`, so that one kind can never pass for the other.
 pub(crate) fn verify_jws<T: serde::de::DeserializeOwned>(
     token: &str,
     keys: &KeyRing,
     typ: &str,
+    form: SignatureForm,
 ) -> Result<T, Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::Oversized);
@@ -198,6 +216,11 @@ pub(crate) fn verify_jws<T: serde::de::DeserializeOwned>(
             _ => Rejection::Malformed,
         }
     })?;
+    // Checked once the signature verified, so `malleable` on the audit log means exactly "a
+    // real signature of ours, flipped": someone holds a token and tried its twin.
+    if form == SignatureForm::LowS && !crate::ecdsa::raw_signature(token).is_some_and(|raw| is_low_s(&raw)) {
+        return Err(Rejection::Malleable);
+    }
     serde_json::from_value(data.claims).map_err(|_| Rejection::Claims)
 }
 

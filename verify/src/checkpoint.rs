@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chain::{GENESIS, canonical_json};
-use crate::check::verify_jws;
+use crate::check::{SignatureForm, verify_jws};
 use crate::{KeyRing, Rejection};
 
 /// The `typ` of a checkpoint JWS; a token (`support-access+jwt`) can never pass for one.
@@ -114,9 +114,11 @@ pub enum CheckpointError {
 }
 
 /// Verifies a checkpoint's signature (ES256, `typ` [`CHECKPOINT_TYPE`], a key of `keys`) and
-/// returns its claims.
+/// returns its claims. Either ECDSA form of the signature is accepted: checkpoints stored
+/// before the service normalised `s` must keep verifying, and a checkpoint's twin seals the
+/// same root (its link `prev` is over the bytes, so a swapped twin breaks the next link).
 pub fn verify_checkpoint(jws: &str, keys: &KeyRing) -> Result<CheckpointClaims, CheckpointError> {
-    verify_jws(jws, keys, CHECKPOINT_TYPE).map_err(CheckpointError::Signature)
+    verify_jws(jws, keys, CHECKPOINT_TYPE, SignatureForm::Either).map_err(CheckpointError::Signature)
 }
 
 /// Checks that `leaf` sits in the tree of `claims`.

@@ -5,8 +5,8 @@
 //!
 //! The checks, in order: size (at most [`MAX_TOKEN_BYTES`], before any parsing), compact JWS
 //! shape, header (`alg` exactly ES256, `typ` exactly [`TOKEN_TYPE`], no `jwk`/`jku`/`x5u`/`x5c`
-//! and no `crit`, a `kid` found in the JWK Set), the signature, the claim shapes, then `iss`,
-//! `aud`, `exp` and `nbf` with a small leeway. What no token can show by itself is whether the
+//! and no `crit`, a `kid` found in the JWK Set), the signature (low-S only, see [`ecdsa`]), the
+//! claim shapes, then `iss`, `aud`, `exp` and `nbf` with a small leeway. What no token can show by itself is whether the
 //! user's consent still lives: the service checks that on every use, and a backend outside
 //! AWS asks `/introspect` (see [`remote`], feature `fetch`).
 //!
@@ -27,6 +27,7 @@ pub mod chain;
 mod check;
 pub mod checkpoint;
 mod claims;
+pub mod ecdsa;
 mod error;
 mod ids;
 mod keys;

@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use support_access_verify::{Expected, JwkSet, KeyRing, TOKEN_TYPE, es256_public_jwk, verify};
+use support_access_verify::ecdsa::low_s;
+use support_access_verify::{Expected, JwkSet, KeyRing, Rejection, TOKEN_TYPE, es256_public_jwk, verify};
 
 const NOW: i64 = 1_795_600_800;
 
@@ -30,6 +31,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     });
     let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
     let sig = key.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+    // aws-lc does not normalise `s`; the service only issues (and accepts) low-S.
+    let sig = low_s(sig.as_ref().try_into().unwrap());
     Fixture {
         keys: KeyRing::from_jwks(JwkSet { keys: vec![jwk] }).unwrap(),
         token: format!("{input}.{}", B64.encode(sig)),
@@ -51,6 +54,17 @@ fn with_claim(claim: &str, value: Value) -> String {
 #[test]
 fn the_unmutated_token_verifies() {
     assert!(verifies(&FIXTURE.token), "the baseline must pass, or every property below is vacuous");
+}
+
+#[test]
+fn the_high_s_twin_of_the_token_is_refused() {
+    // (r, n - s) verifies as ECDSA for the same input and key; anyone can compute it.
+    let (input, sig) = FIXTURE.token.rsplit_once('.').unwrap();
+    let sig = p256::ecdsa::Signature::from_slice(&B64.decode(sig).unwrap()).unwrap();
+    let twin = p256::ecdsa::Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+    let twin = format!("{input}.{}", B64.encode(twin.to_bytes()));
+    let expected = Expected::new("support-access", "support-access-app");
+    assert_eq!(verify(&twin, &FIXTURE.keys, &expected, NOW), Err(Rejection::Malleable));
 }
 
 proptest! {

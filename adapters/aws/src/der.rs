@@ -7,7 +7,8 @@ use p256::pkcs8::DecodePublicKey;
 use shared::ports::SignerError;
 
 /// A DER ECDSA P-256 signature as JOSE's raw `r || s` (each left-padded to 32 bytes), with
-/// `s` normalised to the lower half of the order (verifiers accept either; one form is tidier).
+/// `s` normalised to the lower half of the order: KMS returns either, and the verifier refuses
+/// a high `s` (its twin `(r, n - s)` would be a second valid token for the same claims).
 pub fn der_signature_to_raw(der: &[u8]) -> Result<[u8; 64], SignerError> {
     let signature = p256::ecdsa::Signature::from_der(der)
         .map_err(|e| SignerError::Invalid(format!("KMS signature is not DER ECDSA P-256: {e}")))?;

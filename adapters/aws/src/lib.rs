@@ -18,10 +18,12 @@ mod requests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsonwebtoken::jwk::JwkSet;
 use shared::app::CursorKey;
 use shared::app::Services;
 use shared::domain::Policy;
 use shared::ports::Clock;
+use shared::ports::Signer;
 use shared::token::KeyRing;
 
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
@@ -70,8 +72,11 @@ pub async fn store_from_env() -> DynamoStore {
 
 /// Every port on DynamoDB and KMS from the environment: tables from `CONSENTS_TABLE`,
 /// `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`, ..., `CONTROLS_TABLE` (see [`Tables::from_env`]); the signing key from `KMS_KEY_ID` (a key id or key
-/// ARN) and keys to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). The
-/// JWK Set is fetched (`kms:GetPublicKey`) only when `verifies`: a process that never
+/// ARN) and keys to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). With
+/// `CHECKPOINT_KEY_ID`, checkpoints are signed by that key, published with
+/// `CHECKPOINT_PUBLISHED_KEY_IDS` in the checkpoint keys' own set, never in the tokens' one
+/// (without it, by `KMS_KEY_ID`: the checkpoint function's only key). The
+/// public keys are fetched (`kms:GetPublicKey`) only when `verifies`: a process that never
 /// verifies or publishes tokens never reads public keys.
 pub async fn services_from_env(
     policy: Policy,
@@ -80,13 +85,7 @@ pub async fn services_from_env(
     verifies: bool,
 ) -> Result<Services, String> {
     let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
-    let published: Vec<String> = std::env::var("KMS_PUBLISHED_KEY_IDS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let published = key_list("KMS_PUBLISHED_KEY_IDS");
     let config = sdk_config().await;
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env()));
     let signer = KmsSigner::new(aws_sdk_kms::Client::new(&config), &key_id, &published)
@@ -100,5 +99,27 @@ pub async fn services_from_env(
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
     services.controls = Arc::new(shared::app::CachedControls::new(services.controls, shared::app::CONTROLS_CACHE_TTL));
-    Ok(services)
+    let Ok(checkpoint_key) = std::env::var("CHECKPOINT_KEY_ID") else {
+        return Ok(services);
+    };
+    let checkpoint_signer =
+        KmsSigner::new(aws_sdk_kms::Client::new(&config), &checkpoint_key, &key_list("CHECKPOINT_PUBLISHED_KEY_IDS"))
+            .map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?;
+    let checkpoint_keys = if verifies {
+        checkpoint_signer.public_keys().await.map_err(|e| format!("KMS checkpoint public keys: {e}"))?
+    } else {
+        JwkSet { keys: Vec::new() }
+    };
+    services.with_checkpoint_signer(Arc::new(checkpoint_signer), checkpoint_keys).map_err(|e| e.to_string())
+}
+
+/// The comma-separated key ids of the variable `name` (none when unset).
+fn key_list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

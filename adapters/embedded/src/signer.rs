@@ -8,9 +8,11 @@ use jsonwebtoken::jwk::JwkSet;
 use super::files::{new_p256_pkcs8, p256_key_file, secret_file_error};
 use shared::ports::{Es256Signature, Signer, SignerError};
 use shared::token::es256_public_jwk;
+use support_access_verify::ecdsa::low_s;
 
 /// Signs with a P-256 key kept in a PKCS#8 file (mode 0600) in the data directory: the
-/// embedded stand-in for KMS. aws-lc's FIXED algorithm yields JOSE's raw `r || s` directly.
+/// embedded stand-in for KMS. aws-lc's FIXED algorithm yields JOSE's raw `r || s` directly,
+/// with either `s`: it is normalised to low-S, the only form verifiers accept.
 pub struct LocalSigner {
     key: EcdsaKeyPair,
     kid: String,
@@ -51,7 +53,7 @@ impl Signer for LocalSigner {
             .map_err(|_| SignerError::Unavailable("local signing failed".into()))?;
         let raw: [u8; 64] =
             sig.as_ref().try_into().map_err(|_| SignerError::Invalid("signature is not 64 bytes".into()))?;
-        Ok(Es256Signature { kid: self.kid.clone(), raw })
+        Ok(Es256Signature { kid: self.kid.clone(), raw: low_s(raw) })
     }
 
     async fn public_keys(&self) -> Result<JwkSet, SignerError> {
@@ -85,5 +87,15 @@ mod tests {
             aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, public);
         assert!(verifier.verify(b"hello", &sig.raw).is_ok());
         assert!(verifier.verify(b"hellO", &sig.raw).is_err());
+    }
+
+    #[tokio::test]
+    async fn every_signature_is_low_s() {
+        // aws-lc returns a high `s` about half the time: 64 in a row low is the normalising.
+        let signer = LocalSigner::generate();
+        for i in 0..64u8 {
+            let sig = signer.sign(&[i]).await.unwrap();
+            assert!(support_access_verify::ecdsa::is_low_s(&sig.raw), "signature {i}");
+        }
     }
 }

@@ -55,7 +55,15 @@ impl Runtime {
         let store = Arc::new(SqliteStore::open(&data_dir.join("support-access.db")).map_err(|e| e.to_string())?);
         let signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("signing-key.p8"))?);
         let keys = Services::keys_of(signer.as_ref()).await.map_err(|e| e.to_string())?;
-        let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key);
+        // Checkpoints have a key of their own, never in the tokens' JWK Set; checkpoints made
+        // before it existed were signed by the token key, which stays in their set.
+        let checkpoint_signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("checkpoint-key.p8"))?);
+        let checkpoint_keys = shared::app::checkpoint_keys(store.as_ref(), checkpoint_signer.as_ref(), keys.jwks())
+            .await
+            .map_err(|e| e.to_string())?;
+        let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key)
+            .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
+            .map_err(|e| e.to_string())?;
         Ok(Self { services, identity, sweeper: Some(store.clone()), outbox: Some(store.clone()), history: Some(store) })
     }
 
@@ -68,15 +76,18 @@ impl Runtime {
     }
 }
 
-/// `local-api setup-aws`: creates the tables and a signing key at the configured endpoint and
+/// `local-api setup-aws`: creates the tables, a token key and a checkpoint key at the configured endpoint and
 /// returns the settings as `export NAME=value` lines, for `eval "$(local-api setup-aws)"`.
 pub async fn setup_aws() -> Result<String, String> {
     let config = aws::sdk_config().await;
     let tables = Tables::from_env();
     aws::create_tables(&aws_sdk_dynamodb::Client::new(&config), &tables).await.map_err(|e| e.to_string())?;
-    let key = aws::create_signing_key(&aws_sdk_kms::Client::new(&config)).await.map_err(|e| e.to_string())?;
+    let kms = aws_sdk_kms::Client::new(&config);
+    let key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
+    // Checkpoints get a key of their own, as on the stack: never one the tokens' set holds.
+    let checkpoint_key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\n",
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\n",
         tables.consents, tables.audit, tables.heads, tables.checkpoints, tables.requests, tables.controls
     ))
 }

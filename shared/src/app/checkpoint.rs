@@ -3,6 +3,9 @@
 //! and the export that carries chains and checkpoints for `support-access verify`. The
 //! format is `support_access_verify::checkpoint`'s.
 
+use std::collections::HashSet;
+
+use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 use support_access_verify::checkpoint::{CHECKPOINT_TYPE, CheckpointClaims, link_of, seal_leaves};
 
@@ -95,12 +98,37 @@ pub async fn export_lines(services: &Services, user: Option<UserId>) -> Result<V
     Ok(lines)
 }
 
+/// The public keys that verify the checkpoints of `archive`: those of `signer` (which signs
+/// new ones), and of `former` (keys that may have signed older ones, such as local-api's token
+/// key before checkpoints had a key of their own) only those that signed a stored checkpoint,
+/// so an export made before keeps verifying while no unused token key joins the set.
+pub async fn checkpoint_keys(
+    archive: &dyn ChainArchive,
+    signer: &dyn Signer,
+    former: &JwkSet,
+) -> Result<JwkSet, CheckpointError> {
+    let mut keys = signer.public_keys().await?;
+    let signed: HashSet<String> = archive
+        .checkpoints(None)
+        .await?
+        .iter()
+        .filter_map(|(c, _)| jsonwebtoken::decode_header(&c.jws).ok()?.kid)
+        .collect();
+    for jwk in &former.keys {
+        let kid = jwk.common.key_id.as_deref().unwrap_or_default();
+        if signed.contains(kid) && !keys.keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {
+            keys.keys.push(jwk.clone());
+        }
+    }
+    Ok(keys)
+}
+
 /// Seals pending heads now: the on-demand form (`local-api checkpoint`), with the ports'
-/// own signer, issuer and clock.
+/// own checkpoint signer, issuer and clock.
 pub async fn checkpoint_now(services: &Services) -> Result<Option<Checkpoint>, CheckpointError> {
     make_checkpoint(
         services.chain_archive.as_ref(),
-        services.signer.as_ref(),
+        services.checkpoint_signer.as_ref(),
         &services.policy.issuer,
         services.clock.now(),
     )

@@ -22,7 +22,7 @@ pub use access_request::{
 };
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
-pub use checkpoint::{CheckpointError, checkpoint_now, export_lines, make_checkpoint};
+pub use checkpoint::{CheckpointError, checkpoint_keys, checkpoint_now, export_lines, make_checkpoint};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;
 pub use error::ApiError;

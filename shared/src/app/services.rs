@@ -11,6 +11,7 @@ use crate::ports::{
     ConsentWriter, Controls, PendingRequests, Signer, SignerError, Store, TokenLedger,
 };
 use crate::token::KeyRing;
+use jsonwebtoken::jwk::JwkSet;
 
 /// Everything a handler may touch, each port named by its role.
 #[derive(Clone)]
@@ -27,9 +28,19 @@ pub struct Services {
     /// The emergency stop and agent revocations; on AWS behind a short per-process cache
     /// ([`super::CachedControls`]).
     pub controls: Arc<dyn Controls>,
+    /// Signs tokens.
     pub signer: Arc<dyn Signer>,
-    /// The verification keys (the JWK Set), fetched once from the signer.
+    /// The verification keys of tokens (the JWK Set), fetched once from the signer. Never a
+    /// checkpoint key: a backend that trusts every key of this set must not accept a token
+    /// signed by the checkpoint signer.
     pub keys: Arc<KeyRing>,
+    /// Signs checkpoints. Where tokens are signed too (local-api), a key of its own
+    /// ([`Services::with_checkpoint_signer`]); a Lambda signs only one kind, with its own
+    /// `KMS_KEY_ID`, so there it defaults to `signer`.
+    pub checkpoint_signer: Arc<dyn Signer>,
+    /// The public keys that verify checkpoints (`GET /.well-known/checkpoint-keys.json`), the
+    /// keys that signed checkpoints already stored included.
+    pub checkpoint_keys: Arc<JwkSet>,
     /// Tokens whose signature already verified with `keys`, until their `exp`: a token used
     /// again skips the ECDSA check, never the clock, consent or scope checks.
     pub verified: Arc<support_access_verify::VerifiedCache>,
@@ -61,6 +72,8 @@ impl Services {
             pending_requests: store.clone(),
             controls: store.clone(),
             chain_archive: store,
+            checkpoint_signer: signer.clone(),
+            checkpoint_keys: Arc::new(keys.jwks().clone()),
             signer,
             keys: Arc::new(keys),
             verified: Arc::new(support_access_verify::VerifiedCache::default()),
@@ -68,6 +81,20 @@ impl Services {
             policy: Arc::new(policy),
             cursor_key: Arc::new(cursor_key),
         }
+    }
+
+    /// Checkpoints signed by `signer`, verified by `keys`. Refused if the token key ring
+    /// holds the checkpoint signer's key: then a token signed by it would be accepted.
+    pub fn with_checkpoint_signer(mut self, signer: Arc<dyn Signer>, keys: JwkSet) -> Result<Self, SignerError> {
+        if self.keys.contains(signer.key_id()) {
+            return Err(SignerError::Invalid(format!(
+                "the checkpoint key {} is also a token key: give checkpoints a key of their own",
+                signer.key_id()
+            )));
+        }
+        self.checkpoint_signer = signer;
+        self.checkpoint_keys = Arc::new(keys);
+        Ok(self)
     }
 
     /// The verification keys of `signer`: its JWK Set as a key ring.

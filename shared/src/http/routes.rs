@@ -32,7 +32,7 @@ pub enum Route {
     QueryAudit,
     /// `GET /me/access-log`
     AccessLog,
-    /// `GET /.well-known/jwks.json`
+    /// `GET /.well-known/jwks.json`: the keys that sign tokens, and only those.
     Jwks,
     /// Any method on `/app/whoami`: the demo resource guarded by the impersonation token.
     Whoami,
@@ -58,6 +58,9 @@ pub enum Route {
     LiftEmergencyStop,
     /// `POST /operator/agents/{agent_id}/revoke-tokens`: kill every live token of one agent.
     RevokeAgentTokens,
+    /// `GET /.well-known/checkpoint-keys.json`: the keys that sign audit checkpoints, for
+    /// `support-access verify`; never a token key's set.
+    CheckpointKeys,
 }
 
 /// The route table: every route with the methods it takes (none listed: any method) and
@@ -84,6 +87,7 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::EngageEmergencyStop, &["PUT"], "/operator/emergency-stop"),
     (Route::LiftEmergencyStop, &["DELETE"], "/operator/emergency-stop"),
     (Route::RevokeAgentTokens, &["POST"], "/operator/agents/{agent_id}/revoke-tokens"),
+    (Route::CheckpointKeys, &["GET", "HEAD"], "/.well-known/checkpoint-keys.json"),
 ];
 
 /// The order methods are listed in an `Allow` header.
@@ -132,10 +136,10 @@ impl Route {
     }
 
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
-    /// says: every route but the public JWK Set and the demo resource, which the impersonation
-    /// token's own Lambda authorizer guards instead.
+    /// says: every route but the public key sets and the demo resource, which the
+    /// impersonation token's own Lambda authorizer guards instead.
     pub fn takes_identity(self) -> bool {
-        !matches!(self, Self::Jwks | Self::Whoami)
+        !matches!(self, Self::Jwks | Self::CheckpointKeys | Self::Whoami)
     }
 }
 
@@ -198,6 +202,7 @@ pub async fn handle(route: Route, req: Request, services: &Services) -> Response
         Route::QueryAudit => query_audit(&req, services).await,
         Route::AccessLog => access_log(&req, services).await,
         Route::Jwks => Ok(json(StatusCode::OK, services.keys.jwks())),
+        Route::CheckpointKeys => Ok(json(StatusCode::OK, &*services.checkpoint_keys)),
         Route::Whoami => whoami(&req, services).await,
         Route::Introspect => introspect(&req, services).await,
         Route::ExportAudit => export_audit(&req, services).await,

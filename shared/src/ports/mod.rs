@@ -177,7 +177,8 @@ pub trait AuditReader: Send + Sync {
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 }
 
-/// An ES256 signature in JOSE form (raw `r || s`), with the key that made it.
+/// An ES256 signature in JOSE form (raw `r || s`, `s` in low-S form: verifiers refuse the
+/// other one, see `support_access_verify::ecdsa`), with the key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Es256Signature {
     pub kid: String,
@@ -191,7 +192,7 @@ pub trait Signer: Send + Sync {
     /// The `kid` of the key that signs now; it goes into the header before signing.
     fn key_id(&self) -> &str;
 
-    /// ES256 over `message` (the JWS signing input).
+    /// ES256 over `message` (the JWS signing input), low-S.
     async fn sign(&self, message: &[u8]) -> Result<Es256Signature, SignerError>;
 
     /// Every public key that verifiers should accept, the signing one included.

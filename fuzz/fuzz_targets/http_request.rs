@@ -677,6 +677,9 @@ fuzz_target!(|input: Input| {
         Some(Route::FileAccessRequest | Route::AgentAccessRequests) => {
             assert!(in_group("support"), "access requests for {:?}", spec.claims)
         }
+        Some(
+            Route::GetEmergencyStop | Route::EngageEmergencyStop | Route::LiftEmergencyStop | Route::RevokeAgentTokens,
+        ) => assert!(in_group("operator"), "operator route for {:?}", spec.claims),
         Some(Route::Whoami) => {
             let bearer = spec.authorization.as_deref().unwrap_or("");
             assert!(bearer.ends_with(&app.token), "whoami let {bearer:?} in");

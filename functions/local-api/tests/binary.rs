@@ -91,6 +91,7 @@ fn aws_env() -> Vec<(String, String)> {
         ("CHAIN_HEADS_TABLE", &format!("ChainHeads-cli-{suffix}")),
         ("CHECKPOINTS_TABLE", &format!("Checkpoints-cli-{suffix}")),
         ("ACCESS_REQUESTS_TABLE", &format!("AccessRequests-cli-{suffix}")),
+        ("CONTROLS_TABLE", &format!("Controls-cli-{suffix}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

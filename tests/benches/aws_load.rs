@@ -81,7 +81,8 @@ impl Deployment {
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), self.tables.clone()));
         let signer = Arc::new(KmsSigner::new(aws_sdk_kms::Client::new(&config), &self.key, &[]).unwrap());
         let keys = Services::keys_of(signer.as_ref()).await.map_err(|e| format!("cold start failed: {e}"))?;
-        Ok(Services::new(store, signer, keys, Arc::new(SystemClock), test_policy(), CursorKey::generate()))
+        Ok(Services::new(store, signer, keys, Arc::new(SystemClock), test_policy(), CursorKey::generate())
+            .with_cached_controls(app::CONTROLS_CACHE_TTL))
     }
 }
 

@@ -95,10 +95,10 @@ pub async fn services_from_env(
     } else {
         KeyRing::empty()
     };
-    let mut services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key);
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
-    services.controls = Arc::new(shared::app::CachedControls::new(services.controls, shared::app::CONTROLS_CACHE_TTL));
+    let services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
+        .with_cached_controls(shared::app::CONTROLS_CACHE_TTL);
     let Ok(checkpoint_key) = std::env::var("CHECKPOINT_KEY_ID") else {
         return Ok(services);
     };

@@ -97,6 +97,13 @@ impl Services {
         Ok(self)
     }
 
+    /// The operators' controls behind a per-process cache of `ttl` ([`super::CachedControls`]):
+    /// a Lambda instance, where each read is a DynamoDB call on the hot path of every use.
+    pub fn with_cached_controls(mut self, ttl: std::time::Duration) -> Self {
+        self.controls = Arc::new(super::CachedControls::new(self.controls, ttl));
+        self
+    }
+
     /// The verification keys of `signer`: its JWK Set as a key ring.
     pub async fn keys_of(signer: &dyn Signer) -> Result<KeyRing, SignerError> {
         Ok(KeyRing::from_jwks(signer.public_keys().await?)?)

@@ -55,19 +55,7 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .send()
         .await
         .map_err(|e| failed("create consents table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    client
-        .update_time_to_live()
-        .table_name(&tables.consents)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("expires_at")
-                .build()
-                .map_err(|e| failed("ttl", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| failed("enable TTL", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    enable_ttl(client, &tables.consents, "expires_at").await?;
     client
         .create_table()
         .table_name(&tables.audit)
@@ -128,19 +116,7 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .send()
         .await
         .map_err(|e| failed("create access requests table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    client
-        .update_time_to_live()
-        .table_name(&tables.requests)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("purge_at")
-                .build()
-                .map_err(|e| failed("ttl", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| failed("enable TTL", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    enable_ttl(client, &tables.requests, "purge_at").await?;
     client
         .create_table()
         .table_name(&tables.controls)
@@ -150,16 +126,21 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .send()
         .await
         .map_err(|e| failed("create controls table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    enable_ttl(client, &tables.controls, "expires_at").await?;
+    Ok(())
+}
+
+/// Turns on TTL for `table` on the epoch-seconds attribute `attribute`.
+async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> Result<(), StoreError> {
+    let ttl = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(attribute)
+        .build()
+        .map_err(|e| failed("ttl", e))?;
     client
         .update_time_to_live()
-        .table_name(&tables.controls)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name("expires_at")
-                .build()
-                .map_err(|e| failed("ttl", e))?,
-        )
+        .table_name(table)
+        .time_to_live_specification(ttl)
         .send()
         .await
         .map_err(|e| failed("enable TTL", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

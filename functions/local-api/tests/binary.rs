@@ -299,7 +299,6 @@ async fn a_data_directory_local_api_creates_is_0700_and_every_file_in_it_0600() 
 
 /// Starts the server under `sh -c 'ulimit -n <fds>'` with `args`, its stderr to `log`.
 fn serve_with_fd_limit(data_dir: &Path, fds: u32, args: &[&str], log: &Path) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
@@ -312,9 +311,7 @@ fn serve_with_fd_limit(data_dir: &Path, fds: u32, args: &[&str], log: &Path) -> 
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned();
+    let base = common::listening_url(&mut child);
     (child, base)
 }
 

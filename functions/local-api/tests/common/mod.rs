@@ -17,8 +17,13 @@ pub fn serve_with(data_dir: &Path, env: &[(String, String)]) -> (Child, String) 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let base = listening_url(&mut child);
+    (child, base)
+}
+
+/// The base URL a server started with `--port 0` and a piped stdout prints on its first line.
+pub fn listening_url(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned();
-    (child, base)
+    line.split_whitespace().find(|w| w.starts_with("http://")).expect("a listening line").to_owned()
 }

@@ -59,7 +59,7 @@ pub fn is_page_request(path: &str) -> bool {
 /// Whether `host` (the request's `Host` header) names this machine's loopback: a page on
 /// another site that rebinds its own name to 127.0.0.1 (DNS rebinding) still sends its own
 /// name, and so cannot sign in from a developer's browser.
-fn is_loopback_host(host: Option<&str>) -> bool {
+pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),

@@ -190,6 +190,29 @@ mod tests {
         }
     }
 
+    /// The access log reads as sentences: consent.js has one for every event type the domain
+    /// has, and plain words for every refusal code an event's `detail` can carry.
+    #[test]
+    fn every_event_type_has_a_sentence_and_every_refusal_plain_words() {
+        use shared::domain::{AuditEventType, StepUpMissing};
+        use shared::token::Rejection;
+        for t in AuditEventType::ALL {
+            assert!(CONSENT_JS.contains(&format!("'{}': (", t.as_str())), "no sentence for {}", t.as_str());
+        }
+        // token.rejected carries a rejection's code; token.denied one of the refusals written
+        // in app::mint_token and app::access_request.
+        let denials = ["feature-disabled", "emergency-stop", "self-impersonation", "no-consent", "consent-changed"];
+        let codes = Rejection::ALL
+            .iter()
+            .map(|r| r.code())
+            .chain(denials)
+            .chain(["self-approval"])
+            .chain([StepUpMissing::Method.code(), StepUpMissing::Recency.code()]);
+        for code in codes {
+            assert!(CONSENT_JS.contains(&format!("'{code}': '")), "no plain words for the refusal {code}");
+        }
+    }
+
     #[test]
     fn only_a_loopback_host_may_sign_in() {
         for host in ["127.0.0.1:3000", "localhost:3000", "LOCALHOST", "[::1]:3000", "127.0.0.1"] {

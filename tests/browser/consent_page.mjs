@@ -2,8 +2,11 @@
 // system's /usr/bin/chromium). scripts/browser-test starts local-api and passes:
 //   BASE_URL     where local-api listens, e.g. http://127.0.0.1:41234
 //   AGENT_TOKEN  an identity token of a support agent (local-api dev-token --groups support)
-//   SCREENSHOT   where to save a full-page screenshot at the end
+//   SCREENSHOT   where to save a full-page screenshot at the end (desktop); the phone's goes
+//                next to it, with -390 before the extension
 // It starts nothing but Chromium. Every wait is bounded; any failed check exits 1 naming it.
+// The browser reads English in India's time zone (UTC+5:30, no daylight saving), so the
+// test can tell that times are shown in the viewer's zone, with the zone named.
 
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,8 +24,16 @@ const TOTAL_MS = 180_000; // the whole test
 
 const AGENT = jwtSub(AGENT_TOKEN);
 const USER = 'page-user-' + randomBytes(6).toString('hex');
-// API 404s the page expects and handles (no consent yet; access requests not on this server).
-const EXPECTED_404 = [/\/consents\/current$/, /\/me\/access-requests$/];
+const TIME_ZONE = 'Asia/Kolkata';
+const ZONE_NAME = 'GMT+5:30';
+// Widths the layout is checked at: a desktop window and a phone (iPhone 12-15: 390 CSS px).
+const DESKTOP = { width: 1100, height: 900 };
+const PHONE = { width: 390, height: 844 };
+// The one failed request the page makes in normal use, and so the one error the browser logs
+// for it: GET /consents/current answers 404 while the user has no consent (openapi.yaml), and
+// that is how the page learns that support has no access. Any other answer of 400 or more
+// (bar the test's deliberate bad sign-in) fails the test.
+const EXPECTED_FAILURE = { method: 'GET', path: '/consents/current', status: 404 };
 
 function requiredEnv(name) {
   const value = process.env[name];
@@ -47,6 +58,70 @@ class CheckFailed extends Error {}
 
 function check(condition, message) {
   if (!condition) throw new CheckFailed(message);
+}
+
+/**
+ * The page at `viewport` (already set): nothing wider than the window, and every field of
+ * every access-log row shown whole inside it: on the desktop as table columns side by side,
+ * on the phone as a card per event with each field on its own line, labelled, full width.
+ */
+async function checkLayout(page, name, viewport) {
+  log(`layout at ${viewport.width} px (${name})`);
+  const measured = await page.evaluate(() => {
+    const box = (el) => {
+      const r = el.getBoundingClientRect();
+      return { left: r.left, right: r.right, top: r.top, width: r.width, height: r.height };
+    };
+    const rows = [...document.querySelectorAll('#log-body tr')].map((tr) => ({
+      type: tr.dataset.type,
+      row: box(tr),
+      cells: [...tr.children].map((td) => ({
+        label: td.dataset.label,
+        text: td.textContent.trim(),
+        box: box(td),
+        visible: td.checkVisibility(),
+        before: getComputedStyle(td, '::before').content,
+      })),
+    }));
+    return {
+      pageWidth: document.documentElement.scrollWidth,
+      bodyWidth: document.body.scrollWidth,
+      tableWrapOverflow: (() => {
+        const w = document.querySelector('.table-wrap');
+        return w.scrollWidth - w.clientWidth;
+      })(),
+      headVisible: document.querySelector('#log thead').getBoundingClientRect().height > 1,
+      rows,
+    };
+  });
+  check(
+    measured.pageWidth <= viewport.width && measured.bodyWidth <= viewport.width,
+    `${name}: the page is ${measured.pageWidth} px wide in a ${viewport.width} px window`,
+  );
+  check(measured.tableWrapOverflow <= 0, `${name}: the access log scrolls sideways by ${measured.tableWrapOverflow} px`);
+  check(measured.rows.length >= 8, `${name}: only ${measured.rows.length} log rows to check`);
+  const phone = viewport.width < 640;
+  check(measured.headVisible === !phone, `${name}: the column headings are ${measured.headVisible ? 'shown' : 'hidden'}`);
+  for (const { type, row, cells } of measured.rows) {
+    check(cells.length === 4, `${name}: ${type} has ${cells.length} cells`);
+    const labels = cells.map((c) => c.label).join(', ');
+    check(labels === 'Time, What happened, Who, Reason', `${name}: ${type}'s cells are ${labels}`);
+    for (const c of cells) {
+      const where = `${name}: ${type}'s ${c.label}`;
+      check(c.visible && c.text !== '' && c.box.width > 0 && c.box.height > 0, `${where} is not visible`);
+      check(c.box.left >= 0 && c.box.right <= viewport.width + 0.5, `${where} runs off the screen (${c.box.left}..${c.box.right})`);
+      if (phone) {
+        // A card: every field on its own line under its label, as wide as the card.
+        check(c.box.width >= row.width * 0.8, `${where} is squeezed to ${c.box.width} of ${row.width} px`);
+        check(c.before === `"${c.label}"`, `${where} has no label (::before is ${c.before})`);
+      } else {
+        check(Math.abs(c.box.top - row.top) < 2, `${where} is not on the row's line`);
+      }
+    }
+    // The phone's cards used to be one word wide and very tall: a card stays compact.
+    const limit = phone ? 360 : 160;
+    check(row.height <= limit, `${name}: the ${type} row is ${row.height} px tall (at most ${limit})`);
+  }
 }
 
 let step = 'start';
@@ -84,7 +159,9 @@ async function main() {
       executablePath: CHROMIUM,
       headless: true,
       timeout: 60_000,
-      viewport: { width: 1100, height: 900 },
+      viewport: DESKTOP,
+      locale: 'en-US',
+      timezoneId: TIME_ZONE,
       args: [
         '--no-sandbox',
         '--disable-gpu',
@@ -105,19 +182,37 @@ async function main() {
       });
     });
     const page = context.pages()[0] || (await context.newPage());
+    const isExpected = (method, url, status) => {
+      const path = new URL(url, BASE_URL).pathname;
+      const expected =
+        method === EXPECTED_FAILURE.method && path === EXPECTED_FAILURE.path && status === EXPECTED_FAILURE.status;
+      return expected || (badSignInExpected && path === '/dev/sign-in' && status === 400);
+    };
+    page.on('response', (res) => {
+      if (res.status() >= 400 && !isExpected(res.request().method(), res.url(), res.status())) {
+        problems.push(`failed request: ${res.request().method()} ${res.url()} answered ${res.status()}`);
+      }
+    });
     page.on('console', (msg) => {
       if (msg.type() !== 'error') return;
       const url = msg.location().url || '';
-      const expected404 =
-        /status of 404/.test(msg.text()) && EXPECTED_404.some((re) => re.test(new URL(url, BASE_URL).pathname));
-      const expected400 = badSignInExpected && /status of 400/.test(msg.text()) && url.endsWith('/dev/sign-in');
-      if (!expected404 && !expected400) problems.push(`console error: ${msg.text()} (${url})`);
+      // Chromium logs a failed fetch as "Failed to load resource: ... status of 404 (Not Found)",
+      // without the method: the response listener above holds the method to the one expected.
+      const status = Number((/status of (\d{3})/.exec(msg.text()) || [])[1]);
+      const expected = status && (isExpected('GET', url, status) || isExpected('POST', url, status));
+      if (!expected) problems.push(`console error: ${msg.text()} (${url})`);
     });
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
 
     const status = page.locator('#status');
     const errorBox = page.locator('#error');
     const logRows = page.locator('#log-body tr');
+    const logRow = (type) => page.locator(`#log-body tr[data-type="${type}"]`);
+    const sentenceOf = async (type) => {
+      const row = logRow(type).first();
+      await row.waitFor();
+      return row.locator('td.what').textContent();
+    };
     const requests = page.locator('#requests li.request');
 
     // The agent files a request for USER; the page shows it after a refresh.
@@ -188,18 +283,44 @@ async function main() {
     const whoami = await apiCall('GET', '/app/whoami', undefined, minted.json.access_token);
     check(whoami.status === 200 && whoami.json.user_id === USER, `GET /app/whoami answered ${whoami.status}: ${whoami.text}`);
 
-    log('reload: the log shows token.issued and token.used by the agent');
+    log('the read-only token may not write: 403, token.rejected');
+    const write = await apiCall('POST', '/app/whoami', undefined, minted.json.access_token);
+    check(write.status === 403, `POST /app/whoami with a read-only token answered ${write.status}: ${write.text}`);
+
+    log('reload: the log tells what the agent did, in sentences, with the reason and the zone');
     await page.reload();
     await page.locator('#who').filter({ hasText: USER }).waitFor();
-    const issued = logRows.filter({ has: page.locator('td.type', { hasText: 'token.issued' }) });
-    const used = logRows.filter({ has: page.locator('td.type', { hasText: 'token.used' }) });
-    await issued.first().waitFor();
-    await used.first().waitFor();
-    const issuedText = await issued.first().textContent();
-    check(issuedText.includes(AGENT) && issuedText.includes('support'), `token.issued does not name ${AGENT}: ${issuedText}`);
-    check(issuedText.includes(reason), `token.issued does not show the reason: ${issuedText}`);
-    const usedText = await used.first().textContent();
-    check(usedText.includes(AGENT) && usedText.includes('/app/whoami'), `token.used does not show ${AGENT} and the path: ${usedText}`);
+    const issuedSentence = await sentenceOf('token.issued');
+    check(
+      issuedSentence.startsWith(`Support (${AGENT}) got a token to act as you with read-only access until `),
+      `token.issued does not read as a sentence naming ${AGENT}: ${issuedSentence}`,
+    );
+    const issuedRow = logRow('token.issued').first();
+    check((await issuedRow.locator('td.reason').textContent()) === reason, 'token.issued does not show the reason');
+    check((await issuedRow.locator('td.actor-cell').textContent()).includes(AGENT), `the Who of token.issued is not ${AGENT}`);
+    const usedSentence = await sentenceOf('token.used');
+    check(usedSentence === `Support (${AGENT}) looked at GET /app/whoami.`, `token.used reads: ${usedSentence}`);
+    const rejectedSentence = await sentenceOf('token.rejected');
+    check(
+      rejectedSentence === `Support (${AGENT}) was refused: read-only access cannot change data (POST /app/whoami).`,
+      `token.rejected reads: ${rejectedSentence}`,
+    );
+    const grantedSentence = await sentenceOf('consent.granted');
+    check(grantedSentence.startsWith('You let support in with read-only access until '), `consent.granted reads: ${grantedSentence}`);
+    check(
+      !/\b(token|consent|request)\.[a-z]+\b/.test(await page.locator('#log-body').textContent()),
+      'the log shows a raw event code',
+    );
+    log(`times are in the viewer's zone (${TIME_ZONE}), named`);
+    const usedTime = logRow('token.used').first().locator('time');
+    const at = await usedTime.getAttribute('datetime');
+    const shown = await usedTime.textContent();
+    const hourMinute = new Intl.DateTimeFormat('en-US', {
+      timeZone: TIME_ZONE, hour: '2-digit', minute: '2-digit', hour12: true,
+    }).formatToParts(new Date(at));
+    const hhmm = `${hourMinute.find((p) => p.type === 'hour').value}:${hourMinute.find((p) => p.type === 'minute').value}`;
+    check(shown.includes(ZONE_NAME) && shown.includes(hhmm), `${at} is shown as ${shown}, not ${hhmm} ${ZONE_NAME}`);
+    check((await page.textContent('#consent-expires')).includes(ZONE_NAME), 'the expiry does not name its zone');
     check(await page.locator('#consent-active').isVisible(), 'the consent is gone after reload');
 
     log(`${AGENT} files an access request (full, 1 day)`);
@@ -244,9 +365,30 @@ async function main() {
     check(await page.locator('#consent-active').isHidden(), 'the consent is still shown after revoking');
     await expectNoErrorShown('after revoking');
     await status.filter({ hasText: 'revoked' }).waitFor();
-    await logRows.filter({ has: page.locator('td.type', { hasText: 'consent.revoked' }) }).first().waitFor();
+    check((await sentenceOf('consent.revoked')) === "You revoked support's access.", 'consent.revoked does not read as a sentence');
     const stillWorks = await apiCall('GET', '/app/whoami', undefined, minted.json.access_token);
     check(stillWorks.status === 401, `the agent's token still works after revoking (${stillWorks.status})`);
+
+    log(`${AGENT} asks for a token without consent: refused, and the log says why`);
+    const refused = await apiCall('POST', '/tokens', { user_id: USER, reason: 'ticket 4413: <i>one more look</i>' });
+    check(refused.status === 403, `POST /tokens without consent answered ${refused.status}: ${refused.text}`);
+    await page.click('#refresh');
+    const deniedSentence = await sentenceOf('token.denied');
+    check(
+      deniedSentence === `Support (${AGENT}) was refused access: you had not let support in.`,
+      `token.denied reads: ${deniedSentence}`,
+    );
+    const deniedReason = logRow('token.denied').first().locator('td.reason');
+    check((await deniedReason.textContent()) === 'ticket 4413: <i>one more look</i>', 'the reason is not shown verbatim');
+    check((await deniedReason.locator('i').count()) === 0, 'the reason was interpreted as HTML');
+    for (const type of ['request.filed', 'request.approved', 'request.denied']) {
+      const text = await sentenceOf(type);
+      check(!text.includes(type) && /\.$/.test(text), `${type} does not read as a sentence: ${text}`);
+    }
+
+    log('a request is pending while the layout is checked');
+    await fileRequest('ticket 4414: a request that waits', 'read', 900);
+    await checkLayout(page, 'desktop', DESKTOP);
 
     log('no console errors and no CSP violations');
     const violations = await page.evaluate(() => window.__cspViolations);
@@ -256,7 +398,14 @@ async function main() {
     log(`screenshot to ${SCREENSHOT}`);
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true, timeout: 15_000 });
-    console.log(`PASS: consent page end to end as ${USER} with ${AGENT}; screenshot ${SCREENSHOT}`);
+
+    await page.setViewportSize(PHONE);
+    await checkLayout(page, 'phone', PHONE);
+    const phoneShot = SCREENSHOT.replace(/(\.png)?$/, '-390.png');
+    await page.screenshot({ path: phoneShot, fullPage: true, timeout: 15_000 });
+    for (const v of await page.evaluate(() => window.__cspViolations)) problems.push(`CSP violation: ${v}`);
+    check(problems.length === 0, `the page logged problems:\n  ${problems.join('\n  ')}`);
+    console.log(`PASS: consent page end to end as ${USER} with ${AGENT}; screenshots ${SCREENSHOT}, ${phoneShot}`);
   } finally {
     if (context) await context.close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });

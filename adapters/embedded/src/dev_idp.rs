@@ -19,8 +19,14 @@ pub const DEV_ISSUER: &str = "support-access-dev-idp";
 pub const DEV_AUDIENCE: &str = "support-access-local";
 
 #[derive(Debug, thiserror::Error)]
-#[error("identity token refused: {0}")]
-pub struct IdentityError(String);
+pub enum IdentityError {
+    /// A dev identity token (this provider's issuer and audience) whose signature is another
+    /// key's: in practice one `dev-token` minted from another data directory.
+    #[error("identity token refused: signed by another dev identity key")]
+    OtherKey,
+    #[error("identity token refused: {0}")]
+    Invalid(String),
+}
 
 pub struct DevIdentityProvider {
     encoding: EncodingKey,
@@ -88,9 +94,23 @@ impl DevIdentityProvider {
         validation.set_audience(&[DEV_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| IdentityError(e.to_string()))
+        jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation).map(|data| data.claims).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature if Self::is_dev_token(token) => {
+                    IdentityError::OtherKey
+                }
+                _ => IdentityError::Invalid(e.to_string()),
+            },
+        )
+    }
+
+    /// Whether `token`'s unverified claims name this kind of provider as issuer and audience
+    /// (only to tell a developer why it was refused: nothing here is trusted).
+    fn is_dev_token(token: &str) -> bool {
+        jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token).is_ok_and(|claims| {
+            claims.get("iss").and_then(Value::as_str) == Some(DEV_ISSUER)
+                && claims.get("aud").and_then(Value::as_str) == Some(DEV_AUDIENCE)
+        })
     }
 }
 
@@ -141,8 +161,17 @@ mod tests {
     fn a_token_from_another_idp_or_expired_is_refused() {
         let idp = DevIdentityProvider::generate();
         let other = DevIdentityProvider::generate();
-        assert!(idp.validate(&other.issue("alice", &[], now(), 3600)).is_err());
-        assert!(idp.validate(&idp.issue("alice", &[], now().plus_seconds(-7200), 3600)).is_err());
-        assert!(idp.validate("not.a.token").is_err());
+        assert!(matches!(idp.validate(&other.issue("alice", &[], now(), 3600)), Err(IdentityError::OtherKey)));
+        let expired = idp.validate(&idp.issue("alice", &[], now().plus_seconds(-7200), 3600));
+        assert!(matches!(expired, Err(IdentityError::Invalid(_))), "{expired:?}");
+        assert!(matches!(idp.validate("not.a.token"), Err(IdentityError::Invalid(_))));
+        // Another issuer's token (here with a foreign key too) is not taken for a stray dev token.
+        let foreign = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &serde_json::json!({"iss": "someone-else", "aud": DEV_AUDIENCE, "sub": "alice", "exp": now().unix() + 60}),
+            &EncodingKey::from_ec_der(&new_p256_pkcs8()),
+        )
+        .unwrap();
+        assert!(matches!(idp.validate(&foreign), Err(IdentityError::Invalid(_))));
     }
 }

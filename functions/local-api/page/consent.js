@@ -77,11 +77,13 @@
     return String(scope);
   }
 
+  /** A time in the viewer's own time zone, with the zone named (e.g. "GMT+2" or "CET"). */
   function formatTime(rfc3339) {
     const d = new Date(rfc3339);
     if (Number.isNaN(d.getTime())) return String(rfc3339);
     return d.toLocaleString(undefined, {
       year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+      timeZoneName: 'short',
     });
   }
 
@@ -293,13 +295,12 @@
 
   async function loadRequests() {
     // Only the pending ones, every page of them: newer requests never hide an older one.
-    // Until the server has access requests, the route answers 404: no requests then.
     const list = [];
     let cursor = null;
     for (let page = 0; page < REQUEST_PAGES; page++) {
       const query = '?status=pending&limit=100' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
-      const { status, body } = await api('GET', '/me/access-requests' + query, undefined, [404]);
-      if (status !== 200 || !body || !Array.isArray(body.requests)) break;
+      const { body } = await api('GET', '/me/access-requests' + query);
+      if (!body || !Array.isArray(body.requests)) break;
       list.push(...body.requests);
       cursor = typeof body.next_cursor === 'string' ? body.next_cursor : null;
       if (!cursor) break;
@@ -309,23 +310,134 @@
 
   // ---- access log ----------------------------------------------------------------------
 
+  // Why support was refused, in plain words: every refusal code the service writes in an
+  // event's `detail` (the verifier's rejection codes on `token.rejected`, the refusals of
+  // `token.denied`). A code not listed here is shown as it is.
+  const REFUSALS = {
+    // token.rejected: the token was shown and refused.
+    'oversized': 'the token was too large',
+    'malformed': 'the token was malformed',
+    'algorithm': 'the token was not signed the expected way',
+    'typ': 'the token was of the wrong type',
+    'embedded-key': 'the token tried to bring its own key',
+    'unknown-kid': 'the token was signed with an unknown key',
+    'signature': 'the token\'s signature was forged or damaged',
+    'malleable': 'the token\'s signature had been altered',
+    'claims': 'the token\'s contents were invalid',
+    'issuer': 'the token came from the wrong issuer',
+    'audience': 'the token was meant for another service',
+    'expired': 'the token had expired',
+    'not-yet-valid': 'the token was not valid yet',
+    'no-consent': 'you had not let support in',
+    'consent-replaced': 'the token was for access you had since replaced',
+    'scope': 'read-only access cannot change data',
+    'inactive': 'the token was no longer active',
+    'emergency-stop': 'an operator had stopped all support access',
+    'agent-revoked': 'an operator had cancelled this agent\'s tokens',
+    // token.denied: asking for a token (or filing or approving a request) was refused.
+    'feature-disabled': 'support access is turned off',
+    'self-impersonation': 'support agents cannot act on their own account',
+    'self-approval': 'nobody may approve their own request',
+    'consent-changed': 'your access changed at that very moment',
+    'step-up-required: amr': 'the agent had not signed in with the required method',
+    'step-up-required: auth_time': 'the agent had not signed in recently enough',
+  };
+
+  function refusal(code) {
+    return Object.prototype.hasOwnProperty.call(REFUSALS, code) ? REFUSALS[code] : 'refusal code ' + code;
+  }
+
+  /** Who acted, as the subject of a sentence. */
+  function actorName(actor) {
+    const sub = actor && actor.sub ? String(actor.sub) : 'unknown';
+    switch (actor && actor.role) {
+      case 'support': return 'Support (' + sub + ')';
+      case 'user': return sub === sessionStorage.getItem(SUB_KEY) ? 'You' : sub;
+      case 'operator': return 'An operator (' + sub + ')';
+      case 'system': return 'The service';
+      default: return 'Someone unidentified';
+    }
+  }
+
+  /** What a use or refusal was for: `GET /path` in words, or the introspection. */
+  function useWords(rest) {
+    const m = /^([A-Z]+) (\/\S*)$/.exec(rest);
+    if (m) return (['GET', 'HEAD', 'OPTIONS'].includes(m[1]) ? 'looked at ' : 'changed data through ') + m[1] + ' ' + m[2];
+    const by = /^introspect by (.+)$/.exec(rest);
+    if (by) return 'had its token checked by ' + by[1];
+    return rest;
+  }
+
+  const scopeWords = (e) => (e.scope ? ' with ' + scopeLabel(e.scope) + ' access' : '');
+  const until = (e) => (e.expires_at ? ' until ' + formatTime(e.expires_at) : '');
+  const detailText = (e) => (typeof e.detail === 'string' ? e.detail : '');
+
+  // One sentence for every event type on the log (shared/src/domain/audit.rs,
+  // AuditEventType::ALL; a unit test of local-api holds this list to it).
+  const SENTENCES = {
+    'consent.granted': (e, who) =>
+      who + ' let support in' + scopeWords(e) + until(e) + (e.request_id ? ', approving a request.' : '.'),
+    'consent.revoked': (e, who) => who + ' revoked support\'s access.',
+    'consent.expired': () => 'Support\'s access ran out.',
+    'token.issued': (e, who) => who + ' got a token to act as you' + scopeWords(e) + until(e) + '.',
+    'token.denied': (e, who) => who + ' was refused access: ' + refusal(detailText(e)) + '.',
+    'token.used': (e, who) => who + ' ' + useWords(detailText(e)) + '.',
+    'token.rejected': (e, who) => {
+      const d = detailText(e);
+      const space = d.indexOf(' ');
+      const code = space < 0 ? d : d.slice(0, space);
+      const rest = space < 0 ? '' : ' (' + d.slice(space + 1) + ')';
+      return who + ' was refused: ' + refusal(code) + rest + '.';
+    },
+    'request.filed': (e, who) => {
+      const m = /^duration_seconds=(\d+)$/.exec(detailText(e));
+      const duration = m ? ' for ' + formatDuration(Number(m[1])) : '';
+      return who + ' asked for ' + (e.scope ? scopeLabel(e.scope) + ' ' : '') + 'access' + duration + '.';
+    },
+    'request.approved': (e, who) => who + ' approved a request from support' + scopeWords(e) + '.',
+    'request.denied': (e, who) => who + ' denied a request from support.',
+    'request.expired': () => 'A request from support expired unanswered.',
+    'token.revoked': (e, who) => {
+      const m = /^agent=(.+)$/.exec(detailText(e));
+      return who + ' cancelled every token of ' + (m ? 'support agent ' + m[1] : 'a support agent') + '.';
+    },
+    'stop.engaged': (e, who) => who + ' stopped all support access (emergency stop).',
+    'stop.lifted': (e, who) => who + ' lifted the emergency stop.',
+  };
+
+  /** The event as a sentence (an unknown type as its code, with any detail). */
+  function sentence(e) {
+    const who = actorName(e.actor);
+    const type = String(e.type);
+    if (Object.prototype.hasOwnProperty.call(SENTENCES, type)) return SENTENCES[type](e, who);
+    return who + ': ' + type + (e.detail ? ' (' + e.detail + ')' : '') + '.';
+  }
+
+  /** A cell with its column's name, which the narrow layout shows above the value. */
+  function cell(label, className) {
+    const td = make('td', null, className);
+    td.dataset.label = label;
+    return td;
+  }
+
   function logRow(e) {
-    const tr = make('tr');
-    tr.className = 'event';
+    const tr = make('tr', null, 'event');
     tr.dataset.type = String(e.type);
     const time = make('time', formatTime(e.at));
     time.dateTime = e.at;
-    const timeCell = make('td');
+    const timeCell = cell('Time', 'time');
     timeCell.append(time);
-    const who = make('td', null, 'actor-cell');
+    const what = cell('What happened', 'what');
+    what.textContent = sentence(e);
+    what.title = String(e.type);
+    const who = cell('Who', 'actor-cell');
     const actor = e.actor || {};
     who.append(make('span', actor.sub || '?', 'actor'), ' ',
       make('span', actor.role || '?', 'role role-' + String(actor.role || 'unknown').replace(/[^a-z]/g, '')));
-    const what = [];
-    if (e.reason) what.push(e.reason);
-    if (e.scope) what.push('scope: ' + e.scope);
-    if (e.detail) what.push(e.detail);
-    tr.append(timeCell, make('td', e.type, 'type'), who, make('td', what.join(' · '), 'detail'));
+    const reason = cell('Reason', 'reason');
+    reason.textContent = e.reason ? String(e.reason) : '—';
+    if (!e.reason) reason.classList.add('none');
+    tr.append(timeCell, what, who, reason);
     return tr;
   }
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_embedded::stringify_claims;
+use adapter_embedded::{IdentityError, stringify_claims};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +25,7 @@ use lambda_http::aws_lambda_events::apigw::{
 };
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::request::RequestContext;
+use shared::app::ApiError;
 use shared::http::{MAX_BODY_BYTES, Route, bearer_token};
 use tokio::net::TcpListener;
 
@@ -291,10 +292,40 @@ async fn handle(
     }
     // The route is resolved once: it decides whether the identity is validated, then serves.
     let route = Route::resolve(&parts.method, parts.uri.path());
+    let hint = route.as_ref().ok().and_then(|route| stray_identity_hint(&parts, *route, runtime));
     let request = to_lambda_request(parts, body, runtime, peer, route.as_ref().ok().copied());
+    let route = match hint {
+        Some(hint) => Err(ApiError::UnauthenticatedHint(hint)),
+        None => route,
+    };
     let response = shared::http::handle_resolved(route, request, &runtime.services).await;
     let (parts, body) = response.into_parts();
     hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
+}
+
+/// When the request's identity token is a dev identity token signed by another key (minted
+/// by `dev-token` from another data directory, the usual slip), why it is refused: the route
+/// would answer 401 without claims, so this answers it at once, naming this server's data
+/// directory and the flag. The path only goes to a request addressed to this machine, as
+/// the dev sign-in does (`page`): a page that rebinds its own name to 127.0.0.1 learns none.
+/// API Gateway's authorizer never gets here, so the Lambda functions answer as before.
+fn stray_identity_hint(parts: &http::request::Parts, route: Route, runtime: &Runtime) -> Option<String> {
+    let bearer = parts.headers.get(http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(bearer_token);
+    if !route.takes_identity() || !matches!(runtime.identity.validate(bearer?), Err(IdentityError::OtherKey)) {
+        return None;
+    }
+    let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+    Some(if page::is_loopback_host(host) {
+        let dir = runtime.data_dir.display();
+        format!(
+            "this dev identity token was signed by another data directory's key; this local-api uses {dir}: \
+             mint one with `local-api --data-dir {dir} dev-token --sub ...`"
+        )
+    } else {
+        "this dev identity token was signed by another data directory's key: mint one with `local-api dev-token` \
+         and the server's --data-dir"
+            .to_owned()
+    })
 }
 
 /// The body, read up to one byte past the limit: enough for the handler to answer 413

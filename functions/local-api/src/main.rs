@@ -120,7 +120,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     if let Some(Command::DevToken { sub, groups, ttl_seconds, amr, signed_in_seconds_ago }) = cli.command {
         // Only the data directory's identity key is needed, whatever the backend.
-        let runtime = Runtime::embedded_identity(&data_dir)?;
+        let (runtime, created) = Runtime::embedded_identity(&data_dir)?;
+        if created {
+            // The usual slip is a missing --data-dir: say so where it shows, not on stdout.
+            eprintln!(
+                "local-api dev-token: created a new dev identity key in {}; only a local-api using this data \
+                 directory accepts the token (start it, or mint, with the same --data-dir)",
+                data_dir.display()
+            );
+        }
         let now = clock.now();
         let sign_in = SignIn { amr, auth_time: Some(now.plus_seconds(-signed_in_seconds_ago)) };
         println!("{}", runtime.issue_signed_in(&sub, &groups, &sign_in, now, ttl_seconds));

@@ -59,7 +59,7 @@ pub fn is_page_request(path: &str) -> bool {
 /// Whether `host` (the request's `Host` header) names this machine's loopback: a page on
 /// another site that rebinds its own name to 127.0.0.1 (DNS rebinding) still sends its own
 /// name, and so cannot sign in from a developer's browser.
-fn is_loopback_host(host: Option<&str>) -> bool {
+pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -187,6 +187,29 @@ mod tests {
         assert!(INDEX_HTML.contains(r#"href="/consent.css""#));
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
             assert!(!CONSENT_JS.contains(sink), "consent.js uses {sink}");
+        }
+    }
+
+    /// The access log reads as sentences: consent.js has one for every event type the domain
+    /// has, and plain words for every refusal code an event's `detail` can carry.
+    #[test]
+    fn every_event_type_has_a_sentence_and_every_refusal_plain_words() {
+        use shared::domain::{AuditEventType, StepUpMissing};
+        use shared::token::Rejection;
+        for t in AuditEventType::ALL {
+            assert!(CONSENT_JS.contains(&format!("'{}': (", t.as_str())), "no sentence for {}", t.as_str());
+        }
+        // token.rejected carries a rejection's code; token.denied one of the refusals written
+        // in app::mint_token and app::access_request.
+        let denials = ["feature-disabled", "emergency-stop", "self-impersonation", "no-consent", "consent-changed"];
+        let codes = Rejection::ALL
+            .iter()
+            .map(|r| r.code())
+            .chain(denials)
+            .chain(["self-approval"])
+            .chain([StepUpMissing::Method.code(), StepUpMissing::Recency.code()]);
+        for code in codes {
+            assert!(CONSENT_JS.contains(&format!("'{code}': '")), "no plain words for the refusal {code}");
         }
     }
 

@@ -3,7 +3,7 @@
 //! are either the embedded default (SQLite and a local key there too) or DynamoDB and KMS at
 //! the standard AWS endpoint settings (`AWS_ENDPOINT_URL`, region, credentials).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapter_aws::{self as aws, Tables};
@@ -16,6 +16,9 @@ use shared::ports::{Clock, ExpirySweeper, Outbox, UseHistory};
 pub struct Runtime {
     pub services: Services,
     pub identity: DevIdentityProvider,
+    /// Where the dev identity key lives: named to a developer whose identity token another
+    /// data directory's key signed.
+    pub data_dir: PathBuf,
     /// Records expiries on a timer where storage does not (the embedded store; on AWS,
     /// DynamoDB TTL and the stream do it).
     pub sweeper: Option<Arc<dyn ExpirySweeper>>,
@@ -26,13 +29,16 @@ pub struct Runtime {
     pub history: Option<Arc<dyn UseHistory>>,
 }
 
+/// The dev identity provider's key, in the data directory.
+const DEV_IDP_KEY_FILE: &str = "dev-idp-key.p8";
+
 /// The dev identity provider of `data_dir` (created there on first use; see
 /// [`prepare_data_dir`] for the directory itself).
 fn identity(data_dir: &Path) -> Result<DevIdentityProvider, String> {
     if let Some(warning) = prepare_data_dir(data_dir)? {
         tracing::warn!("{warning}");
     }
-    DevIdentityProvider::load_or_create(&data_dir.join("dev-idp-key.p8"))
+    DevIdentityProvider::load_or_create(&data_dir.join(DEV_IDP_KEY_FILE))
 }
 
 /// What every backend keeps in `data_dir`: the dev identity provider and the cursor key.
@@ -44,9 +50,11 @@ fn prepare(data_dir: &Path) -> Result<(DevIdentityProvider, CursorKey), String> 
 }
 
 impl Runtime {
-    /// The dev identity provider of `data_dir` alone (for `dev-token`).
-    pub fn embedded_identity(data_dir: &Path) -> Result<DevIdentityProvider, String> {
-        identity(data_dir)
+    /// The dev identity provider of `data_dir` alone (for `dev-token`), and whether its key
+    /// was created just now (then no server on another data directory accepts its tokens).
+    pub fn embedded_identity(data_dir: &Path) -> Result<(DevIdentityProvider, bool), String> {
+        let created = !data_dir.join(DEV_IDP_KEY_FILE).exists();
+        Ok((identity(data_dir)?, created))
     }
 
     /// The embedded default: everything in `data_dir`.
@@ -64,7 +72,14 @@ impl Runtime {
         let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key)
             .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
             .map_err(|e| e.to_string())?;
-        Ok(Self { services, identity, sweeper: Some(store.clone()), outbox: Some(store.clone()), history: Some(store) })
+        Ok(Self {
+            services,
+            identity,
+            data_dir: data_dir.to_owned(),
+            sweeper: Some(store.clone()),
+            outbox: Some(store.clone()),
+            history: Some(store),
+        })
     }
 
     /// DynamoDB and KMS, as configured by the standard AWS environment and the variables of
@@ -72,7 +87,7 @@ impl Runtime {
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
         let services = aws::services_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { services, identity, sweeper: None, outbox: None, history: None })
+        Ok(Self { services, identity, data_dir: data_dir.to_owned(), sweeper: None, outbox: None, history: None })
     }
 }
 

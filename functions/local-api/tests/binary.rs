@@ -60,6 +60,60 @@ async fn dev_tokens_work_and_a_killed_server_restarts_with_everything() {
     child.wait().unwrap();
 }
 
+/// `dev-token` without the server's `--data-dir` signs with another directory's key: the
+/// server's 401 then says which data directory it uses and how to mint for it, but only to a
+/// request addressed to this machine (a page that rebinds its own name to 127.0.0.1 learns no
+/// path), and only for a dev identity token signed by another key.
+#[tokio::test]
+async fn a_dev_token_from_another_data_directory_is_answered_with_the_servers_data_directory() {
+    let (server_dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut child, base) = serve(server_dir.path());
+    // Minting from a directory with no key yet says so on stderr; stdout is the token alone.
+    let mint = |sub: &str| {
+        let out = Command::new(BIN).arg("--data-dir").arg(other_dir.path()).args(["dev-token", "--sub", sub]).output();
+        let out = out.unwrap();
+        assert!(out.status.success());
+        (String::from_utf8(out.stdout).unwrap().trim().to_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (stray, stderr) = mint("alice");
+    assert!(stderr.contains("created a new dev identity key") && stderr.contains("--data-dir"), "{stderr}");
+    assert_eq!(stray.split('.').count(), 3, "{stray}");
+    assert!(!mint("bob").1.contains("created"), "a second mint creates nothing");
+    let server_path = server_dir.path().display().to_string();
+    let http = reqwest::Client::new();
+
+    let res = http.get(format!("{base}/consents/current")).bearer_auth(&stray).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["type"], "tag:support-access,2026:problems/unauthenticated");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("--data-dir {server_path}")), "{detail}");
+    assert!(detail.contains("dev-token"), "{detail}");
+    assert!(!detail.contains(&other_dir.path().display().to_string()), "{detail}");
+
+    // Addressed to another name (DNS rebinding): the hint, without the path.
+    let answer = raw_get_audit(&base, &["Host: evil.example", &format!("Authorization: Bearer {stray}")]);
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(answer.contains("dev-token") && !answer.contains(&server_path), "{answer}");
+
+    // Not a dev identity token of another key: the plain answer.
+    let expired = dev_token(server_dir.path(), &["--sub", "alice", "--ttl-seconds=-120"]);
+    for token in [expired.as_str(), "not.a.token"] {
+        let res = http.get(format!("{base}/consents/current")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["detail"], "a valid identity token is required", "{token}");
+    }
+    // And the server's own token works.
+    let own = dev_token(server_dir.path(), &["--sub", "alice"]);
+    let res = http.get(format!("{base}/consents/current")).bearer_auth(&own).send().await.unwrap();
+    assert_eq!(res.status(), 404, "no consent yet, but authenticated");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_bad_policy_variable_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,8 +240,8 @@ async fn an_unreachable_aws_endpoint_answers_503_and_never_leaks_sdk_text() {
     child.wait().unwrap();
 }
 
-/// One raw HTTP/1.1 request with `headers` (lines without CRLF), and the status line answered.
-fn raw_status(base: &str, headers: &[&str]) -> String {
+/// One raw HTTP/1.1 `GET /audit` with `headers` (lines without CRLF), and the whole answer.
+fn raw_get_audit(base: &str, headers: &[&str]) -> String {
     use std::io::{Read, Write};
     let addr = base.strip_prefix("http://").unwrap();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -201,7 +255,12 @@ fn raw_status(base: &str, headers: &[&str]) -> String {
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_owned()
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// [`raw_get_audit`]'s status line.
+fn raw_status(base: &str, headers: &[&str]) -> String {
+    raw_get_audit(base, headers).lines().next().unwrap_or("").to_owned()
 }
 
 #[test]

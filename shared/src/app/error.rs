@@ -11,6 +11,11 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("a valid identity token is required")]
     Unauthenticated,
+    /// As `Unauthenticated`, with a hint for the developer of why. Only local-api answers it
+    /// (a `dev-token` minted from another data directory); on AWS, API Gateway's JWT
+    /// authorizer refuses identity tokens before any function runs.
+    #[error("a valid identity token is required: {0}")]
+    UnauthenticatedHint(String),
     /// An impersonation token was refused; why is on the audit log, not in the answer.
     #[error("the impersonation token was refused")]
     TokenRefused,

@@ -18,7 +18,7 @@ pub fn problem_type(slug: &str) -> String {
 fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
     match e {
         ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request"),
-        ApiError::Unauthenticated | ApiError::TokenRefused => {
+        ApiError::Unauthenticated | ApiError::UnauthenticatedHint(_) | ApiError::TokenRefused => {
             (StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
         }
         ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
@@ -62,7 +62,7 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
         .body(Body::from(serde_json::to_string(&problem).expect("a problem always serializes")))
         .expect("a static status and headers always build");
     match error {
-        ApiError::Unauthenticated | ApiError::TokenRefused => {
+        ApiError::Unauthenticated | ApiError::UnauthenticatedHint(_) | ApiError::TokenRefused => {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         ApiError::StepUpRequired(_) => {

@@ -21,6 +21,15 @@ HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHea
 AUDIT_APPEND = {("dynamodb:PutItem", "AuditTable")}
 # The emergency stop and agent revocations, read on every grant, mint, approval and use.
 CONTROLS_READ = {("dynamodb:GetItem", "ControlsTable")}
+# The key that seals audit cursors, read at start-up by the functions that page the audit log.
+CURSOR_SECRET = {("secretsmanager:GetSecretValue", "CursorSecret")}
+# The token keys a verifier reads: the signing key, and the keys published beside it during a
+# rotation (PublishedKeyArns; that statement exists only when the parameter is set).
+TOKEN_PUBLIC_KEYS = {("kms:GetPublicKey", "SigningKey"), ("kms:GetPublicKey", "PublishedKeys")}
+# A scheduled run that failed three times goes, with its event, to the failures queue.
+SCHEDULE_FAILURES = {("sqs:SendMessage", "FailuresQueue")}
+# A stream batch that failed for good goes whole to the failed-batches bucket.
+FAILED_BATCHES = {("s3:PutObject", "FailedBatchesBucket/*"), ("s3:ListBucket", "FailedBatchesBucket")}
 
 # Every permission of every function: exactly these, nothing more.
 EXPECTED = {
@@ -34,15 +43,16 @@ EXPECTED = {
     | HEADS
     | CONTROLS_READ
     | {("kms:Sign", "SigningKey")},
-    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
-    "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
+    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")} | CURSOR_SECRET,
+    "AccessLogFunction": {("dynamodb:Query", "AuditTable")} | CURSOR_SECRET,
     "ExportAuditFunction": {
         ("dynamodb:Query", "AuditTable"),
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
     },
-    "JwksFunction": {("kms:GetPublicKey", "SigningKey"), ("kms:GetPublicKey", "CheckpointKey")},
+    "JwksFunction": TOKEN_PUBLIC_KEYS
+    | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")},
     "CheckpointFunction": {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
@@ -50,16 +60,18 @@ EXPECTED = {
         ("dynamodb:PutItem", "CheckpointsTable"),
         ("dynamodb:ConditionCheckItem", "CheckpointsTable"),
         ("kms:Sign", "CheckpointKey"),
-    },
-    "AuthorizerFunction": {
-        ("kms:GetPublicKey", "SigningKey"),
+    }
+    | SCHEDULE_FAILURES,
+    "AuthorizerFunction": TOKEN_PUBLIC_KEYS
+    | {
         ("dynamodb:GetItem", "ConsentsTable"),
         ("dynamodb:ConditionCheckItem", "ConsentsTable"),
     }
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
-    "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
+    "IntrospectFunction": TOKEN_PUBLIC_KEYS
+    | {("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
@@ -83,7 +95,8 @@ EXPECTED = {
         ("dynamodb:PutItem", "AccessRequestsTable"),
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | SCHEDULE_FAILURES,
     "OperatorFunction": {
         ("dynamodb:GetItem", "ControlsTable"),
         ("dynamodb:PutItem", "ControlsTable"),
@@ -96,13 +109,15 @@ EXPECTED = {
         (a, "AuditTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
-    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")},
+    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")}
+    | FAILED_BATCHES,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | FAILED_BATCHES,
 }
 
 WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
@@ -114,7 +129,7 @@ def load(text: str) -> dict:
     return json.loads(json.dumps(template, default=str))
 
 
-def transformed(template: dict) -> dict:
+def transformed(template: dict, parameters: dict | None = None) -> dict:
     template = copy.deepcopy(template)
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -125,7 +140,7 @@ def transformed(template: dict) -> dict:
             return {}
 
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    return transform(template, {}, NoManagedPolicies())
+    return transform(template, parameters or {}, NoManagedPolicies())
 
 
 def resource_name(ref) -> str:
@@ -138,6 +153,18 @@ def resource_name(ref) -> str:
         return names.pop()
     if ref == {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${NotificationBusName}"}:
         return "NotificationBus"
+    # Parameters that name keys: the key the stack signs with when set (rotation), and the keys
+    # published beside it; and the cursor secret (its Ref is its ARN).
+    if isinstance(ref, dict) and set(ref) == {"Ref"}:
+        named = {
+            "SigningKeyArn": "SigningKey",
+            "CheckpointSigningKeyArn": "CheckpointKey",
+            "PublishedKeyArns": "PublishedKeys",
+            "CheckpointPublishedKeyArns": "CheckpointPublishedKeys",
+            "CursorSecret": "CursorSecret",
+        }
+        if ref["Ref"] in named:
+            return named[ref["Ref"]]
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         name, attribute = ref["Fn::GetAtt"]
         return {"Arn": name, "StreamArn": f"{name}/stream"}[attribute]
@@ -149,10 +176,23 @@ def resource_name(ref) -> str:
     raise AssertionError(f"resource {ref!r} is not a resource of this template")
 
 
+def statements(policy: dict) -> list:
+    """A policy's statements, a conditional one (Fn::If, e.g. the published keys) included."""
+    out = []
+    listed = policy["PolicyDocument"]["Statement"]
+    for statement in listed if isinstance(listed, list) else [listed]:
+        if set(statement) == {"Fn::If"}:
+            _, yes, no = statement["Fn::If"]
+            out += [branch for branch in (yes, no) if branch != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(statement)
+    return out
+
+
 def grants(role: dict) -> set:
     out = set()
     for policy in role["Properties"].get("Policies", []):
-        for statement in policy["PolicyDocument"]["Statement"]:
+        for statement in statements(policy):
             assert statement["Effect"] == "Allow", statement
             assert "NotAction" not in statement and "NotResource" not in statement, statement
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -165,8 +205,8 @@ def grants(role: dict) -> set:
     return out
 
 
-def roles_by_function(template: dict) -> dict:
-    resources = transformed(template)["Resources"]
+def roles_by_function(template: dict, parameters: dict | None = None) -> dict:
+    resources = transformed(template, parameters)["Resources"]
     out = {}
     for name, resource in resources.items():
         if resource["Type"] != "AWS::Lambda::Function":
@@ -189,11 +229,36 @@ def test_every_function_has_exactly_its_permissions(template):
         assert grants(role) == EXPECTED[function], function
 
 
+def managed_policies(role: dict, tracing_on: bool) -> list:
+    """The role's managed policies, a conditional one resolved as the Tracing parameter says."""
+    out = []
+    for arn in role["Properties"].get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and "Fn::If" in arn:
+            condition, yes, no = arn["Fn::If"]
+            assert condition == "TracingOn", arn
+            arn = yes if tracing_on else no
+            if arn == {"Ref": "AWS::NoValue"}:
+                continue
+        out.append(json.dumps(arn))
+    return out
+
+
 def test_no_role_carries_a_managed_policy_beyond_basic_logging(template):
     for function, role in roles_by_function(template).items():
-        for arn in role["Properties"].get("ManagedPolicyArns", []):
-            text = json.dumps(arn)
+        for text in managed_policies(role, tracing_on=False):
             assert BASIC in text and "DynamoDB" not in text, f"{function}: {text}"
+
+
+def test_tracing_is_off_by_default_and_adds_only_the_x_ray_write_policy(template):
+    assert template["Parameters"]["Tracing"]["Default"] == "Disabled"
+    assert template["Globals"]["Function"]["Tracing"] == {"Ref": "Tracing"}
+    resources = transformed(template)["Resources"]
+    assert not [n for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function" and "TracingConfig" in r["Properties"]]
+    traced = transformed(template, {"Tracing": "Active"})["Resources"]
+    for function, role in roles_by_function(template, {"Tracing": "Active"}).items():
+        assert traced[function]["Properties"]["TracingConfig"] == {"Mode": {"Ref": "Tracing"}}, function
+        policies = managed_policies(role, tracing_on=True)
+        assert len(policies) == 2 and BASIC in policies[0] and "AWSXrayWriteOnlyAccess" in policies[1], (function, policies)
 
 
 def test_the_rules_hold_whatever_the_table_says(template):
@@ -234,6 +299,21 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
                 assert function in {"JwksFunction", "AuthorizerFunction", "IntrospectFunction"}, f"{function} reads public keys"
+                if resource.startswith("Checkpoint"):
+                    assert function == "JwksFunction", f"{function} reads checkpoint keys"
+            if resource == "CursorSecret" or action.startswith("secretsmanager:"):
+                assert (function, action, resource) in {
+                    ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("AccessLogFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                }, f"{function} may {action} {resource}"
+            if action.startswith("sqs:") or resource.startswith("FailuresQueue"):
+                # Only the scheduled functions, and only to report their own failed runs.
+                assert (action, resource) == ("sqs:SendMessage", "FailuresQueue"), f"{function} may {action} {resource}"
+                assert function in {"CheckpointFunction", "RequestExpiryFunction"}, f"{function} sends failures"
+            if action.startswith("s3:") or resource.startswith("FailedBatchesBucket"):
+                # The stream functions put failed batches; nothing reads or deletes them but an operator.
+                assert action in {"s3:PutObject", "s3:ListBucket"}, f"{function} may {action} {resource}"
+                assert function in {"ExpiryRecorderFunction", "NotifierFunction"}, f"{function} writes failed batches"
     for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
         assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
 
@@ -269,6 +349,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1
+    # Kept retrying for 12 h, then sent whole to the failed-batches bucket before the stream
+    # (24 h) trims it.
+    assert notifier["MaximumRecordAgeInSeconds"] < 86400
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
     for name in ["SigningKey", "CheckpointKey"]:
@@ -276,10 +359,15 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
         assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
     checkpoint = resources["CheckpointFunction"]["Properties"]
     assert checkpoint["Events"]["Schedule"]["Type"] == "Schedule"
-    assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == {"Ref": "CheckpointKey"}
-    # The tokens' JWK Set is SigningKey's alone: the checkpoint key has its own document.
+    own_checkpoint_key = {"Fn::If": ["OwnCheckpointKey", {"Ref": "CheckpointKey"}, {"Ref": "CheckpointSigningKeyArn"}]}
+    assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == own_checkpoint_key
+    # The tokens' JWK Set is the token keys' alone: the checkpoint keys have their own document.
     jwks = resources["JwksFunction"]["Properties"]["Environment"]["Variables"]
-    assert "KMS_PUBLISHED_KEY_IDS" not in jwks and jwks["CHECKPOINT_KEY_ID"] == {"Ref": "CheckpointKey"}
+    assert jwks["CHECKPOINT_KEY_ID"] == own_checkpoint_key
+    assert jwks["CHECKPOINT_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "CheckpointPublishedKeyArns"}]}
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["KMS_KEY_ID"] == {"Fn::If": ["OwnSigningKey", {"Ref": "SigningKey"}, {"Ref": "SigningKeyArn"}]}
+    assert env["KMS_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "PublishedKeyArns"}]}
 
 
 def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):

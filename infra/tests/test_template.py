@@ -404,3 +404,175 @@ def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(temp
     assert env["SUPPORT_ACCESS_STEP_UP_AMR"] == {"Ref": "StepUpAmr"}
     assert params["StepUpAmr"]["Default"] == ""
     assert params["StepUpMaxAgeSeconds"]["Default"] == 0
+
+
+# --- Day-2 operations ----------------------------------------------------------------------
+
+FUNCTIONS = sorted(EXPECTED)
+TOPIC = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+
+
+def test_every_function_logs_to_its_own_group_kept_for_the_retention_parameter(template):
+    resources = template["Resources"]
+    groups = set()
+    for function in FUNCTIONS:
+        group = resources[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup", function
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, group
+        groups.add(group)
+    assert len(groups) == len(FUNCTIONS), "one group per function"
+    api = resources["HttpApi"]["Properties"]
+    access = api["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
+    assert resources[access]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert "authorization" not in api["AccessLogSettings"]["Format"].lower(), "never a credential in the access log"
+    assert api["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    }
+
+
+def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
+    resources = template["Resources"]
+    alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [TOPIC] and alarm["OKActions"] == [TOPIC], name
+    watched = set()
+    for alarm in alarms.values():
+        for metric in alarm.get("Metrics", []):
+            stat = metric.get("MetricStat", {}).get("Metric", {})
+            if stat.get("MetricName") in {"Errors", "Throttles"}:
+                watched.add((stat["MetricName"], stat["Dimensions"][0]["Value"]["Ref"]))
+    assert watched >= {(m, f) for f in FUNCTIONS for m in ["Errors", "Throttles"]}
+    ages = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a.get("MetricName") == "IteratorAge"}
+    assert ages == {"ExpiryRecorderFunction", "NotifierFunction"}
+    checkpoint = alarms["CheckpointAgeAlarm"]
+    # N buckets of 2 minutes, N the interval in minutes: no success in two intervals.
+    assert {m["MetricStat"]["Period"] for m in checkpoint["Metrics"] if "MetricStat" in m} == {120}
+    assert checkpoint["EvaluationPeriods"] == checkpoint["DatapointsToAlarm"] == {"Ref": "CheckpointIntervalMinutes"}
+    assert checkpoint["TreatMissingData"] == "breaching"
+    schedule = resources["CheckpointFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
+    assert schedule == {"Fn::Sub": "rate(${CheckpointIntervalMinutes} minutes)"}
+    # The dashboard's alarm widget shows every alarm.
+    body = json.dumps(resources["Dashboard"]["Properties"]["DashboardBody"])
+    for name in alarms:
+        assert "${%s.Arn}" % name in body, name
+
+
+def test_every_stream_mapping_and_schedule_keeps_what_failed(template):
+    resources = transformed(template)["Resources"]
+    mappings = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+    assert len(mappings) == 2
+    for name, mapping in mappings.items():
+        # The S3 destination keeps the batch itself, not just its position in the stream.
+        assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}, name
+    rules = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]}
+    assert set(rules) == {"CheckpointFunctionSchedule", "RequestExpiryFunctionSchedule"}
+    queue = {"Fn::GetAtt": ["FailuresQueue", "Arn"]}
+    for name, rule in rules.items():
+        (target,) = rule["Targets"]
+        assert target["DeadLetterConfig"] == {"Arn": queue} and target["RetryPolicy"]["MaximumRetryAttempts"] >= 1, name
+        function = target["Arn"]["Fn::GetAtt"][0]
+        invoke = resources[f"{function}EventInvokeConfig"]["Properties"]
+        assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == queue, function
+    bucket = resources["FailedBatchesBucket"]
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    # Each new failed batch reaches the failures queue, whose alarm fires on the first message.
+    pattern = resources["FailedBatchRule"]["Properties"]["EventPattern"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": "FailedBatchesBucket"}]
+    assert resources["FailuresAlarm"]["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailuresQueue", "QueueName"]}
+
+
+def test_the_queues_take_messages_from_their_rules_alone(template):
+    resources = template["Resources"]
+    expected = {
+        "FailuresQueue": {"FailedBatchRule", "CheckpointFunctionSchedule", "RequestExpiryFunctionSchedule"},
+        "SecurityEventsQueue": {"KmsSignRule", "KmsGetPublicKeyRule"},
+    }
+    policies = {r["Properties"]["Queues"][0]["Ref"]: r["Properties"]["PolicyDocument"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"}
+    assert set(policies) == set(expected)
+    for queue, policy in policies.items():
+        (statement,) = policy["Statement"]
+        assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Allow", {"Service": "events.amazonaws.com"}, "sqs:SendMessage"), queue
+        assert statement["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+        sources = {ref["Fn::GetAtt"][0] for ref in statement["Condition"]["ArnEquals"]["aws:SourceArn"]}
+        assert sources == expected[queue], queue
+        assert resources[queue]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_the_kms_alarm_spares_exactly_the_roles_granted_each_use(template):
+    """The KMS rules fire on Sign or GetPublicKey by any principal but the roles this file
+    grants that action: widen a grant without the rule (or the reverse) and this fails."""
+    resources = template["Resources"]
+    for rule, action in [("KmsSignRule", "kms:Sign"), ("KmsGetPublicKeyRule", "kms:GetPublicKey")]:
+        props = resources[rule]["Properties"]
+        assert props["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS", "Sign and GetPublicKey are read-only events"
+        detail = props["EventPattern"]["detail"]
+        assert detail["eventName"] == [action.split(":")[1]]
+        keys = {json.dumps(k) for k in detail["resources"]["ARN"]}
+        assert json.dumps({"Fn::GetAtt": ["SigningKey", "Arn"]}) in keys and json.dumps({"Fn::GetAtt": ["CheckpointKey", "Arn"]}) in keys
+        not_a_role, other_role = detail["$or"]
+        assert not_a_role == {"userIdentity": {"type": [{"anything-but": ["AssumedRole"]}]}}
+        spared = other_role["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"][0]["anything-but"]
+        spared = {ref["Fn::GetAtt"][0].removesuffix("Role") for ref in spared}
+        granted = {f for f, g in EXPECTED.items() if any(a == action for a, _ in g)}
+        assert spared == granted, (rule, spared, granted)
+        assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["SecurityEventsQueue", "Arn"]}
+
+
+def test_concurrency_reservations_and_caps_are_parameters_off_by_default(template):
+    resources, params = template["Resources"], template["Parameters"]
+    expected = {
+        "GrantConsentFunction": ("ReserveUserWrites", "UserWritesReservedConcurrency"),
+        "RevokeConsentFunction": ("ReserveUserWrites", "UserWritesReservedConcurrency"),
+        "AuthorizerFunction": ("CapAuthorizer", "AuthorizerMaxConcurrency"),
+        "JwksFunction": ("CapPublicKeys", "PublicKeysMaxConcurrency"),
+    }
+    for function in FUNCTIONS:
+        reserved = resources[function]["Properties"].get("ReservedConcurrentExecutions")
+        if function not in expected:
+            assert reserved is None, function
+            continue
+        condition, param = expected[function]
+        assert reserved == {"Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]}, function
+        assert params[param]["Default"] == 0
+        assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, 0]}]}
+
+
+def test_every_resource_that_takes_tags_is_tagged(template):
+    untaggable = {
+        "AWS::KMS::Alias", "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::Events::Rule",
+        "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+    }
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in untaggable:
+            continue
+        tags = resource["Properties"].get("Tags")
+        if resource["Type"].startswith("AWS::Serverless::"):
+            tags = tags or template["Globals"]["Function"]["Tags"] if resource["Type"] == "AWS::Serverless::Function" else tags
+            assert tags == {"app": "support-access"}, name
+        else:
+            assert {"Key": "app", "Value": "support-access"} in (tags or []), name
+
+
+def test_the_cursor_secret_is_read_by_arn_and_generated_as_valid_base64(template):
+    import base64
+    import secrets
+    import string
+
+    resources = template["Resources"]
+    generate = resources["CursorSecret"]["Properties"]["GenerateSecretString"]
+    # Secrets Manager draws from [A-Za-z0-9] without punctuation: the base64 alphabet less + and /.
+    assert generate["ExcludePunctuation"] is True
+    length = generate["PasswordLength"]
+    assert length % 4 == 0 and length * 6 // 8 >= 32, "a multiple of 4 (no padding) of at least 32 bytes"
+    alphabet = string.ascii_letters + string.digits
+    for _ in range(200):
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        assert len(base64.b64decode(value, validate=True)) >= 32
+    for function in FUNCTIONS:
+        env = resources[function]["Properties"].get("Environment", {}).get("Variables", {})
+        assert "SUPPORT_ACCESS_CURSOR_KEY" not in env, f"{function} has the cursor key in its configuration"
+        if ("secretsmanager:GetSecretValue", "CursorSecret") in EXPECTED[function]:
+            assert env["SUPPORT_ACCESS_CURSOR_SECRET_ARN"] == {"Ref": "CursorSecret"}, function
+    assert "resolve:secretsmanager" not in json.dumps(template), "no secret resolved into a configuration"

@@ -576,3 +576,16 @@ def test_the_cursor_secret_is_read_by_arn_and_generated_as_valid_base64(template
         if ("secretsmanager:GetSecretValue", "CursorSecret") in EXPECTED[function]:
             assert env["SUPPORT_ACCESS_CURSOR_SECRET_ARN"] == {"Ref": "CursorSecret"}, function
     assert "resolve:secretsmanager" not in json.dumps(template), "no secret resolved into a configuration"
+
+
+def test_the_stack_policy_forbids_replacing_or_deleting_every_retained_resource(template):
+    """A change that would replace a table (a new key schema, a renamed index key) would
+    leave the retained old table behind and start the audit log afresh in an empty one: the
+    stack policy (infra/stack-policy.json, docs/operators.md) makes such an update fail."""
+    policy = json.loads((TEMPLATE.parent / "stack-policy.json").read_text())
+    allow, deny = policy["Statement"]
+    assert (allow["Effect"], allow["Action"], allow["Resource"]) == ("Allow", "Update:*", "*")
+    assert deny["Effect"] == "Deny" and set(deny["Action"]) == {"Update:Replace", "Update:Delete"}
+    retained = {n for n, r in template["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert {"AuditTable", "ChainHeadsTable", "CheckpointsTable", "SigningKey", "CheckpointKey"} <= retained
+    assert set(deny["Resource"]) == {f"LogicalResourceId/{n}" for n in retained}

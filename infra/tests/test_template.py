@@ -21,6 +21,15 @@ HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHea
 AUDIT_APPEND = {("dynamodb:PutItem", "AuditTable")}
 # The emergency stop and agent revocations, read on every grant, mint, approval and use.
 CONTROLS_READ = {("dynamodb:GetItem", "ControlsTable")}
+# The key that seals audit cursors, read at start-up by the functions that page the audit log.
+CURSOR_SECRET = {("secretsmanager:GetSecretValue", "CursorSecret")}
+# The token keys a verifier reads: the signing key, and the keys published beside it during a
+# rotation (PublishedKeyArns; that statement exists only when the parameter is set).
+TOKEN_PUBLIC_KEYS = {("kms:GetPublicKey", "SigningKey"), ("kms:GetPublicKey", "PublishedKeys")}
+# A scheduled run that failed three times goes, with its event, to the failures queue.
+SCHEDULE_FAILURES = {("sqs:SendMessage", "FailuresQueue")}
+# A stream batch that failed for good goes whole to the failed-batches bucket.
+FAILED_BATCHES = {("s3:PutObject", "FailedBatchesBucket/*"), ("s3:ListBucket", "FailedBatchesBucket")}
 
 # Every permission of every function: exactly these, nothing more.
 EXPECTED = {
@@ -34,15 +43,16 @@ EXPECTED = {
     | HEADS
     | CONTROLS_READ
     | {("kms:Sign", "SigningKey")},
-    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")},
-    "AccessLogFunction": {("dynamodb:Query", "AuditTable")},
+    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")} | CURSOR_SECRET,
+    "AccessLogFunction": {("dynamodb:Query", "AuditTable")} | CURSOR_SECRET,
     "ExportAuditFunction": {
         ("dynamodb:Query", "AuditTable"),
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
     },
-    "JwksFunction": {("kms:GetPublicKey", "SigningKey"), ("kms:GetPublicKey", "CheckpointKey")},
+    "JwksFunction": TOKEN_PUBLIC_KEYS
+    | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")},
     "CheckpointFunction": {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
@@ -50,16 +60,18 @@ EXPECTED = {
         ("dynamodb:PutItem", "CheckpointsTable"),
         ("dynamodb:ConditionCheckItem", "CheckpointsTable"),
         ("kms:Sign", "CheckpointKey"),
-    },
-    "AuthorizerFunction": {
-        ("kms:GetPublicKey", "SigningKey"),
+    }
+    | SCHEDULE_FAILURES,
+    "AuthorizerFunction": TOKEN_PUBLIC_KEYS
+    | {
         ("dynamodb:GetItem", "ConsentsTable"),
         ("dynamodb:ConditionCheckItem", "ConsentsTable"),
     }
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
-    "IntrospectFunction": {("kms:GetPublicKey", "SigningKey"), ("dynamodb:GetItem", "ConsentsTable")}
+    "IntrospectFunction": TOKEN_PUBLIC_KEYS
+    | {("dynamodb:GetItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
@@ -83,7 +95,8 @@ EXPECTED = {
         ("dynamodb:PutItem", "AccessRequestsTable"),
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | SCHEDULE_FAILURES,
     "OperatorFunction": {
         ("dynamodb:GetItem", "ControlsTable"),
         ("dynamodb:PutItem", "ControlsTable"),
@@ -96,13 +109,15 @@ EXPECTED = {
         (a, "AuditTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
-    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")},
+    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")}
+    | FAILED_BATCHES,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | FAILED_BATCHES,
 }
 
 WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
@@ -114,7 +129,7 @@ def load(text: str) -> dict:
     return json.loads(json.dumps(template, default=str))
 
 
-def transformed(template: dict) -> dict:
+def transformed(template: dict, parameters: dict | None = None) -> dict:
     template = copy.deepcopy(template)
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -125,7 +140,7 @@ def transformed(template: dict) -> dict:
             return {}
 
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    return transform(template, {}, NoManagedPolicies())
+    return transform(template, parameters or {}, NoManagedPolicies())
 
 
 def resource_name(ref) -> str:
@@ -138,6 +153,18 @@ def resource_name(ref) -> str:
         return names.pop()
     if ref == {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${NotificationBusName}"}:
         return "NotificationBus"
+    # Parameters that name keys: the key the stack signs with when set (rotation), and the keys
+    # published beside it; and the cursor secret (its Ref is its ARN).
+    if isinstance(ref, dict) and set(ref) == {"Ref"}:
+        named = {
+            "SigningKeyArn": "SigningKey",
+            "CheckpointSigningKeyArn": "CheckpointKey",
+            "PublishedKeyArns": "PublishedKeys",
+            "CheckpointPublishedKeyArns": "CheckpointPublishedKeys",
+            "CursorSecret": "CursorSecret",
+        }
+        if ref["Ref"] in named:
+            return named[ref["Ref"]]
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         name, attribute = ref["Fn::GetAtt"]
         return {"Arn": name, "StreamArn": f"{name}/stream"}[attribute]
@@ -149,10 +176,23 @@ def resource_name(ref) -> str:
     raise AssertionError(f"resource {ref!r} is not a resource of this template")
 
 
+def statements(policy: dict) -> list:
+    """A policy's statements, a conditional one (Fn::If, e.g. the published keys) included."""
+    out = []
+    listed = policy["PolicyDocument"]["Statement"]
+    for statement in listed if isinstance(listed, list) else [listed]:
+        if set(statement) == {"Fn::If"}:
+            _, yes, no = statement["Fn::If"]
+            out += [branch for branch in (yes, no) if branch != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(statement)
+    return out
+
+
 def grants(role: dict) -> set:
     out = set()
     for policy in role["Properties"].get("Policies", []):
-        for statement in policy["PolicyDocument"]["Statement"]:
+        for statement in statements(policy):
             assert statement["Effect"] == "Allow", statement
             assert "NotAction" not in statement and "NotResource" not in statement, statement
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -165,8 +205,8 @@ def grants(role: dict) -> set:
     return out
 
 
-def roles_by_function(template: dict) -> dict:
-    resources = transformed(template)["Resources"]
+def roles_by_function(template: dict, parameters: dict | None = None) -> dict:
+    resources = transformed(template, parameters)["Resources"]
     out = {}
     for name, resource in resources.items():
         if resource["Type"] != "AWS::Lambda::Function":
@@ -189,11 +229,36 @@ def test_every_function_has_exactly_its_permissions(template):
         assert grants(role) == EXPECTED[function], function
 
 
+def managed_policies(role: dict, tracing_on: bool) -> list:
+    """The role's managed policies, a conditional one resolved as the Tracing parameter says."""
+    out = []
+    for arn in role["Properties"].get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and "Fn::If" in arn:
+            condition, yes, no = arn["Fn::If"]
+            assert condition == "TracingOn", arn
+            arn = yes if tracing_on else no
+            if arn == {"Ref": "AWS::NoValue"}:
+                continue
+        out.append(json.dumps(arn))
+    return out
+
+
 def test_no_role_carries_a_managed_policy_beyond_basic_logging(template):
     for function, role in roles_by_function(template).items():
-        for arn in role["Properties"].get("ManagedPolicyArns", []):
-            text = json.dumps(arn)
+        for text in managed_policies(role, tracing_on=False):
             assert BASIC in text and "DynamoDB" not in text, f"{function}: {text}"
+
+
+def test_tracing_is_off_by_default_and_adds_only_the_x_ray_write_policy(template):
+    assert template["Parameters"]["Tracing"]["Default"] == "Disabled"
+    assert template["Globals"]["Function"]["Tracing"] == {"Ref": "Tracing"}
+    resources = transformed(template)["Resources"]
+    assert not [n for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function" and "TracingConfig" in r["Properties"]]
+    traced = transformed(template, {"Tracing": "Active"})["Resources"]
+    for function, role in roles_by_function(template, {"Tracing": "Active"}).items():
+        assert traced[function]["Properties"]["TracingConfig"] == {"Mode": {"Ref": "Tracing"}}, function
+        policies = managed_policies(role, tracing_on=True)
+        assert len(policies) == 2 and BASIC in policies[0] and "AWSXrayWriteOnlyAccess" in policies[1], (function, policies)
 
 
 def test_the_rules_hold_whatever_the_table_says(template):
@@ -234,6 +299,21 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
                 assert function in {"JwksFunction", "AuthorizerFunction", "IntrospectFunction"}, f"{function} reads public keys"
+                if resource.startswith("Checkpoint"):
+                    assert function == "JwksFunction", f"{function} reads checkpoint keys"
+            if resource == "CursorSecret" or action.startswith("secretsmanager:"):
+                assert (function, action, resource) in {
+                    ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("AccessLogFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                }, f"{function} may {action} {resource}"
+            if action.startswith("sqs:") or resource.startswith("FailuresQueue"):
+                # Only the scheduled functions, and only to report their own failed runs.
+                assert (action, resource) == ("sqs:SendMessage", "FailuresQueue"), f"{function} may {action} {resource}"
+                assert function in {"CheckpointFunction", "RequestExpiryFunction"}, f"{function} sends failures"
+            if action.startswith("s3:") or resource.startswith("FailedBatchesBucket"):
+                # The stream functions put failed batches; nothing reads or deletes them but an operator.
+                assert action in {"s3:PutObject", "s3:ListBucket"}, f"{function} may {action} {resource}"
+                assert function in {"ExpiryRecorderFunction", "NotifierFunction"}, f"{function} writes failed batches"
     for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
         assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
 
@@ -269,6 +349,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1
+    # Kept retrying for 12 h, then sent whole to the failed-batches bucket before the stream
+    # (24 h) trims it.
+    assert notifier["MaximumRecordAgeInSeconds"] < 86400
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
     for name in ["SigningKey", "CheckpointKey"]:
@@ -276,10 +359,15 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
         assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
     checkpoint = resources["CheckpointFunction"]["Properties"]
     assert checkpoint["Events"]["Schedule"]["Type"] == "Schedule"
-    assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == {"Ref": "CheckpointKey"}
-    # The tokens' JWK Set is SigningKey's alone: the checkpoint key has its own document.
+    own_checkpoint_key = {"Fn::If": ["OwnCheckpointKey", {"Ref": "CheckpointKey"}, {"Ref": "CheckpointSigningKeyArn"}]}
+    assert checkpoint["Environment"]["Variables"]["KMS_KEY_ID"] == own_checkpoint_key
+    # The tokens' JWK Set is the token keys' alone: the checkpoint keys have their own document.
     jwks = resources["JwksFunction"]["Properties"]["Environment"]["Variables"]
-    assert "KMS_PUBLISHED_KEY_IDS" not in jwks and jwks["CHECKPOINT_KEY_ID"] == {"Ref": "CheckpointKey"}
+    assert jwks["CHECKPOINT_KEY_ID"] == own_checkpoint_key
+    assert jwks["CHECKPOINT_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "CheckpointPublishedKeyArns"}]}
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["KMS_KEY_ID"] == {"Fn::If": ["OwnSigningKey", {"Ref": "SigningKey"}, {"Ref": "SigningKeyArn"}]}
+    assert env["KMS_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "PublishedKeyArns"}]}
 
 
 def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):
@@ -316,3 +404,200 @@ def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(temp
     assert env["SUPPORT_ACCESS_STEP_UP_AMR"] == {"Ref": "StepUpAmr"}
     assert params["StepUpAmr"]["Default"] == ""
     assert params["StepUpMaxAgeSeconds"]["Default"] == 0
+
+
+# --- Day-2 operations ----------------------------------------------------------------------
+
+FUNCTIONS = sorted(EXPECTED)
+TOPIC = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+
+
+def test_every_function_logs_to_its_own_group_kept_for_the_retention_parameter(template):
+    resources = template["Resources"]
+    groups = set()
+    for function in FUNCTIONS:
+        group = resources[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup", function
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, group
+        groups.add(group)
+    assert len(groups) == len(FUNCTIONS), "one group per function"
+    api = resources["HttpApi"]["Properties"]
+    access = api["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
+    assert resources[access]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert "authorization" not in api["AccessLogSettings"]["Format"].lower(), "never a credential in the access log"
+    assert api["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    }
+
+
+def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
+    resources = template["Resources"]
+    alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [TOPIC] and alarm["OKActions"] == [TOPIC], name
+    watched = set()
+    for alarm in alarms.values():
+        for metric in alarm.get("Metrics", []):
+            stat = metric.get("MetricStat", {}).get("Metric", {})
+            if stat.get("MetricName") in {"Errors", "Throttles"}:
+                watched.add((stat["MetricName"], stat["Dimensions"][0]["Value"]["Ref"]))
+    assert watched >= {(m, f) for f in FUNCTIONS for m in ["Errors", "Throttles"]}
+    ages = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a.get("MetricName") == "IteratorAge"}
+    assert ages == {"ExpiryRecorderFunction", "NotifierFunction"}
+    checkpoint = alarms["CheckpointAgeAlarm"]
+    # N buckets of 2 minutes, N the interval in minutes: no success in two intervals.
+    assert {m["MetricStat"]["Period"] for m in checkpoint["Metrics"] if "MetricStat" in m} == {120}
+    assert checkpoint["EvaluationPeriods"] == checkpoint["DatapointsToAlarm"] == {"Ref": "CheckpointIntervalMinutes"}
+    assert checkpoint["TreatMissingData"] == "breaching"
+    schedule = resources["CheckpointFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
+    assert schedule == {"Fn::Sub": "rate(${CheckpointIntervalMinutes} minutes)"}
+    # The dashboard's alarm widget shows every alarm.
+    body = json.dumps(resources["Dashboard"]["Properties"]["DashboardBody"])
+    for name in alarms:
+        assert "${%s.Arn}" % name in body, name
+
+
+def test_every_stream_mapping_and_schedule_keeps_what_failed(template):
+    resources = transformed(template)["Resources"]
+    mappings = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+    assert len(mappings) == 2
+    for name, mapping in mappings.items():
+        # The S3 destination keeps the batch itself, not just its position in the stream.
+        assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}, name
+    rules = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in r["Properties"]}
+    assert set(rules) == {"CheckpointFunctionSchedule", "RequestExpiryFunctionSchedule"}
+    queue = {"Fn::GetAtt": ["FailuresQueue", "Arn"]}
+    for name, rule in rules.items():
+        (target,) = rule["Targets"]
+        assert target["DeadLetterConfig"] == {"Arn": queue} and target["RetryPolicy"]["MaximumRetryAttempts"] >= 1, name
+        function = target["Arn"]["Fn::GetAtt"][0]
+        invoke = resources[f"{function}EventInvokeConfig"]["Properties"]
+        assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == queue, function
+    bucket = resources["FailedBatchesBucket"]
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    # Each new failed batch reaches the failures queue, whose alarm fires on the first message.
+    pattern = resources["FailedBatchRule"]["Properties"]["EventPattern"]
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": "FailedBatchesBucket"}]
+    assert resources["FailuresAlarm"]["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailuresQueue", "QueueName"]}
+
+
+def test_the_queues_take_messages_from_their_rules_alone(template):
+    resources = template["Resources"]
+    expected = {
+        "FailuresQueue": {"FailedBatchRule", "CheckpointFunctionSchedule", "RequestExpiryFunctionSchedule"},
+        "SecurityEventsQueue": {"KmsSignRule", "KmsGetPublicKeyRule"},
+    }
+    policies = {r["Properties"]["Queues"][0]["Ref"]: r["Properties"]["PolicyDocument"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"}
+    assert set(policies) == set(expected)
+    for queue, policy in policies.items():
+        (statement,) = policy["Statement"]
+        assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Allow", {"Service": "events.amazonaws.com"}, "sqs:SendMessage"), queue
+        assert statement["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+        sources = {ref["Fn::GetAtt"][0] for ref in statement["Condition"]["ArnEquals"]["aws:SourceArn"]}
+        assert sources == expected[queue], queue
+        assert resources[queue]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_the_kms_alarm_spares_exactly_the_roles_granted_each_use(template):
+    """The KMS rules fire on Sign or GetPublicKey by any principal but the roles this file
+    grants that action: widen a grant without the rule (or the reverse) and this fails."""
+    resources = template["Resources"]
+    for rule, action in [("KmsSignRule", "kms:Sign"), ("KmsGetPublicKeyRule", "kms:GetPublicKey")]:
+        props = resources[rule]["Properties"]
+        assert props["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS", "Sign and GetPublicKey are read-only events"
+        detail = props["EventPattern"]["detail"]
+        assert detail["eventName"] == [action.split(":")[1]]
+        keys = {json.dumps(k) for k in detail["resources"]["ARN"]}
+        assert json.dumps({"Fn::GetAtt": ["SigningKey", "Arn"]}) in keys and json.dumps({"Fn::GetAtt": ["CheckpointKey", "Arn"]}) in keys
+        not_a_role, other_role = detail["$or"]
+        assert not_a_role == {"userIdentity": {"type": [{"anything-but": ["AssumedRole"]}]}}
+        spared = other_role["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"][0]["anything-but"]
+        spared = {ref["Fn::GetAtt"][0].removesuffix("Role") for ref in spared}
+        granted = {f for f, g in EXPECTED.items() if any(a == action for a, _ in g)}
+        assert spared == granted, (rule, spared, granted)
+        assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["SecurityEventsQueue", "Arn"]}
+
+
+def test_concurrency_reservations_and_caps_are_parameters_off_by_default(template):
+    resources, params = template["Resources"], template["Parameters"]
+    expected = {
+        "GrantConsentFunction": ("ReserveUserWrites", "UserWritesReservedConcurrency"),
+        "RevokeConsentFunction": ("ReserveUserWrites", "UserWritesReservedConcurrency"),
+        "AuthorizerFunction": ("CapAuthorizer", "AuthorizerMaxConcurrency"),
+        "JwksFunction": ("CapPublicKeys", "PublicKeysMaxConcurrency"),
+    }
+    for function in FUNCTIONS:
+        reserved = resources[function]["Properties"].get("ReservedConcurrentExecutions")
+        if function not in expected:
+            assert reserved is None, function
+            continue
+        condition, param = expected[function]
+        assert reserved == {"Fn::If": [condition, {"Ref": param}, {"Ref": "AWS::NoValue"}]}, function
+        assert params[param]["Default"] == 0
+        assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": param}, 0]}]}
+
+
+def test_every_resource_that_takes_tags_is_tagged(template):
+    untaggable = {
+        "AWS::KMS::Alias", "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::Events::Rule",
+        "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+    }
+    for name, resource in template["Resources"].items():
+        if resource["Type"] in untaggable:
+            continue
+        tags = resource["Properties"].get("Tags")
+        if resource["Type"].startswith("AWS::Serverless::"):
+            tags = tags or template["Globals"]["Function"]["Tags"] if resource["Type"] == "AWS::Serverless::Function" else tags
+            assert tags == {"app": "support-access"}, name
+        else:
+            assert {"Key": "app", "Value": "support-access"} in (tags or []), name
+
+
+def test_the_cursor_secret_is_read_by_arn_and_generated_as_valid_base64(template):
+    import base64
+    import secrets
+    import string
+
+    resources = template["Resources"]
+    generate = resources["CursorSecret"]["Properties"]["GenerateSecretString"]
+    # Secrets Manager draws from [A-Za-z0-9] without punctuation: the base64 alphabet less + and /.
+    assert generate["ExcludePunctuation"] is True
+    length = generate["PasswordLength"]
+    assert length % 4 == 0 and length * 6 // 8 >= 32, "a multiple of 4 (no padding) of at least 32 bytes"
+    alphabet = string.ascii_letters + string.digits
+    for _ in range(200):
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        assert len(base64.b64decode(value, validate=True)) >= 32
+    for function in FUNCTIONS:
+        env = resources[function]["Properties"].get("Environment", {}).get("Variables", {})
+        assert "SUPPORT_ACCESS_CURSOR_KEY" not in env, f"{function} has the cursor key in its configuration"
+        if ("secretsmanager:GetSecretValue", "CursorSecret") in EXPECTED[function]:
+            assert env["SUPPORT_ACCESS_CURSOR_SECRET_ARN"] == {"Ref": "CursorSecret"}, function
+    assert "resolve:secretsmanager" not in json.dumps(template), "no secret resolved into a configuration"
+
+
+def test_the_stack_policy_forbids_replacing_or_deleting_every_retained_resource(template):
+    """A change that would replace a table (a new key schema, a renamed index key) would
+    leave the retained old table behind and start the audit log afresh in an empty one: the
+    stack policy (infra/stack-policy.json, docs/operators.md) makes such an update fail."""
+    policy = json.loads((TEMPLATE.parent / "stack-policy.json").read_text())
+    allow, deny = policy["Statement"]
+    assert (allow["Effect"], allow["Action"], allow["Resource"]) == ("Allow", "Update:*", "*")
+    assert deny["Effect"] == "Deny" and set(deny["Action"]) == {"Update:Replace", "Update:Delete"}
+    retained = {n for n, r in template["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert {"AuditTable", "ChainHeadsTable", "CheckpointsTable", "SigningKey", "CheckpointKey"} <= retained
+    assert set(deny["Resource"]) == {f"LogicalResourceId/{n}" for n in retained}
+
+
+def test_every_checkov_skip_gives_its_reason():
+    import re
+
+    text = (TEMPLATE.parent / ".checkov.yaml").read_text()
+    skips = re.findall(r"^\s+- (CKV\w+)(.*)$", text, re.M)
+    assert skips, "the skip list is where it is read from"
+    for check, rest in skips:
+        reason = rest.strip().removeprefix("#").strip()
+        assert rest.strip().startswith("#") and len(reason) >= 40, f"{check} is skipped without a reason"
+    assert len({c for c, _ in skips}) == len(skips), "each check skipped once"

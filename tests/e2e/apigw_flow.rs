@@ -489,7 +489,13 @@ async fn the_jwk_set_is_public_and_names_the_signing_key() {
         (Some("EC"), Some("P-256"), Some("ES256"), Some("sig"))
     );
     assert!(key["d"].is_null(), "never the private key");
-    app.grant("alice", json!({"duration_seconds": 900})).await;
+    // Both key sets may be cached (for five minutes: the rotation runbook waits longer than
+    // that between publishing a key and signing with it); everything else never is.
+    assert_eq!(jwks.cache_control, "public, max-age=300");
+    let checkpoint_keys = app.call(Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous()).await;
+    assert_eq!((checkpoint_keys.status, checkpoint_keys.cache_control.as_str()), (200, "public, max-age=300"));
+    let g = app.grant("alice", json!({"duration_seconds": 900})).await;
+    assert_eq!(g.cache_control, "no-store");
     let token = app.mint("alice").await.str("access_token").to_owned();
     assert_eq!(claims_of(&token).0["kid"], key["kid"]);
 }

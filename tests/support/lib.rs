@@ -184,6 +184,8 @@ impl Event {
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    /// The `Cache-Control` header (empty when absent).
+    pub cache_control: String,
     pub body: Value,
 }
 
@@ -524,9 +526,11 @@ impl TestApp {
         let status = response.status().as_u16();
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let cache_control =
+            response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         let bytes: &[u8] = response.body().as_ref();
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(bytes).expect("JSON body") };
-        Answer { status, content_type, body }
+        Answer { status, content_type, cache_control, body }
     }
 
     /// The Lambda authorizer's answer for `token` used with `method` on `path`.

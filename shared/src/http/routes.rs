@@ -201,8 +201,8 @@ pub async fn handle(route: Route, req: Request, services: &Services) -> Response
         Route::MintToken => mint_token(&req, services).await,
         Route::QueryAudit => query_audit(&req, services).await,
         Route::AccessLog => access_log(&req, services).await,
-        Route::Jwks => Ok(json(StatusCode::OK, services.keys.jwks())),
-        Route::CheckpointKeys => Ok(json(StatusCode::OK, &*services.checkpoint_keys)),
+        Route::Jwks => Ok(key_set(services.keys.jwks())),
+        Route::CheckpointKeys => Ok(key_set(&*services.checkpoint_keys)),
         Route::Whoami => whoami(&req, services).await,
         Route::Introspect => introspect(&req, services).await,
         Route::ExportAudit => export_audit(&req, services).await,
@@ -228,11 +228,26 @@ fn request_id(req: &Request) -> String {
     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// How long verifiers and HTTP caches may keep a published key set (the JWK Set, the
+/// checkpoint keys): they are public and change only on rotation, so caching them spares KMS
+/// and the function; a rotation publishes a new key at least this long (plus the verifiers'
+/// own cache) before it signs (docs/operators.md, "Rotating the signing keys").
+pub const KEY_SET_CACHE_CONTROL: &str = "public, max-age=300";
+
 fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
+    json_with(status, body, "no-store")
+}
+
+/// A published key set: public, cacheable for [`KEY_SET_CACHE_CONTROL`].
+fn key_set<T: Serialize + ?Sized>(body: &T) -> Response<Body> {
+    json_with(StatusCode::OK, body, KEY_SET_CACHE_CONTROL)
+}
+
+fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control: &'static str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CACHE_CONTROL, cache_control)
         .body(Body::from(serde_json::to_string(body).expect("response bodies always serialize")))
         .expect("a static status and headers always build")
 }

@@ -102,6 +102,80 @@ mod tests {
         assert_eq!(v["status"], 503);
     }
 
+    /// One error of each kind. The match has no wildcard, so a new variant does not compile
+    /// until it is listed here, and then `openapi.yaml` must name its slug and status.
+    fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::InvalidRequest("x".into()),
+            ApiError::Unauthenticated,
+            ApiError::TokenRefused,
+            ApiError::Forbidden("x"),
+            ApiError::NoConsent,
+            ApiError::NotFound("x"),
+            ApiError::MethodNotAllowed { allow: "GET".into() },
+            ApiError::Conflict("x"),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::FeatureDisabled,
+            ApiError::EmergencyStop,
+            ApiError::StepUpRequired(crate::domain::StepUpMissing::Method),
+            ApiError::SelfImpersonation,
+            ApiError::SelfApproval,
+            ApiError::RequestNotPending(crate::domain::RequestStatus::Denied),
+            ApiError::Unavailable("x".into()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::InvalidRequest(_)
+                | ApiError::Unauthenticated
+                | ApiError::TokenRefused
+                | ApiError::Forbidden(_)
+                | ApiError::NoConsent
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::Conflict(_)
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::FeatureDisabled
+                | ApiError::EmergencyStop
+                | ApiError::StepUpRequired(_)
+                | ApiError::SelfImpersonation
+                | ApiError::SelfApproval
+                | ApiError::RequestNotPending(_)
+                | ApiError::Unavailable(_) => {}
+            }
+        }
+        all
+    }
+
+    /// The `enum` items of the component schema `name` in `openapi.yaml`, sorted.
+    fn openapi_enum(name: &str) -> Vec<String> {
+        let spec = include_str!("../../../openapi.yaml");
+        let schema = &spec[spec.find(&format!("\n    {name}:\n")).unwrap_or_else(|| panic!("no schema {name}"))..];
+        let items = &schema[schema.find("\n      enum:\n").unwrap_or_else(|| panic!("{name} has no enum"))..];
+        let mut out: Vec<String> =
+            items.lines().skip(2).map_while(|line| line.strip_prefix("        - ")).map(str::to_owned).collect();
+        out.sort();
+        out
+    }
+
+    /// Generated clients parse every problem into one `Problem` whose `type` and `status` are
+    /// enums: a slug or status the spec does not list would fail to parse in a client.
+    #[test]
+    fn openapi_lists_exactly_the_problem_types_and_statuses() {
+        let (mut types, mut statuses): (Vec<_>, Vec<_>) = one_of_each()
+            .iter()
+            .map(|e| {
+                let (status, slug, _) = parts(e);
+                (problem_type(slug), status.as_u16().to_string())
+            })
+            .unzip();
+        for list in [&mut types, &mut statuses] {
+            list.sort();
+            list.dedup();
+        }
+        assert_eq!(openapi_enum("ProblemType"), types);
+        assert_eq!(openapi_enum("ProblemStatus"), statuses);
+    }
+
     #[test]
     fn every_slug_is_the_last_segment_of_its_type() {
         let t = problem_type("no-consent");

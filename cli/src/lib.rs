@@ -12,6 +12,7 @@
 //! tail (events newer than the latest checkpoint, which nothing signed yet).
 
 pub mod api;
+pub mod exit;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -106,11 +106,7 @@ impl Caller {
 
     /// 403 unless the caller is in `group`.
     pub fn require_group(&self, group: &str) -> Result<(), ApiError> {
-        if self.in_group(group) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("the caller lacks the group this route needs"))
-        }
+        if self.in_group(group) { Ok(()) } else { Err(ApiError::MissingGroup(group.to_owned())) }
     }
 }
 

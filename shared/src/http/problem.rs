@@ -21,7 +21,7 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::Unauthenticated | ApiError::UnauthenticatedHint(_) | ApiError::TokenRefused => {
             (StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
         }
-        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+        ApiError::Forbidden(_) | ApiError::MissingGroup(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
         ApiError::NoConsent => (StatusCode::FORBIDDEN, "no-consent", "No active consent"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
         ApiError::MethodNotAllowed { .. } => {
@@ -50,11 +50,15 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
         }
         other => other.to_string(),
     };
-    let problem = HttpApiProblem::new(status)
+    let mut problem = HttpApiProblem::new(status)
         .type_url(problem_type(slug))
         .title(title)
         .detail(detail)
         .value("request_id", &request_id);
+    if let ApiError::MissingGroup(group) = error {
+        // A member apart from `detail`, so a client reads it without parsing prose.
+        problem = problem.value("required_group", group);
+    }
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)
@@ -174,6 +178,18 @@ mod tests {
         }
         assert_eq!(openapi_enum("ProblemType"), types);
         assert_eq!(openapi_enum("ProblemStatus"), statuses);
+    }
+
+    #[test]
+    fn a_missing_group_refusal_names_the_group_the_route_needs() {
+        let r = problem_response(&ApiError::MissingGroup("auditor".into()), "req-2");
+        assert_eq!(r.status(), 403);
+        let v: serde_json::Value = serde_json::from_slice(r.body().as_ref()).unwrap();
+        assert_eq!(v["type"], problem_type("forbidden"));
+        assert_eq!((v["required_group"].as_str(), v["request_id"].as_str()), (Some("auditor"), Some("req-2")));
+        let other = problem_response(&ApiError::Forbidden("the identity's sub is not a usable id"), "req-3");
+        let v: serde_json::Value = serde_json::from_slice(other.body().as_ref()).unwrap();
+        assert!(v.get("required_group").is_none(), "{v}");
     }
 
     #[test]

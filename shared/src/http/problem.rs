@@ -112,8 +112,10 @@ mod tests {
         let all = vec![
             ApiError::InvalidRequest("x".into()),
             ApiError::Unauthenticated,
+            ApiError::UnauthenticatedHint("x".into()),
             ApiError::TokenRefused,
             ApiError::Forbidden("x"),
+            ApiError::MissingGroup("support".into()),
             ApiError::NoConsent,
             ApiError::NotFound("x"),
             ApiError::MethodNotAllowed { allow: "GET".into() },
@@ -131,8 +133,10 @@ mod tests {
             match e {
                 ApiError::InvalidRequest(_)
                 | ApiError::Unauthenticated
+                | ApiError::UnauthenticatedHint(_)
                 | ApiError::TokenRefused
                 | ApiError::Forbidden(_)
+                | ApiError::MissingGroup(_)
                 | ApiError::NoConsent
                 | ApiError::NotFound(_)
                 | ApiError::MethodNotAllowed { .. }

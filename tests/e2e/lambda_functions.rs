@@ -403,3 +403,36 @@ async fn a_function_without_its_settings_stops_at_init_naming_them() {
     std::io::Read::read_to_string(&mut { stderr }, &mut log).unwrap();
     assert!(log.contains("KMS_KEY_ID"), "{log}");
 }
+
+#[tokio::test]
+async fn a_paging_function_without_its_cursor_secret_stops_at_init_naming_it() {
+    let api = RuntimeApi::start().await;
+    let env = [("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned())];
+    let mut child = start_function("query-audit", &api, &env, Stdio::piped());
+    let stderr = child.stderr.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits at once").unwrap();
+    assert!(!status.success());
+    let log = std::io::read_to_string(stderr).unwrap();
+    assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{log}");
+}
+
+/// The set-up runs after init: one that fails (here a cursor secret that does not exist)
+/// answers 503 to the request waiting for it, says why in the log, and is tried again by the
+/// next request rather than ending the process.
+#[tokio::test]
+async fn a_set_up_that_fails_answers_503_and_is_tried_again() {
+    let app = TestApp::on(Backend::Aws).await;
+    let mut env = app.function_env();
+    env.push((
+        "SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-secret-AbCdEf".into(),
+    ));
+    let query = Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice").to_json();
+    let (answers, log) = invoke_logged("query-audit", &env, vec![query.clone(), query]).await;
+    assert_eq!([&answers[0]["statusCode"], &answers[1]["statusCode"]], [&json!(503), &json!(503)], "{answers:?}");
+    let lines = request_lines(&log);
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!((&lines[0]["decision"], &lines[0]["level"]), (&json!("failed"), &json!("ERROR")));
+    assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "the cause is logged: {log}");
+}

@@ -240,12 +240,14 @@ impl Seals {
         let mut seals = Seals::default();
         let mut lines = Lines::default();
         while let Some((line, raw)) = lines.next_bytes(input)? {
-            let maybe = raw.windows(2).any(|w| w == b"\\u")
-                || LINE_KINDS.iter().any(|k| raw.windows(k.len()).any(|w| w == k.as_bytes()));
-            // Whatever does not parse here is named by pass two, in its place.
-            let Some(value) = maybe.then(|| serde_json::from_slice::<Value>(raw).ok()).flatten() else {
+            // Whatever is not UTF-8 or JSON here is named by pass two, in its place. `str`'s
+            // substring search is the fast one: a `windows().any()` scan of the bytes here
+            // took verify from 0.85x to 0.74x of the baseline (scripts/bench-verify, 10^5).
+            let Ok(raw) = std::str::from_utf8(raw) else { continue };
+            if !(raw.contains("\\u") || LINE_KINDS.iter().any(|k| raw.contains(k))) {
                 continue;
-            };
+            }
+            let Ok(value) = serde_json::from_str::<Value>(raw) else { continue };
             if kind_of(&value) != Some("checkpoint") {
                 continue;
             }

@@ -139,14 +139,15 @@ impl Chains {
         if event_hash(event) != hash {
             return Err(ChainError::Hash { index, stream: stream.to_owned(), seq });
         }
-        let (last_seq, last_hash) = self.heads.get(stream).map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
+        let head = self.heads.get_mut(stream);
+        let (last_seq, last_hash) = head.as_ref().map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
         if seq != last_seq + 1 {
             return Err(ChainError::Sequence { index, stream: stream.to_owned(), seq, expected: last_seq + 1 });
         }
         if prev != last_hash {
             return Err(ChainError::Link { index, stream: stream.to_owned(), seq });
         }
-        match self.heads.get_mut(stream) {
+        match head {
             Some(head) => {
                 head.0 = seq;
                 head.1.clear();

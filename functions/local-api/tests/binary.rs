@@ -441,3 +441,42 @@ fn a_body_that_stalls_after_its_headers_closes_the_connection_within_the_bound()
     assert!(!timed_out, "still open after {waited:?}");
     assert!(waited >= local_api::BODY_READ_TIMEOUT - std::time::Duration::from_secs(1), "closed after {waited:?}");
 }
+
+/// The binary's issuer is the address it listens on (never a request's `Host`), or
+/// `SUPPORT_ACCESS_ISSUER`; a malformed issuer or CORS origin stops start-up naming it.
+#[tokio::test]
+async fn the_issuer_is_the_bound_base_url_unless_configured_and_bad_values_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (mut child, base) = serve(dir.path());
+    let metadata: Value = http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], base.as_str());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let env = [("SUPPORT_ACCESS_ISSUER".to_owned(), "https://support.example.com".to_owned())];
+    let (mut child, base) = serve_with(dir.path(), &env);
+    let metadata: Value =
+        http.get(format!("{base}/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["jwks_uri"], "https://support.example.com/.well-known/jwks.json");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    for (name, value, named) in [
+        ("SUPPORT_ACCESS_ISSUER", "https://support.example.com/", "SUPPORT_ACCESS_ISSUER"),
+        ("SUPPORT_ACCESS_CORS_ALLOWED_ORIGINS", "https://app.example.com/", "--cors-allowed-origins"),
+    ] {
+        let out =
+            Command::new(BIN).args(["--port", "0", "--data-dir"]).arg(dir.path()).env(name, value).output().unwrap();
+        assert!(!out.status.success(), "{name}={value}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(named), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

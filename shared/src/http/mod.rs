@@ -6,11 +6,13 @@
 mod authorizer;
 mod body;
 mod caller;
+mod cors;
 mod problem;
 mod routes;
 
 pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
+pub use cors::Cors;
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
 pub use routes::{Route, handle, handle_resolved, route, route_among};

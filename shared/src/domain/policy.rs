@@ -81,10 +81,10 @@ fn issuer(raw: Option<String>, default: &str) -> Result<String, PolicyError> {
     if value.len() > 256 {
         return Err(PolicyError { variable, problem: "must be 1..=256 characters".into() });
     }
-    if value.contains("://") {
-        if let Some(problem) = issuer_url_problem(value) {
-            return Err(PolicyError { variable, problem: format!("{value:?}: {problem}") });
-        }
+    if value.contains("://")
+        && let Some(problem) = issuer_url_problem(value)
+    {
+        return Err(PolicyError { variable, problem: format!("{value:?}: {problem}") });
     }
     Ok(value.to_owned())
 }

@@ -9,19 +9,64 @@ use serde::Deserialize;
 use serde_json::Value;
 use support_access_verify::is_unprintable;
 
+use crate::exit::Exit;
+
 /// A failed call: the service's problem details, or why there were none.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The service answered with RFC 9457 problem details.
-    #[error("{title} ({status} {slug}): {detail}")]
-    Problem { status: u16, slug: String, title: String, detail: String },
+    #[error("{title} ({status} {slug}): {detail}{}{}", group_note(required_group), id_note(request_id))]
+    Problem {
+        status: u16,
+        slug: String,
+        title: String,
+        detail: String,
+        /// The problem's `request_id`, which the service's log carries too.
+        request_id: Option<String>,
+        /// On a `forbidden` refusal for want of a group: the group the route needs.
+        required_group: Option<String>,
+    },
     /// Some other error answer (a proxy, a gateway) without problem details.
-    #[error("the service answered {status}: {body}")]
-    Status { status: u16, body: String },
+    #[error("the service answered {status}: {body}{}", id_note(request_id))]
+    Status {
+        status: u16,
+        body: String,
+        /// API Gateway's `apigw-requestid` header, the id its access log and ours share.
+        request_id: Option<String>,
+    },
     #[error("cannot reach {endpoint}: {cause}")]
     Unreachable { endpoint: String, cause: String },
     #[error("the service answered something unreadable: {0}")]
     Unreadable(String),
+    /// The endpoint is no http(s) URL; nothing was sent.
+    #[error("--endpoint: {0}")]
+    Endpoint(String),
+    /// The HTTP client itself could not be built (no TLS roots, say).
+    #[error("cannot start an HTTP client: {0}")]
+    Client(String),
+}
+
+fn group_note(group: &Option<String>) -> String {
+    group.as_ref().map(|g| format!("; required group: {g}")).unwrap_or_default()
+}
+
+fn id_note(id: &Option<String>) -> String {
+    id.as_ref().map(|id| format!(" (request id {id})")).unwrap_or_default()
+}
+
+impl ApiError {
+    /// The exit code this failure ends a command with: a refusal is to be fixed, a service
+    /// that is unreachable, overloaded or failing is to be retried.
+    pub fn exit(&self) -> Exit {
+        let retry = |status: u16| status >= 500 || status == 429;
+        match self {
+            ApiError::Problem { status, .. } | ApiError::Status { status, .. } if retry(*status) => Exit::Unavailable,
+            ApiError::Problem { .. } | ApiError::Status { .. } => Exit::Refused,
+            ApiError::Unreachable { .. } | ApiError::Unreadable(_) => Exit::Unavailable,
+            ApiError::Endpoint(_) => Exit::Usage,
+            ApiError::Client(_) => Exit::Local,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -32,6 +77,10 @@ struct Problem {
     title: String,
     #[serde(default)]
     detail: String,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    required_group: Option<String>,
 }
 
 /// One page of `GET /audit`.
@@ -61,12 +110,13 @@ impl Api {
     /// A client for the API at `endpoint` (e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`)
     /// calling as the holder of identity token `token`.
     pub fn new(endpoint: &str, token: &str) -> Result<Self, ApiError> {
+        let endpoint = parse_endpoint(endpoint).map_err(ApiError::Endpoint)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| ApiError::Unreachable { endpoint: endpoint.to_owned(), cause: e.to_string() })?;
-        Ok(Self { endpoint: endpoint.trim_end_matches('/').to_owned(), token: token.trim().to_owned(), http })
+            .map_err(|e| ApiError::Client(e.to_string()))?;
+        Ok(Self { endpoint, token: token.trim().to_owned(), http })
     }
 
     /// `POST /tokens`: the minted token's answer (`access_token`, `expires_at`, ...).
@@ -155,6 +205,7 @@ impl Api {
             .await
             .map_err(|e| ApiError::Unreachable { endpoint: self.endpoint.clone(), cause: e.to_string() })?;
         let status = response.status().as_u16();
+        let gateway_id = response.headers().get("apigw-requestid").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let problem = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -169,8 +220,10 @@ impl Api {
                 slug: p.problem_type.rsplit('/').next().unwrap_or_default().to_owned(),
                 title: p.title,
                 detail: p.detail,
+                request_id: p.request_id.or(gateway_id),
+                required_group: p.required_group,
             }),
-            _ => Err(ApiError::Status { status, body: body.chars().take(300).collect() }),
+            _ => Err(ApiError::Status { status, body: body.chars().take(300).collect(), request_id: gateway_id }),
         }
     }
 }
@@ -254,6 +307,57 @@ pub fn shown(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text (one value, or JSON Lines) as a terminal must show it: every character [`shown`]
+/// escapes but the newline between lines, written as the JSON escape `\u202e` (a pair of them
+/// beyond the BMP), which every JSON reader decodes back to the same character. Valid JSON
+/// holds such characters only inside strings, so the values are unchanged: `jq` reads the
+/// same data, and an export printed this way verifies as the file does.
+pub fn shown_json(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c != '\n' && is_unprintable(c);
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// An `--endpoint` as typed, checked before anything is sent: an http or https URL with a
+/// host (API Gateway's stage path allowed), without credentials, query or fragment; without
+/// its trailing slash. `127.0.0.1:3000` is refused with the fix, not sent as a relative URL.
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let examples = "e.g. https://abc.execute-api.eu-west-1.amazonaws.com, or http://127.0.0.1:3000 for local-api";
+    let url = match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        // `127.0.0.1:3000` is no URL, and `localhost:3000` one with the scheme `localhost`.
+        _ if !text.contains("://") => {
+            return Err(format!("{} has no scheme: write http://{0} or https://{0}", shown(text)));
+        }
+        Ok(url) => return Err(format!("the scheme must be http or https, not {}; {examples}", shown(url.scheme()))),
+        Err(e) => return Err(format!("{} is not a URL ({e}); {examples}", shown(text))),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{} names no host; {examples}", shown(text)));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the endpoint must carry no user name or password: your token goes in --token".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{} has a query or fragment; give the API's base URL, {examples}", shown(text)));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
 /// The header line above [`event_row`]s, laid out by the same columns.
 pub fn event_header() -> String {
     row("AT", "TYPE", "USER", "ACTOR", "ABOUT")
@@ -319,6 +423,54 @@ mod tests {
         assert!(request.contains("r\\n1") && request.contains("bob\\u{2066}"), "{request}");
         assert_eq!(shown("plain, é, \u{1F600}, zwj-free"), "plain, é, \u{1F600}, zwj-free");
         assert!(matches!(shown("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_is_shown_escaped_yet_reads_back_the_same() {
+        let value = serde_json::json!({"reason": "a\u{202e}b\u{1b}[2J\u{85}\u{2028}\u{e0041}", "n": 1});
+        let text = format!("{value}\n{value}\n");
+        let shown = shown_json(&text);
+        assert!(!shown.chars().any(|c| c != '\n' && is_unprintable(c)), "{shown}");
+        assert!(shown.contains(r"\u202e") && shown.contains(r"\udb40\udc41"), "{shown}");
+        for line in shown.lines() {
+            assert_eq!(serde_json::from_str::<Value>(line).unwrap(), value);
+        }
+        assert!(matches!(shown_json("{\"a\":\"é\"}\n"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn an_endpoint_without_a_scheme_is_refused_with_the_fix() {
+        let no_scheme = parse_endpoint("127.0.0.1:3917").unwrap_err();
+        assert!(no_scheme.contains("no scheme") && no_scheme.contains("http://127.0.0.1:3917"), "{no_scheme}");
+        assert!(parse_endpoint("localhost:3000").unwrap_err().contains("http://localhost:3000"));
+        for bad in ["ftp://host", "http://", "https://user:pw@host", "http://host/?a=1", "", "http://host#x"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_endpoint(" http://127.0.0.1:3000/ ").unwrap(), "http://127.0.0.1:3000");
+        let stage = "https://abc.execute-api.eu-west-1.amazonaws.com/prod";
+        assert_eq!(parse_endpoint(stage).unwrap(), stage);
+    }
+
+    #[test]
+    fn a_problem_names_its_request_id_and_the_missing_group_and_picks_the_exit() {
+        let forbidden = ApiError::Problem {
+            status: 403,
+            slug: "forbidden".into(),
+            title: "Forbidden".into(),
+            detail: "the caller lacks the group this route needs".into(),
+            request_id: Some("req-9".into()),
+            required_group: Some("auditor".into()),
+        };
+        let text = forbidden.to_string();
+        assert!(
+            text.contains("403 forbidden") && text.contains("required group: auditor") && text.contains("req-9"),
+            "{text}"
+        );
+        assert_eq!(forbidden.exit(), Exit::Refused);
+        let busy = ApiError::Status { status: 503, body: "busy".into(), request_id: None };
+        assert_eq!((busy.exit(), busy.to_string().contains("request id")), (Exit::Unavailable, false));
+        assert_eq!(ApiError::Status { status: 429, body: String::new(), request_id: None }.exit(), Exit::Unavailable);
+        assert_eq!(ApiError::Endpoint("x".into()).exit(), Exit::Usage);
     }
 
     #[test]

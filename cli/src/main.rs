@@ -6,13 +6,13 @@
 //! - `audit`: the audit log with filters, as a table or JSON Lines, and `--follow` to keep
 //!   printing new events;
 //! - `export` a user's (or every) stream with its checkpoints, and `verify` an export offline:
-//!   exit 0 when every chain is intact and sealed by a checkpoint signed with a key of the JWK
-//!   Set, 1 naming the first bad line when not, 2 when a file cannot be read or the JWK Set
-//!   holds no usable key.
+//!   every chain intact and sealed by a checkpoint signed with a key of the JWK Set, tampered
+//!   (naming the first bad line), or intact but not sealed yet.
 //!
 //! The online commands take the endpoint and the caller's identity token from `--endpoint` /
 //! `SUPPORT_ACCESS_ENDPOINT` and `--token` / `SUPPORT_ACCESS_TOKEN`; a refusal prints the
-//! service's problem details and exits 1 (2 when the service cannot be reached).
+//! service's problem details with its request id. Every command ends with a code of the one
+//! table, [`Exit`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,18 +20,50 @@ use std::process::ExitCode;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use support_access_cli::api::{
-    Api, ApiError, AuditFilter, event_header, event_row, parse_duration, request_header, request_row, shown,
+    Api, ApiError, AuditFilter, event_header, event_row, parse_duration, parse_endpoint, request_header, request_row,
+    shown, shown_json,
 };
-use support_access_cli::{Options, VerifyFailure, verify_export};
+use support_access_cli::exit::Exit;
+use support_access_cli::{Options, VerifyFailure, verify_stream};
 use support_access_verify::{JwkSet, KeyRing};
 
 #[derive(Parser)]
-#[command(name = "support-access", version, about = "support-access: audit-log tools")]
+#[command(
+    name = "support-access",
+    version,
+    about = "support-access: ask users for access, mint impersonation tokens, read, export and verify the audit log",
+    after_help = Exit::help()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Columns for people, one row per line, every character a terminal could act on escaped.
+    Table,
+    /// One JSON object per line (JSON Lines), for scripts and `jq`.
+    Json,
+}
+
+/// How a listing is printed: `--output json|table`, as the AWS CLI spells it.
+#[derive(Args)]
+struct Output {
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// The same as `--output json` (kept for the scripts that use it).
+    #[arg(long, conflicts_with = "output")]
+    json: bool,
+}
+
+impl Output {
+    fn json(&self) -> bool {
+        self.json || self.output == Format::Json
+    }
 }
 
 /// Where the service is and who is calling.
@@ -39,7 +71,7 @@ struct Cli {
 struct Online {
     /// The API's base URL, e.g. https://abc.execute-api.eu-west-1.amazonaws.com or
     /// http://127.0.0.1:3000 (local-api).
-    #[arg(long, env = "SUPPORT_ACCESS_ENDPOINT")]
+    #[arg(long, env = "SUPPORT_ACCESS_ENDPOINT", value_parser = parse_endpoint)]
     endpoint: String,
     /// Your identity token from the app's identity provider (`local-api dev-token` locally).
     #[arg(long, env = "SUPPORT_ACCESS_TOKEN", hide_env_values = true)]
@@ -76,9 +108,8 @@ enum Command {
         /// Only requests for this user.
         #[arg(long)]
         user: Option<String>,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Mint an impersonation token for a user who consented (support group).
     Mint {
@@ -98,24 +129,26 @@ enum Command {
     Audit {
         #[command(flatten)]
         online: Online,
+        /// Only events on this user's stream.
         #[arg(long)]
         user: Option<String>,
+        /// Only events by this actor (an agent's, auditor's or operator's id, or a user's).
         #[arg(long)]
         actor: Option<String>,
         /// An event type, e.g. token.issued.
         #[arg(long = "type")]
         event_type: Option<String>,
-        /// RFC 3339, e.g. 2026-11-25T00:00:00Z.
+        /// Only events at or after this time, RFC 3339, e.g. 2026-11-25T00:00:00Z.
         #[arg(long)]
         from: Option<String>,
+        /// Only events at or before this time, RFC 3339, e.g. 2026-11-26T00:00:00Z.
         #[arg(long)]
         to: Option<String>,
         /// How many events at most (without --follow).
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
         /// Keep printing new events as they happen (oldest first), until interrupted.
         #[arg(long)]
         follow: bool,
@@ -128,11 +161,14 @@ enum Command {
     Export {
         #[command(flatten)]
         online: Online,
+        /// Only this user's stream; every stream (the unattributed one too) when absent.
         #[arg(long)]
         user: Option<String>,
-        /// Where to write it (JSON Lines); standard output when absent.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        /// Where to write it (JSON Lines) as the service sent it; standard output when absent,
+        /// with every character a terminal could act on written as a JSON escape. (`-o` and
+        /// `--output` still work here: `--output` names a format in the other commands.)
+        #[arg(long, short = 'f', short_alias = 'o', alias = "output")]
+        file: Option<PathBuf>,
         /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here,
         /// to verify the export with.
         #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
@@ -154,85 +190,114 @@ enum Command {
     },
 }
 
-fn read(path: &Path) -> Result<String, ExitCode> {
+fn read(path: &Path) -> Result<String, Exit> {
     std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("support-access: cannot read {}: {e}", path.display());
-        ExitCode::from(2)
+        eprintln!("support-access: cannot read {}: {e}", shown(&path.display().to_string()));
+        Exit::Local
     })
 }
 
-fn keys(path: &Path) -> Result<KeyRing, ExitCode> {
+fn keys(path: &Path) -> Result<KeyRing, Exit> {
     let text = read(path)?;
     let unusable = |problem: String| {
-        eprintln!("support-access: {} is not a usable JWK Set: {problem}", path.display());
-        ExitCode::from(2)
+        let line = format!("{} is not a usable JWK Set: {problem}", path.display());
+        eprintln!("support-access: {}", shown(&line));
+        Exit::Local
     };
     let jwks: JwkSet = serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
     KeyRing::from_jwks(jwks).map_err(|e| unusable(e.to_string()))
 }
 
-fn verify(export: &Path, jwks: &Path, options: Options) -> Result<ExitCode, ExitCode> {
+/// The export as a file [`verify_stream`] can read twice: the file itself, or what a pipe
+/// (`/dev/stdin`) holds spooled to an unnamed temporary file, which leaves no trace.
+fn seekable(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_file() {
+        return Ok(file);
+    }
+    let mut spool = tempfile::tempfile()?;
+    std::io::copy(&mut file, &mut spool)?;
+    std::io::Seek::rewind(&mut spool)?;
+    Ok(spool)
+}
+
+/// Prints the verdict on an export and picks its exit: OK (0), TAMPERED (1) naming the first
+/// bad line, or, when the caller did not accept an unsealed tail, UNSEALED (3) listing every
+/// stream with events no checkpoint seals yet. Every text from the export goes through
+/// [`shown`].
+fn verify(export: &Path, jwks: &Path, allow_unsealed: bool) -> Result<Exit, Exit> {
     let keys = keys(jwks)?;
-    let text = read(export)?;
-    match verify_export(&text, &keys, options) {
-        Ok(report) => {
-            println!(
-                "OK: {} events in {} streams, every chain intact; {} checkpoints verified",
-                report.events,
-                report.heads.len(),
-                report.checkpoints.len()
-            );
-            for (stream, (seq, hash)) in &report.heads {
-                let sealed = report.sealed.get(stream).map_or("none".to_owned(), |s| format!("#{s}"));
-                println!("{}", shown(&format!("  {stream}: {seq} events, head {hash}, sealed up to {sealed}")));
-            }
-            for (stream, from, to) in report.unsealed() {
-                println!(
-                    "{}",
-                    shown(&format!("  note: {stream} #{from}..#{to} not sealed by a checkpoint yet (accepted)"))
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let unreadable = |e: std::io::Error| {
+        eprintln!("support-access: cannot read {}: {e}", shown(&export.display().to_string()));
+        Exit::Local
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, seekable(export).map_err(unreadable)?);
+    // Leniently, so that an unsealed tail is known whole; strictness is decided here.
+    let report = match verify_stream(&mut input, &keys, Options { allow_unsealed: true }).map_err(unreadable)? {
+        Ok(report) => report,
         Err(failure) => {
-            println!("BROKEN: {}", shown(&failure.to_string()));
+            println!("TAMPERED: {}", shown(&failure.to_string()));
             if let VerifyFailure::Broken { event_id: Some(id), .. } = &failure {
                 println!("  first bad event: {}", shown(id));
             }
-            Ok(ExitCode::from(1))
+            return Ok(Exit::Tampered);
         }
+    };
+    let unsealed = report.unsealed();
+    let (verdict, exit) = match (unsealed.is_empty(), allow_unsealed) {
+        (false, false) => ("UNSEALED", Exit::Unsealed),
+        _ => ("OK", Exit::Ok),
+    };
+    println!(
+        "{verdict}: {} events in {} streams, every chain intact; {} checkpoints verified",
+        report.events,
+        report.heads.len(),
+        report.checkpoints.len()
+    );
+    for (stream, (seq, hash)) in &report.heads {
+        let sealed = report.sealed.get(stream).map_or("none".to_owned(), |s| format!("#{s}"));
+        println!("{}", shown(&format!("  {stream}: {seq} events, head {hash}, sealed up to {sealed}")));
     }
+    for (stream, from, to) in &unsealed {
+        let line = match exit {
+            Exit::Unsealed => format!("  not sealed yet: {stream} #{from}..#{to}"),
+            _ => format!("  note: {stream} #{from}..#{to} not sealed by a checkpoint yet (accepted)"),
+        };
+        println!("{}", shown(&line));
+    }
+    if exit == Exit::Unsealed {
+        println!(
+            "No checkpoint vouches for these events yet: export again after the next checkpoint, or accept them with --allow-unsealed."
+        );
+    }
+    Ok(exit)
 }
 
-/// Prints a failed call and picks the exit code: 1 for a refusal, 2 when unreachable.
-fn failed(e: ApiError) -> ExitCode {
+/// Prints a failed call (the service's problem, request id included) and picks its exit.
+fn failed(e: ApiError) -> Exit {
     eprintln!("support-access: {}", shown(&e.to_string()));
-    match e {
-        ApiError::Unreachable { .. } => ExitCode::from(2),
-        _ => ExitCode::from(1),
-    }
+    e.exit()
 }
 
-fn connect(online: &Online) -> Result<Api, ExitCode> {
+fn connect(online: &Online) -> Result<Api, Exit> {
     Api::new(&online.endpoint, &online.token).map_err(failed)
 }
 
-async fn request(
-    online: Online,
-    user: String,
-    reason: String,
-    scope: String,
-    duration: i64,
-) -> Result<ExitCode, ExitCode> {
+async fn request(online: Online, user: String, reason: String, scope: String, duration: i64) -> Result<Exit, Exit> {
     let filed = connect(&online)?.request(&user, &reason, &scope, duration).await.map_err(failed)?;
     println!("{}", shown(filed["request_id"].as_str().unwrap_or("?")));
     let until = filed["expires_at"].as_str().unwrap_or("?");
     let line = format!("asked {user} for {scope} access for {duration}s; pending until {until} (see `status`)");
     eprintln!("support-access: {}", shown(&line));
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
-async fn status(online: Online, id: Option<String>, user: Option<String>, json: bool) -> Result<ExitCode, ExitCode> {
+/// One value of a listing, as `--output` asks.
+fn print_item(item: &serde_json::Value, json: bool, row: fn(&serde_json::Value) -> String) {
+    if json { println!("{}", shown_json(&item.to_string())) } else { println!("{}", row(item)) }
+}
+
+async fn status(online: Online, id: Option<String>, user: Option<String>, json: bool) -> Result<Exit, Exit> {
     let requests = connect(&online)?.requests().await.map_err(failed)?;
     let field = |r: &serde_json::Value, key: &str| r[key].as_str().map(str::to_owned);
     let listed: Vec<_> = requests
@@ -242,18 +307,16 @@ async fn status(online: Online, id: Option<String>, user: Option<String>, json: 
         .collect();
     if let (Some(id), true) = (&id, listed.is_empty()) {
         eprintln!("support-access: no request {} among yours", shown(id));
-        return Ok(ExitCode::from(1));
+        return Ok(Exit::Refused);
     }
     if !json {
         println!("{}", request_header());
     }
-    for r in listed {
-        if json { println!("{r}") } else { println!("{}", request_row(r)) }
-    }
-    Ok(ExitCode::SUCCESS)
+    listed.into_iter().for_each(|r| print_item(r, json, request_row));
+    Ok(Exit::Ok)
 }
 
-async fn mint(online: Online, user: String, reason: String, header: bool) -> Result<ExitCode, ExitCode> {
+async fn mint(online: Online, user: String, reason: String, header: bool) -> Result<Exit, Exit> {
     let minted = connect(&online)?.mint(&user, &reason).await.map_err(failed)?;
     let token =
         minted["access_token"].as_str().ok_or_else(|| failed(ApiError::Unreadable("no access_token".into())))?;
@@ -265,11 +328,7 @@ async fn mint(online: Online, user: String, reason: String, header: bool) -> Res
     }
     let (scope, until) = (minted["scope"].as_str().unwrap_or("?"), minted["expires_at"].as_str().unwrap_or("?"));
     eprintln!("support-access: {}", shown(&format!("token for {user} ({scope} scope) until {until}")));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_event(event: &serde_json::Value, json: bool) {
-    if json { println!("{event}") } else { println!("{}", event_row(event)) }
+    Ok(Exit::Ok)
 }
 
 async fn audit(
@@ -278,7 +337,7 @@ async fn audit(
     limit: usize,
     json: bool,
     follow: Option<Duration>,
-) -> Result<ExitCode, ExitCode> {
+) -> Result<Exit, Exit> {
     let api = connect(&online)?;
     if !json {
         println!("{}", event_header());
@@ -288,14 +347,14 @@ async fn audit(
         let mut cursor = None;
         while printed < limit {
             let page = api.audit(&filter, (limit - printed).min(100), cursor.as_deref()).await.map_err(failed)?;
-            page.events.iter().for_each(|e| print_event(e, json));
+            page.events.iter().for_each(|e| print_item(e, json, event_row));
             printed += page.events.len();
             match page.next_cursor {
                 Some(next) if !page.events.is_empty() => cursor = Some(next),
                 _ => break,
             }
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Ok);
     };
     // Follow: poll the newest page and print what was not printed yet, oldest first. Events
     // are deduplicated by id; a page of 100 per poll is plenty at human pace, and a burst
@@ -311,7 +370,7 @@ async fn audit(
         }
         let shown = if first { fresh.len().min(limit) } else { fresh.len() };
         for event in fresh.iter().take(shown).rev() {
-            print_event(event, json);
+            print_item(event, json, event_row);
         }
         seen.extend(fresh.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
         first = false;
@@ -322,50 +381,104 @@ async fn audit(
 async fn export(
     online: Online,
     user: Option<String>,
-    output: Option<PathBuf>,
+    file: Option<PathBuf>,
     jwks: Option<PathBuf>,
-) -> Result<ExitCode, ExitCode> {
+) -> Result<Exit, Exit> {
     let api = connect(&online)?;
     let lines = api.export(user.as_deref()).await.map_err(failed)?;
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text).map_err(|e| {
-            eprintln!("support-access: cannot write {}: {e}", path.display());
-            ExitCode::from(2)
+            eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
+            Exit::Local
         })
     };
-    match &output {
+    match &file {
         Some(path) => write(path, &lines)?,
-        None => print!("{lines}"),
+        None => print!("{}", shown_json(&lines)),
     }
     if let Some(path) = &jwks {
         write(path, &api.checkpoint_keys().await.map_err(failed)?)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().command;
+    let command = match Cli::try_parse() {
+        Ok(cli) => cli.command,
+        Err(e) => {
+            // clap's own message; `--help` and `--version` are no error.
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage } else { Exit::Ok }.into();
+        }
+    };
     let online = async move {
         match command {
-            Command::Verify { export, jwks, allow_unsealed } => verify(&export, &jwks, Options { allow_unsealed }),
+            Command::Verify { export, jwks, allow_unsealed } => verify(&export, &jwks, allow_unsealed),
             Command::Request { online, user, reason, scope, duration } => {
                 request(online, user, reason, scope, duration).await
             }
-            Command::Status { online, request_id, user, json } => status(online, request_id, user, json).await,
+            Command::Status { online, request_id, user, output } => {
+                status(online, request_id, user, output.json()).await
+            }
             Command::Mint { online, user, reason, header } => mint(online, user, reason, header).await,
-            Command::Audit { online, user, actor, event_type, from, to, limit, json, follow, interval } => {
+            Command::Audit { online, user, actor, event_type, from, to, limit, output, follow, interval } => {
                 let filter = AuditFilter { user_id: user, actor, event_type, from, to };
                 let follow = follow.then(|| Duration::from_secs_f64(interval.clamp(0.1, 3600.0)));
-                audit(online, filter, limit, json, follow).await
+                audit(online, filter, limit, output.json(), follow).await
             }
-            Command::Export { online, user, output, jwks } => export(online, user, output, jwks).await,
+            Command::Export { online, user, file, jwks } => export(online, user, file, jwks).await,
         }
     };
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(online).unwrap_or_else(|code| code),
+    let exit = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(online).unwrap_or_else(|exit| exit),
         Err(e) => {
             eprintln!("support-access: cannot start: {e}");
-            ExitCode::from(2)
+            Exit::Local
         }
+    };
+    exit.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_and_argument_of_every_command_has_help() {
+        let mut cli = Cli::command();
+        cli.build();
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(!help.trim().is_empty(), "{} {} has no help", command.get_name(), arg.get_id());
+            }
+        }
+    }
+
+    #[test]
+    fn the_help_names_every_command_s_job_and_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for part in ["ask users for access", "mint", "verify", "Exit codes:", "3  verify: intact"] {
+            assert!(help.contains(part), "{part}: {help}");
+        }
+    }
+
+    #[test]
+    fn json_is_output_json_and_the_two_conflict() {
+        let output = |args: &[&str]| {
+            let base = ["support-access", "status", "--endpoint", "http://127.0.0.1:1", "--token", "t"];
+            match Cli::try_parse_from(base.iter().chain(args)).map(|c| c.command) {
+                Ok(Command::Status { output, .. }) => Ok(output.json()),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(output(&[]), Ok(false));
+        assert_eq!(output(&["--output", "table"]), Ok(false));
+        assert_eq!(output(&["--output", "json"]), Ok(true));
+        assert_eq!(output(&["--json"]), Ok(true));
+        assert_eq!(output(&["--json", "--output", "table"]), Err(clap::error::ErrorKind::ArgumentConflict));
+        assert_eq!(output(&["--output", "yaml"]), Err(clap::error::ErrorKind::InvalidValue));
     }
 }

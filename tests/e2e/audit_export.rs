@@ -310,7 +310,7 @@ async fn only_an_auditor_exports_and_only_a_valid_user() {
 }
 
 #[tokio::test]
-async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_no_file() {
+async fn the_cli_exits_0_intact_1_tampered_naming_the_bad_event_3_unsealed_and_6_for_no_file() {
     let app = busy_app().await;
     let original = lines(&export(&app, "alice").await);
     let dir = tempfile::tempdir().unwrap();
@@ -337,10 +337,50 @@ async fn the_cli_exits_0_for_an_intact_export_1_naming_the_bad_event_and_2_for_n
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let bad_id =
         serde_json::from_str::<serde_json::Value>(&tampered[2]).unwrap()["event_id"].as_str().unwrap().to_owned();
-    assert!(stdout.contains("BROKEN: line 3") && stdout.contains(&bad_id), "{stdout}");
+    assert!(stdout.contains("TAMPERED: line 3") && stdout.contains(&bad_id), "{stdout}");
 
-    assert_eq!(verify(&dir.path().join("missing.jsonl")).status.code(), Some(2));
-    // A JWK Set that is not one is a usage error too, not a verdict.
+    // What the export says reaches the terminal escaped, even on a tampered line: an event
+    // id that would clear the screen and reverse the text after it.
+    let mut hostile = original.clone();
+    let mut event: Value = serde_json::from_str(&hostile[1]).unwrap();
+    event["event_id"] = json!("evil\u{1b}[2J\u{202e}gnp");
+    hostile[1] = event.to_string();
+    let evil = dir.path().join("evil.jsonl");
+    std::fs::write(&evil, join(&hostile)).unwrap();
+    let out = verify(&evil);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(r"first bad event: evil\u{1b}[2J\u{202e}gnp"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout}");
+
+    // Intact but not sealed yet: its own verdict and code, and every unsealed stream listed;
+    // accepted, it is OK with a note.
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let unsealed = dir.path().join("unsealed.jsonl");
+    std::fs::write(&unsealed, export(&app, "alice").await).unwrap();
+    let out = verify(&unsealed);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.starts_with("UNSEALED: 10 events in 1 streams, every chain intact"), "{stdout}");
+    assert!(stdout.contains("not sealed yet: alice #10..#10") && stdout.contains("--allow-unsealed"), "{stdout}");
+    assert!(!stdout.contains("TAMPERED") && !stdout.contains("BROKEN"), "{stdout}");
+    let out = Command::new(cli_binary())
+        .arg("verify")
+        .arg(&unsealed)
+        .arg("--checkpoint-keys")
+        .arg(&jwks)
+        .arg("--allow-unsealed")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("OK: 10 events") && stdout.contains("alice #10..#10 not sealed"), "{stdout}");
+
+    assert_eq!(verify(&dir.path().join("missing.jsonl")).status.code(), Some(6));
+    // A JWK Set that is not one is a local problem too, not a verdict.
     let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--jwks").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    // And a command line that is not one is clap's usage error.
+    let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -111,3 +111,74 @@ async fn a_newline_in_a_reason_cannot_fake_a_row_of_the_cli_s_audit_table() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_an_export_on_the_terminal_carry_no_raw_format_character_yet_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, runtime) = e2e::local_api_on_loopback(dir.path(), Policy::default()).await;
+    // A reason may hold the zero-width joiner and non-joiner (Persian and emoji need them):
+    // invisible, so a terminal must be shown them escaped.
+    let reason = "ticket 4411 \u{200C} \u{1F468}\u{200D}\u{1F469}";
+    let http = reqwest::Client::new();
+    let granted = http
+        .post(format!("{base}/consents"))
+        .bearer_auth(e2e::dev_token(&runtime, "alice", &[]))
+        .json(&json!({"duration_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 201);
+    let minted = http
+        .post(format!("{base}/tokens"))
+        .bearer_auth(e2e::dev_token(&runtime, "agent-7", &["support"]))
+        .json(&json!({"user_id": "alice", "reason": reason}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 201);
+    let online = vec![
+        "--endpoint".to_owned(),
+        base,
+        "--token".to_owned(),
+        e2e::dev_token(&runtime, "aud-1", &["auditor"]),
+        "--user".to_owned(),
+        "alice".to_owned(),
+    ];
+    let run = |head: &[&str], tail: &[&str]| {
+        cli(head
+            .iter()
+            .map(|s| s.to_string())
+            .chain(online.clone())
+            .chain(tail.iter().map(|s| s.to_string()))
+            .collect())
+    };
+    let raw = |text: &str| text.chars().any(|c| c != '\n' && support_access_verify::is_unprintable(c));
+
+    let json = run(&["audit"], &["--output", "json", "--type", "token.issued"]).await;
+    let stdout = String::from_utf8(json.stdout).unwrap();
+    assert!(json.status.success() && !raw(&stdout) && stdout.contains(r"\u200d"), "{stdout}");
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(event["reason"], reason, "the same value once read");
+
+    let (file, keys) = (dir.path().join("alice.jsonl"), dir.path().join("keys.json"));
+    let (file_s, keys_s) = (file.display().to_string(), keys.display().to_string());
+    let printed = run(&["export"], &["--checkpoint-keys", &keys_s]).await;
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(!raw(&printed) && printed.contains(r"\u200c"), "{printed}");
+    assert!(run(&["export"], &["--file", &file_s]).await.status.success());
+    assert!(raw(&std::fs::read_to_string(&file).unwrap()), "--file keeps the service's bytes");
+    // Both verify alike: the escapes are JSON's, the values (and so the hashes) unchanged.
+    let shown_copy = dir.path().join("shown.jsonl");
+    std::fs::write(&shown_copy, &printed).unwrap();
+    for export in [&file, &shown_copy] {
+        let out = cli(vec![
+            "verify".into(),
+            export.display().to_string(),
+            "--checkpoint-keys".into(),
+            keys_s.clone(),
+            "--allow-unsealed".into(),
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}

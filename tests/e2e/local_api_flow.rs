@@ -295,14 +295,35 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
     let (status, _) = send(http.get(format!("{}/app/whoami", server.base)).bearer_auth(&token)).await;
     assert_eq!(status, 200);
 
-    // A refusal prints the problem (status, slug, detail) and exits 1; no server exits 2.
+    // A refusal prints the problem (status, slug, detail, request id) and exits 4 (the exit
+    // codes' table, `support_access_cli::exit::Exit`); no server exits 5.
     let refused = cli(args(&["mint"], &agent, &["--user", "bob", "--reason", "ticket 4412"])).await;
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(4));
     let stderr = text(&refused.stderr);
-    assert!(stderr.contains("403") && stderr.contains("no-consent"), "{stderr}");
+    assert!(stderr.contains("403") && stderr.contains("no-consent") && stderr.contains("(request id "), "{stderr}");
     assert!(refused.stdout.is_empty(), "no token printed");
+    // Refused for want of a group: the message names the group.
     let not_support = cli(args(&["mint"], &alice, &["--user", "alice", "--reason", "x"])).await;
-    assert!(text(&not_support.stderr).contains("forbidden"), "{}", text(&not_support.stderr));
+    let stderr = text(&not_support.stderr);
+    assert_eq!(not_support.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("403 forbidden") && stderr.contains("required group: support (request id "), "{stderr}");
+    // An endpoint without a scheme is a usage error that says how to write it; nothing is sent.
+    let no_scheme = cli(vec![
+        "mint".into(),
+        "--endpoint".into(),
+        server.base.trim_start_matches("http://").to_owned(),
+        "--token".into(),
+        agent.clone(),
+        "--user".into(),
+        "alice".into(),
+        "--reason".into(),
+        "ticket 4411".into(),
+    ])
+    .await;
+    let stderr = text(&no_scheme.stderr);
+    assert_eq!(no_scheme.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no scheme: write http://127.0.0.1:") && !stderr.contains("builder error"), "{stderr}");
+    assert!(no_scheme.stdout.is_empty());
     let closed = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
     let nowhere = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -318,7 +339,7 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
         "x".into(),
     ])
     .await;
-    assert_eq!(unreachable.status.code(), Some(2), "{}", text(&unreachable.stderr));
+    assert_eq!(unreachable.status.code(), Some(5), "{}", text(&unreachable.stderr));
 
     // audit: JSON Lines newest first, or a table with a header; filters go to the service.
     let json_lines = cli(args(&["audit"], &auditor, &["--user", "alice", "--json"])).await;
@@ -329,14 +350,16 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
         .collect();
     // (bob's refusal is on bob's stream, not alice's.)
     assert_eq!(types, ["token.used", "token.issued", "consent.granted"].map(String::from));
-    let only = cli(args(&["audit"], &auditor, &["--user", "alice", "--type", "token.issued", "--json"])).await;
+    let only =
+        cli(args(&["audit"], &auditor, &["--user", "alice", "--type", "token.issued", "--output", "json"])).await;
     assert_eq!(text(&only.stdout).lines().count(), 1);
     let table = text(&cli(args(&["audit"], &auditor, &["--user", "alice", "--limit", "2"])).await.stdout);
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 3, "{table}");
     assert!(rows[0].starts_with("AT") && rows[1].contains("token.used") && rows[1].contains("agent-7"), "{table}");
     let not_auditor = cli(args(&["audit"], &agent, &["--user", "alice"])).await;
-    assert_eq!(not_auditor.status.code(), Some(1));
+    assert_eq!(not_auditor.status.code(), Some(4));
+    assert!(text(&not_auditor.stderr).contains("required group: auditor"), "{}", text(&not_auditor.stderr));
 
     // --follow prints what happens next, once each, oldest first.
     let mut follower = Command::new(e2e::cli_binary())
@@ -427,11 +450,11 @@ async fn the_support_cli_requests_access_and_reports_its_status() {
     assert!(minted.status.success(), "the approval let the agent in: {}", text(&minted.stderr));
 
     let unknown = cli(args(&["status", "00000000-0000-0000-0000-000000000000"], &[])).await;
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(4));
     let bad_duration =
         cli(args(&["request"], &["--user", "carol", "--reason", "ticket 5150", "--duration", "1w"])).await;
     assert_eq!(bad_duration.status.code(), Some(2), "clap refuses it before any call");
     let refused = cli(args(&["request"], &["--user", "carol", "--reason", "short"])).await;
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(4));
     assert!(text(&refused.stderr).contains("invalid-request"), "{}", text(&refused.stderr));
 }

@@ -290,10 +290,12 @@ async fn handle(
         let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
         return page::handle(&parts.method, parts.uri.path(), host, &body, runtime);
     }
+    let started = std::time::Instant::now();
     // A CORS preflight is answered before any route or identity check, as API Gateway does.
     if let Some(cors) = &runtime.cors
         && let Some((status, headers)) = cors.preflight(&parts.method, &parts.headers)
     {
+        log_request(&shared::http::Summary::of_preflight(status.as_u16()), started.elapsed());
         let mut response = hyper::Response::new(Full::new(Bytes::new()));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -308,10 +310,11 @@ async fn handle(
         Some(hint) => Err(ApiError::UnauthenticatedHint(hint)),
         None => route,
     };
-    let mut response = shared::http::handle_resolved(route, request, &runtime.services).await;
+    let (mut response, summary) = shared::http::answer(route, request, &runtime.services).await;
     if let Some(cors) = &runtime.cors {
         cors.decorate(origin.as_ref(), response.headers_mut());
     }
+    log_request(&summary, started.elapsed());
     let (parts, body) = response.into_parts();
     hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
 }
@@ -339,6 +342,21 @@ fn stray_identity_hint(parts: &http::request::Parts, route: Route, runtime: &Run
          and the server's --data-dir"
             .to_owned()
     })
+}
+
+/// The one log line of an API request (as the Lambda functions' line, without their
+/// Powertools and metric fields): route, caller, decision and latency, never a token.
+fn log_request(summary: &shared::http::Summary, latency: std::time::Duration) {
+    tracing::info!(
+        route = %summary.route,
+        role = %summary.role,
+        user = summary.user.as_deref(),
+        agent = summary.agent.as_deref(),
+        decision = summary.decision.as_str(),
+        status = summary.status,
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "request"
+    );
 }
 
 /// The body, read up to one byte past the limit: enough for the handler to answer 413

@@ -21,6 +21,12 @@ pub enum ApiError {
     TokenRefused,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The caller is not in the group the route needs (`Caller::require_group`). The group is
+    /// named in the problem's own member `required_group` (not in `detail`, which a client
+    /// would have to parse): a refused agent then knows which membership to ask their
+    /// administrator for, instead of guessing among the deployment's groups.
+    #[error("the caller lacks the group this route needs")]
+    MissingGroup(String),
     #[error("the user has no active consent")]
     NoConsent,
     #[error("{0}")]

@@ -73,6 +73,11 @@ impl Caller {
         Ok(Self { sub: sub.clone(), groups, sign_in })
     }
 
+    /// The caller's `sub`, as authenticated (for the request's log line).
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
     /// How the caller signed in (`amr`, `auth_time`), for the step-up policy.
     pub fn sign_in(&self) -> &SignIn {
         &self.sign_in
@@ -106,11 +111,7 @@ impl Caller {
 
     /// 403 unless the caller is in `group`.
     pub fn require_group(&self, group: &str) -> Result<(), ApiError> {
-        if self.in_group(group) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("the caller lacks the group this route needs"))
-        }
+        if self.in_group(group) { Ok(()) } else { Err(ApiError::MissingGroup(group.to_owned())) }
     }
 }
 

@@ -21,7 +21,7 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::Unauthenticated | ApiError::UnauthenticatedHint(_) | ApiError::TokenRefused => {
             (StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
         }
-        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+        ApiError::Forbidden(_) | ApiError::MissingGroup(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
         ApiError::NoConsent => (StatusCode::FORBIDDEN, "no-consent", "No active consent"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
         ApiError::MethodNotAllowed { .. } => {
@@ -50,11 +50,15 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
         }
         other => other.to_string(),
     };
-    let problem = HttpApiProblem::new(status)
+    let mut problem = HttpApiProblem::new(status)
         .type_url(problem_type(slug))
         .title(title)
         .detail(detail)
         .value("request_id", &request_id);
+    if let ApiError::MissingGroup(group) = error {
+        // A member apart from `detail`, so a client reads it without parsing prose.
+        problem = problem.value("required_group", group);
+    }
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)
@@ -100,6 +104,96 @@ mod tests {
         assert_eq!(v["type"], problem_type("unavailable"));
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["status"], 503);
+    }
+
+    /// One error of each kind. The match has no wildcard, so a new variant does not compile
+    /// until it is listed here, and then `openapi.yaml` must name its slug and status.
+    fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::InvalidRequest("x".into()),
+            ApiError::Unauthenticated,
+            ApiError::UnauthenticatedHint("x".into()),
+            ApiError::TokenRefused,
+            ApiError::Forbidden("x"),
+            ApiError::MissingGroup("support".into()),
+            ApiError::NoConsent,
+            ApiError::NotFound("x"),
+            ApiError::MethodNotAllowed { allow: "GET".into() },
+            ApiError::Conflict("x"),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::FeatureDisabled,
+            ApiError::EmergencyStop,
+            ApiError::StepUpRequired(crate::domain::StepUpMissing::Method),
+            ApiError::SelfImpersonation,
+            ApiError::SelfApproval,
+            ApiError::RequestNotPending(crate::domain::RequestStatus::Denied),
+            ApiError::Unavailable("x".into()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::InvalidRequest(_)
+                | ApiError::Unauthenticated
+                | ApiError::UnauthenticatedHint(_)
+                | ApiError::TokenRefused
+                | ApiError::Forbidden(_)
+                | ApiError::MissingGroup(_)
+                | ApiError::NoConsent
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::Conflict(_)
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::FeatureDisabled
+                | ApiError::EmergencyStop
+                | ApiError::StepUpRequired(_)
+                | ApiError::SelfImpersonation
+                | ApiError::SelfApproval
+                | ApiError::RequestNotPending(_)
+                | ApiError::Unavailable(_) => {}
+            }
+        }
+        all
+    }
+
+    /// The `enum` items of the component schema `name` in `openapi.yaml`, sorted.
+    fn openapi_enum(name: &str) -> Vec<String> {
+        let spec = include_str!("../../../openapi.yaml");
+        let schema = &spec[spec.find(&format!("\n    {name}:\n")).unwrap_or_else(|| panic!("no schema {name}"))..];
+        let items = &schema[schema.find("\n      enum:\n").unwrap_or_else(|| panic!("{name} has no enum"))..];
+        let mut out: Vec<String> =
+            items.lines().skip(2).map_while(|line| line.strip_prefix("        - ")).map(str::to_owned).collect();
+        out.sort();
+        out
+    }
+
+    /// Generated clients parse every problem into one `Problem` whose `type` and `status` are
+    /// enums: a slug or status the spec does not list would fail to parse in a client.
+    #[test]
+    fn openapi_lists_exactly_the_problem_types_and_statuses() {
+        let (mut types, mut statuses): (Vec<_>, Vec<_>) = one_of_each()
+            .iter()
+            .map(|e| {
+                let (status, slug, _) = parts(e);
+                (problem_type(slug), status.as_u16().to_string())
+            })
+            .unzip();
+        for list in [&mut types, &mut statuses] {
+            list.sort();
+            list.dedup();
+        }
+        assert_eq!(openapi_enum("ProblemType"), types);
+        assert_eq!(openapi_enum("ProblemStatus"), statuses);
+    }
+
+    #[test]
+    fn a_missing_group_refusal_names_the_group_the_route_needs() {
+        let r = problem_response(&ApiError::MissingGroup("auditor".into()), "req-2");
+        assert_eq!(r.status(), 403);
+        let v: serde_json::Value = serde_json::from_slice(r.body().as_ref()).unwrap();
+        assert_eq!(v["type"], problem_type("forbidden"));
+        assert_eq!((v["required_group"].as_str(), v["request_id"].as_str()), (Some("auditor"), Some("req-2")));
+        let other = problem_response(&ApiError::Forbidden("the identity's sub is not a usable id"), "req-3");
+        let v: serde_json::Value = serde_json::from_slice(other.body().as_ref()).unwrap();
+        assert!(v.get("required_group").is_none(), "{v}");
     }
 
     #[test]

@@ -100,12 +100,9 @@ pub fn issuer_url_problem(value: &str) -> Option<&'static str> {
     if let Some(problem) = origin_problem(value) {
         return Some(problem);
     }
-    let loopback = |host: &str| {
-        matches!(host, "localhost" | "[::1]") || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
-    };
     match value.strip_prefix("http://") {
         Some(authority)
-            if !loopback(if authority.ends_with(']') {
+            if !is_loopback_name(if authority.ends_with(']') {
                 authority
             } else {
                 authority.rsplit_once(':').map_or(authority, |(host, _)| host)
@@ -115,6 +112,13 @@ pub fn issuer_url_problem(value: &str) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Whether `name`, a host without its port (an IPv6 address with or without its brackets), is
+/// this machine's loopback: `localhost` (in any ASCII case), 127.0.0.0/8 or `::1`.
+pub fn is_loopback_name(name: &str) -> bool {
+    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why `value` is not a web origin as browsers and URL libraries print it (the `Origin` header,

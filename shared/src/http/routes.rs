@@ -316,7 +316,7 @@ fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control:
 /// well-known paths so that issuer-only configurations (OpenID Connect Discovery first, as
 /// most libraries try) find it. Only what holds today is listed: the keys, introspection,
 /// ES256. No `token_endpoint`: `POST /tokens` takes this API's own JSON, not an OAuth grant,
-/// so none is advertised until an OAuth grant exists (RFC 8693 token exchange), and
+/// so none is advertised until an OAuth grant exists (RFC 8693 token exchange, not built), and
 /// `grant_types_supported` is empty rather than left out, since left out means
 /// `authorization_code` and `implicit` (RFC 8414 section 2). Neither is there an
 /// authorization endpoint: this is not an OpenID provider, and the OpenID-only members say
@@ -925,6 +925,22 @@ mod tests {
         // A bare-name issuer has no well-known location.
         let legacy = crate::domain::Policy::default();
         assert!(matches!(issuer_metadata(&legacy), Err(ApiError::NotFound(_))));
+    }
+
+    /// A browser may send every method a route takes (the CORS allow list is a constant, for
+    /// the template test to compare): no more, no fewer. A route of any method (the demo
+    /// resource) takes them all, but OPTIONS, which a preflight is.
+    #[test]
+    fn cors_allows_exactly_the_methods_of_the_route_table() {
+        let mut taken: Vec<&str> = if TABLE.iter().any(|(_, methods, _)| methods.is_empty()) {
+            METHOD_ORDER.to_vec()
+        } else {
+            TABLE.iter().flat_map(|(_, methods, _)| methods.iter().copied()).collect()
+        };
+        taken.retain(|m| *m != "OPTIONS");
+        taken.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+        taken.dedup();
+        assert_eq!(taken, crate::http::cors::ALLOW_METHODS);
     }
 
     #[test]

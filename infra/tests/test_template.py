@@ -423,9 +423,9 @@ def test_the_token_issuer_is_one_spelling_of_an_https_origin_or_empty(template):
     param = template["Parameters"]["TokenIssuer"]
     assert param["Default"] == ""
     pattern = re.compile(param["AllowedPattern"])
-    for good in ["", "support-access", "https://support.example.com", "https://abc123.execute-api.eu-west-1.amazonaws.com", "https://support.example.com:8443"]:
+    for good in ["", "support-access", "https://support.example.com", "https://abc123.execute-api.eu-west-1.amazonaws.com", "https://support.example.com:8443", "https://support.example.com:65535"]:
         assert pattern.fullmatch(good), good
-    for bad in ["https://support.example.com/", "https://support.example.com/prod", "http://support.example.com", "https://Support.example.com", "https://support.example.com?x", "https://u@support.example.com", "other-name"]:
+    for bad in ["https://support.example.com/", "https://support.example.com/prod", "http://support.example.com", "https://Support.example.com", "https://support.example.com?x", "https://u@support.example.com", "other-name", "https://support.example.com:443", "https://support.example.com:65536", "https://support.example.com:0443", "https://support..example.com", "https://-support.example.com"]:
         assert not pattern.fullmatch(bad), bad
 
 

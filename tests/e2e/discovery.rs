@@ -13,21 +13,16 @@ use reqwest::header::{self, HeaderMap};
 use serde_json::{Value, json};
 use shared::domain::Policy;
 use shared::http::Cors;
-use shared::ports::SystemClock;
 use support_access_verify::remote::{RemoteError, RemoteVerifier};
 use support_access_verify::{Expected, Rejection};
 
-/// local-api as its binary starts it: bound first, the bound base URL its issuer (unless
-/// `issuer` says otherwise), with `cors`.
+/// local-api as its binary starts it: the bound base URL its issuer (unless `issuer` says
+/// otherwise), with `cors`.
 async fn serve(dir: &std::path::Path, issuer: Option<&str>, cors: Option<Cors>) -> (String, Arc<Runtime>) {
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let policy = Policy { issuer: issuer.unwrap_or(&base).to_owned(), ..Policy::default() };
-    let mut runtime = Runtime::embedded(dir, policy, Arc::new(SystemClock)).await.unwrap();
-    runtime.cors = cors;
-    let runtime = Arc::new(runtime);
-    tokio::spawn(local_api::serve(listener, runtime.clone(), std::future::pending()));
-    (base, runtime)
+    e2e::local_api_bound_first(dir, |base| {
+        (Policy { issuer: issuer.unwrap_or(base).to_owned(), ..Policy::default() }, cors)
+    })
+    .await
 }
 
 async fn mint(base: &str, runtime: &Runtime) -> String {

@@ -487,7 +487,7 @@ async fn every_request_is_one_plain_log_line_without_its_token() {
     let alice = dev_token(dir.path(), &["--sub", "alice"]);
     let log = dir.path().join("stderr.log");
     let mut child = Command::new(BIN)
-        .args(["--port", "0", "--data-dir"])
+        .args(["--port", "0", "--cors-allowed-origins", "https://app.example.com", "--data-dir"])
         .arg(dir.path())
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
@@ -500,16 +500,26 @@ async fn every_request_is_one_plain_log_line_without_its_token() {
     assert_eq!(res.status(), 404, "no consent yet");
     let res = http.get(format!("{base}/nowhere")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(res.status(), 404);
+    // A CORS preflight, answered before any route: a line of its own too.
+    let res = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/consents/current"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
     child.kill().unwrap();
     child.wait().unwrap();
 
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains('\u{1b}'), "no ANSI colours into a file: {log:?}");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
-    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines.len(), 3, "{log}");
     for (line, wanted) in lines.iter().zip([
         ["route=GET /consents/current", "role=user", "user=\"alice\"", "decision=\"refused\"", "status=404"],
         ["route=unrouted", "role=anonymous", "decision=\"refused\"", "status=404", "latency_ms="],
+        ["route=preflight", "role=anonymous", "decision=\"allowed\"", "status=204", "latency_ms="],
     ]) {
         for field in wanted {
             assert!(line.contains(field), "{field} in {line}");

@@ -389,7 +389,12 @@ def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_autho
             if event["Type"] == "HttpApi":
                 auth = event["Properties"].get("Auth", {})
                 public = auth.get("Authorizer") == "NONE"
-                public_paths = {"/.well-known/jwks.json", "/.well-known/checkpoint-keys.json"}
+                public_paths = {
+                    "/.well-known/jwks.json",
+                    "/.well-known/checkpoint-keys.json",
+                    "/.well-known/oauth-authorization-server",
+                    "/.well-known/openid-configuration",
+                }
                 assert public == (event["Properties"]["Path"] in public_paths), name
 
 
@@ -408,6 +413,48 @@ def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(temp
     assert env["SUPPORT_ACCESS_STEP_UP_AMR"] == {"Ref": "StepUpAmr"}
     assert params["StepUpAmr"]["Default"] == ""
     assert params["StepUpMaxAgeSeconds"]["Default"] == 0
+
+
+def test_the_token_issuer_is_one_spelling_of_an_https_origin_or_empty(template):
+    # The same rule as shared/src/domain/policy.rs (issuer_url_problem), so a value the
+    # functions would refuse at start-up is refused at deploy time instead.
+    import re
+
+    param = template["Parameters"]["TokenIssuer"]
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ["", "support-access", "https://support.example.com", "https://abc123.execute-api.eu-west-1.amazonaws.com", "https://support.example.com:8443", "https://support.example.com:65535"]:
+        assert pattern.fullmatch(good), good
+    for bad in ["https://support.example.com/", "https://support.example.com/prod", "http://support.example.com", "https://Support.example.com", "https://support.example.com?x", "https://u@support.example.com", "other-name", "https://support.example.com:443", "https://support.example.com:65536", "https://support.example.com:0443", "https://support..example.com", "https://-support.example.com"]:
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_cors_is_off_by_default_and_never_allows_credentials(template):
+    import re
+
+    param = template["Parameters"]["CorsAllowedOrigins"]
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ["", "*", "https://app.example.com", "https://app.example.com,http://localhost:5173"]:
+        assert pattern.fullmatch(good), good
+    for bad in ["https://app.example.com/", "https://a.example, https://b.example", "*,https://a.example", "app.example.com"]:
+        assert not pattern.fullmatch(bad), bad
+    cors = template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]
+    condition, on, off = cors["Fn::If"]
+    assert condition == "CorsOn" and off == {"Ref": "AWS::NoValue"}
+    assert on["AllowCredentials"] is False
+    assert on["AllowOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowedOrigins"}]}
+
+    def cors_of(parameters):
+        api = transformed(template, parameters)["Resources"]["HttpApi"]["Properties"]["Body"]
+        return api.get("x-amazon-apigateway-cors")
+
+    # After SAM's transform: one condition around the whole configuration, credentials off.
+    body = cors_of({"CorsAllowedOrigins": "https://app.example.com"})
+    condition, on, off = body["Fn::If"]
+    assert condition == "CorsOn" and off == {"Ref": "AWS::NoValue"}
+    assert on["allowCredentials"] is False and "allowOrigins" in on
+    assert template["Conditions"]["CorsOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowedOrigins"}, ""]}]}
 
 
 # --- Day-2 operations ----------------------------------------------------------------------

@@ -237,13 +237,22 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let checkpoint_key = adapter_aws::create_signing_key(&kms).await.unwrap();
     let mut jwks_env = env.clone();
     jwks_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    // With the stack's TokenIssuer, the issuer's metadata too, at both well-known paths.
+    jwks_env.push(("SUPPORT_ACCESS_ISSUER".into(), "https://support.example.com".into()));
     let mut checkpoint_env: Vec<_> = env.iter().filter(|(k, _)| k != "KMS_KEY_ID").cloned().collect();
     checkpoint_env.push(("KMS_KEY_ID".into(), checkpoint_key.clone()));
     let sets = [
         Event::new("GET", "/.well-known/jwks.json").anonymous().to_json(),
         Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous().to_json(),
+        Event::new("GET", "/.well-known/oauth-authorization-server").anonymous().to_json(),
+        Event::new("GET", "/.well-known/openid-configuration").anonymous().to_json(),
     ];
     let published = invoke("jwks", &jwks_env, sets.to_vec()).await;
+    for metadata in &published[2..] {
+        assert_eq!(metadata["statusCode"], 200, "{metadata:?}");
+        assert_eq!(body(metadata)["issuer"], "https://support.example.com");
+        assert_eq!(body(metadata)["jwks_uri"], "https://support.example.com/.well-known/jwks.json");
+    }
     let kids = |set: &Value| -> Vec<String> {
         body(set)["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
     };

@@ -596,13 +596,24 @@ impl TestApp {
 /// store in `dir` with `policy`: its base URL and runtime (whose dev identity provider issues
 /// the tests' identity tokens, see [`dev_token`]).
 pub async fn local_api_on_loopback(dir: &std::path::Path, policy: Policy) -> (String, Arc<local_api::Runtime>) {
-    let runtime = Arc::new(
-        local_api::Runtime::embedded(dir, policy, Arc::new(shared::ports::SystemClock))
-            .await
-            .expect("local-api starts"),
-    );
+    local_api_bound_first(dir, |_| (policy, None)).await
+}
+
+/// As [`local_api_on_loopback`], configured the way its binary is: bound first, so that
+/// `configure` knows its base URL (the binary's default issuer), then given its policy and
+/// CORS setting.
+pub async fn local_api_bound_first(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&str) -> (Policy, Option<shared::http::Cors>),
+) -> (String, Arc<local_api::Runtime>) {
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.expect("a loopback port");
     let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let (policy, cors) = configure(&base);
+    let mut runtime = local_api::Runtime::embedded(dir, policy, Arc::new(shared::ports::SystemClock))
+        .await
+        .expect("local-api starts");
+    runtime.cors = cors;
+    let runtime = Arc::new(runtime);
     tokio::spawn(local_api::serve(listener, runtime.clone(), std::future::pending()));
     (base, runtime)
 }

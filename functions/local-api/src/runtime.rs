@@ -27,6 +27,8 @@ pub struct Runtime {
     pub outbox: Option<Arc<dyn Outbox>>,
     /// Which token uses are first uses (with the outbox).
     pub history: Option<Arc<dyn UseHistory>>,
+    /// Which browser origins may call the API (`--cors-allowed-origins`); `None`: CORS off.
+    pub cors: Option<shared::http::Cors>,
 }
 
 /// The dev identity provider's key, in the data directory.
@@ -79,6 +81,7 @@ impl Runtime {
             sweeper: Some(store.clone()),
             outbox: Some(store.clone()),
             history: Some(store),
+            cors: None,
         })
     }
 
@@ -87,7 +90,15 @@ impl Runtime {
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
         let services = aws::services_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { services, identity, data_dir: data_dir.to_owned(), sweeper: None, outbox: None, history: None })
+        Ok(Self {
+            services,
+            identity,
+            data_dir: data_dir.to_owned(),
+            sweeper: None,
+            outbox: None,
+            history: None,
+            cors: None,
+        })
     }
 }
 

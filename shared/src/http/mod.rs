@@ -6,6 +6,7 @@
 mod authorizer;
 mod body;
 mod caller;
+mod cors;
 mod problem;
 mod routes;
 mod summary;
@@ -13,6 +14,7 @@ mod summary;
 pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token, decide, undecided};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
+pub use cors::Cors;
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
 pub use routes::{Route, answer, handle, resolve_among, route, route_among, unavailable};
 pub use summary::{Decision, Summary};

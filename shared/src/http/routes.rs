@@ -64,6 +64,11 @@ pub enum Route {
     /// `GET /.well-known/checkpoint-keys.json`: the keys that sign audit checkpoints, for
     /// `support-access verify`; never a token key's set.
     CheckpointKeys,
+    /// `GET /.well-known/oauth-authorization-server`: the issuer's metadata (RFC 8414).
+    AuthorizationServerMetadata,
+    /// `GET /.well-known/openid-configuration`: the same document where OpenID Connect
+    /// Discovery looks for it.
+    OpenIdConfiguration,
 }
 
 /// The route table: every route with the methods it takes (none listed: any method) and
@@ -91,6 +96,8 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::LiftEmergencyStop, &["DELETE"], "/operator/emergency-stop"),
     (Route::RevokeAgentTokens, &["POST"], "/operator/agents/{agent_id}/revoke-tokens"),
     (Route::CheckpointKeys, &["GET", "HEAD"], "/.well-known/checkpoint-keys.json"),
+    (Route::AuthorizationServerMetadata, &["GET", "HEAD"], "/.well-known/oauth-authorization-server"),
+    (Route::OpenIdConfiguration, &["GET", "HEAD"], "/.well-known/openid-configuration"),
 ];
 
 /// The order methods are listed in an `Allow` header.
@@ -145,10 +152,17 @@ impl Route {
     }
 
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
-    /// says: every route but the public key sets and the demo resource, which the
-    /// impersonation token's own Lambda authorizer guards instead.
+    /// says: every route but the public documents (key sets, the issuer's metadata) and the
+    /// demo resource, which the impersonation token's own Lambda authorizer guards instead.
     pub fn takes_identity(self) -> bool {
-        !matches!(self, Self::Jwks | Self::CheckpointKeys | Self::Whoami)
+        !matches!(
+            self,
+            Self::Jwks
+                | Self::CheckpointKeys
+                | Self::AuthorizationServerMetadata
+                | Self::OpenIdConfiguration
+                | Self::Whoami
+        )
     }
 }
 
@@ -249,8 +263,9 @@ async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Re
         Route::MintToken => mint_token(req, services).await,
         Route::QueryAudit => query_audit(req, services).await,
         Route::AccessLog => access_log(req, services).await,
-        Route::Jwks => Ok(key_set(services.keys.jwks())),
-        Route::CheckpointKeys => Ok(key_set(&*services.checkpoint_keys)),
+        Route::Jwks => Ok(public_document(services.keys.jwks())),
+        Route::CheckpointKeys => Ok(public_document(&*services.checkpoint_keys)),
+        Route::AuthorizationServerMetadata | Route::OpenIdConfiguration => issuer_metadata(&services.policy),
         Route::Whoami => whoami(req, services).await,
         Route::Introspect => introspect(req, services).await,
         Route::ExportAudit => export_audit(req, services).await,
@@ -274,15 +289,17 @@ fn request_id(req: &Request) -> String {
 /// How long verifiers and HTTP caches may keep a published key set (the JWK Set, the
 /// checkpoint keys): they are public and change only on rotation, so caching them spares KMS
 /// and the function; a rotation publishes a new key at least this long (plus the verifiers'
-/// own cache) before it signs (docs/operators.md, "Rotating the signing keys").
+/// own cache) before it signs (docs/operators.md, "Rotating the signing keys"). The issuer's
+/// metadata, public too, changes only on a redeploy and is kept as long.
 pub const KEY_SET_CACHE_CONTROL: &str = "public, max-age=300";
 
 fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     json_with(status, body, "no-store")
 }
 
-/// A published key set: public, cacheable for [`KEY_SET_CACHE_CONTROL`].
-fn key_set<T: Serialize + ?Sized>(body: &T) -> Response<Body> {
+/// A published document (a key set, the issuer's metadata): public, cacheable for
+/// [`KEY_SET_CACHE_CONTROL`].
+fn public_document<T: Serialize + ?Sized>(body: &T) -> Response<Body> {
     json_with(StatusCode::OK, body, KEY_SET_CACHE_CONTROL)
 }
 
@@ -293,6 +310,42 @@ fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control:
         .header(header::CACHE_CONTROL, cache_control)
         .body(Body::from(serde_json::to_string(body).expect("response bodies always serialize")))
         .expect("a static status and headers always build")
+}
+
+/// The issuer's metadata: RFC 8414 authorization server metadata, served as it is at both
+/// well-known paths so that issuer-only configurations (OpenID Connect Discovery first, as
+/// most libraries try) find it. Only what holds today is listed: the keys, introspection,
+/// ES256. No `token_endpoint`: `POST /tokens` takes this API's own JSON, not an OAuth grant,
+/// so none is advertised until an OAuth grant exists (RFC 8693 token exchange, not built), and
+/// `grant_types_supported` is empty rather than left out, since left out means
+/// `authorization_code` and `implicit` (RFC 8414 section 2). Neither is there an
+/// authorization endpoint: this is not an OpenID provider, and the OpenID-only members say
+/// what a library reading them needs (ES256, public subjects). A bare-name issuer has no
+/// well-known location: 404.
+#[derive(Serialize)]
+struct IssuerMetadata<'a> {
+    issuer: &'a str,
+    jwks_uri: String,
+    introspection_endpoint: String,
+    grant_types_supported: [&'static str; 0],
+    response_types_supported: [&'static str; 0],
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: [&'static str; 1],
+}
+
+fn issuer_metadata(policy: &crate::domain::Policy) -> Result<Response<Body>, ApiError> {
+    let issuer = policy
+        .issuer_url()
+        .ok_or(ApiError::NotFound("the issuer is not a URL: set SUPPORT_ACCESS_ISSUER (TokenIssuer on AWS)"))?;
+    Ok(public_document(&IssuerMetadata {
+        issuer,
+        jwks_uri: format!("{issuer}{}", Route::Jwks.path()),
+        introspection_endpoint: format!("{issuer}{}", Route::Introspect.path()),
+        grant_types_supported: [],
+        response_types_supported: [],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: ["ES256"],
+    }))
 }
 
 /// The caller [`answer`] authenticated (401 where none), else authenticated here.
@@ -844,6 +897,50 @@ mod tests {
         assert_eq!(percent_decoded("agent-7"), "agent-7");
         assert_eq!(percent_decoded("bad%zz%"), "bad%zz%");
         assert_eq!(percent_decoded("%ff"), "%ff");
+    }
+
+    #[test]
+    fn the_issuer_metadata_names_the_issuer_its_keys_and_introspection_and_no_grant() {
+        let policy = crate::domain::Policy { issuer: "https://support.example.com".into(), ..Default::default() };
+        let response = issuer_metadata(&policy).unwrap();
+        assert_eq!(response.headers()[header::CACHE_CONTROL], KEY_SET_CACHE_CONTROL);
+        let doc: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "issuer": "https://support.example.com",
+                "jwks_uri": "https://support.example.com/.well-known/jwks.json",
+                "introspection_endpoint": "https://support.example.com/introspect",
+                "grant_types_supported": [],
+                "response_types_supported": [],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })
+        );
+        assert_eq!(
+            Route::resolve(&Method::GET, "/.well-known/openid-configuration").unwrap(),
+            Route::OpenIdConfiguration
+        );
+        assert!(!Route::AuthorizationServerMetadata.takes_identity() && !Route::OpenIdConfiguration.takes_identity());
+        // A bare-name issuer has no well-known location.
+        let legacy = crate::domain::Policy::default();
+        assert!(matches!(issuer_metadata(&legacy), Err(ApiError::NotFound(_))));
+    }
+
+    /// A browser may send every method a route takes (the CORS allow list is a constant, for
+    /// the template test to compare): no more, no fewer. A route of any method (the demo
+    /// resource) takes them all, but OPTIONS, which a preflight is.
+    #[test]
+    fn cors_allows_exactly_the_methods_of_the_route_table() {
+        let mut taken: Vec<&str> = if TABLE.iter().any(|(_, methods, _)| methods.is_empty()) {
+            METHOD_ORDER.to_vec()
+        } else {
+            TABLE.iter().flat_map(|(_, methods, _)| methods.iter().copied()).collect()
+        };
+        taken.retain(|m| *m != "OPTIONS");
+        taken.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+        taken.dedup();
+        assert_eq!(taken, crate::http::cors::ALLOW_METHODS);
     }
 
     #[test]

@@ -26,8 +26,8 @@ use shared::ports::{
     TokenLedger,
 };
 
-/// The six tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`).
+/// The seven tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`, `FIRST_USES_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
@@ -37,6 +37,8 @@ pub struct Tables {
     pub requests: String,
     /// The operators' emergency stop and agent revocations (`controls`).
     pub controls: String,
+    /// Each token's first-use claim, by `jti` (the notifier's alone, TTL on `expires_at`).
+    pub first_uses: String,
 }
 
 impl Tables {
@@ -57,6 +59,7 @@ impl Tables {
             checkpoints: var("CHECKPOINTS_TABLE", "Checkpoints"),
             requests: var("ACCESS_REQUESTS_TABLE", "AccessRequests"),
             controls: var("CONTROLS_TABLE", "Controls"),
+            first_uses: var("FIRST_USES_TABLE", "FirstUses"),
         }
     }
 }

@@ -111,7 +111,7 @@ EXPECTED = {
         (a, "AuditTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
-    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")}
+    | {("dynamodb:PutItem", "FirstUsesTable"), ("events:PutEvents", "NotificationBus")}
     | FAILED_BATCHES,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
@@ -297,6 +297,9 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 # Incident response is the operator function's alone: nothing a support agent
                 # calls can lift a stop or undo a revocation.
                 assert function == "OperatorFunction", f"{function} writes the controls"
+            if resource == "FirstUsesTable":
+                # The first-use claims are the notifier's alone, written only by a conditional put.
+                assert (function, action) == ("NotifierFunction", "dynamodb:PutItem"), f"{function} may {action} first uses"
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
@@ -334,7 +337,15 @@ def test_a_widened_role_is_caught(template):
 
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable", "AccessRequestsTable", "ControlsTable"]:
+    for table in [
+        "ConsentsTable",
+        "AuditTable",
+        "ChainHeadsTable",
+        "CheckpointsTable",
+        "AccessRequestsTable",
+        "ControlsTable",
+        "FirstUsesTable",
+    ]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -350,6 +361,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     controls = resources["ControlsTable"]["Properties"]
     assert controls["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert controls["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
+    first_uses = resources["FirstUsesTable"]["Properties"]
+    assert first_uses["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert first_uses["KeySchema"] == [{"AttributeName": "jti", "KeyType": "HASH"}]
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1

@@ -319,6 +319,7 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
         checkpoints: format!("Checkpoints-{suffix}"),
         requests: format!("AccessRequests-{suffix}"),
         controls: format!("Controls-{suffix}"),
+        first_uses: format!("FirstUses-{suffix}"),
     };
     create_tables(&dynamodb, &tables).await.unwrap();
     let key = create_signing_key(&kms).await.unwrap();
@@ -433,6 +434,7 @@ impl TestApp {
             ("CHECKPOINTS_TABLE", aws.tables.checkpoints.as_str()),
             ("ACCESS_REQUESTS_TABLE", aws.tables.requests.as_str()),
             ("CONTROLS_TABLE", aws.tables.controls.as_str()),
+            ("FIRST_USES_TABLE", aws.tables.first_uses.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]
@@ -444,6 +446,15 @@ impl TestApp {
     /// The embedded store's expiry sweep (DynamoDB has TTL and the stream instead).
     pub fn sweeper(&self) -> &dyn ExpirySweeper {
         self.sqlite.as_ref().expect("the sweep belongs to the embedded store").0.as_ref()
+    }
+
+    /// The first-use claims the notifier (AWS) or the relay (embedded) announces uses by.
+    pub fn first_uses(&self) -> Arc<dyn shared::ports::FirstUses> {
+        match (&self.sqlite, &self.aws) {
+            (Some((store, _)), _) => store.clone(),
+            (_, Some(aws)) => aws.store.clone(),
+            _ => unreachable!("a backend"),
+        }
     }
 
     /// The DynamoDB tables (an AWS backend).

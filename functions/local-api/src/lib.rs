@@ -260,8 +260,8 @@ pub async fn relay_notifications(
     settings: shared::app::RelaySettings,
     stats: Arc<shared::app::RelayStats>,
 ) {
-    let (Some(outbox), Some(history)) = (runtime.outbox.clone(), runtime.history.clone()) else { return };
-    shared::app::relay_forever(outbox, history, publisher, "webhook".to_owned(), settings, stats).await
+    let (Some(outbox), Some(first_uses)) = (runtime.outbox.clone(), runtime.first_uses.clone()) else { return };
+    shared::app::relay_forever(outbox, first_uses, publisher, "webhook".to_owned(), settings, stats).await
 }
 
 /// Seals the audit log into a signed checkpoint every `every` until the process ends (on AWS,

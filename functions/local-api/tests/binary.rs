@@ -146,6 +146,7 @@ fn aws_env() -> Vec<(String, String)> {
         ("CHECKPOINTS_TABLE", &format!("Checkpoints-cli-{suffix}")),
         ("ACCESS_REQUESTS_TABLE", &format!("AccessRequests-cli-{suffix}")),
         ("CONTROLS_TABLE", &format!("Controls-cli-{suffix}")),
+        ("FIRST_USES_TABLE", &format!("FirstUses-cli-{suffix}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

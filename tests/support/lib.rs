@@ -489,6 +489,91 @@ impl TestApp {
         }
     }
 
+    /// Writes `events` (built in order, as for an empty stream) straight into the store as a
+    /// sealed chain: one SQLite transaction, or DynamoDB batch writes of 25 (with the chain
+    /// head), so tens of thousands of events take seconds on both backends. The events keep
+    /// their `user_id` (the unattributed stream when `None`).
+    pub async fn seed_chain(&self, events: impl IntoIterator<Item = AuditEvent>) {
+        let mut hash = support_access_verify::chain::GENESIS.to_owned();
+        let mut sealed = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let event = event.seal(i as u64 + 1, &hash);
+            hash = event.hash.clone();
+            sealed.push(event);
+        }
+        let Some(last) = sealed.last().cloned() else { return };
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                let mut conn = rusqlite::Connection::open(path).expect("a file database (use TestApp::on)");
+                let tx = conn.transaction().unwrap();
+                for e in &sealed {
+                    tx.execute(
+                        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body, hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        rusqlite::params![
+                            e.stream(),
+                            e.seq as i64,
+                            e.event_id.as_str(),
+                            e.event_type.as_str(),
+                            e.at.unix(),
+                            e.user_id.as_ref().map(|u| u.as_str()),
+                            e.actor.sub.as_str(),
+                            serde_json::to_string(e).unwrap(),
+                            e.hash,
+                        ],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            (_, Some(aws)) => {
+                use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+                let put = |item| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                        .build()
+                };
+                let writes: Vec<WriteRequest> = sealed.iter().map(|e| put(adapter_aws::audit_item(e))).collect();
+                for group in writes.chunks(25).collect::<Vec<_>>().chunks(8) {
+                    let calls: Vec<_> = group
+                        .iter()
+                        .map(|batch| {
+                            let call = aws.dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
+                            tokio::spawn(call.send())
+                        })
+                        .collect();
+                    for call in calls {
+                        let answer = call.await.unwrap().unwrap();
+                        assert!(answer.unprocessed_items().is_none_or(|u| u.is_empty()), "items left unprocessed");
+                    }
+                }
+                let head = std::collections::HashMap::from([
+                    ("stream".to_owned(), AttributeValue::S(last.stream().to_owned())),
+                    ("seq".to_owned(), AttributeValue::N(last.seq.to_string())),
+                    ("hash".to_owned(), AttributeValue::S(last.hash.clone())),
+                    ("at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
+                ]);
+                aws.dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every page of the export of `scope`, followed from the first, concatenated; with the
+    /// number of pages.
+    pub async fn export_pages(&self, scope: &shared::app::ExportScope) -> (String, usize) {
+        let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);
+        loop {
+            let page = shared::app::export_page(self.services(), scope, cursor.as_deref()).await.unwrap();
+            text.push_str(&page.lines);
+            pages += 1;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return (text, pages),
+            }
+        }
+    }
+
     pub async fn mend_audit_writes(&mut self) {
         match (&self.sqlite, &self.aws) {
             (Some((_, path)), _) => {

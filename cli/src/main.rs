@@ -156,23 +156,33 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         interval: f64,
     },
-    /// Save an export of one user's stream (or every stream) with its checkpoints (auditor
-    /// group), for `verify`.
+    /// Save an export of one user's stream (or the unattributed one, or every stream) with
+    /// its checkpoints (auditor group), for `verify`. The export comes in pages, each
+    /// appended whole; into a file, the key sets that verify it are saved beside it
+    /// (`<file>.jwks.json`, `<file>.checkpoint-keys.json`), and an interrupted export goes
+    /// on with `--resume` (from `<file>.cursor`, removed when the export is complete).
     Export {
         #[command(flatten)]
         online: Online,
         /// Only this user's stream; every stream (the unattributed one too) when absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unattributed")]
         user: Option<String>,
+        /// Only the unattributed stream (refusals no user can be named for, operator acts).
+        #[arg(long)]
+        unattributed: bool,
         /// Where to write it (JSON Lines) as the service sent it; standard output when absent,
         /// with every character a terminal could act on written as a JSON escape. (`-o` and
         /// `--output` still work here: `--output` names a format in the other commands.)
         #[arg(long, short = 'f', short_alias = 'o', alias = "output")]
         file: Option<PathBuf>,
-        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here,
-        /// to verify the export with.
+        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here
+        /// (with --file they are saved as `<file>.checkpoint-keys.json` anyway).
         #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: Option<PathBuf>,
+        /// Go on with the interrupted export into --file from its last complete page (give
+        /// the same --user or --unattributed as the first run).
+        #[arg(long, requires = "file")]
+        resume: bool,
     },
     /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, and the
     /// signed checkpoints that seal every chain.
@@ -361,25 +371,108 @@ async fn audit(
     }
 }
 
-async fn export(
-    online: Online,
+/// `<file><suffix>`: the files an export into `file` keeps beside it.
+fn beside(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Where an interrupted export into a file goes on: the next page's cursor and the length
+/// of the file up to the last complete page (what a crash may have half-appended past it is
+/// cut off on `--resume`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExportState {
+    cursor: String,
+    bytes: u64,
+}
+
+struct ExportArgs {
     user: Option<String>,
+    unattributed: bool,
     file: Option<PathBuf>,
     jwks: Option<PathBuf>,
-) -> Result<Exit, Exit> {
+    resume: bool,
+}
+
+async fn export(online: Online, args: ExportArgs) -> Result<Exit, Exit> {
+    use std::io::{IsTerminal, Write};
     let api = connect(&online)?;
-    let lines = api.export(user.as_deref()).await.map_err(failed)?;
-    let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| {
-            eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
-            Exit::Local
-        })
+    let local = |path: &Path, e: std::io::Error| {
+        eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
+        Exit::Local
     };
-    match &file {
-        Some(path) => write(path, &lines)?,
-        None => print!("{}", shown_json(&lines)),
+    let write = |path: &Path, text: &str| std::fs::write(path, text).map_err(|e| local(path, e));
+    let mut out = match &args.file {
+        Some(path) => {
+            let state_path = beside(path, ".cursor");
+            let state = if args.resume {
+                let text = read(&state_path)?;
+                let state: ExportState = serde_json::from_str(&text).map_err(|e| {
+                    eprintln!("support-access: {} is no export state: {e}", shown(&state_path.display().to_string()));
+                    Exit::Local
+                })?;
+                Some(state)
+            } else {
+                None
+            };
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(state.is_none())
+                .open(path)
+                .map_err(|e| local(path, e))?;
+            if let Some(state) = &state {
+                file.set_len(state.bytes).map_err(|e| local(path, e))?;
+            }
+            Some((file, path.clone(), state_path, state))
+        }
+        None => None,
+    };
+    let mut cursor = out.as_mut().and_then(|(_, _, _, state)| state.take()).map(|s| s.cursor);
+    let progress = std::io::stderr().is_terminal();
+    let (mut lines, mut pages) = (0usize, 0usize);
+    loop {
+        let (page, next) =
+            api.export_page(args.user.as_deref(), args.unattributed, cursor.as_deref()).await.map_err(failed)?;
+        match &mut out {
+            Some((file, path, state_path, _)) => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::End(0)).map_err(|e| local(path, e))?;
+                file.write_all(page.as_bytes()).and_then(|()| file.sync_data()).map_err(|e| local(path, e))?;
+                if let Some(next) = &next {
+                    let bytes = file.metadata().map_err(|e| local(path, e))?.len();
+                    let state =
+                        serde_json::to_string(&ExportState { cursor: next.clone(), bytes }).expect("serializes");
+                    let tmp = beside(state_path, ".tmp");
+                    write(&tmp, &state)?;
+                    std::fs::rename(&tmp, &*state_path).map_err(|e| local(state_path, e))?;
+                }
+            }
+            None => print!("{}", shown_json(&page)),
+        }
+        lines += page.lines().count();
+        pages += 1;
+        if progress {
+            eprint!("\rsupport-access: exported {lines} lines in {pages} pages");
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
     }
-    if let Some(path) = &jwks {
+    if progress {
+        eprintln!();
+    }
+    if let Some((_, path, state_path, _)) = &out {
+        write(&beside(path, ".jwks.json"), &api.jwks().await.map_err(failed)?)?;
+        write(&beside(path, ".checkpoint-keys.json"), &api.checkpoint_keys().await.map_err(failed)?)?;
+        match std::fs::remove_file(state_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(local(state_path, e)),
+            _ => {}
+        }
+    }
+    if let Some(path) = &args.jwks {
         write(path, &api.checkpoint_keys().await.map_err(failed)?)?;
     }
     Ok(Exit::Ok)
@@ -409,7 +502,9 @@ fn main() -> ExitCode {
                 let follow = follow.then(|| Duration::from_secs_f64(interval.clamp(0.1, 3600.0)));
                 audit(online, filter, limit, output.json(), follow).await
             }
-            Command::Export { online, user, file, jwks } => export(online, user, file, jwks).await,
+            Command::Export { online, user, unattributed, file, jwks, resume } => {
+                export(online, ExportArgs { user, unattributed, file, jwks, resume }).await
+            }
         }
     };
     let exit = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

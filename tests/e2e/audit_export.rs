@@ -302,7 +302,19 @@ async fn only_an_auditor_exports_and_only_a_valid_user() {
     let app = busy_app().await;
     let (status, _, _) = app.call_raw(Event::new("GET", "/audit/export").user("alice").query("user_id=alice")).await;
     assert_eq!(status, 403);
-    for query in ["user_id=", "user_id=al%20ice", "user_id=alice&extra=1"] {
+    let (status, _, body) = app
+        .call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("stream=unattributed"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.lines().all(|l| !l.contains("\"user_id\":\"")), "the unattributed stream alone: {body}");
+    for query in [
+        "user_id=",
+        "user_id=al%20ice",
+        "user_id=alice&extra=1",
+        "stream=alice",
+        "user_id=alice&stream=unattributed",
+        "user_id=alice&cursor=garbage",
+    ] {
         let (status, _, body) =
             app.call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
         assert_eq!(status, 400, "{query}: {body}");

@@ -188,9 +188,8 @@ def body_of(response):
 def main():
     bin_dir, runs = sys.argv[1], int(sys.argv[2])
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k.endswith("_TABLE") or k in (
-        "KMS_KEY_ID", "SUPPORT_ACCESS_GROUPS_CLAIM", "SUPPORT_ACCESS_CURSOR_KEY")}
+        "KMS_KEY_ID", "SUPPORT_ACCESS_GROUPS_CLAIM", "SUPPORT_ACCESS_CURSOR_SECRET_ARN")}
     env["SUPPORT_ACCESS_GROUPS_CLAIM"] = "cognito:groups"
-    env.setdefault("SUPPORT_ACCESS_CURSOR_KEY", "c3VwcG9ydC1hY2Nlc3MgY3Vyc29yIGtleSBmb3IgdGVzdHMhIQ==")
     api = Api()
     results = {}
     missing = [n for n in ("grant-consent", "get-consent", "mint-token", "authorizer", "introspect", "jwks",

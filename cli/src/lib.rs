@@ -15,12 +15,15 @@ pub mod api;
 pub mod exit;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Cursor, Seek, SeekFrom};
 
 use serde::Deserialize;
 use serde_json::Value;
 use support_access_verify::KeyRing;
-use support_access_verify::chain::{ChainError, GENESIS, event_hash, stream_of, verify_chains};
-use support_access_verify::checkpoint::{CheckpointError, ProvenLeaf, link_of, verify_checkpoint, verify_inclusion};
+use support_access_verify::chain::{ChainError, Chains, GENESIS};
+use support_access_verify::checkpoint::{
+    CheckpointError, Leaf, ProvenLeaf, link_of, verify_checkpoint, verify_inclusion,
+};
 
 /// How strict [`verify_export`] is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,78 +83,238 @@ struct CheckpointLine {
     leaves: Vec<ProvenLeaf>,
 }
 
+/// The `type` of the lines that are not events. Pass one (see [`verify_stream`]) parses only
+/// the lines that may be one of these: those holding a kind's name, or a `\u` escape (which
+/// could spell it). A later kind of line (a receipt) is added here and to [`Seals::read`].
+const LINE_KINDS: [&str; 1] = ["checkpoint"];
+
 /// Verifies the export `text` (JSON Lines: events, each stream oldest first, and checkpoint
 /// lines) against the JWK Set `keys`.
 pub fn verify_export(text: &str, keys: &KeyRing, options: Options) -> Result<Report, VerifyFailure> {
-    let mut events = Vec::new();
-    let mut event_lines = Vec::new();
-    let mut checkpoints = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
+    verify_stream(&mut Cursor::new(text.as_bytes()), keys, options).expect("a string is UTF-8 and reads in full")
+}
+
+/// [`verify_export`] of an export read line by line from `input`, in memory that grows with
+/// the streams and the checkpoints' leaves, never with the events. The outer error is the
+/// input's: a read that failed, or a line that is not UTF-8 (what the caller reports as an
+/// unreadable file, not as a verdict).
+///
+/// Two passes over `input`, hence `Seek`. A leaf must match "its stream's event at the leaf's
+/// `seq`", and the checkpoint lines come after the events: one pass would have to keep the
+/// hash of every event in case a leaf names it (32 bytes each at best, 32 MB per million
+/// events and growing without bound). Pass one reads only the checkpoint lines (checked
+/// whole: signature, links, inclusion) and keeps their leaves; pass two checks the chains
+/// (one head per stream) and notes the hash of each event a leaf names. Pass one costs a
+/// byte scan of the event lines, next to pass two's parse and SHA-256 of each: BENCHMARKS.md
+/// ("Verifying a large export") measures both. Input that cannot seek (a pipe) is spooled to
+/// a temporary file by the CLI first.
+///
+/// Which failure is named when there are several: the first line in the file that is not
+/// JSON, is a malformed checkpoint line or breaks a chain; then, when every chain holds, the
+/// first checkpoint (in file order) whose signature, links, proofs or leaves do not hold.
+pub fn verify_stream<R: BufRead + Seek>(
+    input: &mut R,
+    keys: &KeyRing,
+    options: Options,
+) -> io::Result<Result<Report, VerifyFailure>> {
+    let start = input.stream_position()?;
+    let mut seals = Seals::read(input, keys)?;
+    input.seek(SeekFrom::Start(start))?;
+
+    let mut chains = Chains::default();
+    let mut lines = Lines::default();
+    while let Some((line, raw)) = lines.next_str(input)? {
         if raw.trim().is_empty() {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(raw).map_err(|e| VerifyFailure::NotJson { line, problem: e.to_string() })?;
-        if value.get("type").and_then(Value::as_str) == Some("checkpoint") {
-            let seq = value.get("seq").and_then(Value::as_u64).unwrap_or(0);
-            let parsed: CheckpointLine = serde_json::from_value(value).map_err(|e| VerifyFailure::Checkpoint {
-                line,
-                seq,
-                problem: format!("malformed line: {e}"),
-            })?;
-            checkpoints.push((line, parsed));
-        } else {
-            events.push(value);
-            event_lines.push(line);
-        }
-    }
-    if events.is_empty() {
-        return Err(VerifyFailure::Empty);
-    }
-    let heads = verify_chains(&events).map_err(|error| {
-        let index = match &error {
-            ChainError::Malformed { index, .. }
-            | ChainError::Hash { index, .. }
-            | ChainError::Sequence { index, .. }
-            | ChainError::Link { index, .. } => *index,
+        let value: Value = match serde_json::from_str(raw) {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(VerifyFailure::NotJson { line, problem: e.to_string() })),
         };
-        let event_id = events[index].get("event_id").and_then(Value::as_str).map(str::to_owned);
-        VerifyFailure::Broken { line: event_lines[index], event_id, error }
-    })?;
-    // The chains hold, so each (stream, seq) names exactly one event: its hash, for the leaves.
-    let hash_at: HashMap<(String, u64), String> =
-        events.iter().filter_map(|e| Some(((stream_of(e)?, e.get("seq")?.as_u64()?), event_hash(e)))).collect();
-
-    let mut sealed: BTreeMap<String, u64> = BTreeMap::new();
-    // seq → (its JWS, its signed `prev`), for the links between checkpoints in either order.
-    let mut verified: BTreeMap<u64, (String, String)> = BTreeMap::new();
-    for (line, cp) in &checkpoints {
-        let fail = |problem: String| VerifyFailure::Checkpoint { line: *line, seq: cp.seq, problem };
-        let claims = verify_checkpoint(&cp.jws, keys).map_err(|e| fail(e.to_string()))?;
-        if claims.seq != cp.seq {
-            return Err(fail(format!("the line says seq {} but the signed claims say {}", cp.seq, claims.seq)));
+        if kind_of(&value).is_some() {
+            if let Some(malformed) = seals.malformed.take_if(|m| m.line() == Some(line)) {
+                return Ok(Err(malformed));
+            }
+            continue;
         }
-        if verified.contains_key(&claims.seq) {
-            return Err(fail("appears twice".into()));
+        let linked = match chains.push(&value) {
+            Ok(linked) => linked,
+            Err(error) => {
+                let event_id = value.get("event_id").and_then(Value::as_str).map(str::to_owned);
+                return Ok(Err(VerifyFailure::Broken { line, event_id, error }));
+            }
+        };
+        if let Some(slot) = seals.named.get_mut(linked.stream).and_then(|at| at.get_mut(&linked.seq)) {
+            *slot = Some(linked.hash.to_owned());
+        }
+    }
+    if chains.is_empty() {
+        return Ok(Err(VerifyFailure::Empty));
+    }
+    let events = chains.len();
+    let heads = chains.into_heads();
+    Ok(seals.check_leaves(&heads).map(|(sealed, checkpoints)| Report { events, heads, sealed, checkpoints }).and_then(
+        |report| match report.unsealed().into_iter().next() {
+            Some((stream, from, to)) if !options.allow_unsealed => Err(VerifyFailure::Unsealed { stream, from, to }),
+            _ => Ok(report),
+        },
+    ))
+}
+
+/// The non-event kind of a line (`"checkpoint"`), or `None` for an event.
+fn kind_of(value: &Value) -> Option<&'static str> {
+    let kind = value.get("type").and_then(Value::as_str)?;
+    LINE_KINDS.into_iter().find(|k| *k == kind)
+}
+
+/// Reads `input` one line at a time into one reused buffer, numbering lines from 1 as
+/// `str::lines` does (a `\r` before the `\n` is not part of the line).
+#[derive(Default)]
+struct Lines {
+    buffer: Vec<u8>,
+    number: usize,
+}
+
+impl Lines {
+    fn next_bytes(&mut self, input: &mut impl BufRead) -> io::Result<Option<(usize, &[u8])>> {
+        self.buffer.clear();
+        if input.read_until(b'\n', &mut self.buffer)? == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let mut line = self.buffer.as_slice();
+        line = line.strip_suffix(b"\n").unwrap_or(line);
+        line = line.strip_suffix(b"\r").unwrap_or(line);
+        Ok(Some((self.number, line)))
+    }
+
+    fn next_str(&mut self, input: &mut impl BufRead) -> io::Result<Option<(usize, &str)>> {
+        match self.next_bytes(input)? {
+            None => Ok(None),
+            Some((number, bytes)) => std::str::from_utf8(bytes)
+                .map(|s| Some((number, s)))
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("line {number} is not valid UTF-8"))),
+        }
+    }
+}
+
+/// A leaf of a checkpoint that verified, waiting for pass two's chains.
+struct PendingLeaf {
+    line: usize,
+    checkpoint: u64,
+    stream: String,
+    seq: u64,
+    hash: String,
+}
+
+/// What pass one learned from the checkpoint lines.
+#[derive(Default)]
+struct Seals {
+    /// The leaves of the checkpoints that hold, in file order (those of the first failing
+    /// checkpoint before its failure included, as they were checked before it).
+    leaves: Vec<PendingLeaf>,
+    /// stream → seq → the hash of the export's event there (filled by pass two).
+    named: HashMap<String, HashMap<u64, Option<String>>>,
+    /// The first checkpoint line that is not one (named in pass two, in line order).
+    malformed: Option<VerifyFailure>,
+    /// The first failure of a well-formed checkpoint; nothing after it is checked.
+    failed: Option<VerifyFailure>,
+    /// seq → (`link_of` its JWS, its signed `prev`), for the links in either order.
+    verified: BTreeMap<u64, (String, String)>,
+}
+
+impl VerifyFailure {
+    fn line(&self) -> Option<usize> {
+        match self {
+            VerifyFailure::NotJson { line, .. }
+            | VerifyFailure::Broken { line, .. }
+            | VerifyFailure::Checkpoint { line, .. } => Some(*line),
+            VerifyFailure::Unsealed { .. } | VerifyFailure::Empty => None,
+        }
+    }
+}
+
+impl Seals {
+    /// Pass one: every checkpoint line, checked as far as it can be without the events.
+    fn read(input: &mut impl BufRead, keys: &KeyRing) -> io::Result<Self> {
+        let mut seals = Seals::default();
+        let mut lines = Lines::default();
+        while let Some((line, raw)) = lines.next_bytes(input)? {
+            // Whatever is not UTF-8 or JSON here is named by pass two, in its place. `str`'s
+            // substring search is the fast one: a `windows().any()` scan of the bytes here
+            // took verify from 0.85x to 0.74x of the baseline (scripts/bench-verify, 10^5).
+            let Ok(raw) = std::str::from_utf8(raw) else { continue };
+            if !(raw.contains("\\u") || LINE_KINDS.iter().any(|k| raw.contains(k))) {
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<Value>(raw) else { continue };
+            if kind_of(&value) != Some("checkpoint") {
+                continue;
+            }
+            let seq = value.get("seq").and_then(Value::as_u64).unwrap_or(0);
+            match serde_json::from_value::<CheckpointLine>(value) {
+                Err(e) => {
+                    let problem = format!("malformed line: {e}");
+                    seals.malformed.get_or_insert(VerifyFailure::Checkpoint { line, seq, problem });
+                }
+                Ok(checkpoint) if seals.failed.is_none() => {
+                    if let Err(problem) = seals.check(&checkpoint, line, keys) {
+                        seals.failed = Some(VerifyFailure::Checkpoint { line, seq: checkpoint.seq, problem });
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        for leaf in &seals.leaves {
+            seals.named.entry(leaf.stream.clone()).or_default().insert(leaf.seq, None);
+        }
+        Ok(seals)
+    }
+
+    /// The checks of one checkpoint that need no event; its leaves are kept for pass two.
+    fn check(&mut self, cp: &CheckpointLine, line: usize, keys: &KeyRing) -> Result<(), String> {
+        let claims = verify_checkpoint(&cp.jws, keys).map_err(|e| e.to_string())?;
+        if claims.seq != cp.seq {
+            return Err(format!("the line says seq {} but the signed claims say {}", cp.seq, claims.seq));
+        }
+        if self.verified.contains_key(&claims.seq) {
+            return Err("appears twice".into());
         }
         if claims.seq == 1 && claims.prev != GENESIS {
-            return Err(fail("the first checkpoint must link to the genesis".into()));
+            return Err("the first checkpoint must link to the genesis".into());
         }
-        if let Some((before, _)) = claims.seq.checked_sub(1).and_then(|s| verified.get(&s))
-            && claims.prev != link_of(Some(before))
+        if let Some((before, _)) = claims.seq.checked_sub(1).and_then(|s| self.verified.get(&s))
+            && claims.prev != *before
         {
-            return Err(fail(format!("does not link to checkpoint {} (a checkpoint was replaced)", claims.seq - 1)));
+            return Err(format!("does not link to checkpoint {} (a checkpoint was replaced)", claims.seq - 1));
         }
-        if let Some((_, after_prev)) = verified.get(&(claims.seq + 1))
-            && *after_prev != link_of(Some(&cp.jws))
+        let link = link_of(Some(&cp.jws));
+        if let Some((_, after_prev)) = self.verified.get(&(claims.seq + 1))
+            && *after_prev != link
         {
-            return Err(fail(format!("checkpoint {} does not link to it (a checkpoint was replaced)", claims.seq + 1)));
+            return Err(format!("checkpoint {} does not link to it (a checkpoint was replaced)", claims.seq + 1));
         }
-        for leaf in &cp.leaves {
-            verify_inclusion(&claims, leaf).map_err(|e: CheckpointError| fail(e.to_string()))?;
-            let (stream, seq) = (&leaf.leaf.stream, leaf.leaf.seq);
-            let Some((head, _)) = heads.get(stream) else {
+        for proven in &cp.leaves {
+            verify_inclusion(&claims, proven).map_err(|e: CheckpointError| e.to_string())?;
+            let Leaf { stream, seq, hash } = &proven.leaf;
+            let leaf = PendingLeaf { line, checkpoint: cp.seq, stream: stream.clone(), seq: *seq, hash: hash.clone() };
+            self.leaves.push(leaf);
+        }
+        self.verified.insert(claims.seq, (link, claims.prev));
+        Ok(())
+    }
+
+    /// After pass two: each leaf against its stream's event, in file order, then the first
+    /// failure of pass one (which came after every leaf kept). Returns stream → the last seq
+    /// sealed, and the checkpoints verified.
+    fn check_leaves(
+        self,
+        heads: &BTreeMap<String, (u64, String)>,
+    ) -> Result<(BTreeMap<String, u64>, Vec<u64>), VerifyFailure> {
+        let mut sealed: BTreeMap<String, u64> = BTreeMap::new();
+        for PendingLeaf { line, checkpoint, stream, seq, hash } in self.leaves {
+            let fail = |problem: String| VerifyFailure::Checkpoint { line, seq: checkpoint, problem };
+            let Some((head, _)) = heads.get(&stream) else {
                 return Err(fail(format!("seals {stream} #{seq}, but the export holds no event of {stream}")));
             };
             if seq > *head {
@@ -159,22 +322,18 @@ pub fn verify_export(text: &str, keys: &KeyRing, options: Options) -> Result<Rep
                     "seals {stream} #{seq}, but the export's chain of {stream} ends at #{head} (events were cut off)"
                 )));
             }
-            if hash_at.get(&(stream.clone(), seq)) != Some(&leaf.leaf.hash) {
+            // The chains hold, so each (stream, seq) up to the head names exactly one event.
+            if self.named.get(&stream).and_then(|at| at.get(&seq)).and_then(Option::as_ref) != Some(&hash) {
                 return Err(fail(format!(
                     "sealed {stream} #{seq} with another hash than the export's event (the chain was rewritten)"
                 )));
             }
-            let s = sealed.entry(stream.clone()).or_default();
+            let s = sealed.entry(stream).or_default();
             *s = (*s).max(seq);
         }
-        verified.insert(claims.seq, (cp.jws.clone(), claims.prev.clone()));
+        match self.failed {
+            Some(failure) => Err(failure),
+            None => Ok((sealed, self.verified.into_keys().collect())),
+        }
     }
-
-    let report = Report { events: events.len(), heads, sealed, checkpoints: verified.into_keys().collect() };
-    if !options.allow_unsealed
-        && let Some((stream, from, to)) = report.unsealed().into_iter().next()
-    {
-        return Err(VerifyFailure::Unsealed { stream, from, to });
-    }
-    Ok(report)
 }

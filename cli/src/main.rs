@@ -26,7 +26,7 @@ use support_access_cli::api::{
     shown, shown_json,
 };
 use support_access_cli::exit::Exit;
-use support_access_cli::{Options, VerifyFailure, verify_export};
+use support_access_cli::{Options, VerifyFailure, verify_stream};
 use support_access_verify::{JwkSet, KeyRing};
 
 #[derive(Parser)]
@@ -218,15 +218,32 @@ fn keys(path: &Path) -> Result<KeyRing, Exit> {
     KeyRing::from_jwks(jwks).map_err(|e| unusable(e.to_string()))
 }
 
+/// The export as a file [`verify_stream`] can read twice: the file itself, or what a pipe
+/// (`/dev/stdin`) holds spooled to an unnamed temporary file, which leaves no trace.
+fn seekable(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_file() {
+        return Ok(file);
+    }
+    let mut spool = tempfile::tempfile()?;
+    std::io::copy(&mut file, &mut spool)?;
+    std::io::Seek::rewind(&mut spool)?;
+    Ok(spool)
+}
+
 /// Prints the verdict on an export and picks its exit: OK (0), TAMPERED (1) naming the first
 /// bad line, or, when the caller did not accept an unsealed tail, UNSEALED (3) listing every
 /// stream with events no checkpoint seals yet. Every text from the export goes through
 /// [`shown`].
 fn verify(export: &Path, jwks: &Path, allow_unsealed: bool) -> Result<Exit, Exit> {
     let keys = keys(jwks)?;
-    let text = read(export)?;
+    let unreadable = |e: std::io::Error| {
+        eprintln!("support-access: cannot read {}: {e}", shown(&export.display().to_string()));
+        Exit::Local
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 16, seekable(export).map_err(unreadable)?);
     // Leniently, so that an unsealed tail is known whole; strictness is decided here.
-    let report = match verify_export(&text, &keys, Options { allow_unsealed: true }) {
+    let report = match verify_stream(&mut input, &keys, Options { allow_unsealed: true }).map_err(unreadable)? {
         Ok(report) => report,
         Err(failure) => {
             println!("TAMPERED: {}", shown(&failure.to_string()));

@@ -21,7 +21,7 @@ HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHea
 AUDIT_APPEND = {("dynamodb:PutItem", "AuditTable")}
 # The emergency stop and agent revocations, read on every grant, mint, approval and use.
 CONTROLS_READ = {("dynamodb:GetItem", "ControlsTable")}
-# The key that seals audit cursors, read at start-up by the functions that page the audit log.
+# The key that seals cursors, read by the functions that page the audit log or access requests.
 CURSOR_SECRET = {("secretsmanager:GetSecretValue", "CursorSecret")}
 # The token keys a verifier reads: the signing key, and the keys published beside it during a
 # rotation (PublishedKeyArns; that statement exists only when the parameter is set).
@@ -80,7 +80,8 @@ EXPECTED = {
         ("dynamodb:Query", "AccessRequestsTable/index/by-agent"),
     }
     | AUDIT_APPEND
-    | HEADS,
+    | HEADS
+    | CURSOR_SECRET,
     "UserRequestsFunction": {
         ("dynamodb:GetItem", "AccessRequestsTable"),
         ("dynamodb:Query", "AccessRequestsTable"),
@@ -89,7 +90,8 @@ EXPECTED = {
     }
     | AUDIT_APPEND
     | HEADS
-    | CONTROLS_READ,
+    | CONTROLS_READ
+    | CURSOR_SECRET,
     "RequestExpiryFunction": {
         ("dynamodb:Query", "AccessRequestsTable/index/pending-by-deadline"),
         ("dynamodb:PutItem", "AccessRequestsTable"),
@@ -305,6 +307,8 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action, resource) in {
                     ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("AccessLogFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("AgentRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("UserRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                 }, f"{function} may {action} {resource}"
             if action.startswith("sqs:") or resource.startswith("FailuresQueue"):
                 # Only the scheduled functions, and only to report their own failed runs.

@@ -140,6 +140,11 @@ fn binary(name: &str) -> PathBuf {
 
 /// A function process polling `api`, as the Lambda service would start it.
 fn start_function(name: &str, api: &RuntimeApi, env: &[(String, String)], stderr: Stdio) -> Child {
+    start_logged(name, api, env, Stdio::null(), stderr)
+}
+
+/// As [`start_function`], with the function's stdout (its log: Lambda ships it) as given.
+fn start_logged(name: &str, api: &RuntimeApi, env: &[(String, String)], stdout: Stdio, stderr: Stdio) -> Child {
     Command::new(binary(name))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -150,7 +155,7 @@ fn start_function(name: &str, api: &RuntimeApi, env: &[(String, String)], stderr
         .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]test")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .unwrap()
@@ -158,11 +163,18 @@ fn start_function(name: &str, api: &RuntimeApi, env: &[(String, String)], stderr
 
 /// Invokes `name` once per event (one cold start) and returns its responses in order.
 async fn invoke(name: &str, env: &[(String, String)], events: Vec<Value>) -> Vec<Value> {
+    invoke_logged(name, env, events).await.0
+}
+
+/// As [`invoke`], with what the function wrote to stdout (its log) meanwhile.
+async fn invoke_logged(name: &str, env: &[(String, String)], events: Vec<Value>) -> (Vec<Value>, String) {
     let mut api = RuntimeApi::start().await;
     for (i, e) in events.iter().enumerate() {
         api.push(&format!("req-{i}"), e.clone());
     }
-    let mut child = start_function(name, &api, env, Stdio::null());
+    let mut child = start_logged(name, &api, env, Stdio::piped(), Stdio::null());
+    let stdout = child.stdout.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
     let mut out = Vec::new();
     for i in 0..events.len() {
         let (id, outcome) = api.outcome().await;
@@ -174,7 +186,15 @@ async fn invoke(name: &str, env: &[(String, String)], events: Vec<Value>) -> Vec
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    out
+    (out, log.join().unwrap())
+}
+
+/// The per-request lines of a function's log (`"message":"request"`), parsed.
+fn request_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("a JSON line ({e}): {l}")))
+        .filter(|v| v["message"] == "request")
+        .collect()
 }
 
 fn body(response: &Value) -> Value {
@@ -185,9 +205,14 @@ fn body(response: &Value) -> Value {
 async fn every_function_serves_its_job_through_the_runtime_api() {
     let app = TestApp::on(Backend::Aws).await;
     let env = app.function_env();
+    // The functions that page read their cursor key from Secrets Manager.
+    let config = e2e::sdk_config_for(&e2e::aws_endpoint()).await;
+    let secret = format!("cursor-{}", uuid::Uuid::new_v4().simple());
     let mut paging_env = env.clone();
-    paging_env
-        .push(("SUPPORT_ACCESS_CURSOR_KEY".into(), "c3VwcG9ydC1hY2Nlc3MgY3Vyc29yIGtleSBmb3IgdGVzdHMhIQ==".into()));
+    paging_env.push((
+        "SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(),
+        adapter_aws::create_cursor_secret(&config, &secret).await.unwrap(),
+    ));
 
     let alice = |method: &str, path: &str| Event::new(method, path).user("alice");
     let grant = alice("POST", "/consents").json(json!({"duration_seconds": 3600, "note": "via Lambda"})).to_json();
@@ -229,15 +254,41 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
 
     // The authorizer: allowed while the consent lives, a read token refused on a write.
     let ask = |method: &str| serde_json::to_value(authorizer_event(Some(&token), method, "/orders")).unwrap();
-    let decided = invoke("authorizer", &env, vec![ask("GET"), ask("POST")]).await;
+    let (decided, log) = invoke_logged("authorizer", &env, vec![ask("GET"), ask("POST")]).await;
     assert_eq!(decided[0]["isAuthorized"], true, "{decided:?}");
+    // One line per decision, never the token (nor its signature or claims segment).
+    let lines = request_lines(&log);
+    assert_eq!(lines.len(), 2, "{log}");
+    for part in std::iter::once(token.as_str()).chain(token.split('.').skip(1)) {
+        assert!(!log.contains(part), "a token in the log: {log}");
+    }
+    let fields =
+        |v: &Value| ["route", "decision", "user", "agent", "function_request_id", "cold_start"].map(|k| v[k].clone());
+    assert_eq!(
+        fields(&lines[0]),
+        [json!("authorizer"), json!("allowed"), json!("alice"), json!("agent-7"), json!("req-0"), json!(true)]
+    );
+    assert_eq!(
+        fields(&lines[1]),
+        [json!("authorizer"), json!("refused"), Value::Null, Value::Null, json!("req-1"), json!(false)]
+    );
+    assert!(lines[0]["latency_ms"].is_number() && lines[0]["_aws"]["CloudWatchMetrics"].is_array(), "{log}");
     assert_eq!(decided[0]["context"]["acting_agent"], "agent-7");
     assert_eq!(decided[0]["context"]["consent_id"], consent["consent_id"]);
     assert_eq!(decided[1]["isAuthorized"], false);
 
     // Introspection for a resource server outside AWS (an active answer writes nothing).
     let asked = Event::new("POST", "/introspect").caller("rs-1", "[introspect]").form(&[("token", &token)]).to_json();
-    let introspected = invoke("introspect", &env, vec![asked]).await;
+    let (introspected, log) = invoke_logged("introspect", &env, vec![asked]).await;
+    let lines = request_lines(&log);
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(
+        ["route", "role", "agent", "decision", "status"].map(|k| lines[0][k].clone()),
+        [json!("POST /introspect"), json!("introspect"), json!("rs-1"), json!("allowed"), json!(200)]
+    );
+    for part in token.split('.') {
+        assert!(!log.contains(part), "the introspected token in the log: {log}");
+    }
     assert_eq!(introspected[0]["statusCode"], 200, "{introspected:?}");
     assert_eq!(
         (body(&introspected[0])["active"].clone(), body(&introspected[0])["act"]["sub"].clone()),
@@ -266,6 +317,31 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
 
     let log = invoke("access-log", &paging_env, vec![alice("GET", "/me/access-log").to_json()]).await;
     assert_eq!(body(&log[0])["events"].as_array().unwrap().len(), 6);
+
+    // Access requests page too: an agent's list, then the user's, each cursor opened by
+    // another instance (another process), as a client's next page may reach one.
+    let file = |scope: &str| {
+        Event::new("POST", "/access-requests")
+            .caller("agent-7", "[support]")
+            .json(json!({"user_id": "bob", "reason": "ticket 4412: export fails", "scope": scope, "duration_seconds": 3600}))
+            .to_json()
+    };
+    let filed = invoke("agent-requests", &paging_env, vec![file("read"), file("full")]).await;
+    assert_eq!((filed[0]["statusCode"].clone(), filed[1]["statusCode"].clone()), (json!(201), json!(201)), "{filed:?}");
+    for (function, path, caller) in [
+        ("agent-requests", "/access-requests", Event::new("GET", "/access-requests").caller("agent-7", "[support]")),
+        ("user-requests", "/me/access-requests", Event::new("GET", "/me/access-requests").user("bob")),
+    ] {
+        let first = invoke(function, &paging_env, vec![caller.query("limit=1").to_json()]).await;
+        assert_eq!(first[0]["statusCode"], 200, "{function}: {first:?}");
+        let cursor =
+            body(&first[0])["next_cursor"].as_str().unwrap_or_else(|| panic!("{function}: more pages")).to_owned();
+        let next = Event::new("GET", path);
+        let next = if function == "agent-requests" { next.caller("agent-7", "[support]") } else { next.user("bob") };
+        let rest = invoke(function, &paging_env, vec![next.query(&format!("limit=1&cursor={cursor}")).to_json()]).await;
+        assert_eq!(rest[0]["statusCode"], 200, "{function}: another instance opens the cursor: {rest:?}");
+        assert_eq!(body(&rest[0])["requests"].as_array().map(Vec::len), Some(1), "{function}: {rest:?}");
+    }
 
     // The scheduled checkpoint, on an EventBridge schedule's event, seals alice's chain.
     let scheduled = json!({
@@ -351,4 +427,37 @@ async fn a_function_without_its_settings_stops_at_init_naming_them() {
     let mut log = String::new();
     std::io::Read::read_to_string(&mut { stderr }, &mut log).unwrap();
     assert!(log.contains("KMS_KEY_ID"), "{log}");
+}
+
+#[tokio::test]
+async fn a_paging_function_without_its_cursor_secret_stops_at_init_naming_it() {
+    let api = RuntimeApi::start().await;
+    let env = [("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned())];
+    let mut child = start_function("query-audit", &api, &env, Stdio::piped());
+    let stderr = child.stderr.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits at once").unwrap();
+    assert!(!status.success());
+    let log = std::io::read_to_string(stderr).unwrap();
+    assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{log}");
+}
+
+/// The set-up runs after init: one that fails (here a cursor secret that does not exist)
+/// answers 503 to the request waiting for it, says why in the log, and is tried again by the
+/// next request rather than ending the process.
+#[tokio::test]
+async fn a_set_up_that_fails_answers_503_and_is_tried_again() {
+    let app = TestApp::on(Backend::Aws).await;
+    let mut env = app.function_env();
+    env.push((
+        "SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-secret-AbCdEf".into(),
+    ));
+    let query = Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice").to_json();
+    let (answers, log) = invoke_logged("query-audit", &env, vec![query.clone(), query]).await;
+    assert_eq!([&answers[0]["statusCode"], &answers[1]["statusCode"]], [&json!(503), &json!(503)], "{answers:?}");
+    let lines = request_lines(&log);
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!((&lines[0]["decision"], &lines[0]["level"]), (&json!("failed"), &json!("ERROR")));
+    assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "the cause is logged: {log}");
 }

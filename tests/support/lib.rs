@@ -233,7 +233,7 @@ pub fn test_policy() -> Policy {
 }
 
 /// The test API server on loopback (`SUPPORT_ACCESS_TEST_AWS_ENDPOINT`).
-fn aws_endpoint() -> String {
+pub fn aws_endpoint() -> String {
     let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect(
         "SUPPORT_ACCESS_TEST_AWS_ENDPOINT is not set: run the README's test command (scripts/test), which starts the \
          DynamoDB/KMS API server on loopback",
@@ -273,7 +273,7 @@ pub async fn eventbridge_client() -> aws_sdk_eventbridge::Client {
 }
 
 /// SDK settings for an API server at `endpoint` on loopback, with test credentials.
-async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
     sdk_config_with(endpoint, adapter_aws::timeouts(), aws_config::retry::RetryConfig::standard()).await
 }
 

@@ -86,9 +86,13 @@ pub enum ChainError {
 
 /// The stream an event belongs to: its `user_id`, or [`UNATTRIBUTED_STREAM`] when that is null.
 pub fn stream_of(event: &Value) -> Option<String> {
+    stream_name(event).map(str::to_owned)
+}
+
+fn stream_name(event: &Value) -> Option<&str> {
     match event.get("user_id")? {
-        Value::Null => Some(UNATTRIBUTED_STREAM.to_owned()),
-        Value::String(s) => Some(s.clone()),
+        Value::Null => Some(UNATTRIBUTED_STREAM),
+        Value::String(s) => Some(s),
         _ => None,
     }
 }
@@ -100,26 +104,76 @@ pub fn stream_of(event: &Value) -> Option<String> {
 pub fn verify_chains<'a>(
     events: impl IntoIterator<Item = &'a Value>,
 ) -> Result<std::collections::BTreeMap<String, (u64, String)>, ChainError> {
-    let mut heads: std::collections::BTreeMap<String, (u64, String)> = std::collections::BTreeMap::new();
-    for (index, event) in events.into_iter().enumerate() {
+    let mut chains = Chains::default();
+    for event in events {
+        chains.push(event)?;
+    }
+    Ok(chains.into_heads())
+}
+
+/// [`verify_chains`] one event at a time, for an export read as a stream: it keeps only each
+/// stream's head (last `seq` and `hash`), so its memory grows with the streams, not the events.
+#[derive(Debug, Clone, Default)]
+pub struct Chains {
+    heads: std::collections::BTreeMap<String, (u64, String)>,
+    pushed: usize,
+}
+
+/// An event that [`Chains::push`] linked: its stream, `seq` and `hash`, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linked<'a> {
+    pub stream: &'a str,
+    pub seq: u64,
+    pub hash: &'a str,
+}
+
+impl Chains {
+    /// Checks the next event (the errors' `index` counts the events pushed before it).
+    pub fn push<'a>(&mut self, event: &'a Value) -> Result<Linked<'a>, ChainError> {
+        let index = self.pushed;
         let malformed = |problem: &str| ChainError::Malformed { index, problem: problem.to_owned() };
-        let stream = stream_of(event).ok_or_else(|| malformed("user_id missing or not a string"))?;
+        let stream = stream_name(event).ok_or_else(|| malformed("user_id missing or not a string"))?;
         let seq = event.get("seq").and_then(Value::as_u64).ok_or_else(|| malformed("seq missing"))?;
         let hash = event.get("hash").and_then(Value::as_str).ok_or_else(|| malformed("hash missing"))?;
         let prev = event.get("prev_hash").and_then(Value::as_str).ok_or_else(|| malformed("prev_hash missing"))?;
         if event_hash(event) != hash {
-            return Err(ChainError::Hash { index, stream, seq });
+            return Err(ChainError::Hash { index, stream: stream.to_owned(), seq });
         }
-        let (last_seq, last_hash) = heads.get(&stream).cloned().unwrap_or((0, GENESIS.to_owned()));
+        let head = self.heads.get_mut(stream);
+        let (last_seq, last_hash) = head.as_ref().map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
         if seq != last_seq + 1 {
-            return Err(ChainError::Sequence { index, stream, seq, expected: last_seq + 1 });
+            return Err(ChainError::Sequence { index, stream: stream.to_owned(), seq, expected: last_seq + 1 });
         }
         if prev != last_hash {
-            return Err(ChainError::Link { index, stream, seq });
+            return Err(ChainError::Link { index, stream: stream.to_owned(), seq });
         }
-        heads.insert(stream, (seq, hash.to_owned()));
+        match head {
+            Some(head) => {
+                head.0 = seq;
+                head.1.clear();
+                head.1.push_str(hash);
+            }
+            None => {
+                self.heads.insert(stream.to_owned(), (seq, hash.to_owned()));
+            }
+        }
+        self.pushed += 1;
+        Ok(Linked { stream, seq, hash })
     }
-    Ok(heads)
+
+    /// How many events were pushed and held.
+    pub fn len(&self) -> usize {
+        self.pushed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    /// Every stream's head: last `seq` and `hash`.
+    pub fn into_heads(self) -> std::collections::BTreeMap<String, (u64, String)> {
+        self.heads
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ fn sdk_error(e: impl std::error::Error) -> SignerError {
 }
 
 impl KmsSigner {
+    /// The public key of `key` (`GetPublicKey`) as a JWK whose `kid` is its key id.
+    async fn public_key(&self, key: &str) -> Result<jsonwebtoken::jwk::Jwk, SignerError> {
+        let out = self.client.get_public_key().key_id(key).send().await.map_err(sdk_error)?;
+        let spki = out.public_key().ok_or_else(|| SignerError::Invalid(format!("KMS key {key} has no public key")))?;
+        let mut jwk = es256_public_jwk(&spki_to_uncompressed_point(spki.as_ref())?)?;
+        jwk.common.key_id = Some(kms_kid(key)?);
+        Ok(jwk)
+    }
+
     /// Signs with `active`, publishing `published` beside it. Makes no call to KMS.
     pub fn new(client: Client, active: &str, published: &[String]) -> Result<Self, SignerError> {
         let kid = kms_kid(active)?;
@@ -90,21 +99,14 @@ impl Signer for KmsSigner {
         Ok(Es256Signature { kid: self.kid.clone(), raw: der_signature_to_raw(der.as_ref())? })
     }
 
-    /// `GetPublicKey` for the active key and every published one: each DER SPKI becomes a
-    /// JWK whose `kid` is the key id.
+    /// `GetPublicKey` for the active key and every published one, all at once (a cold start
+    /// waits for one round trip, not one per key): each DER SPKI becomes a JWK whose `kid` is
+    /// the key id, in the order the keys are configured.
     async fn public_keys(&self) -> Result<JwkSet, SignerError> {
-        let mut jwks = JwkSet { keys: Vec::new() };
         let mut keys = vec![self.kms_key_id.as_str()];
         keys.extend(self.published.iter().map(String::as_str).filter(|k| kms_kid(k).ok() != Some(self.kid.clone())));
-        for key in keys {
-            let out = self.client.get_public_key().key_id(key).send().await.map_err(sdk_error)?;
-            let spki =
-                out.public_key().ok_or_else(|| SignerError::Invalid(format!("KMS key {key} has no public key")))?;
-            let mut jwk = es256_public_jwk(&spki_to_uncompressed_point(spki.as_ref())?)?;
-            jwk.common.key_id = Some(kms_kid(key)?);
-            jwks.keys.push(jwk);
-        }
-        Ok(jwks)
+        let keys = futures_util::future::try_join_all(keys.into_iter().map(|key| self.public_key(key))).await?;
+        Ok(JwkSet { keys })
     }
 }
 

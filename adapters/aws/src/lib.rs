@@ -14,6 +14,7 @@ pub mod lambda;
 mod notify;
 mod provision;
 mod requests;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,20 +32,40 @@ pub use dynamodb::{DynamoStore, Tables};
 pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::{EventBridgePublisher, audit_events_from_stream};
-pub use provision::{create_signing_key, create_tables};
+pub use provision::{create_cursor_secret, create_signing_key, create_tables};
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
 pub use adapter_streams::{ExpiryRecord, expiries_from_stream};
 
 /// The SDK configuration every function builds once per cold start: the standard AWS
 /// environment (region, credentials, `AWS_ENDPOINT_URL`), with explicit timeouts and a
-/// bounded retry budget so no call can hang a Lambda to its own timeout.
+/// bounded retry budget so no call can hang a Lambda to its own timeout, and one HTTPS client
+/// that every SDK client made from it shares (one TLS configuration and connection pool per
+/// process; each SDK client would otherwise build its own).
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .timeout_config(timeouts())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
         .load()
         .await
+}
+
+/// The SDKs' default HTTPS client (hyper 1, rustls on aws-lc, the proxy settings of the
+/// environment), built once: it keeps one connector per timeout setting, which every client
+/// of [`sdk_config`] has in common.
+fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// 1 s to connect, 2 s per attempt, 5 s per operation (retries included).
@@ -57,60 +78,160 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
 }
 
 /// What the notifier needs, on one SDK configuration: the DynamoDB store (its use history)
-/// and the EventBridge publisher to the bus named by `NOTIFICATION_BUS`.
-pub async fn notifier_from_env() -> Result<(DynamoStore, EventBridgePublisher), String> {
+/// and the EventBridge publisher to the bus named by `NOTIFICATION_BUS` (checked at init, the
+/// clients [`lambda::Deferred`]).
+pub fn notifier_from_env() -> Result<lambda::Deferred<(DynamoStore, EventBridgePublisher)>, String> {
     let bus = std::env::var("NOTIFICATION_BUS").map_err(|_| "NOTIFICATION_BUS: required".to_owned())?;
-    let config = sdk_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env());
-    Ok((store, EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&config), &bus)))
+    Ok(lambda::Deferred::start(move || {
+        let bus = bus.clone();
+        async move {
+            let config = sdk_config().await;
+            let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env());
+            Ok((store, EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(&config), &bus)))
+        }
+    }))
 }
 
-/// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]).
-pub async fn store_from_env() -> DynamoStore {
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env())
+/// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]),
+/// [`lambda::Deferred`].
+pub fn store_from_env() -> lambda::Deferred<DynamoStore> {
+    lambda::Deferred::start(|| async {
+        Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env()))
+    })
 }
 
-/// Every port on DynamoDB and KMS from the environment: tables from `CONSENTS_TABLE`,
-/// `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`, ..., `CONTROLS_TABLE` (see [`Tables::from_env`]); the signing key from `KMS_KEY_ID` (a key id or key
-/// ARN) and keys to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). With
+/// Where the key that seals audit cursors comes from.
+pub enum CursorSource {
+    /// This key (local-api's `cursor.key`; a random one where a function never pages).
+    Key(Box<CursorKey>),
+    /// The Secrets Manager secret of this ARN, whose `SecretString` is base64 of at least 32
+    /// bytes: the same key in every instance of the functions that page.
+    Secret(String),
+}
+
+/// The cursor key of `raw`, base64 of at least [`CursorKey::LEN`] bytes; `name` says where
+/// it came from in the error.
+pub fn cursor_key_from_base64(name: &str, raw: &str) -> Result<CursorKey, String> {
+    use base64::Engine;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(raw.trim()).map_err(|_| format!("{name}: not base64"))?;
+    if bytes.len() < CursorKey::LEN {
+        return Err(format!("{name}: at least {} bytes", CursorKey::LEN));
+    }
+    Ok(CursorKey::from_bytes(&bytes))
+}
+
+impl CursorSource {
+    async fn key(self, config: &aws_config::SdkConfig) -> Result<CursorKey, String> {
+        let arn = match self {
+            Self::Key(key) => return Ok(*key),
+            Self::Secret(arn) => arn,
+        };
+        let client = aws_sdk_secretsmanager::Client::new(config);
+        let out = client.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
+            format!("SUPPORT_ACCESS_CURSOR_SECRET_ARN: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+        })?;
+        let raw = out.secret_string().ok_or("SUPPORT_ACCESS_CURSOR_SECRET_ARN: the secret has no SecretString")?;
+        cursor_key_from_base64("SUPPORT_ACCESS_CURSOR_SECRET_ARN", raw)
+    }
+}
+
+/// The settings of [`services_from_env`], read and checked without any call: the tables
+/// from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`, ..., `CONTROLS_TABLE` (see
+/// [`Tables::from_env`]); the signing key from `KMS_KEY_ID` (a key id or key ARN) and keys
+/// to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). With
 /// `CHECKPOINT_KEY_ID`, checkpoints are signed by that key, published with
 /// `CHECKPOINT_PUBLISHED_KEY_IDS` in the checkpoint keys' own set, never in the tokens' one
-/// (without it, by `KMS_KEY_ID`: the checkpoint function's only key). The
-/// public keys are fetched (`kms:GetPublicKey`) only when `verifies`: a process that never
-/// verifies or publishes tokens never reads public keys.
+/// (without it, by `KMS_KEY_ID`: the checkpoint function's only key).
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    key_id: String,
+    published: Vec<String>,
+    checkpoint: Option<(String, Vec<String>)>,
+    tables: Tables,
+}
+
+impl AwsSettings {
+    pub fn from_env() -> Result<Self, String> {
+        let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
+        let published = key_list("KMS_PUBLISHED_KEY_IDS");
+        for key in std::iter::once(&key_id).chain(&published) {
+            kms_kid(key).map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
+        }
+        let checkpoint = match std::env::var("CHECKPOINT_KEY_ID") {
+            Ok(key) => {
+                let published = key_list("CHECKPOINT_PUBLISHED_KEY_IDS");
+                for key in std::iter::once(&key).chain(&published) {
+                    kms_kid(key).map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?;
+                }
+                Some((key, published))
+            }
+            Err(_) => None,
+        };
+        Ok(Self { key_id, published, checkpoint, tables: Tables::from_env() })
+    }
+}
+
+/// Every port on DynamoDB and KMS from the environment ([`AwsSettings::from_env`]).
 pub async fn services_from_env(
     policy: Policy,
     clock: Arc<dyn Clock>,
     cursor_key: CursorKey,
     verifies: bool,
 ) -> Result<Services, String> {
-    let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
-    let published = key_list("KMS_PUBLISHED_KEY_IDS");
-    let config = sdk_config().await;
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env()));
-    let signer = KmsSigner::new(aws_sdk_kms::Client::new(&config), &key_id, &published)
+    let settings = AwsSettings::from_env()?;
+    services(&settings, &sdk_config().await, policy, clock, CursorSource::Key(Box::new(cursor_key)), verifies).await
+}
+
+/// Every port on DynamoDB and KMS as `settings` say, on `config`'s clients. The public keys
+/// are fetched (`kms:GetPublicKey`) only when `verifies`: a process that never verifies or
+/// publishes tokens never reads public keys. Every call it makes (the public keys of both
+/// sets, the cursor secret) runs at once: the wait is the slowest call's, not their sum.
+pub async fn services(
+    settings: &AwsSettings,
+    config: &aws_config::SdkConfig,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    cursor: CursorSource,
+    verifies: bool,
+) -> Result<Services, String> {
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(config), settings.tables.clone()));
+    let kms = aws_sdk_kms::Client::new(config);
+    let signer = KmsSigner::new(kms.clone(), &settings.key_id, &settings.published)
         .map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
-    let keys = if verifies {
-        Services::keys_of(&signer).await.map_err(|e| format!("KMS public keys: {e}"))?
-    } else {
-        KeyRing::empty()
+    let checkpoint_signer = match &settings.checkpoint {
+        Some((key, published)) => Some(
+            KmsSigner::new(kms, key, published)
+                .map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?,
+        ),
+        None => None,
     };
+    let keys = async {
+        if !verifies {
+            return Ok(KeyRing::empty());
+        }
+        Services::keys_of(&signer).await.map_err(|e| format!("KMS public keys: {e}"))
+    };
+    let checkpoint_keys = async {
+        match &checkpoint_signer {
+            Some(signer) if verifies => {
+                signer.public_keys().await.map(Some).map_err(|e| format!("KMS checkpoint public keys: {e}"))
+            }
+            Some(_) => Ok(Some(JwkSet { keys: Vec::new() })),
+            None => Ok(None),
+        }
+    };
+    let (keys, checkpoint_keys, cursor_key) = tokio::try_join!(keys, checkpoint_keys, cursor.key(config))?;
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
     let services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
         .with_cached_controls(shared::app::CONTROLS_CACHE_TTL);
-    let Ok(checkpoint_key) = std::env::var("CHECKPOINT_KEY_ID") else {
-        return Ok(services);
-    };
-    let checkpoint_signer =
-        KmsSigner::new(aws_sdk_kms::Client::new(&config), &checkpoint_key, &key_list("CHECKPOINT_PUBLISHED_KEY_IDS"))
-            .map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?;
-    let checkpoint_keys = if verifies {
-        checkpoint_signer.public_keys().await.map_err(|e| format!("KMS checkpoint public keys: {e}"))?
-    } else {
-        JwkSet { keys: Vec::new() }
-    };
-    services.with_checkpoint_signer(Arc::new(checkpoint_signer), checkpoint_keys).map_err(|e| e.to_string())
+    match (checkpoint_signer, checkpoint_keys) {
+        (Some(signer), Some(keys)) => {
+            services.with_checkpoint_signer(Arc::new(signer), keys).map_err(|e| e.to_string())
+        }
+        _ => Ok(services),
+    }
 }
 
 /// The comma-separated key ids of the variable `name` (none when unset).

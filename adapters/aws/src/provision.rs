@@ -161,3 +161,19 @@ pub async fn create_signing_key(client: &aws_sdk_kms::Client) -> Result<String, 
         .map(|m| m.key_id().to_owned())
         .ok_or_else(|| SignerError::Invalid("CreateKey returned no key id".into()))
 }
+
+/// Creates the Secrets Manager secret `name` holding a fresh cursor key (base64 of 32 random
+/// bytes, as `SUPPORT_ACCESS_CURSOR_SECRET_ARN` wants it) and returns its ARN.
+pub async fn create_cursor_secret(config: &aws_config::SdkConfig, name: &str) -> Result<String, String> {
+    use base64::Engine;
+    let key = shared::app::CursorKey::random_bytes();
+    let out = aws_sdk_secretsmanager::Client::new(config)
+        .create_secret()
+        .name(name)
+        .description("support-access audit cursor key")
+        .secret_string(base64::engine::general_purpose::STANDARD.encode(key))
+        .send()
+        .await
+        .map_err(|e| format!("create cursor secret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
+    out.arn().map(str::to_owned).ok_or_else(|| "CreateSecret returned no ARN".to_owned())
+}

@@ -8,5 +8,9 @@ use shared::http::Route;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_routes(&[Route::FileAccessRequest, Route::AgentAccessRequests], Needs::default()).await
+    serve_routes(
+        &[Route::FileAccessRequest, Route::AgentAccessRequests],
+        Needs { cursor_key: true, ..Needs::default() },
+    )
+    .await
 }

@@ -11,10 +11,10 @@ use shared::app::checkpoint_now;
 async fn main() -> Result<(), Error> {
     init_tracing();
     // It signs, but never verifies or pages: no public keys, no cursor key.
-    let services = services_from_env(Needs::default()).await?;
+    let services = services_from_env(Needs::default())?;
     let services = &services;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let made = checkpoint_now(services).await?;
+        let made = checkpoint_now(services.get().await?).await?;
         match &made {
             Some(c) => {
                 tracing::info!(seq = c.claims.seq, heads = c.claims.size, root = %c.claims.root, "checkpoint made")

@@ -12,9 +12,10 @@ use shared::app::record_expiry;
 async fn main() -> Result<(), Error> {
     init_tracing();
     // Only storage: this function never signs, verifies or pages.
-    let ledger = store_from_env().await;
+    let ledger = store_from_env();
     let ledger = &ledger;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let ledger = ledger.get().await?;
         let mut recorded = 0;
         for expiry in expiries_from_stream(&event.payload) {
             if record_expiry(ledger, &expiry.consent, expiry.observed_at).await? {

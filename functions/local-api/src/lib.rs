@@ -291,6 +291,7 @@ async fn handle(
         return page::handle(&parts.method, parts.uri.path(), host, &body, runtime);
     }
     // The route is resolved once: it decides whether the identity is validated, then serves.
+    let started = std::time::Instant::now();
     let route = Route::resolve(&parts.method, parts.uri.path());
     let hint = route.as_ref().ok().and_then(|route| stray_identity_hint(&parts, *route, runtime));
     let request = to_lambda_request(parts, body, runtime, peer, route.as_ref().ok().copied());
@@ -298,7 +299,8 @@ async fn handle(
         Some(hint) => Err(ApiError::UnauthenticatedHint(hint)),
         None => route,
     };
-    let response = shared::http::handle_resolved(route, request, &runtime.services).await;
+    let (response, summary) = shared::http::answer(route, request, &runtime.services).await;
+    log_request(&summary, started.elapsed());
     let (parts, body) = response.into_parts();
     hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))
 }
@@ -326,6 +328,21 @@ fn stray_identity_hint(parts: &http::request::Parts, route: Route, runtime: &Run
          and the server's --data-dir"
             .to_owned()
     })
+}
+
+/// The one log line of an API request (as the Lambda functions' line, without their
+/// Powertools and metric fields): route, caller, decision and latency, never a token.
+fn log_request(summary: &shared::http::Summary, latency: std::time::Duration) {
+    tracing::info!(
+        route = %summary.route,
+        role = %summary.role,
+        user = summary.user.as_deref(),
+        agent = summary.agent.as_deref(),
+        decision = summary.decision.as_str(),
+        status = summary.status,
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "request"
+    );
 }
 
 /// The body, read up to one byte past the limit: enough for the handler to answer 413

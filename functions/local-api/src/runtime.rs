@@ -101,8 +101,11 @@ pub async fn setup_aws() -> Result<String, String> {
     let key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
     // Checkpoints get a key of their own, as on the stack: never one the tokens' set holds.
     let checkpoint_key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
+    // The key the Lambda functions that page seal cursors with (local-api keeps its own).
+    let cursor_secret =
+        aws::create_cursor_secret(&config, &format!("support-access-cursor-{}", uuid::Uuid::new_v4().simple())).await?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\n",
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
         tables.consents, tables.audit, tables.heads, tables.checkpoints, tables.requests, tables.controls
     ))
 }

@@ -441,3 +441,42 @@ fn a_body_that_stalls_after_its_headers_closes_the_connection_within_the_bound()
     assert!(!timed_out, "still open after {waited:?}");
     assert!(waited >= local_api::BODY_READ_TIMEOUT - std::time::Duration::from_secs(1), "closed after {waited:?}");
 }
+
+#[tokio::test]
+async fn every_request_is_one_plain_log_line_without_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = dev_token(dir.path(), &["--sub", "alice"]);
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = common::listening_url(&mut child);
+    let http = reqwest::Client::new();
+    let res = http.get(format!("{base}/consents/current")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(res.status(), 404, "no consent yet");
+    let res = http.get(format!("{base}/nowhere")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains('\u{1b}'), "no ANSI colours into a file: {log:?}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for (line, wanted) in lines.iter().zip([
+        ["route=GET /consents/current", "role=user", "user=\"alice\"", "decision=\"refused\"", "status=404"],
+        ["route=unrouted", "role=anonymous", "decision=\"refused\"", "status=404", "latency_ms="],
+    ]) {
+        for field in wanted {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+    }
+    for part in alice.split('.') {
+        assert!(!log.contains(part), "a token in the log: {log}");
+    }
+}

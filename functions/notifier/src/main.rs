@@ -14,9 +14,10 @@ use shared::app::{RelayStats, publish_committed};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let (history, publisher) = notifier_from_env().await?;
-    let (history, publisher) = (&history, &publisher);
+    let ports = notifier_from_env()?;
+    let ports = &ports;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let (history, publisher) = ports.get().await?;
         let stats = RelayStats::default();
         let records = audit_events_from_stream(&event.payload);
         let events: Vec<_> = records.iter().map(|(_, e)| e.clone()).collect();

@@ -12,10 +12,10 @@ use shared::app::expire_requests;
 async fn main() -> Result<(), Error> {
     init_tracing();
     // Only storage is used: no signing, no public keys, no cursors.
-    let services = services_from_env(Needs::default()).await?;
+    let services = services_from_env(Needs::default())?;
     let services = &services;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
-        let expired = expire_requests(services).await.map_err(|e| Error::from(e.to_string()))?;
+        let expired = expire_requests(services.get().await?).await.map_err(|e| Error::from(e.to_string()))?;
         tracing::info!(expired, "access-request sweep done");
         Ok::<(), Error>(())
     }))

@@ -8,6 +8,9 @@ use shared::http::Route;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_routes(&[Route::MyAccessRequests, Route::ApproveAccessRequest, Route::DenyAccessRequest], Needs::default())
-        .await
+    serve_routes(
+        &[Route::MyAccessRequests, Route::ApproveAccessRequest, Route::DenyAccessRequest],
+        Needs { cursor_key: true, ..Needs::default() },
+    )
+    .await
 }

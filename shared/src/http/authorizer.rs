@@ -6,10 +6,14 @@
 //! API Gateway must not cache its answers (or only for a few seconds): a cached "allow" would
 //! keep working after the user revoked consent, and a cached answer is not audited as a use.
 
+use std::borrow::Cow;
+
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
 use serde_json::{Value, json};
+
+use super::summary::{Decision, Summary};
 
 use crate::app::Services;
 use crate::app::{self, AuthorizeError};
@@ -25,8 +29,18 @@ pub async fn authorize_request(
     event: ApiGatewayV2CustomAuthorizerV2Request,
     services: &Services,
 ) -> ApiGatewayV2CustomAuthorizerSimpleResponse {
+    decide(event, services).await.0
+}
+
+/// As [`authorize_request`], with the [`Summary`] of the decision for its log line: the user
+/// and acting agent of an allowed token (a denied one names nobody: its claims are not trusted).
+pub async fn decide(
+    event: ApiGatewayV2CustomAuthorizerV2Request,
+    services: &Services,
+) -> (ApiGatewayV2CustomAuthorizerSimpleResponse, Summary) {
+    let summary = |decision, user: Option<&str>, agent: Option<&str>| summary(&event, decision, user, agent);
     let Some(token) = bearer(&event) else {
-        return deny();
+        return (deny(), summary(Decision::Refused, None, None));
     };
     let http = &event.request_context.http;
     let path = event.raw_path.as_deref().filter(|p| !p.is_empty()).or(http.path.as_deref()).unwrap_or("/");
@@ -41,13 +55,42 @@ pub async fn authorize_request(
                 "consent_id": who.consent_id,
                 "jti": who.jti,
             });
-            response
+            let summary = summary(Decision::Allowed, Some(who.user_id.as_str()), Some(who.acting_agent.as_str()));
+            (response, summary)
         }
-        Err(AuthorizeError::Rejected(_)) => deny(),
+        Err(AuthorizeError::Rejected(_)) => (deny(), summary(Decision::Refused, None, None)),
         Err(AuthorizeError::Unavailable(e)) => {
             tracing::error!(error = %e, "authorizer could not check the token; denying");
-            deny()
+            (deny(), summary(Decision::Failed, None, None))
         }
+    }
+}
+
+/// The denial of a request the authorizer could not check at all (its set-up failed: the SDK
+/// clients or the JWK Set); fails closed.
+pub fn undecided(
+    event: &ApiGatewayV2CustomAuthorizerV2Request,
+    cause: &str,
+) -> (ApiGatewayV2CustomAuthorizerSimpleResponse, Summary) {
+    tracing::error!(error = %cause, "authorizer could not check the token; denying");
+    (deny(), summary(event, Decision::Failed, None, None))
+}
+
+/// The authorizer's summary: an allowed token's user and acting agent (a support agent).
+fn summary(
+    event: &ApiGatewayV2CustomAuthorizerV2Request,
+    decision: Decision,
+    user: Option<&str>,
+    agent: Option<&str>,
+) -> Summary {
+    Summary {
+        route: Cow::Borrowed("authorizer"),
+        role: if agent.is_some() { "support" } else { "anonymous" }.to_owned(),
+        user: user.map(str::to_owned),
+        agent: agent.map(str::to_owned),
+        decision,
+        status: None,
+        correlation_id: event.request_context.request_id.clone(),
     }
 }
 

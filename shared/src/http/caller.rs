@@ -73,6 +73,11 @@ impl Caller {
         Ok(Self { sub: sub.clone(), groups, sign_in })
     }
 
+    /// The caller's `sub`, as authenticated (for the request's log line).
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
     /// How the caller signed in (`amr`, `auth_time`), for the step-up policy.
     pub fn sign_in(&self) -> &SignIn {
         &self.sign_in

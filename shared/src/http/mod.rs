@@ -8,9 +8,11 @@ mod body;
 mod caller;
 mod problem;
 mod routes;
+mod summary;
 
-pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token};
+pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token, decide, undecided};
 pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
-pub use routes::{Route, handle, handle_resolved, route, route_among};
+pub use routes::{Route, answer, handle, resolve_among, route, route_among, unavailable};
+pub use summary::{Decision, Summary};

@@ -2,6 +2,8 @@
 //! values (refusing anything else with 400 before touching a store), calls its use case and
 //! shapes the answer.
 
+use std::borrow::Cow;
+
 use http::{Method, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{form_body, json_body, no_body, query};
 use super::caller::Caller;
 use super::problem::problem_response;
+use super::summary::Summary;
 use crate::app::Services;
 use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, ExportScope, MAX_PAGE_SIZE};
 use crate::domain::{
@@ -136,6 +139,12 @@ impl Route {
         Err(ApiError::MethodNotAllowed { allow: allowed.join(", ") })
     }
 
+    /// `METHOD /path` as a log line and a metric dimension name the route: its first method
+    /// (`ANY` for a route of every method) and its path template.
+    pub fn label(self) -> Cow<'static, str> {
+        Cow::Owned(format!("{} {}", self.methods().first().unwrap_or(&"ANY"), self.path()))
+    }
+
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
     /// says: every route but the public key sets and the demo resource, which the
     /// impersonation token's own Lambda authorizer guards instead.
@@ -171,62 +180,96 @@ fn path_parameter<'a>(template: &str, path: &'a str) -> Option<&'a str> {
 
 /// Resolves the route from the request itself and handles it.
 pub async fn route(req: Request, services: &Services) -> Response<Body> {
-    handle_resolved(Route::resolve(req.method(), req.uri().path()), req, services).await
+    answer(Route::resolve(req.method(), req.uri().path()), req, services).await.0
 }
 
-/// Handles `req` as the route [`Route::resolve`] found for it, or answers its 404/405
-/// (local-api, which resolves once and needs the route before it builds the request).
-pub async fn handle_resolved(resolved: Result<Route, ApiError>, req: Request, services: &Services) -> Response<Body> {
-    match resolved {
-        Ok(route) => handle(route, req, services).await,
-        Err(e) => problem_response(&e, &request_id(&req)),
-    }
-}
-
-/// Resolves the route from the request and handles it if it is one of `routes` (a Lambda
-/// function serving several routes); any other is 404.
-pub async fn route_among(routes: &[Route], req: Request, services: &Services) -> Response<Body> {
+/// The route of `req` if it is one of `routes` (a Lambda function serving several routes);
+/// any other is 404, as API Gateway answers a route it does not have.
+pub fn resolve_among(routes: &[Route], req: &Request) -> Result<Route, ApiError> {
     match Route::resolve(req.method(), req.uri().path()) {
-        Ok(route) if routes.contains(&route) => handle(route, req, services).await,
-        Ok(_) => problem_response(&ApiError::NotFound("no such route"), &request_id(&req)),
-        Err(e) => problem_response(&e, &request_id(&req)),
+        Ok(route) if routes.contains(&route) => Ok(route),
+        Ok(_) => Err(ApiError::NotFound("no such route")),
+        Err(e) => Err(e),
     }
 }
 
-/// Handles `req` as `route`: the one entry point of every Lambda function.
+/// Resolves the route from the request and handles it if it is one of `routes`.
+pub async fn route_among(routes: &[Route], req: Request, services: &Services) -> Response<Body> {
+    let resolved = resolve_among(routes, &req);
+    answer(resolved, req, services).await.0
+}
+
+/// Handles `req` as `route`.
 pub async fn handle(route: Route, req: Request, services: &Services) -> Response<Body> {
-    let result = match route {
-        Route::GrantConsent => grant_consent(&req, services).await,
-        Route::GetConsent => get_consent(&req, services).await,
-        Route::RevokeConsent => revoke_consent(&req, services).await,
-        Route::MintToken => mint_token(&req, services).await,
-        Route::QueryAudit => query_audit(&req, services).await,
-        Route::AccessLog => access_log(&req, services).await,
+    answer(Ok(route), req, services).await.0
+}
+
+/// The caller of a request, authenticated once by [`answer`] for its handler and its log line.
+#[derive(Clone)]
+struct KnownCaller(Option<Caller>);
+
+/// The one entry point of every HTTP Lambda function and of local-api: `req` handled as the
+/// route it resolved to (or its 404/405 answered), with the [`Summary`] its log line tells.
+pub async fn answer(
+    resolved: Result<Route, ApiError>,
+    mut req: Request,
+    services: &Services,
+) -> (Response<Body>, Summary) {
+    let correlation_id = apigw_request_id(&req);
+    let route = match resolved {
+        Ok(route) => route,
+        Err(e) => {
+            let response = problem_response(&e, &request_id(&req));
+            let status = response.status().as_u16();
+            return (response, Summary::of_http(Cow::Borrowed("unrouted"), None, status, correlation_id));
+        }
+    };
+    let known = Caller::from_request(&req, &services.policy).ok();
+    req.extensions_mut().insert(KnownCaller(known.clone()));
+    let response = dispatch(route, &req, services).await.unwrap_or_else(|e| problem_response(&e, &request_id(&req)));
+    let caller = known.as_ref().map(|c| (c, &*services.policy));
+    let summary = Summary::of_http(route.label(), caller, response.status().as_u16(), correlation_id);
+    (response, summary)
+}
+
+/// The answer to a request its function cannot serve: its set-up (the SDK clients, the
+/// public keys, a secret) failed. 503, whose cause goes to the log; the next request tries
+/// the set-up again.
+pub fn unavailable(resolved: &Result<Route, ApiError>, req: &Request, cause: String) -> (Response<Body>, Summary) {
+    let response = problem_response(&ApiError::Unavailable(cause), &request_id(req));
+    let label = resolved.as_ref().map_or(Cow::Borrowed("unrouted"), |r| r.label());
+    let summary = Summary::of_http(label, None, response.status().as_u16(), apigw_request_id(req));
+    (response, summary)
+}
+
+async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    match route {
+        Route::GrantConsent => grant_consent(req, services).await,
+        Route::GetConsent => get_consent(req, services).await,
+        Route::RevokeConsent => revoke_consent(req, services).await,
+        Route::MintToken => mint_token(req, services).await,
+        Route::QueryAudit => query_audit(req, services).await,
+        Route::AccessLog => access_log(req, services).await,
         Route::Jwks => Ok(key_set(services.keys.jwks())),
         Route::CheckpointKeys => Ok(key_set(&*services.checkpoint_keys)),
-        Route::Whoami => whoami(&req, services).await,
-        Route::Introspect => introspect(&req, services).await,
-        Route::ExportAudit => export_audit(&req, services).await,
-        Route::FileAccessRequest => file_access_request(&req, services).await,
-        Route::AgentAccessRequests => agent_access_requests(&req, services).await,
-        Route::MyAccessRequests => my_access_requests(&req, services).await,
-        Route::ApproveAccessRequest => approve_access_request(&req, services).await,
-        Route::DenyAccessRequest => deny_access_request(&req, services).await,
-        Route::GetEmergencyStop => get_emergency_stop(&req, services).await,
-        Route::EngageEmergencyStop => engage_emergency_stop(&req, services).await,
-        Route::LiftEmergencyStop => lift_emergency_stop(&req, services).await,
-        Route::RevokeAgentTokens => revoke_agent_tokens(&req, services).await,
-    };
-    result.unwrap_or_else(|e| problem_response(&e, &request_id(&req)))
+        Route::Whoami => whoami(req, services).await,
+        Route::Introspect => introspect(req, services).await,
+        Route::ExportAudit => export_audit(req, services).await,
+        Route::FileAccessRequest => file_access_request(req, services).await,
+        Route::AgentAccessRequests => agent_access_requests(req, services).await,
+        Route::MyAccessRequests => my_access_requests(req, services).await,
+        Route::ApproveAccessRequest => approve_access_request(req, services).await,
+        Route::DenyAccessRequest => deny_access_request(req, services).await,
+        Route::GetEmergencyStop => get_emergency_stop(req, services).await,
+        Route::EngageEmergencyStop => engage_emergency_stop(req, services).await,
+        Route::LiftEmergencyStop => lift_emergency_stop(req, services).await,
+        Route::RevokeAgentTokens => revoke_agent_tokens(req, services).await,
+    }
 }
 
 /// API Gateway's request id, or a fresh one where there is none.
 fn request_id(req: &Request) -> String {
-    match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-        _ => None,
-    }
-    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    apigw_request_id(req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// How long verifiers and HTTP caches may keep a published key set (the JWK Set, the
@@ -253,8 +296,20 @@ fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control:
         .expect("a static status and headers always build")
 }
 
+/// The caller [`answer`] authenticated (401 where none), else authenticated here.
 fn caller(req: &Request, services: &Services) -> Result<Caller, ApiError> {
-    Caller::from_request(req, &services.policy)
+    match req.extensions().get::<KnownCaller>() {
+        Some(KnownCaller(known)) => known.clone().ok_or(ApiError::Unauthenticated),
+        None => Caller::from_request(req, &services.policy),
+    }
+}
+
+/// API Gateway's request id, if the request came through it.
+fn apigw_request_id(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]

@@ -315,10 +315,19 @@ async fn only_an_auditor_exports_and_only_a_valid_user() {
         "user_id=alice&stream=unattributed",
         "user_id=alice&cursor=garbage",
     ] {
-        let (status, _, body) =
-            app.call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
-        assert_eq!(status, 400, "{query}: {body}");
+        let refused = app.call(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
+        let shape = (refused.status, refused.content_type.as_str(), refused.slug());
+        assert_eq!(shape, (400, "application/problem+json", "invalid-request"), "{query}: {refused:?}");
     }
+    // A stale cursor (sealed by another deployment's key, or one since rotated) is refused
+    // alike, with no line of the export.
+    let other = shared::app::CursorKey::generate();
+    let position = json!({"events": {"stream": "alice", "after": 0, "upto": 0}}).to_string();
+    let stale = other.seal(&json!({"export": {"user": "alice"}}), position);
+    let query = format!("user_id=alice&cursor={stale}");
+    let refused = app.call(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(&query)).await;
+    let shape = (refused.status, refused.content_type.as_str(), refused.slug());
+    assert_eq!(shape, (400, "application/problem+json", "invalid-request"), "{refused:?}");
 }
 
 #[tokio::test]
@@ -395,4 +404,90 @@ async fn the_cli_exits_0_intact_1_tampered_naming_the_bad_event_3_unsealed_and_6
     // And a command line that is not one is clap's usage error.
     let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The chain archive of an app, each read of events taking `delay` (of the test's paused
+/// clock): a store that answers slowly (throttled, retrying, far away).
+struct SlowArchive {
+    inner: std::sync::Arc<dyn shared::ports::ChainArchive>,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::ChainArchive for SlowArchive {
+    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
+        self.inner.streams().await
+    }
+    async fn stream_events(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<shared::domain::AuditEvent>, shared::ports::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.stream_events(stream, after_seq, limit).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn unsealed_heads(
+        &self,
+        latest: Option<&shared::ports::Checkpoint>,
+    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
+        self.inner.unsealed_heads(latest).await
+    }
+    async fn append_checkpoint(
+        &self,
+        checkpoint: &shared::ports::Checkpoint,
+        leaves: &[shared::ports::ProvenLeaf],
+    ) -> Result<(), shared::ports::StoreError> {
+        self.inner.append_checkpoint(checkpoint, leaves).await
+    }
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
+        self.inner.checkpoints(stream).await
+    }
+}
+
+/// A slow store makes an export longer, never a page slower: with every read of events
+/// taking 4 s, 1,500 events (far less than a page's bytes: three reads, and an empty one to
+/// end the stream) come in pages that each end within the page time plus one read, and their
+/// concatenation verifies. Without the time bound the first page would make all four reads
+/// (16 s; on DynamoDB, past API Gateway's 30 s with a few more). It waits about 16 s.
+#[tokio::test]
+async fn a_slow_store_makes_more_pages_each_within_the_page_time() {
+    use shared::app::{EXPORT_PAGE_TIME, ExportScope, export_page};
+    use shared::domain::{Actor, AgentId, AuditEvent, AuditEventType, Role, UserId};
+    use shared::ports::Clock as _;
+    let mut app = TestApp::on(e2e::Backend::Embedded).await;
+    let support = Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support };
+    let alice = UserId::parse("alice").unwrap();
+    app.seed_chain((0..1_500).map(|i| {
+        AuditEvent::new(AuditEventType::TokenUsed, app.clock.now(), Some(alice.clone()), support.clone())
+            .with_detail(format!("GET /app/orders/{i}"))
+    }))
+    .await;
+    checkpoint(&app).await;
+    let read = std::time::Duration::from_secs(4);
+    app.wrap_chain_archive(|inner| std::sync::Arc::new(SlowArchive { inner, delay: read }));
+
+    let scope = ExportScope::User(alice);
+    let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);
+    loop {
+        let started = tokio::time::Instant::now();
+        let page = export_page(app.services(), &scope, cursor.as_deref()).await.unwrap();
+        let took = started.elapsed();
+        assert!(took <= EXPORT_PAGE_TIME + read, "page {pages} took {took:?}");
+        text.push_str(&page.lines);
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "{pages} page(s)");
+    let report = verify_export(&text, &app).unwrap();
+    assert_eq!((report.events, report.checkpoints.as_slice()), (1_500, &[1][..]));
 }

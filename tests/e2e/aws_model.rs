@@ -169,8 +169,8 @@ async fn one_partition_serves_a_thousand_write_units_a_second_and_throttles_the_
         ("s".to_owned(), AttributeValue::N("0".into())),
     ]);
     let started = Instant::now();
-    let reads =
-        (0..150).map(|_| dynamodb.get_item().table_name(&table).set_key(Some(key.clone())).consistent_read(true).send());
+    let reads = (0..150)
+        .map(|_| dynamodb.get_item().table_name(&table).set_key(Some(key.clone())).consistent_read(true).send());
     let answers = futures::future::join_all(reads).await;
     let elapsed = started.elapsed().as_secs_f64();
     let throttled = answers.iter().filter(|r| code(r) == "ProvisionedThroughputExceededException").count();

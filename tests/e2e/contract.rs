@@ -263,13 +263,17 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
 }
 
 /// Exports of any size: 10,500 of alice's events (more than the former cap of 10,000, and
-/// more bytes than one page holds) and a flood of refusals in the unattributed stream export
-/// in several pages whose concatenation verifies; each page is whole JSON lines under the
-/// byte budget; a user's export names nobody else; a checkpoint made during an export stays
-/// out of it (so the pages still verify); the same cursor gives the same page; and an
-/// edited cursor, or one of another export, is refused.
-async fn exports_of_any_size_page_and_verify(app: TestApp) {
+/// more bytes than one page holds) and a flood of 12,000 refusals in the unattributed stream
+/// export in several pages whose concatenation verifies; each page is whole JSON lines under
+/// the byte budget; a user's export names nobody else; a checkpoint made during an export
+/// stays out of it (so the pages still verify); the same cursor gives the same page; and an
+/// edited cursor, or one of another export, is refused. The export of every stream (22,500
+/// events) runs on the embedded backend only: its paging across streams is the same code on
+/// both (`checkpoints_seal_moved_heads_and_every_export_verifies` runs it on DynamoDB), and
+/// the test server takes minutes to serve that many events.
+async fn exports_of_any_size_page_and_verify(mut app: TestApp) {
     use app::ExportScope;
+    app.archive_at_test_server_pace().await;
     const ALICE: usize = 10_500;
     const FLOOD: usize = 12_000;
     let support = Actor { sub: agent("agent-7"), role: Role::Support };
@@ -287,37 +291,33 @@ async fn exports_of_any_size_page_and_verify(app: TestApp) {
     app::checkpoint_now(app.services()).await.unwrap().expect("three streams to seal");
 
     let strict = support_access_cli::Options::default();
-    for (scope, events) in [
-        (ExportScope::User(user("alice")), ALICE),
-        (ExportScope::Unattributed, FLOOD),
-        (ExportScope::All, ALICE + FLOOD + 1),
-    ] {
+    let mut scopes = vec![(ExportScope::Unattributed, FLOOD)];
+    if matches!(app.backend, e2e::Backend::Embedded) {
+        scopes.push((ExportScope::All, ALICE + FLOOD + 1));
+    }
+    for (scope, events) in scopes {
         let (text, pages) = app.export_pages(&scope).await;
         assert!(pages >= 2, "{scope:?}: {pages} page(s)");
         let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
             .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
         assert_eq!((report.events, report.checkpoints.as_slice()), (events, &[1][..]), "{scope:?}");
-        if let ExportScope::User(_) = scope {
-            assert!(!text.contains("\"bob\"") && !text.contains(support_access_verify::chain::UNATTRIBUTED_STREAM));
-        }
     }
 
-    // Page by page: whole lines under the budget, the same page again for the same cursor.
+    // alice's, page by page: whole lines under the budget. A checkpoint made between two
+    // pages seals an event past what the first page sent: it stays out of this export, which
+    // still verifies (the new event reported unsealed). The same cursor gives the same page.
     let alice = ExportScope::User(user("alice"));
     let first = app::export_page(app.services(), &alice, None).await.unwrap();
     assert!(first.lines.len() <= app::EXPORT_PAGE_BYTES && first.lines.ends_with('\n'));
     assert_eq!(first.lines.lines().count(), first.count);
     let cursor = first.next_cursor.clone().expect("more than one page");
+    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap_err();
+    app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
     let second = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
     let again = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
     assert_eq!((second.lines.as_str(), &second.next_cursor), (again.lines.as_str(), &again.next_cursor));
-
-    // A checkpoint made between two pages seals an event past what the first page sent: it
-    // stays out of this export, which still verifies (the new event reported unsealed).
-    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap_err();
-    app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
-    let mut text = first.lines.clone();
-    let mut next = Some(cursor.clone());
+    let mut text = first.lines.clone() + &second.lines;
+    let mut next = second.next_cursor.clone();
     while let Some(c) = next {
         let page = app::export_page(app.services(), &alice, Some(&c)).await.unwrap();
         text.push_str(&page.lines);
@@ -326,6 +326,7 @@ async fn exports_of_any_size_page_and_verify(app: TestApp) {
     let lenient = support_access_cli::Options { allow_unsealed: true };
     let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), lenient).unwrap();
     assert_eq!((report.events, report.checkpoints.as_slice()), (ALICE + 1, &[1][..]));
+    assert!(!text.contains("\"bob\"") && !text.contains(support_access_verify::chain::UNATTRIBUTED_STREAM));
 
     // Cursors are sealed to their export.
     let mut edited = cursor.clone().into_bytes();

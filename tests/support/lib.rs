@@ -534,11 +534,14 @@ impl TestApp {
                         .build()
                 };
                 let writes: Vec<WriteRequest> = sealed.iter().map(|e| put(adapter_aws::audit_item(e))).collect();
+                // The setup client's timeouts: eight batches at once queue at the test server,
+                // which runs one call at a time, past the functions' 5 s on a loaded machine.
+                let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
                 for group in writes.chunks(25).collect::<Vec<_>>().chunks(8) {
                     let calls: Vec<_> = group
                         .iter()
                         .map(|batch| {
-                            let call = aws.dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
+                            let call = dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
                             tokio::spawn(call.send())
                         })
                         .collect();
@@ -553,7 +556,7 @@ impl TestApp {
                     ("hash".to_owned(), AttributeValue::S(last.hash.clone())),
                     ("at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
                 ]);
-                aws.dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
+                dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
             }
             _ => unreachable!(),
         }
@@ -590,6 +593,28 @@ impl TestApp {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Puts `wrap(archive)` in place of the app's chain archive: a test that slows or counts
+    /// the reads of an export.
+    pub fn wrap_chain_archive(
+        &mut self,
+        wrap: impl FnOnce(Arc<dyn shared::ports::ChainArchive>) -> Arc<dyn shared::ports::ChainArchive>,
+    ) {
+        self.services.chain_archive = wrap(self.services.chain_archive.clone());
+    }
+
+    /// On AWS, the chain archive reads through a client with the setup clients' timeouts
+    /// instead of the functions' (2 s an attempt, 5 s a call): moto walks and sorts a whole
+    /// table in Python for every `Query` and serializes each item it returns (1-4 s for 500
+    /// events of a 22,500-event table on a loaded test machine, where DynamoDB takes tens of
+    /// milliseconds), so a test that exports tens of thousands of events would time out on
+    /// the test server's pace, not on the code's. Nothing changes on the embedded backend.
+    pub async fn archive_at_test_server_pace(&mut self) {
+        if let Some(aws) = &self.aws {
+            let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+            self.services.chain_archive = Arc::new(DynamoStore::new(dynamodb, aws.tables.clone()));
+        }
     }
 
     /// The keys that verify this app's checkpoints (its checkpoint-keys.json), as a key ring.

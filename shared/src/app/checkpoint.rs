@@ -96,10 +96,17 @@ enum ExportPosition {
 /// 6 MB response limit with 2 MB to spare, whatever the events' free text holds.
 pub const EXPORT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The most store reads one export page makes (each at most [`EXPORT_READ_EVENTS`] events),
-/// so a page's time is bounded well inside the export function's timeout even when many
-/// streams are short; a longer export only has more pages.
+/// The most store reads of events one export page makes (each at most
+/// [`EXPORT_READ_EVENTS`] events); a longer export only has more pages.
 pub const EXPORT_PAGE_READS: usize = 100;
+
+/// How long an export page keeps starting reads of events: none starts after this, so a
+/// page ends within this plus one read (each read is one store call, on AWS bounded by the
+/// SDK's 5 s operation timeout), well inside API Gateway's 30 s integration timeout however
+/// slow the store answers. On DynamoDB a read of 500 events (at most 1 MB) takes tens of
+/// milliseconds, so the byte budget ends a page first; this bound is what holds when the
+/// store is slow (throttled, retrying, or a test server that walks a whole table per query).
+pub const EXPORT_PAGE_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Events asked for by one store read of an export (a DynamoDB query returns at most 1 MB,
 /// so maybe fewer; only an empty answer ends a stream).
@@ -149,14 +156,17 @@ impl ExportPage {
 /// absent; a cursor made for another scope, edited or from another key is refused). Events
 /// keep their own `type`; checkpoints are `{"type":"checkpoint","seq":…,"jws":…,"leaves":[…]}`,
 /// with only the exported streams' leaves and their inclusion proofs, so a user's export
-/// names nobody else. A page holds at most [`EXPORT_PAGE_BYTES`] and makes at most
-/// [`EXPORT_PAGE_READS`] reads of events, so no number of events (a flood of refusals)
-/// makes an export fail: it only has more pages.
+/// names nobody else. A page holds at most [`EXPORT_PAGE_BYTES`], makes at most
+/// [`EXPORT_PAGE_READS`] reads of events and starts none after [`EXPORT_PAGE_TIME`], so no
+/// number of events (a flood of refusals) and no slow store makes an export fail: it only
+/// has more pages. Every read moves the export on (events sent, or a stream done), so a page
+/// that stops early still leaves the next one less to do.
 pub async fn export_page(
     services: &Services,
     scope: &ExportScope,
     cursor: Option<&str>,
 ) -> Result<ExportPage, ApiError> {
+    let deadline = tokio::time::Instant::now() + EXPORT_PAGE_TIME;
     let filter = ExportFilter { export: scope };
     let archive = services.chain_archive.as_ref();
     let position = match cursor {
@@ -183,12 +193,13 @@ pub async fn export_page(
     let mut bytes = 0;
     let next = match position {
         ExportPosition::Events { stream, after, upto } => {
-            events_page(services, scope, &mut page, &mut bytes, stream, after, upto).await?
+            events_page(services, scope, &mut page, &mut bytes, deadline, stream, after, upto).await?
         }
         checkpoints => Some(checkpoints),
     };
+    let out_of_time = page.count > 0 && tokio::time::Instant::now() >= deadline;
     let next = match next {
-        Some(ExportPosition::Checkpoints { after, upto }) => {
+        Some(ExportPosition::Checkpoints { after, upto }) if !out_of_time => {
             checkpoints_page(services, scope, &mut page, &mut bytes, after, upto).await?
         }
         other => other,
@@ -199,24 +210,36 @@ pub async fn export_page(
 }
 
 /// Fills `page` with events from `stream` (past `after`), then the streams after it in the
-/// scope; the position to go on from, or the checkpoints' when every stream is done and the
-/// page has room.
+/// scope, until the page is full, has made [`EXPORT_PAGE_READS`] reads or `deadline` passed;
+/// the position to go on from, or the checkpoints' when every stream is done.
+#[allow(clippy::too_many_arguments)]
 async fn events_page(
     services: &Services,
     scope: &ExportScope,
     page: &mut ExportPage,
     bytes: &mut usize,
+    deadline: tokio::time::Instant,
     mut stream: String,
     mut after: u64,
     upto: u64,
 ) -> Result<Option<ExportPosition>, ApiError> {
     let archive = services.chain_archive.as_ref();
-    for _ in 0..EXPORT_PAGE_READS {
+    // A full export's streams, listed once per page (not once per stream it finishes).
+    let mut streams: Option<Vec<String>> = None;
+    for read in 0..EXPORT_PAGE_READS {
+        if read > 0 && tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let events = archive.stream_events(&stream, after, EXPORT_READ_EVENTS).await?;
         if events.is_empty() {
             // This stream is done: on to the next one of a full export, else the checkpoints.
             let next = match scope {
-                ExportScope::All => archive.streams().await?.into_iter().filter(|s| *s > stream).min(),
+                ExportScope::All => {
+                    if streams.is_none() {
+                        streams = Some(archive.streams().await?);
+                    }
+                    streams.iter().flatten().filter(|s| **s > stream).min().cloned()
+                }
                 _ => None,
             };
             match next {

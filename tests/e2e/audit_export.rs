@@ -491,3 +491,175 @@ async fn a_slow_store_makes_more_pages_each_within_the_page_time() {
     let report = verify_export(&text, &app).unwrap();
     assert_eq!((report.events, report.checkpoints.as_slice()), (1_500, &[1][..]));
 }
+
+/// An HTTP front for `app`'s export as the CLI calls it (as the auditor `aud-1`): it serves
+/// export pages until `limit` of them were served, then answers 503 to every page (a service
+/// that stops answering mid-export) until the limit is raised.
+struct ExportFront {
+    base: String,
+    limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ExportFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn export_front(app: std::sync::Arc<TestApp>) -> ExportFront {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (limit, served) = (std::sync::Arc::new(AtomicUsize::new(usize::MAX)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let (l, s) = (limit.clone(), served.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (app, limit, served) = (app.clone(), l.clone(), s.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (app, limit, served) = (app.clone(), limit.clone(), served.clone());
+                    async move {
+                        let (path, query) = (req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
+                        let event = match path.as_str() {
+                            "/audit/export" => {
+                                if served.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+                                    let gone = hyper::Response::builder()
+                                        .status(503)
+                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"")))
+                                        .unwrap();
+                                    return Ok::<_, std::convert::Infallible>(gone);
+                                }
+                                served.fetch_add(1, Ordering::SeqCst);
+                                Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(&query)
+                            }
+                            _ => Event::new("GET", &path).anonymous(),
+                        };
+                        let response = shared::http::route(event.to_request(), app.services()).await;
+                        let mut out = hyper::Response::builder().status(response.status());
+                        for (name, value) in response.headers() {
+                            out = out.header(name, value);
+                        }
+                        let body = bytes::Bytes::copy_from_slice(response.body().as_ref());
+                        Ok(out.body(http_body_util::Full::new(body)).unwrap())
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    ExportFront { base, limit, served, task }
+}
+
+/// `support-access export` with `args` against `front` (which calls the app as the auditor,
+/// whatever token is sent).
+async fn cli_export(front: &ExportFront, args: &[&str]) -> std::process::Output {
+    let mut all = ["export", "--endpoint", &front.base, "--token", "front"].map(str::to_owned).to_vec();
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || Command::new(e2e::cli_binary()).args(all).output().unwrap()).await.unwrap()
+}
+
+/// `export --resume` after an interruption gives the very file a one-shot export gives, which
+/// verifies; a `.cursor` that does not belong to the file or the command is refused (exit 6)
+/// and a stale cursor by the service (exit 4), the file untouched either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_export_resumes_to_the_one_shot_file_and_a_foreign_cursor_is_refused() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::on(e2e::Backend::Embedded).await;
+    let support = shared::domain::Actor {
+        sub: shared::domain::AgentId::parse("agent-7").unwrap(),
+        role: shared::domain::Role::Support,
+    };
+    let alice = shared::domain::UserId::parse("alice").unwrap();
+    let padding = "x".repeat(600);
+    {
+        use shared::ports::Clock as _;
+        app.seed_chain((0..9_000).map(|i| {
+            shared::domain::AuditEvent::new(
+                shared::domain::AuditEventType::TokenUsed,
+                app.clock.now(),
+                Some(alice.clone()),
+                support.clone(),
+            )
+            .with_detail(format!("GET /app/orders/{i}?{padding}"))
+        }))
+        .await;
+    }
+    checkpoint(&app).await;
+    let app = std::sync::Arc::new(app);
+    let front = export_front(app.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap_or_default();
+    let code = |out: &std::process::Output| (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned());
+
+    let one = cli_export(&front, &["--user", "alice", "--file", &path("one.jsonl")]).await;
+    assert_eq!(code(&one).0, Some(0), "{}", code(&one).1);
+    let pages = front.served.load(Ordering::SeqCst);
+    assert!(pages >= 3, "{pages} page(s)");
+
+    // The service stops answering after the first page: exit 5, the first page and its cursor kept.
+    front.limit.store(pages + 1, Ordering::SeqCst);
+    let cut = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl")]).await;
+    assert_eq!(code(&cut).0, Some(5), "{}", code(&cut).1);
+    let first = read("part.jsonl");
+    assert!(!first.is_empty() && first.len() < read("one.jsonl").len() && read("one.jsonl").starts_with(&first));
+    assert!(dir.path().join("part.jsonl.cursor").exists());
+
+    // A .cursor that is not this file's, or not this command's: refused, nothing touched.
+    std::fs::write(dir.path().join("short.jsonl"), &first[..first.len() / 2]).unwrap();
+    std::fs::copy(dir.path().join("part.jsonl.cursor"), dir.path().join("short.jsonl.cursor")).unwrap();
+    let mut edited = first.clone();
+    edited[10] ^= 1;
+    std::fs::write(dir.path().join("edited.jsonl"), &edited).unwrap();
+    std::fs::copy(dir.path().join("part.jsonl.cursor"), dir.path().join("edited.jsonl.cursor")).unwrap();
+    front.limit.store(usize::MAX, Ordering::SeqCst);
+    for (file, scope) in [
+        ("short.jsonl", &["--user", "alice"][..]),
+        ("edited.jsonl", &["--user", "alice"]),
+        ("part.jsonl", &["--user", "bob"]),
+        ("part.jsonl", &["--unattributed"]),
+    ] {
+        let before = read(file);
+        let served = front.served.load(Ordering::SeqCst);
+        let file_path = path(file);
+        let args: Vec<&str> = scope.iter().copied().chain(["--file", &file_path, "--resume"]).collect();
+        let refused = cli_export(&front, &args).await;
+        let (status, stderr) = code(&refused);
+        assert_eq!(status, Some(6), "{file} {scope:?}: {stderr}");
+        assert!(stderr.contains("does not belong to this export"), "{stderr}");
+        assert_eq!((read(file), front.served.load(Ordering::SeqCst)), (before, served), "{file}: nothing done");
+    }
+
+    // A cursor the service no longer takes (edited, or sealed with a key since rotated): the
+    // service's 400 (exit 4), the file and its state as they were.
+    let state_path = dir.path().join("part.jsonl.cursor");
+    let saved = std::fs::read_to_string(&state_path).unwrap();
+    let mut stale: Value = serde_json::from_str(&saved).unwrap();
+    stale["cursor"] = json!("AAAA.BBBB");
+    std::fs::write(&state_path, stale.to_string()).unwrap();
+    let refused = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl"), "--resume"]).await;
+    assert_eq!(code(&refused).0, Some(4), "{}", code(&refused).1);
+    assert_eq!(read("part.jsonl"), first);
+    std::fs::write(&state_path, &saved).unwrap();
+
+    // A crash half-way through appending a page leaves a partial line past the saved length:
+    // --resume cuts it off and goes on; the result is the one-shot file, and it verifies.
+    let mut torn = first.clone();
+    torn.extend_from_slice(b"{\"type\":\"token.us");
+    std::fs::write(dir.path().join("part.jsonl"), &torn).unwrap();
+    let resumed = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl"), "--resume"]).await;
+    assert_eq!(code(&resumed).0, Some(0), "{}", code(&resumed).1);
+    assert!(read("part.jsonl") == read("one.jsonl"), "the resumed export is the one-shot one");
+    assert!(!state_path.exists(), "the state is removed once complete");
+    let verified = tokio::task::spawn_blocking({
+        let (file, keys) = (path("part.jsonl"), path("part.jsonl.checkpoint-keys.json"));
+        move || Command::new(cli_binary()).args(["verify", &file, "--checkpoint-keys", &keys]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&verified).0, Some(0), "{}", code(&verified).1);
+}

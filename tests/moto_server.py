@@ -26,6 +26,8 @@ Two gaps of moto's, closed here so the tests test our code rather than the gaps:
   thousands of events then measured the serializer. A Query's plain answer (items, counts,
   the last key) is written as JSON directly instead, the same bytes in the DynamoDB JSON
   wire format; any other answer (consumed capacity asked for, an error) goes the usual way.
+  And every Query compares the partition key of each item of the table to the one asked for,
+  through a Decimal-casting equality: two strings are compared as strings here.
 - moto refuses transactions of more than 25 actions, DynamoDB's limit until 2022; DynamoDB
   takes 100 now (the test proxy enforces that limit), so moto is told the same.
 
@@ -168,7 +170,17 @@ def _plain_query(self):
         return answer  # a value this encoder does not know: moto's serializer knows it
 
 
+_equal = DynamoType.__eq__
+
+
+def _string_equal(self, other):
+    if isinstance(other, DynamoType) and self.type == "S" and other.type == "S":
+        return self.value == other.value
+    return _equal(self, other)
+
+
 moto.dynamodb.responses.TRANSACTION_MAX_ITEMS = 100
+DynamoType.__eq__ = _string_equal
 DynamoHandler.query = _plain_query
 DynamoDBBackend.transact_write_items = _serialised
 DynamoHandler.transact_write_items = _idempotent

@@ -490,9 +490,9 @@ impl TestApp {
     }
 
     /// Writes `events` (built in order, as for an empty stream) straight into the store as a
-    /// sealed chain: one SQLite transaction, or DynamoDB batch writes of 25 (with the chain
-    /// head), so tens of thousands of events take seconds on both backends. The events keep
-    /// their `user_id` (the unattributed stream when `None`).
+    /// sealed chain: one SQLite transaction, or DynamoDB batch writes of 25, one after another
+    /// (with the chain head), so tens of thousands of events take seconds on both backends.
+    /// The events keep their `user_id` (the unattributed stream when `None`).
     pub async fn seed_chain(&self, events: impl IntoIterator<Item = AuditEvent>) {
         let mut hash = support_access_verify::chain::GENESIS.to_owned();
         let mut sealed = Vec::new();
@@ -534,21 +534,14 @@ impl TestApp {
                         .build()
                 };
                 let writes: Vec<WriteRequest> = sealed.iter().map(|e| put(adapter_aws::audit_item(e))).collect();
-                // The setup client's timeouts: eight batches at once queue at the test server,
-                // which runs one call at a time, past the functions' 5 s on a loaded machine.
+                // One batch at a time, with the setup client's timeouts: the test server runs
+                // one call at a time, so batches sent at once gain nothing there and queue the
+                // calls of the tests running beside this one past their 5 s timeouts.
                 let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
-                for group in writes.chunks(25).collect::<Vec<_>>().chunks(8) {
-                    let calls: Vec<_> = group
-                        .iter()
-                        .map(|batch| {
-                            let call = dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
-                            tokio::spawn(call.send())
-                        })
-                        .collect();
-                    for call in calls {
-                        let answer = call.await.unwrap().unwrap();
-                        assert!(answer.unprocessed_items().is_none_or(|u| u.is_empty()), "items left unprocessed");
-                    }
+                for batch in writes.chunks(25) {
+                    let call = dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
+                    let answer = call.send().await.unwrap();
+                    assert!(answer.unprocessed_items().is_none_or(|u| u.is_empty()), "items left unprocessed");
                 }
                 let head = std::collections::HashMap::from([
                     ("stream".to_owned(), AttributeValue::S(last.stream().to_owned())),

@@ -50,7 +50,8 @@ EXPECTED = {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
-    },
+    }
+    | CURSOR_SECRET,
     "JwksFunction": TOKEN_PUBLIC_KEYS
     | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")},
     "CheckpointFunction": {
@@ -310,6 +311,7 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action, resource) in {
                     ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("AccessLogFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("ExportAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("AgentRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("UserRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                 }, f"{function} may {action} {resource}"

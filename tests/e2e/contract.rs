@@ -253,12 +253,97 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
 
     let strict = support_access_cli::Options::default();
     for who in [Some(user("alice")), Some(user("bob")), None] {
-        let lines = app::export_lines(app.services(), who.clone()).await.unwrap();
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let scope = who.clone().map_or(app::ExportScope::All, app::ExportScope::User);
+        let (text, _) = app.export_pages(&scope).await;
         let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
             .unwrap_or_else(|e| panic!("{who:?}: {e}"));
         let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
         assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");
+    }
+}
+
+/// Exports of any size: 10,500 of alice's events (more than the former cap of 10,000, and
+/// more bytes than one page holds) and a flood of 12,000 refusals in the unattributed stream
+/// export in several pages whose concatenation verifies; each page is whole JSON lines under
+/// the byte budget; a user's export names nobody else; a checkpoint made during an export
+/// stays out of it (so the pages still verify); the same cursor gives the same page; and an
+/// edited cursor, or one of another export, is refused. The export of every stream (22,500
+/// events) runs on the embedded backend only: its paging across streams is the same code on
+/// both (`checkpoints_seal_moved_heads_and_every_export_verifies` runs it on DynamoDB), and
+/// the test server takes minutes to serve that many events.
+async fn exports_of_any_size_page_and_verify(mut app: TestApp) {
+    use app::ExportScope;
+    app.archive_at_test_server_pace().await;
+    const ALICE: usize = 10_500;
+    const FLOOD: usize = 12_000;
+    let support = Actor { sub: agent("agent-7"), role: Role::Support };
+    let padding = "x".repeat(300);
+    app.seed_chain((0..ALICE).map(|i| {
+        AuditEvent::new(AuditEventType::TokenUsed, app.clock.now(), Some(user("alice")), support.clone())
+            .with_detail(format!("GET /app/orders/{i}?{padding}"))
+    }))
+    .await;
+    app.seed_chain((0..FLOOD).map(|_| {
+        AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown()).with_detail("malformed")
+    }))
+    .await;
+    grant(&app, "bob", minutes(60)).await;
+    app::checkpoint_now(app.services()).await.unwrap().expect("three streams to seal");
+
+    let strict = support_access_cli::Options::default();
+    let mut scopes = vec![(ExportScope::Unattributed, FLOOD)];
+    if matches!(app.backend, e2e::Backend::Embedded) {
+        scopes.push((ExportScope::All, ALICE + FLOOD + 1));
+    }
+    for (scope, events) in scopes {
+        let (text, pages) = app.export_pages(&scope).await;
+        assert!(pages >= 2, "{scope:?}: {pages} page(s)");
+        let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
+            .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
+        assert_eq!((report.events, report.checkpoints.as_slice()), (events, &[1][..]), "{scope:?}");
+    }
+
+    // alice's, page by page: whole lines under the budget. A checkpoint made between two
+    // pages seals an event past what the first page sent: it stays out of this export, which
+    // still verifies (the new event reported unsealed). The same cursor gives the same events.
+    let alice = ExportScope::User(user("alice"));
+    let first = app::export_page(app.services(), &alice, None).await.unwrap();
+    assert!(first.lines.len() <= app::EXPORT_PAGE_BYTES && first.lines.ends_with('\n'));
+    assert_eq!(first.lines.lines().count(), first.count);
+    let cursor = first.next_cursor.clone().expect("more than one page");
+    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap_err();
+    app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
+    let second = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
+    let again = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
+    // The same lines from the same place; a page may end sooner when the store answered
+    // slower (the page time), never elsewhere than at a line's end.
+    let (short, long) = if second.count <= again.count { (&second, &again) } else { (&again, &second) };
+    assert!(short.count > 0 && long.lines.starts_with(&short.lines), "the same cursor, the same events");
+    let mut text = first.lines.clone() + &second.lines;
+    let mut next = second.next_cursor.clone();
+    while let Some(c) = next {
+        let page = app::export_page(app.services(), &alice, Some(&c)).await.unwrap();
+        text.push_str(&page.lines);
+        next = page.next_cursor;
+    }
+    let lenient = support_access_cli::Options { allow_unsealed: true };
+    let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), lenient).unwrap();
+    assert_eq!((report.events, report.checkpoints.as_slice()), (ALICE + 1, &[1][..]));
+    assert!(!text.contains("\"bob\"") && !text.contains(support_access_verify::chain::UNATTRIBUTED_STREAM));
+
+    // Cursors are sealed to their export.
+    let mut edited = cursor.clone().into_bytes();
+    edited[5] = if edited[5] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    for (scope, c) in [
+        (alice.clone(), edited.as_str()),
+        (ExportScope::User(user("bob")), cursor.as_str()),
+        (ExportScope::All, cursor.as_str()),
+        (ExportScope::Unattributed, cursor.as_str()),
+        (alice.clone(), "garbage"),
+    ] {
+        let refused = app::export_page(app.services(), &scope, Some(c)).await;
+        assert!(matches!(refused, Err(ApiError::InvalidRequest(_))), "{scope:?} {c}: {refused:?}");
     }
 }
 
@@ -593,6 +678,7 @@ e2e::on_both_backends!(
     a_write_is_read_back_at_once,
     concurrent_appends_to_one_user_are_gapless,
     checkpoints_seal_moved_heads_and_every_export_verifies,
+    exports_of_any_size_page_and_verify,
     every_stream_is_an_intact_hash_chain,
     audit_queries_by_user_actor_type_and_time_page_exactly,
     a_filtered_time_query_finds_matches_behind_many_others,

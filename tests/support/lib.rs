@@ -500,6 +500,87 @@ impl TestApp {
         }
     }
 
+    /// Writes `events` (built in order, as for an empty stream) straight into the store as a
+    /// sealed chain: one SQLite transaction, or DynamoDB batch writes of 25, one after another
+    /// (with the chain head), so tens of thousands of events take seconds on both backends.
+    /// The events keep their `user_id` (the unattributed stream when `None`).
+    pub async fn seed_chain(&self, events: impl IntoIterator<Item = AuditEvent>) {
+        let mut hash = support_access_verify::chain::GENESIS.to_owned();
+        let mut sealed = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let event = event.seal(i as u64 + 1, &hash);
+            hash = event.hash.clone();
+            sealed.push(event);
+        }
+        let Some(last) = sealed.last().cloned() else { return };
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                let mut conn = rusqlite::Connection::open(path).expect("a file database (use TestApp::on)");
+                let tx = conn.transaction().unwrap();
+                for e in &sealed {
+                    tx.execute(
+                        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body, hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        rusqlite::params![
+                            e.stream(),
+                            e.seq as i64,
+                            e.event_id.as_str(),
+                            e.event_type.as_str(),
+                            e.at.unix(),
+                            e.user_id.as_ref().map(|u| u.as_str()),
+                            e.actor.sub.as_str(),
+                            serde_json::to_string(e).unwrap(),
+                            e.hash,
+                        ],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            (_, Some(aws)) => {
+                use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+                let put = |item| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                        .build()
+                };
+                let writes: Vec<WriteRequest> = sealed.iter().map(|e| put(adapter_aws::audit_item(e))).collect();
+                // One batch at a time, with the setup client's timeouts: the test server runs
+                // one call at a time, so batches sent at once gain nothing there and queue the
+                // calls of the tests running beside this one past their 5 s timeouts.
+                let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+                for batch in writes.chunks(25) {
+                    let call = dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
+                    let answer = call.send().await.unwrap();
+                    assert!(answer.unprocessed_items().is_none_or(|u| u.is_empty()), "items left unprocessed");
+                }
+                let head = std::collections::HashMap::from([
+                    ("stream".to_owned(), AttributeValue::S(last.stream().to_owned())),
+                    ("seq".to_owned(), AttributeValue::N(last.seq.to_string())),
+                    ("hash".to_owned(), AttributeValue::S(last.hash.clone())),
+                    ("at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
+                ]);
+                dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every page of the export of `scope`, followed from the first, concatenated; with the
+    /// number of pages.
+    pub async fn export_pages(&self, scope: &shared::app::ExportScope) -> (String, usize) {
+        let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);
+        loop {
+            let page = shared::app::export_page(self.services(), scope, cursor.as_deref()).await.unwrap();
+            text.push_str(&page.lines);
+            pages += 1;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return (text, pages),
+            }
+        }
+    }
+
     pub async fn mend_audit_writes(&mut self) {
         match (&self.sqlite, &self.aws) {
             (Some((_, path)), _) => {
@@ -516,6 +597,28 @@ impl TestApp {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Puts `wrap(archive)` in place of the app's chain archive: a test that slows or counts
+    /// the reads of an export.
+    pub fn wrap_chain_archive(
+        &mut self,
+        wrap: impl FnOnce(Arc<dyn shared::ports::ChainArchive>) -> Arc<dyn shared::ports::ChainArchive>,
+    ) {
+        self.services.chain_archive = wrap(self.services.chain_archive.clone());
+    }
+
+    /// On AWS, the chain archive reads through a client with the setup clients' timeouts
+    /// instead of the functions' (2 s an attempt, 5 s a call): moto walks and sorts a whole
+    /// table in Python for every `Query` and serializes each item it returns (1-4 s for 500
+    /// events of a 22,500-event table on a loaded test machine, where DynamoDB takes tens of
+    /// milliseconds), so a test that exports tens of thousands of events would time out on
+    /// the test server's pace, not on the code's. Nothing changes on the embedded backend.
+    pub async fn archive_at_test_server_pace(&mut self) {
+        if let Some(aws) = &self.aws {
+            let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+            self.services.chain_archive = Arc::new(DynamoStore::new(dynamodb, aws.tables.clone()));
+        }
     }
 
     /// The keys that verify this app's checkpoints (its checkpoint-keys.json), as a key ring.

@@ -14,7 +14,7 @@ use super::caller::Caller;
 use super::problem::problem_response;
 use super::summary::Summary;
 use crate::app::Services;
-use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, ExportScope, MAX_PAGE_SIZE};
 use crate::domain::{
     AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, RequestId, Scope, Timestamp, UserId,
 };
@@ -41,7 +41,8 @@ pub enum Route {
     Whoami,
     /// `POST /introspect`: RFC 7662 token introspection for resource servers outside AWS.
     Introspect,
-    /// `GET /audit/export[?user_id=...]`: one user's stream (or all) and its checkpoints, as JSON Lines.
+    /// `GET /audit/export[?user_id=...|stream=unattributed][&cursor=...]`: one user's stream (or
+    /// the unattributed one, or all) and its checkpoints, as JSON Lines in pages.
     ExportAudit,
     /// `POST /access-requests`: an agent asks a user for access.
     FileAccessRequest,
@@ -615,27 +616,42 @@ async fn query_audit(req: &Request, services: &Services) -> Result<Response<Body
 #[serde(deny_unknown_fields)]
 struct ExportParams {
     user_id: Option<String>,
+    stream: Option<String>,
+    cursor: Option<String>,
 }
 
-/// The export is JSON Lines (`application/x-ndjson`): audit events as the API returns them,
-/// each stream oldest first, then the checkpoints that seal them (see `app::export_lines`),
-/// so `support-access verify` can check the chains offline.
+/// The export is JSON Lines (`application/x-ndjson`) in pages: audit events as the API
+/// returns them, each stream oldest first, then the checkpoints that seal them (see
+/// `app::export_page`), so `support-access verify` can check the chains offline. A page that
+/// is not the last names the next in a `Link: <?…&cursor=…>; rel="next"` header (a reference
+/// relative to this request, so it holds behind any stage prefix).
 async fn export_audit(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
     let caller = caller(req, services)?;
     caller.require_group(&services.policy.auditor_group)?;
     let p: ExportParams = query(req)?;
-    let user = p.user_id.as_deref().map(UserId::parse).transpose()?;
-    let mut lines = String::new();
-    for line in app::export_lines(services, user).await? {
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
-    Ok(Response::builder()
+    let scope = match (p.user_id.as_deref(), p.stream.as_deref()) {
+        (None, None) => ExportScope::All,
+        (Some(user), None) => ExportScope::User(UserId::parse(user)?),
+        (None, Some("unattributed")) => ExportScope::Unattributed,
+        (None, Some(_)) => return Err(ApiError::InvalidRequest("stream must be unattributed".into())),
+        (Some(_), Some(_)) => return Err(ApiError::InvalidRequest("give user_id or stream, not both".into())),
+    };
+    let page = app::export_page(services, &scope, p.cursor.as_deref()).await?;
+    let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from(lines))
-        .expect("a static status and headers always build"))
+        .header(header::CACHE_CONTROL, "no-store");
+    if let Some(cursor) = &page.next_cursor {
+        // The cursor is base64url with a `.`, safe in a URL as it is; so is a user id
+        // (`[A-Za-z0-9._@:+-]`) once its `+` (a space in a query) is escaped.
+        let scope = match &scope {
+            ExportScope::All => String::new(),
+            ExportScope::User(user) => format!("user_id={}&", user.as_str().replace('+', "%2B")),
+            ExportScope::Unattributed => "stream=unattributed&".to_owned(),
+        };
+        response = response.header(header::LINK, format!("<?{scope}cursor={cursor}>; rel=\"next\""));
+    }
+    Ok(response.body(Body::from(page.lines)).expect("a static status and headers always build"))
 }
 
 async fn access_log(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {

@@ -305,10 +305,15 @@ pub struct Checkpoint {
 /// `support_access_verify::checkpoint`). Checkpoints, like events, are only ever appended.
 #[async_trait]
 pub trait ChainArchive: Send + Sync {
-    /// Every stream that holds an event, sorted.
+    /// Every stream that holds an event, sorted. On DynamoDB a scan of the chain heads (one
+    /// item a stream): a full export lists them once per page.
     async fn streams(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`.
+    /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`:
+    /// one store call (on DynamoDB one `Query`, at most 1 MB), never a loop of them, so an
+    /// export page can bound its time by the number of reads it starts and when (see
+    /// `app::EXPORT_PAGE_TIME`). Fewer than `limit` does not mean the stream is done; only an
+    /// empty answer does.
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// The newest checkpoint, if any was made.

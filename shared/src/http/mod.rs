@@ -1,6 +1,6 @@
 //! From API Gateway v2 requests (`lambda_http::Request`, the caller in
 //! `requestContext.authorizer.jwt.claims`) to the use cases and back. Every Lambda and the
-//! local API call [`handle`] with their route; errors become problem+json in `problem`. The
+//! local API call [`answer`] with the route their request resolved to; errors become problem+json in `problem`. The
 //! impersonation-token authorizer (`authorize_request`) takes API Gateway's authorizer event.
 
 mod authorizer;
@@ -16,5 +16,5 @@ pub use body::MAX_BODY_BYTES;
 pub use caller::{Caller, parse_groups};
 pub use cors::Cors;
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};
-pub use routes::{Route, answer, handle, resolve_among, route, route_among, unavailable};
+pub use routes::{Route, answer, resolve_among, route, unavailable};
 pub use summary::{Decision, Summary};

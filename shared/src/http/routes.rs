@@ -207,17 +207,6 @@ pub fn resolve_among(routes: &[Route], req: &Request) -> Result<Route, ApiError>
     }
 }
 
-/// Resolves the route from the request and handles it if it is one of `routes`.
-pub async fn route_among(routes: &[Route], req: Request, services: &Services) -> Response<Body> {
-    let resolved = resolve_among(routes, &req);
-    answer(resolved, req, services).await.0
-}
-
-/// Handles `req` as `route`.
-pub async fn handle(route: Route, req: Request, services: &Services) -> Response<Body> {
-    answer(Ok(route), req, services).await.0
-}
-
 /// The caller of a request, authenticated once by [`answer`] for its handler and its log line.
 #[derive(Clone)]
 struct KnownCaller(Option<Caller>);

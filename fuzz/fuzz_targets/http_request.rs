@@ -695,6 +695,9 @@ fuzz_target!(|input: Input| {
         ) => {
             assert!(claim("sub").is_some_and(|s| !s.is_empty()), "{:?}", spec.claims)
         }
-        Some(Route::Jwks | Route::CheckpointKeys) | None => {}
+        Some(
+            Route::Jwks | Route::CheckpointKeys | Route::AuthorizationServerMetadata | Route::OpenIdConfiguration,
+        )
+        | None => {}
     }
 });

@@ -2,17 +2,10 @@
 # moto's DynamoDB/KMS API server on a free loopback port (tests/moto_server.py), stopped when
 # the calling script exits. After `start_moto`, SUPPORT_ACCESS_TEST_AWS_ENDPOINT is moto.
 
+. "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 venv=.venv
-# Every package, transitive ones included, is pinned by a constraints file (pip freeze), so a
-# new release on PyPI cannot change what the tests run with.
 ensure_test_venv() {
-  local stamp="$venv/.requirements-installed"
-  if [ ! -x "$venv/bin/python" ] || ! cat tests/requirements.txt tests/constraints.txt | cmp -s - "$stamp"; then
-    echo "== installing Python test tools into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt -c tests/constraints.txt
-    cat tests/requirements.txt tests/constraints.txt > "$stamp"
-  fi
+  ensure_test_tools
   export SUPPORT_ACCESS_TEST_PYTHON="$PWD/$venv/bin/python"
 }
 

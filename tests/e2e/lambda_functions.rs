@@ -363,7 +363,10 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
 
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
-    let exported = invoke("export-audit", &paging_env, vec![export.to_json()]).await;
+    // As the stack wires it: the receipt that ends the export is signed with the checkpoint key.
+    let mut export_env = paging_env.clone();
+    export_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    let exported = invoke("export-audit", &export_env, vec![export.to_json()]).await;
     assert_eq!(exported[0]["statusCode"], 200);
     // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
     let raw = exported[0]["body"].as_str().unwrap();

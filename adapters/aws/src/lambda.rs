@@ -92,9 +92,6 @@ impl<T: Send + Sync + 'static> Deferred<T> {
 pub fn services_from_env(needs: Needs) -> Result<Deferred<Services>, String> {
     let policy = Policy::from_env().map_err(|e| e.to_string())?;
     let settings = AwsSettings::from_env()?;
-    if needs.checkpoint_key && !settings.has_checkpoint_key() {
-        return Err("CHECKPOINT_KEY_ID: required (this function signs with the checkpoint key)".to_owned());
-    }
     let cursor_secret = match needs.cursor_key {
         true => Some(
             std::env::var("SUPPORT_ACCESS_CURSOR_SECRET_ARN")
@@ -102,6 +99,9 @@ pub fn services_from_env(needs: Needs) -> Result<Deferred<Services>, String> {
         ),
         false => None,
     };
+    if needs.checkpoint_key && !settings.has_checkpoint_key() {
+        return Err("CHECKPOINT_KEY_ID: required (this function signs with the checkpoint key)".to_owned());
+    }
     Ok(Deferred::start(move || {
         let (settings, policy) = (settings.clone(), policy.clone());
         // A function that never pages gets a random key: its cursors are never handed out.

@@ -43,7 +43,7 @@ impl Exit {
         match self {
             Exit::Ok => "done; `verify`: every chain intact and sealed by a signed checkpoint",
             Exit::Tampered => {
-                "`verify`: the export was tampered with (edited, cut, reordered, spliced, a checkpoint forged or replaced, not JSON, empty); the first bad line is named"
+                "`verify`: the export was tampered with (edited, cut, reordered, spliced, a checkpoint forged, replaced, dropped or emptied, not JSON, empty, no receipt or one it does not match); the first bad line is named"
             }
             Exit::Usage => {
                 "usage: an unknown flag, a missing or malformed value (an endpoint without `http://` or `https://`); nothing was sent"

@@ -7,9 +7,13 @@
 //! signed by a key of the JWK Set with `typ` `support-access-checkpoint+jwt`, links to the
 //! checkpoint before it wherever both are in the export, and proves each of its leaves in its
 //! Merkle tree; each leaf names an exported stream and matches that stream's event at the
-//! leaf's `seq` (so a truncated tail, or a chain rewritten with fresh hashes, fails); and
-//! every stream's head is sealed by some checkpoint, unless the caller accepts an unsealed
-//! tail (events newer than the latest checkpoint, which nothing signed yet).
+//! leaf's `seq` (so a truncated tail, or a chain rewritten with fresh hashes, fails); the
+//! export ends with its receipt, signed by a checkpoint key, and matches it (the stream or
+//! streams, the number of events, the newest checkpoint, the digest of every line before it:
+//! see `support_access_verify::receipt`), and an export of every stream holds every
+//! checkpoint up to the receipt's newest, each with as many leaves as it signs; and every
+//! stream's head is sealed by some checkpoint, unless the caller accepts an unsealed tail
+//! (events newer than the latest checkpoint, which nothing signed yet).
 
 pub mod api;
 pub mod exit;
@@ -24,6 +28,7 @@ use support_access_verify::chain::{ChainError, Chains, GENESIS};
 use support_access_verify::checkpoint::{
     CheckpointError, Leaf, ProvenLeaf, link_of, verify_checkpoint, verify_inclusion,
 };
+use support_access_verify::receipt::{LineDigest, ReceiptClaims, verify_receipt};
 
 /// How strict [`verify_export`] is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub struct Report {
     pub sealed: BTreeMap<String, u64>,
     /// The checkpoints verified, by seq.
     pub checkpoints: Vec<u64>,
+    /// The export's receipt, which it matches.
+    pub receipt: ReceiptClaims,
 }
 
 impl Report {
@@ -72,6 +79,18 @@ pub enum VerifyFailure {
     Unsealed { stream: String, from: u64, to: u64 },
     #[error("the export holds no events")]
     Empty,
+    #[error(
+        "the export ends without a receipt: it was cut short, or made before exports carried one (export it again)"
+    )]
+    NoReceipt,
+    #[error("line {line}: receipt: {problem}")]
+    Receipt { line: usize, problem: String },
+}
+
+/// A receipt line as exported.
+#[derive(Deserialize)]
+struct ReceiptLine {
+    jws: String,
 }
 
 /// A checkpoint line as exported.
@@ -85,8 +104,8 @@ struct CheckpointLine {
 
 /// The `type` of the lines that are not events. Pass one (see [`verify_stream`]) parses only
 /// the lines that may be one of these: those holding a kind's name, or a `\u` escape (which
-/// could spell it). A later kind of line (a receipt) is added here and to [`Seals::read`].
-const LINE_KINDS: [&str; 1] = ["checkpoint"];
+/// could spell it).
+const LINE_KINDS: [&str; 2] = ["checkpoint", "receipt"];
 
 /// Verifies the export `text` (JSON Lines: events, each stream oldest first, and checkpoint
 /// lines) against the JWK Set `keys`.
@@ -111,7 +130,8 @@ pub fn verify_export(text: &str, keys: &KeyRing, options: Options) -> Result<Rep
 ///
 /// Which failure is named when there are several: the first line in the file that is not
 /// JSON, is a malformed checkpoint line or breaks a chain; then, when every chain holds, the
-/// first checkpoint (in file order) whose signature, links, proofs or leaves do not hold.
+/// first checkpoint (in file order) whose signature, links, proofs or leaves do not hold;
+/// then the receipt (missing, not the last line, or not matching); then an unsealed tail.
 pub fn verify_stream<R: BufRead + Seek>(
     input: &mut R,
     keys: &KeyRing,
@@ -123,6 +143,9 @@ pub fn verify_stream<R: BufRead + Seek>(
 
     let mut chains = Chains::default();
     let mut lines = Lines::default();
+    // The receipt's digest of the lines before it (see `support_access_verify::receipt`).
+    let receipt_line = seals.receipt.as_ref().map(|r| r.line);
+    let mut digest = LineDigest::default();
     while let Some((line, raw)) = lines.next_str(input)? {
         if raw.trim().is_empty() {
             continue;
@@ -131,9 +154,16 @@ pub fn verify_stream<R: BufRead + Seek>(
             Ok(value) => value,
             Err(e) => return Ok(Err(VerifyFailure::NotJson { line, problem: e.to_string() })),
         };
-        if kind_of(&value).is_some() {
+        if let Some(kind) = kind_of(&value) {
             if let Some(malformed) = seals.malformed.take_if(|m| m.line() == Some(line)) {
                 return Ok(Err(malformed));
+            }
+            if Some(line) == receipt_line {
+                if let Some(receipt) = seals.receipt.as_mut() {
+                    receipt.digest = digest;
+                }
+            } else if kind != "receipt" {
+                digest.push_line(&value);
             }
             continue;
         }
@@ -147,18 +177,104 @@ pub fn verify_stream<R: BufRead + Seek>(
         if let Some(slot) = seals.named.get_mut(linked.stream).and_then(|at| at.get_mut(&linked.seq)) {
             *slot = Some(linked.hash.to_owned());
         }
+        digest.push_event(linked.hash);
     }
     if chains.is_empty() {
         return Ok(Err(VerifyFailure::Empty));
     }
     let events = chains.len();
     let heads = chains.into_heads();
-    Ok(seals.check_leaves(&heads).map(|(sealed, checkpoints)| Report { events, heads, sealed, checkpoints }).and_then(
-        |report| match report.unsealed().into_iter().next() {
-            Some((stream, from, to)) if !options.allow_unsealed => Err(VerifyFailure::Unsealed { stream, from, to }),
-            _ => Ok(report),
-        },
-    ))
+    let receipt = seals.receipt.take();
+    let checked = seals.check_leaves(&heads).and_then(|(sealed, checkpoints)| {
+        let receipt = receipt.ok_or(VerifyFailure::NoReceipt)?.check(events, &heads, &checkpoints, keys)?;
+        let checkpoints = checkpoints.into_keys().collect();
+        Ok(Report { events, heads, sealed, checkpoints, receipt })
+    });
+    Ok(checked.and_then(|report| match report.unsealed().into_iter().next() {
+        Some((stream, from, to)) if !options.allow_unsealed => Err(VerifyFailure::Unsealed { stream, from, to }),
+        _ => Ok(report),
+    }))
+}
+
+/// The receipt line as pass one found it.
+struct FoundReceipt {
+    line: usize,
+    /// The receipt line, or why it is not one.
+    jws: Result<String, String>,
+    /// The digest of every line before it (filled by pass two).
+    digest: LineDigest,
+    /// The first non-blank line after it, if any.
+    after: Option<usize>,
+}
+
+impl FoundReceipt {
+    /// The receipt against what the export holds: the checks that name a cause first, the
+    /// digest (which catches any other difference, but cannot say which) last.
+    fn check(
+        self,
+        events: usize,
+        heads: &BTreeMap<String, (u64, String)>,
+        checkpoints: &BTreeMap<u64, VerifiedCheckpoint>,
+        keys: &KeyRing,
+    ) -> Result<ReceiptClaims, VerifyFailure> {
+        let fail = |problem: String| VerifyFailure::Receipt { line: self.line, problem };
+        let jws = self.jws.clone().map_err(fail)?;
+        let claims = verify_receipt(&jws, keys).map_err(|e| fail(format!("its signature does not hold ({e})")))?;
+        if let Some(after) = self.after {
+            return Err(fail(format!("line {after} comes after it; the receipt is an export's last line")));
+        }
+        if let Some(stream) = &claims.stream
+            && let Some(other) = heads.keys().find(|s| *s != stream)
+        {
+            return Err(fail(format!("it covers the stream {stream} alone, the export holds events of {other}")));
+        }
+        if claims.streams != heads.len() as u64 {
+            return Err(fail(format!(
+                "it covers {} streams, the export holds {} (a stream dropped or added)",
+                claims.streams,
+                heads.len()
+            )));
+        }
+        if claims.events != events as u64 {
+            return Err(fail(format!(
+                "it covers {} events, the export holds {events} (events cut off or added)",
+                claims.events
+            )));
+        }
+        if let Some((newer, _)) = checkpoints.range(claims.checkpoint + 1..).next() {
+            return Err(fail(format!(
+                "checkpoint {newer} is newer than the newest the export began with, {}",
+                claims.checkpoint
+            )));
+        }
+        if claims.stream.is_none() {
+            // An export of everything holds every checkpoint whole: a dropped checkpoint, or
+            // one whose leaves were emptied (in the file or in the store), is named here.
+            if let Some(missing) = (1..=claims.checkpoint).find(|seq| !checkpoints.contains_key(seq)) {
+                return Err(fail(format!(
+                    "checkpoint {missing} is missing: an export of every stream holds checkpoints 1 to {} (a checkpoint was dropped)",
+                    claims.checkpoint
+                )));
+            }
+            if let Some((seq, cp)) = checkpoints.iter().find(|(_, cp)| cp.leaves != cp.size) {
+                return Err(VerifyFailure::Checkpoint {
+                    line: cp.line,
+                    seq: *seq,
+                    problem: format!(
+                        "holds {} of the {} leaves it signs (its leaves were emptied, or deleted from the store)",
+                        cp.leaves, cp.size
+                    ),
+                });
+            }
+        }
+        if LineDigest::from_hex(&claims.digest) != Some(self.digest) {
+            return Err(fail(
+                "the lines before it are not the ones the service sent (a line edited, added, dropped, or a checkpoint's leaves emptied)"
+                    .into(),
+            ));
+        }
+        Ok(claims)
+    }
 }
 
 /// The non-event kind of a line (`"checkpoint"`), or `None` for an event.
@@ -219,8 +335,21 @@ struct Seals {
     malformed: Option<VerifyFailure>,
     /// The first failure of a well-formed checkpoint; nothing after it is checked.
     failed: Option<VerifyFailure>,
-    /// seq → (`link_of` its JWS, its signed `prev`), for the links in either order.
-    verified: BTreeMap<u64, (String, String)>,
+    /// The checkpoints that verified, by seq.
+    verified: BTreeMap<u64, VerifiedCheckpoint>,
+    /// The receipt line, if pass one found one.
+    receipt: Option<FoundReceipt>,
+}
+
+/// What pass one keeps of a checkpoint that verified.
+struct VerifiedCheckpoint {
+    line: usize,
+    /// `link_of` its JWS, and its signed `prev`, for the links in either order.
+    link: String,
+    prev: String,
+    /// The leaves it signs, and those the export holds.
+    size: u64,
+    leaves: u64,
 }
 
 impl VerifyFailure {
@@ -229,7 +358,8 @@ impl VerifyFailure {
             VerifyFailure::NotJson { line, .. }
             | VerifyFailure::Broken { line, .. }
             | VerifyFailure::Checkpoint { line, .. } => Some(*line),
-            VerifyFailure::Unsealed { .. } | VerifyFailure::Empty => None,
+            VerifyFailure::Receipt { line, .. } => Some(*line),
+            VerifyFailure::Unsealed { .. } | VerifyFailure::Empty | VerifyFailure::NoReceipt => None,
         }
     }
 }
@@ -244,12 +374,29 @@ impl Seals {
             // substring search is the fast one: a `windows().any()` scan of the bytes here
             // took verify from 0.85x to 0.74x of the baseline (scripts/bench-verify, 10^5).
             let Ok(raw) = std::str::from_utf8(raw) else { continue };
+            if raw.trim().is_empty() {
+                continue;
+            }
+            if let Some(receipt) = &mut seals.receipt {
+                receipt.after.get_or_insert(line);
+            }
             if !(raw.contains("\\u") || LINE_KINDS.iter().any(|k| raw.contains(k))) {
                 continue;
             }
             let Ok(value) = serde_json::from_str::<Value>(raw) else { continue };
-            if kind_of(&value) != Some("checkpoint") {
-                continue;
+            match kind_of(&value) {
+                Some("checkpoint") => {}
+                Some(_receipt) => {
+                    if seals.receipt.is_none() {
+                        let jws = serde_json::from_value::<ReceiptLine>(value)
+                            .map(|r| r.jws)
+                            .map_err(|e| format!("malformed line: {e}"));
+                        let digest = LineDigest::default();
+                        seals.receipt = Some(FoundReceipt { line, jws, digest, after: None });
+                    }
+                    continue;
+                }
+                None => continue,
             }
             let seq = value.get("seq").and_then(Value::as_u64).unwrap_or(0);
             match serde_json::from_value::<CheckpointLine>(value) {
@@ -283,14 +430,14 @@ impl Seals {
         if claims.seq == 1 && claims.prev != GENESIS {
             return Err("the first checkpoint must link to the genesis".into());
         }
-        if let Some((before, _)) = claims.seq.checked_sub(1).and_then(|s| self.verified.get(&s))
-            && claims.prev != *before
+        if let Some(before) = claims.seq.checked_sub(1).and_then(|s| self.verified.get(&s))
+            && claims.prev != before.link
         {
             return Err(format!("does not link to checkpoint {} (a checkpoint was replaced)", claims.seq - 1));
         }
         let link = link_of(Some(&cp.jws));
-        if let Some((_, after_prev)) = self.verified.get(&(claims.seq + 1))
-            && *after_prev != link
+        if let Some(after) = self.verified.get(&(claims.seq + 1))
+            && after.prev != link
         {
             return Err(format!("checkpoint {} does not link to it (a checkpoint was replaced)", claims.seq + 1));
         }
@@ -300,17 +447,20 @@ impl Seals {
             let leaf = PendingLeaf { line, checkpoint: cp.seq, stream: stream.clone(), seq: *seq, hash: hash.clone() };
             self.leaves.push(leaf);
         }
-        self.verified.insert(claims.seq, (link, claims.prev));
+        let checkpoint =
+            VerifiedCheckpoint { line, link, prev: claims.prev, size: claims.size, leaves: cp.leaves.len() as u64 };
+        self.verified.insert(claims.seq, checkpoint);
         Ok(())
     }
 
     /// After pass two: each leaf against its stream's event, in file order, then the first
     /// failure of pass one (which came after every leaf kept). Returns stream → the last seq
     /// sealed, and the checkpoints verified.
+    #[allow(clippy::type_complexity)]
     fn check_leaves(
         self,
         heads: &BTreeMap<String, (u64, String)>,
-    ) -> Result<(BTreeMap<String, u64>, Vec<u64>), VerifyFailure> {
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<u64, VerifiedCheckpoint>), VerifyFailure> {
         let mut sealed: BTreeMap<String, u64> = BTreeMap::new();
         for PendingLeaf { line, checkpoint, stream, seq, hash } in self.leaves {
             let fail = |problem: String| VerifyFailure::Checkpoint { line, seq: checkpoint, problem };
@@ -333,7 +483,7 @@ impl Seals {
         }
         match self.failed {
             Some(failure) => Err(failure),
-            None => Ok((sealed, self.verified.into_keys().collect())),
+            None => Ok((sealed, self.verified)),
         }
     }
 }

@@ -184,8 +184,8 @@ enum Command {
         #[arg(long, requires = "file")]
         resume: bool,
     },
-    /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, and the
-    /// signed checkpoints that seal every chain.
+    /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, the
+    /// signed checkpoints that seal every chain, and the signed receipt that ends the export.
     Verify {
         /// The export, JSON Lines.
         export: PathBuf,
@@ -232,7 +232,7 @@ fn seekable(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Prints the verdict on an export and picks its exit: OK (0), TAMPERED (1) naming the first
-/// bad line, or, when the caller did not accept an unsealed tail, UNSEALED (3) listing every
+/// bad line (or the missing receipt of a file cut short), or, when the caller did not accept an unsealed tail, UNSEALED (3) listing every
 /// stream with events no checkpoint seals yet. Every text from the export goes through
 /// [`shown`].
 fn verify(export: &Path, jwks: &Path, allow_unsealed: bool) -> Result<Exit, Exit> {
@@ -264,6 +264,11 @@ fn verify(export: &Path, jwks: &Path, allow_unsealed: bool) -> Result<Exit, Exit
         report.heads.len(),
         report.checkpoints.len()
     );
+    let whole = format!(
+        "  whole as the service sent it: its receipt (signed at {}, Unix time) matches; newest checkpoint then: {}",
+        report.receipt.iat, report.receipt.checkpoint
+    );
+    println!("{whole}");
     for (stream, (seq, hash)) in &report.heads {
         let sealed = report.sealed.get(stream).map_or("none".to_owned(), |s| format!("#{s}"));
         println!("{}", shown(&format!("  {stream}: {seq} events, head {hash}, sealed up to {sealed}")));

@@ -1,6 +1,6 @@
 //! `verify` reads an export as a stream: a large export (10,000 events over 100 streams and
 //! a long one, 10 checkpoints) verifies clean from a file and from a pipe, and a tamper at
-//! its very end (the last event edited, or cut off) is still caught. The 10^6-event figure
+//! its very end (the last event edited, or cut off, or the receipt cut off) is still caught. The 10^6-event figure
 //! is `scripts/bench-verify` (BENCHMARKS.md), too slow for the test command.
 
 use std::io::{BufReader, Write};
@@ -71,6 +71,10 @@ fn a_large_export_verifies_from_a_file_and_a_pipe_and_a_tamper_at_its_end_is_cau
         Err(VerifyFailure::Checkpoint { seq: 10, problem, .. }) => assert!(problem.contains("cut off"), "{problem}"),
         other => panic!("expected the last checkpoint to fail, got {other:?}"),
     }
+
+    // Cut short before its receipt: refused as such, even with every chain and checkpoint whole.
+    let short = &export.lines[..export.lines.len() - 1];
+    assert!(matches!(verify_file(&rewrite(&export, short), &export.keys), Err(VerifyFailure::NoReceipt)));
 
     // Through a pipe (spooled, since verify reads twice), with the last event edited: its
     // hash no longer matches, named at its line.

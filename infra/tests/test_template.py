@@ -50,6 +50,8 @@ EXPECTED = {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
+        # The receipt that ends every export.
+        ("kms:Sign", "CheckpointKey"),
     }
     | CURSOR_SECRET,
     "JwksFunction": TOKEN_PUBLIC_KEYS
@@ -289,10 +291,12 @@ def test_the_rules_hold_whatever_the_table_says(template):
                     "RequestExpiryFunction",
                 }, f"{function} writes requests"
             if action == "kms:Sign":
-                # Tokens with SigningKey by mint alone; checkpoints with their own key.
+                # Tokens with SigningKey by mint alone; checkpoints with their own key, which
+                # also signs export receipts.
                 assert (function, resource) in {
                     ("MintTokenFunction", "SigningKey"),
                     ("CheckpointFunction", "CheckpointKey"),
+                    ("ExportAuditFunction", "CheckpointKey"),
                 }, f"{function} signs with {resource}"
             if resource == "ControlsTable" and action in WRITES:
                 # Incident response is the operator function's alone: nothing a support agent
@@ -385,6 +389,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     jwks = resources["JwksFunction"]["Properties"]["Environment"]["Variables"]
     assert jwks["CHECKPOINT_KEY_ID"] == own_checkpoint_key
     assert jwks["CHECKPOINT_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "CheckpointPublishedKeyArns"}]}
+    # export-audit signs each export's receipt with the checkpoint key (it refuses to start without one).
+    export = resources["ExportAuditFunction"]["Properties"]["Environment"]["Variables"]
+    assert export["CHECKPOINT_KEY_ID"] == own_checkpoint_key
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["KMS_KEY_ID"] == {"Fn::If": ["OwnSigningKey", {"Ref": "SigningKey"}, {"Ref": "SigningKeyArn"}]}
     assert env["KMS_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "PublishedKeyArns"}]}

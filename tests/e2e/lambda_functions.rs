@@ -363,7 +363,10 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
 
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
-    let exported = invoke("export-audit", &paging_env, vec![export.to_json()]).await;
+    // As the stack wires it: the receipt that ends the export is signed with the checkpoint key.
+    let mut export_env = paging_env.clone();
+    export_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    let exported = invoke("export-audit", &export_env, vec![export.to_json()]).await;
     assert_eq!(exported[0]["statusCode"], 200);
     // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
     let raw = exported[0]["body"].as_str().unwrap();
@@ -426,15 +429,8 @@ async fn the_operator_function_stops_and_revokes_and_the_authorizer_obeys() {
 
 #[tokio::test]
 async fn a_function_without_its_settings_stops_at_init_naming_them() {
-    let api = RuntimeApi::start().await;
-    let mut child = start_function("mint-token", &api, &[], Stdio::piped());
     // Lambda reports a runtime that exits during init as Runtime.ExitError, with its log.
-    let stderr = child.stderr.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
-    let status = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits at once").unwrap();
-    assert!(!status.success());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut { stderr }, &mut log).unwrap();
+    let log = stops_at_init("mint-token", &[]).await;
     assert!(log.contains("KMS_KEY_ID"), "{log}");
 }
 
@@ -442,22 +438,33 @@ async fn a_function_without_its_settings_stops_at_init_naming_them() {
 /// export's next page may be served by another instance (a key of its own per process would
 /// refuse that page's cursor).
 #[tokio::test]
-async fn a_paging_function_without_its_cursor_secret_stops_at_init_naming_it() {
+async fn a_paging_function_without_its_cursor_secret_or_export_audit_without_its_checkpoint_key_stops_at_init() {
+    let key = ("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned());
     for function in ["query-audit", "export-audit"] {
-        let api = RuntimeApi::start().await;
-        let env = [("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned())];
-        let mut child = start_function(function, &api, &env, Stdio::piped());
-        let stderr = child.stderr.take().unwrap();
-        let pid = child.id();
-        let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
-        let Ok(status) = tokio::time::timeout(Duration::from_secs(30), status).await else {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{function} started without its cursor secret");
-        };
-        assert!(!status.unwrap().success(), "{function}");
-        let log = std::io::read_to_string(stderr).unwrap();
+        let log = stops_at_init(function, std::slice::from_ref(&key)).await;
         assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{function}: {log}");
     }
+    // export-audit signs each export's receipt: without the checkpoint key it does not start
+    // (the token key would sign receipts no checkpoint key verifies).
+    let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cursor-AbCdEf";
+    let log = stops_at_init("export-audit", &[key, ("SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(), secret.into())]).await;
+    assert!(log.contains("CHECKPOINT_KEY_ID"), "{log}");
+}
+
+/// Starts `function` with `env` and waits for it to exit, which it must, unsuccessfully,
+/// within 30 s; its standard error.
+async fn stops_at_init(function: &str, env: &[(String, String)]) -> String {
+    let api = RuntimeApi::start().await;
+    let mut child = start_function(function, &api, env, Stdio::piped());
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(30), status).await else {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        panic!("{function} started without a setting it needs");
+    };
+    assert!(!status.unwrap().success(), "{function}");
+    std::io::read_to_string(stderr).unwrap()
 }
 
 /// The set-up runs after init: one that fails (here a cursor secret that does not exist)

@@ -581,6 +581,73 @@ impl TestApp {
         }
     }
 
+    /// What an administrator with write access to the store can do that no role of the
+    /// service may: delete the last event of `stream` and the leaf of `checkpoint` that sealed
+    /// it (dropping the embedded store's append-only triggers first; on DynamoDB the head
+    /// item is set back to the event before, as a careful administrator would).
+    pub async fn delete_last_event_and_its_leaf(&self, stream: &str, checkpoint: &shared::ports::Checkpoint) {
+        let seq = checkpoint.claims.seq;
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                let conn = rusqlite::Connection::open(path).expect("a file database (use TestApp::on)");
+                conn.execute_batch("DROP TRIGGER audit_no_delete; DROP TRIGGER checkpoint_leaves_no_delete;").unwrap();
+                conn.execute(
+                    "DELETE FROM audit WHERE stream = ?1 AND seq = (SELECT MAX(seq) FROM audit WHERE stream = ?1)",
+                    [stream],
+                )
+                .unwrap();
+                let deleted = conn
+                    .execute(
+                        "DELETE FROM checkpoint_leaves WHERE stream = ?1 AND checkpoint = ?2",
+                        rusqlite::params![stream, seq as i64],
+                    )
+                    .unwrap();
+                assert_eq!(deleted, 1, "checkpoint {seq} sealed {stream}");
+            }
+            (_, Some(aws)) => {
+                use aws_sdk_dynamodb::types::AttributeValue;
+                let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+                let archive = self.services.chain_archive.as_ref();
+                let mut all = Vec::new();
+                loop {
+                    let events = archive.stream_events(stream, all.len() as u64, 500).await.unwrap();
+                    if events.is_empty() {
+                        break;
+                    }
+                    all.extend(events);
+                }
+                let last = &all[all.len().checked_sub(2).expect("two events at least")..];
+                let gone = &last[1];
+                dynamodb
+                    .delete_item()
+                    .table_name(&aws.tables.audit)
+                    .key("stream", AttributeValue::S(stream.to_owned()))
+                    .key("seq", AttributeValue::N(gone.seq.to_string()))
+                    .send()
+                    .await
+                    .unwrap();
+                dynamodb
+                    .delete_item()
+                    .table_name(&aws.tables.checkpoints)
+                    .key("pk", AttributeValue::S(format!("leaf#{stream}")))
+                    .key("sk", AttributeValue::S(format!("{seq:020}#{}", checkpoint.claims.root)))
+                    .condition_expression("attribute_exists(pk)")
+                    .send()
+                    .await
+                    .unwrap();
+                let before = &last[0];
+                let head = std::collections::HashMap::from([
+                    ("stream".to_owned(), AttributeValue::S(stream.to_owned())),
+                    ("seq".to_owned(), AttributeValue::N(before.seq.to_string())),
+                    ("hash".to_owned(), AttributeValue::S(before.hash.clone())),
+                    ("at".to_owned(), AttributeValue::N(before.at.unix().to_string())),
+                ]);
+                dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
     pub async fn mend_audit_writes(&mut self) {
         match (&self.sqlite, &self.aws) {
             (Some((_, path)), _) => {

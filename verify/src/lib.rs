@@ -31,6 +31,7 @@ pub mod ecdsa;
 mod error;
 mod ids;
 mod keys;
+pub mod receipt;
 mod scope;
 mod text;
 

@@ -161,6 +161,11 @@ impl AwsSettings {
         };
         Ok(Self { key_id, published, checkpoint, tables: Tables::from_env() })
     }
+
+    /// Whether checkpoints (and export receipts) are signed by a key of their own.
+    pub fn has_checkpoint_key(&self) -> bool {
+        self.checkpoint.is_some()
+    }
 }
 
 /// The signing key `key` (from the variable `key_var`) and the keys published beside it

@@ -1,7 +1,7 @@
 //! An export of any size, made directly (not through the service): valid chains over many
 //! streams and one long one, interleaved, and checkpoints signed by a fresh ES256 key, each
 //! sealing the heads that moved since the one before, with their inclusion proofs, after the
-//! events as `GET /audit/export` writes them. For `tests/large_export.rs` and the
+//! events as `GET /audit/export` writes them, and the receipt that ends it. For `tests/large_export.rs` and the
 //! `verify_throughput` example (`scripts/bench-verify`).
 
 use std::io::{self, Write};
@@ -13,6 +13,7 @@ use serde_json::json;
 use support_access_verify::chain::{GENESIS, event_hash};
 use support_access_verify::checkpoint::{CHECKPOINT_TYPE, CheckpointClaims, Leaf, link_of, seal_leaves};
 use support_access_verify::es256_public_jwk;
+use support_access_verify::receipt::{LineDigest, RECEIPT_TYPE, ReceiptClaims};
 
 /// The shape of an export.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,11 @@ pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<JwkSet> {
     let mut moved = vec![false; names.len()];
     let (total, every) = (shape.events(), shape.events().div_ceil(shape.checkpoints as u64).max(1));
     let (mut written, mut checkpoint_lines, mut prev_jws) = (0u64, Vec::new(), None::<String>);
+    let mut digest = LineDigest::default();
+    let line = |out: &mut dyn Write, text: &str| {
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")
+    };
     while written < total {
         for (s, name) in names.iter().enumerate() {
             let burst = if s == shape.streams { long_per_round } else { 1 };
@@ -82,8 +88,8 @@ pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<JwkSet> {
                 });
                 let hash = event_hash(&event);
                 event["hash"] = json!(hash);
-                serde_json::to_writer(&mut *out, &event)?;
-                out.write_all(b"\n")?;
+                line(&mut *out, &event.to_string())?;
+                digest.push_event(&hash);
                 heads[s] = (seq, hash);
                 moved[s] = true;
                 written += 1;
@@ -109,10 +115,22 @@ pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<JwkSet> {
             }
         }
     }
-    for line in &checkpoint_lines {
-        serde_json::to_writer(&mut *out, line)?;
-        out.write_all(b"\n")?;
+    for checkpoint in &checkpoint_lines {
+        line(&mut *out, &checkpoint.to_string())?;
+        digest.push_line(checkpoint);
     }
+    let receipt = ReceiptClaims {
+        iss: "support-access".into(),
+        iat: 1_795_000_000,
+        stream: None,
+        streams: names.len() as u64,
+        events: total,
+        checkpoint: checkpoint_lines.len() as u64,
+        digest: digest.hex(),
+    };
+    header.typ = Some(RECEIPT_TYPE.into());
+    let jws = jsonwebtoken::encode(&header, &receipt, &encoding).unwrap();
+    writeln!(out, "{}", json!({"type": "receipt", "jws": jws}))?;
     out.flush()?;
     Ok(JwkSet { keys: vec![jwk] })
 }

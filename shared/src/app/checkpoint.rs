@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use support_access_verify::chain::UNATTRIBUTED_STREAM;
 use support_access_verify::checkpoint::{CHECKPOINT_TYPE, CheckpointClaims, link_of, seal_leaves};
+use support_access_verify::receipt::{LineDigest, RECEIPT_TYPE, ReceiptClaims, empty_digest};
 
 use super::Services;
 use crate::domain::{Timestamp, UserId};
@@ -78,17 +79,39 @@ struct ExportFilter<'a> {
     export: &'a ExportScope,
 }
 
-/// Where the next page of an export starts (sealed inside its cursor). `upto` is the newest
-/// checkpoint when the export began: only checkpoints up to it are exported, so a checkpoint
-/// made while the export runs (which may seal events past those already sent) never lands
-/// in it, and the concatenated pages verify as one export.
+/// Where the next page of an export starts, and what the pages before it sent (sealed inside
+/// its cursor, so a client can neither move it nor change the tally the receipt will sign).
+/// `upto` is the newest checkpoint when the export began: only checkpoints up to it are
+/// exported, so a checkpoint made while the export runs (which may seal events past those
+/// already sent) never lands in it, and the concatenated pages verify as one export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ExportPosition {
+    upto: u64,
+    at: ExportAt,
+    /// Streams with an event sent so far.
+    streams: u64,
+    /// Events sent so far.
+    events: u64,
+    /// The [`LineDigest`] of every line sent so far, hex.
+    digest: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum ExportPosition {
+enum ExportAt {
     /// The events of `stream` with `seq > after`, then those of the streams after it.
-    Events { stream: String, after: u64, upto: u64 },
+    Events { stream: String, after: u64 },
     /// The checkpoints with `seq > after` and `seq <= upto`.
-    Checkpoints { after: u64, upto: u64 },
+    Checkpoints { after: u64 },
+    /// Only the receipt is left.
+    Receipt,
+}
+
+/// What an export sent so far, as the receipt will sign it.
+struct Tally {
+    streams: u64,
+    events: u64,
+    digest: LineDigest,
 }
 
 /// The most bytes of one export page, counted as the page would be JSON-escaped inside
@@ -114,7 +137,7 @@ pub const EXPORT_READ_EVENTS: usize = 500;
 
 /// One page of `GET /audit/export`: whole JSON lines (each ending in `\n`), and the cursor
 /// of the next page, `None` on the last. The pages' concatenation is the export
-/// `support-access verify` reads: every stream's events oldest first, then the checkpoints.
+/// `support-access verify` reads: every stream's events oldest first, then the checkpoints, then the receipt.
 #[derive(Debug, Clone, Default)]
 pub struct ExportPage {
     pub lines: String,
@@ -138,7 +161,8 @@ fn enveloped_len(line: &str) -> usize {
 
 impl ExportPage {
     /// Appends `line` if the page has room for it (a page always takes its first line, so
-    /// every page moves the export on); `false` when it is full.
+    /// every page moves the export on); `false` when the page is full. The caller takes a
+    /// line it appended into the receipt's digest.
     fn push(&mut self, line: &str, bytes: &mut usize) -> bool {
         let len = enveloped_len(line);
         if self.count > 0 && *bytes + len > EXPORT_PAGE_BYTES {
@@ -156,11 +180,13 @@ impl ExportPage {
 /// absent; a cursor made for another scope, edited or from another key is refused). Events
 /// keep their own `type`; checkpoints are `{"type":"checkpoint","seq":…,"jws":…,"leaves":[…]}`,
 /// with only the exported streams' leaves and their inclusion proofs, so a user's export
-/// names nobody else. A page holds at most [`EXPORT_PAGE_BYTES`], makes at most
-/// [`EXPORT_PAGE_READS`] reads of events and starts none after [`EXPORT_PAGE_TIME`], so no
-/// number of events (a flood of refusals) and no slow store makes an export fail: it only
-/// has more pages. Every read moves the export on (events sent, or a stream done), so a page
-/// that stops early still leaves the next one less to do.
+/// names nobody else; the last line is the receipt, `{"type":"receipt","jws":…}`
+/// (`support_access_verify::receipt`), signed with the checkpoint key over what the pages
+/// sent. A page holds at most [`EXPORT_PAGE_BYTES`], makes at most [`EXPORT_PAGE_READS`]
+/// reads of events and starts none after [`EXPORT_PAGE_TIME`], so no number of events (a
+/// flood of refusals) and no slow store makes an export fail: it only has more pages. Every
+/// read moves the export on (events sent, or a stream done), so a page that stops early
+/// still leaves the next one less to do.
 pub async fn export_page(
     services: &Services,
     scope: &ExportScope,
@@ -169,60 +195,83 @@ pub async fn export_page(
     let deadline = tokio::time::Instant::now() + EXPORT_PAGE_TIME;
     let filter = ExportFilter { export: scope };
     let archive = services.chain_archive.as_ref();
+    let invalid = || ApiError::InvalidRequest("cursor is not valid for this query".into());
     let position = match cursor {
         Some(cursor) => {
             let raw = services.cursor_key.open(cursor, &filter)?;
-            serde_json::from_str(&raw)
-                .map_err(|_| ApiError::InvalidRequest("cursor is not valid for this query".into()))?
+            serde_json::from_str(&raw).map_err(|_| invalid())?
         }
         None => {
             let upto = archive.latest_checkpoint().await?.map_or(0, |c| c.claims.seq);
-            match scope {
+            let at = match scope {
                 ExportScope::All => match archive.streams().await?.into_iter().min() {
-                    Some(stream) => ExportPosition::Events { stream, after: 0, upto },
-                    None => ExportPosition::Checkpoints { after: 0, upto },
+                    Some(stream) => ExportAt::Events { stream, after: 0 },
+                    None => ExportAt::Checkpoints { after: 0 },
                 },
-                ExportScope::User(user) => ExportPosition::Events { stream: user.as_str().to_owned(), after: 0, upto },
-                ExportScope::Unattributed => {
-                    ExportPosition::Events { stream: UNATTRIBUTED_STREAM.to_owned(), after: 0, upto }
-                }
-            }
+                ExportScope::User(user) => ExportAt::Events { stream: user.as_str().to_owned(), after: 0 },
+                ExportScope::Unattributed => ExportAt::Events { stream: UNATTRIBUTED_STREAM.to_owned(), after: 0 },
+            };
+            ExportPosition { upto, at, streams: 0, events: 0, digest: empty_digest().to_owned() }
         }
     };
+    let ExportPosition { upto, at, streams, events, digest } = position;
+    let mut tally = Tally { streams, events, digest: LineDigest::from_hex(&digest).ok_or_else(invalid)? };
     let mut page = ExportPage::default();
     let mut bytes = 0;
-    let next = match position {
-        ExportPosition::Events { stream, after, upto } => {
-            events_page(services, scope, &mut page, &mut bytes, deadline, stream, after, upto).await?
+    let mut next = match at {
+        ExportAt::Events { stream, after } => {
+            events_page(services, scope, &mut page, &mut bytes, &mut tally, deadline, stream, after).await?
         }
-        checkpoints => Some(checkpoints),
+        other => Some(other),
     };
     let out_of_time = page.count > 0 && tokio::time::Instant::now() >= deadline;
-    let next = match next {
-        Some(ExportPosition::Checkpoints { after, upto }) if !out_of_time => {
-            checkpoints_page(services, scope, &mut page, &mut bytes, after, upto).await?
+    if let Some(ExportAt::Checkpoints { after }) = next
+        && !out_of_time
+    {
+        next = checkpoints_page(services, scope, &mut page, &mut bytes, &mut tally, after, upto).await?;
+    }
+    if let Some(ExportAt::Receipt) = next {
+        let claims = ReceiptClaims {
+            iss: services.policy.issuer.clone(),
+            iat: services.clock.now().unix(),
+            stream: match scope {
+                ExportScope::All => None,
+                ExportScope::User(user) => Some(user.as_str().to_owned()),
+                ExportScope::Unattributed => Some(UNATTRIBUTED_STREAM.to_owned()),
+            },
+            streams: tally.streams,
+            events: tally.events,
+            checkpoint: upto,
+            digest: tally.digest.hex(),
+        };
+        let jws = sign_jws(RECEIPT_TYPE, &claims, services.checkpoint_signer.as_ref()).await?;
+        let line = json!({"type": "receipt", "jws": jws}).to_string();
+        if page.push(&line, &mut bytes) {
+            next = None;
         }
-        other => other,
-    };
-    page.next_cursor =
-        next.map(|p| services.cursor_key.seal(&filter, serde_json::to_string(&p).expect("a position serializes")));
+    }
+    page.next_cursor = next.map(|at| {
+        let position =
+            ExportPosition { upto, at, streams: tally.streams, events: tally.events, digest: tally.digest.hex() };
+        services.cursor_key.seal(&filter, serde_json::to_string(&position).expect("a position serializes"))
+    });
     Ok(page)
 }
 
 /// Fills `page` with events from `stream` (past `after`), then the streams after it in the
 /// scope, until the page is full, has made [`EXPORT_PAGE_READS`] reads or `deadline` passed;
-/// the position to go on from, or the checkpoints' when every stream is done.
+/// where to go on from: still events, or the checkpoints' when every stream is done.
 #[allow(clippy::too_many_arguments)]
 async fn events_page(
     services: &Services,
     scope: &ExportScope,
     page: &mut ExportPage,
     bytes: &mut usize,
+    tally: &mut Tally,
     deadline: tokio::time::Instant,
     mut stream: String,
     mut after: u64,
-    upto: u64,
-) -> Result<Option<ExportPosition>, ApiError> {
+) -> Result<Option<ExportAt>, ApiError> {
     let archive = services.chain_archive.as_ref();
     // A full export's streams, listed once per page (not once per stream it finishes).
     let mut streams: Option<Vec<String>> = None;
@@ -244,31 +293,37 @@ async fn events_page(
             };
             match next {
                 Some(next) => (stream, after) = (next, 0),
-                None => return Ok(Some(ExportPosition::Checkpoints { after: 0, upto })),
+                None => return Ok(Some(ExportAt::Checkpoints { after: 0 })),
             }
             continue;
         }
         for event in events {
             let line = serde_json::to_string(&event).expect("an audit event serializes");
             if !page.push(&line, bytes) {
-                return Ok(Some(ExportPosition::Events { stream, after, upto }));
+                return Ok(Some(ExportAt::Events { stream, after }));
             }
+            tally.digest.push_event(&event.hash);
+            if after == 0 {
+                tally.streams += 1;
+            }
+            tally.events += 1;
             after = event.seq;
         }
     }
-    Ok(Some(ExportPosition::Events { stream, after, upto }))
+    Ok(Some(ExportAt::Events { stream, after }))
 }
 
 /// Fills `page` with the checkpoints past `after` (up to `upto`) that seal the scope's
-/// streams; the position to go on from, `None` when the export is complete.
+/// streams; where to go on from: still checkpoints, or the receipt when they are done.
 async fn checkpoints_page(
     services: &Services,
     scope: &ExportScope,
     page: &mut ExportPage,
     bytes: &mut usize,
+    tally: &mut Tally,
     after: u64,
     upto: u64,
-) -> Result<Option<ExportPosition>, ApiError> {
+) -> Result<Option<ExportAt>, ApiError> {
     let stream = match scope {
         ExportScope::All => None,
         ExportScope::User(user) => Some(user.as_str()),
@@ -281,13 +336,14 @@ async fn checkpoints_page(
         if seq <= after || seq > upto {
             continue;
         }
-        let line = json!({"type": "checkpoint", "seq": seq, "jws": checkpoint.jws, "leaves": leaves}).to_string();
-        if !page.push(&line, bytes) {
-            return Ok(Some(ExportPosition::Checkpoints { after: last, upto }));
+        let value = json!({"type": "checkpoint", "seq": seq, "jws": checkpoint.jws, "leaves": leaves});
+        if !page.push(&value.to_string(), bytes) {
+            return Ok(Some(ExportAt::Checkpoints { after: last }));
         }
+        tally.digest.push_line(&value);
         last = seq;
     }
-    Ok(None)
+    Ok(Some(ExportAt::Receipt))
 }
 
 /// The public keys that verify the checkpoints of `archive`: those of `signer` (which signs

@@ -387,6 +387,33 @@ impl TestApp {
         }
     }
 
+    /// How long the sequencer holds a consent change in the tests of #18 (the uses' deadline
+    /// there is half of it), instead of [`shared::ports::SEQUENCER_HOLD`].
+    pub const SEQUENCER_HOLD: Duration = Duration::from_millis(300);
+
+    /// `backend` with every audit event going through the intake and the sequencer (#18).
+    /// Only the embedded store has them yet: on the AWS backend this panics, and the
+    /// contract tests of the sequencer list only the embedded store until it does.
+    pub async fn sequenced(backend: Backend) -> Self {
+        assert_eq!(backend, Backend::Embedded, "TODO(#18): DynamoStore has no AuditIntake or Sequencer yet");
+        let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("support-access.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap().with_sequencer_hold(Self::SEQUENCER_HOLD));
+        let services = embedded_services(store.clone(), clock.clone(), test_policy()).await;
+        Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
+    }
+
+    /// The intake of a [`TestApp::sequenced`] app.
+    pub fn intake(&self) -> Arc<dyn shared::ports::AuditIntake> {
+        self.sqlite.as_ref().expect("TODO(#18): the AWS intake").0.clone()
+    }
+
+    /// The sequencer of a [`TestApp::sequenced`] app.
+    pub fn sequencer(&self) -> Arc<dyn shared::ports::Sequencer> {
+        self.sqlite.as_ref().expect("TODO(#18): the AWS sequencer").0.clone()
+    }
+
     /// The AWS backend with fresh tables and key; its ports talk to the API server through
     /// `via` (an [`aws_proxy::AwsProxy`]) when given.
     pub async fn on_aws(via: Option<&str>) -> Self {

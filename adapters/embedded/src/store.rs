@@ -49,6 +49,15 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_intake (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream   TEXT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    type     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_intake_by_stream ON audit_intake (stream, id);
 CREATE TABLE IF NOT EXISTS access_requests (
     request_id TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL,
@@ -96,6 +105,9 @@ CREATE TRIGGER IF NOT EXISTS checkpoint_leaves_no_delete BEFORE DELETE ON checkp
 
 pub struct SqliteStore {
     writer: GroupCommit,
+    /// `Some` once events go through the intake and the sequencer (#18; see
+    /// [`super::intake`]); `None`: each write appends to its chain at once, as before.
+    pub(super) sequencer: Option<Arc<super::intake::SequencerState>>,
     /// Query-only connections to the same file; `None` for a private in-memory database,
     /// which only its one connection can see (reads then go through the writer).
     readers: Option<Arc<Readers>>,
@@ -139,7 +151,7 @@ impl SqliteStore {
         if !has_hash {
             conn.execute_batch("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''").map_err(unavailable)?;
         }
-        Ok(Self { writer: GroupCommit::start(Arc::new(Mutex::new(conn)))?, readers: None })
+        Ok(Self { writer: GroupCommit::start(Arc::new(Mutex::new(conn)))?, readers: None, sequencer: None })
     }
 
     /// Runs `work` atomically (all its writes or none) and answers once they are durably
@@ -160,6 +172,23 @@ impl SqliteStore {
             Some(readers) => readers.run(work).await,
             None => self.transaction(work).await,
         }
+    }
+}
+
+/// How a write records its audit events: appended to their chains at once, or recorded as
+/// pending in the intake for the sequencer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Direct,
+    Sequenced,
+}
+
+/// Records `event` inside `tx` as `mode` says: appended to its chain (returned sealed), or
+/// pending in the intake (returned unsealed, `seq` 0).
+pub(super) fn emit_in(tx: &Connection, mode: Mode, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+    match mode {
+        Mode::Direct => append_in(tx, event),
+        Mode::Sequenced => super::intake::record_in(tx, &event).map(|()| event),
     }
 }
 
@@ -208,7 +237,12 @@ fn consent_of(tx: &Connection, user: &UserId) -> Result<Option<Consent>, StoreEr
 }
 
 /// If the user's stored consent ran out by `now`, deletes it and records `consent.expired`.
-pub(super) fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+pub(super) fn settle_expiry(
+    tx: &Connection,
+    mode: Mode,
+    user: &UserId,
+    now: Timestamp,
+) -> Result<Option<Consent>, StoreError> {
     let Some(consent) = consent_of(tx, user)? else { return Ok(None) };
     if consent.is_active(now) {
         return Ok(Some(consent));
@@ -220,14 +254,14 @@ pub(super) fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> R
     .map_err(unavailable)?;
     let expired = AuditEvent::new(AuditEventType::ConsentExpired, now, Some(user.clone()), Actor::system())
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
-    append_in(tx, expired)?;
+    emit_in(tx, mode, expired)?;
     Ok(None)
 }
 
 /// Makes `c` the user's one consent; one that ran out unnoticed gets its expiry on the log
 /// (at `now`) before it is replaced.
-pub(super) fn put_consent(tx: &Connection, c: &Consent, now: Timestamp) -> Result<(), StoreError> {
-    settle_expiry(tx, &c.user_id, now)?;
+pub(super) fn put_consent(tx: &Connection, mode: Mode, c: &Consent, now: Timestamp) -> Result<(), StoreError> {
+    settle_expiry(tx, mode, &c.user_id, now)?;
     tx.execute(
         "INSERT OR REPLACE INTO consents (user_id, consent_id, scope, note, granted_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -269,10 +303,12 @@ impl TryFrom<&Row<'_>> for ConsentRow {
 #[async_trait]
 impl ConsentReader for SqliteStore {
     async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
-        let (user, reading) = (user.clone(), user.clone());
+        let (user, reading, mode) = (user.clone(), user.clone(), self.mode());
         match self.read(move |c| consent_of(c, &reading)).await? {
             // Only a consent that ran out needs the writer (to delete it and log the expiry).
-            Some(consent) if !consent.is_active(now) => self.transaction(move |tx| settle_expiry(tx, &user, now)).await,
+            Some(consent) if !consent.is_active(now) => {
+                self.transaction(move |tx| settle_expiry(tx, mode, &user, now)).await
+            }
             seen => Ok(seen),
         }
     }
@@ -281,16 +317,16 @@ impl ConsentReader for SqliteStore {
 #[async_trait]
 impl ConsentWriter for SqliteStore {
     async fn grant(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let c = consent.clone();
+        let (c, mode) = (consent.clone(), self.mode());
         self.transaction(move |tx| {
-            put_consent(tx, &c, event.at)?;
-            append_in(tx, event)
+            put_consent(tx, mode, &c, event.at)?;
+            emit_in(tx, mode, event)
         })
         .await
     }
 
     async fn revoke(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        let (user, id, mode) = (consent.user_id.clone(), consent.consent_id.clone(), self.mode());
         self.transaction(move |tx| {
             let deleted = tx
                 .execute(
@@ -301,7 +337,7 @@ impl ConsentWriter for SqliteStore {
             if deleted == 0 {
                 return Err(StoreError::ConsentChanged);
             }
-            append_in(tx, event)
+            emit_in(tx, mode, event)
         })
         .await
     }
@@ -315,7 +351,7 @@ impl TokenLedger for SqliteStore {
         now: Timestamp,
         event: AuditEvent,
     ) -> Result<AuditEvent, StoreError> {
-        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        let (user, id, mode) = (consent.user_id.clone(), consent.consent_id.clone(), self.mode());
         self.transaction(move |tx| {
             let live: Option<i64> = tx
                 .prepare_cached("SELECT 1 FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3")
@@ -326,7 +362,7 @@ impl TokenLedger for SqliteStore {
             if live.is_none() {
                 return Err(StoreError::ConsentChanged);
             }
-            append_in(tx, event)
+            emit_in(tx, mode, event)
         })
         .await
     }
@@ -335,7 +371,8 @@ impl TokenLedger for SqliteStore {
 #[async_trait]
 impl AuditAppender for SqliteStore {
     async fn append(&self, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        self.transaction(move |tx| append_in(tx, event)).await
+        let mode = self.mode();
+        self.transaction(move |tx| emit_in(tx, mode, event)).await
     }
 }
 
@@ -429,6 +466,7 @@ impl AuditReader for SqliteStore {
 #[async_trait]
 impl ExpirySweeper for SqliteStore {
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mode = self.mode();
         self.transaction(move |tx| {
             let users: Vec<String> = {
                 let mut stmt =
@@ -438,7 +476,7 @@ impl ExpirySweeper for SqliteStore {
             };
             for user in &users {
                 let user = UserId::parse(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                settle_expiry(tx, &user, now)?;
+                settle_expiry(tx, mode, &user, now)?;
             }
             Ok(users.len())
         })

@@ -175,13 +175,7 @@ mod tests {
         ];
         assert_eq!(
             order(&events),
-            [
-                "0:token.used:c1",
-                "3:token.used:c1",
-                "4:token.used:c1",
-                "1:consent.revoked:c1",
-                "2:token.rejected:c1"
-            ]
+            ["0:token.used:c1", "3:token.used:c1", "4:token.used:c1", "1:consent.revoked:c1", "2:token.rejected:c1"]
         );
     }
 

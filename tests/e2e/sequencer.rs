@@ -48,15 +48,8 @@ fn used(app: &TestApp, consent: &Consent) -> AuditEvent {
     .with_detail("GET /app/whoami")
 }
 
-/// Runs the sequencer until nothing is pending (consent changes held past the hold).
 async fn settle(app: &TestApp) {
-    for _ in 0..50 {
-        if app.sequencer().sequence(1_000).await.unwrap().pending == 0 {
-            return;
-        }
-        tokio::time::sleep(TestApp::SEQUENCER_HOLD / 4).await;
-    }
-    panic!("the sequencer never drained the intake");
+    app.settle().await;
 }
 
 /// `who`'s chain, verified, as `(type, consent_id)` oldest first.

@@ -400,8 +400,25 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("support-access.db");
         let store = Arc::new(SqliteStore::open(&path).unwrap().with_sequencer_hold(Self::SEQUENCER_HOLD));
-        let services = embedded_services(store.clone(), clock.clone(), test_policy()).await;
+        let services =
+            embedded_services(store.clone(), clock.clone(), test_policy()).await.with_audit_intake(store.clone());
         Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
+    }
+
+    /// Whether this app's events go through the intake and the sequencer.
+    pub fn is_sequenced(&self) -> bool {
+        self.services.audit_intake.is_some()
+    }
+
+    /// Runs the sequencer until nothing is pending (consent changes wait out their hold).
+    pub async fn settle(&self) {
+        for _ in 0..200 {
+            if self.sequencer().sequence(1_000).await.unwrap().pending == 0 {
+                return;
+            }
+            tokio::time::sleep(Self::SEQUENCER_HOLD / 4).await;
+        }
+        panic!("the sequencer never drained the intake");
     }
 
     /// The intake of a [`TestApp::sequenced`] app.

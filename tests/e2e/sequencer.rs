@@ -15,7 +15,8 @@ use std::time::Duration;
 use e2e::{Backend, TestApp};
 use shared::app;
 use shared::domain::{
-    Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentDuration, Note, Policy, Role, Scope, UserId,
+    Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Role, Scope,
+    UserId,
 };
 use shared::ports::{Clock, Deadline, StoreError};
 use support_access_verify::chain::verify_chains;
@@ -92,6 +93,42 @@ async fn a_use_is_pending_until_sequenced_then_on_its_chain_once(app: TestApp) {
 /// The race the hold exists for: the use's consent read sees the consent live, the revoke
 /// commits, the sequencer sees the revoke, and only then the use's write lands.
 async fn a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after(app: TestApp) {
+    use_before_revoke(app, 1_000).await;
+}
+
+/// The same, with runs of one event each: the run that releases the revoke must take the
+/// use behind it along, past its limit.
+async fn a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit(app: TestApp) {
+    use_before_revoke(app, 1).await;
+}
+
+/// A use recorded behind a consent change still held, that belongs before an earlier change
+/// already due: it goes with the earlier one, not after it.
+/// (A hold of its own, long enough that a loaded machine keeps the timings apart.)
+async fn a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before(_: TestApp) {
+    let hold = Duration::from_secs(1);
+    let app = TestApp::sequenced_with_hold(Backend::Embedded, hold).await;
+    let first = grant(&app, "alice").await;
+    settle(&app).await;
+    let decided = Deadline::after(hold);
+    assert!(app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap().is_some());
+    grant(&app, "alice").await;
+    app.sequencer().sequence(1_000).await.unwrap();
+    tokio::time::sleep(hold * 4 / 10).await;
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    app.sequencer().sequence(1_000).await.unwrap();
+    app.intake().record(used(&app, &first), decided).await.unwrap();
+    tokio::time::sleep(hold * 7 / 10).await;
+    let run = app.sequencer().sequence(1_000).await.unwrap();
+    assert_eq!((run.sequenced, run.pending), (2, 1), "the use and the second grant; the revoke is held");
+    settle(&app).await;
+    assert_eq!(
+        kinds(&chain(&app, "alice").await),
+        ["consent.granted", "token.used", "consent.granted", "consent.revoked"]
+    );
+}
+
+async fn use_before_revoke(app: TestApp, limit: usize) {
     let consent = grant(&app, "alice").await;
     settle(&app).await;
 
@@ -110,7 +147,8 @@ async fn a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after(app:
         None,
         "a use whose consent read follows the revoke's commit sees no consent (and is refused)"
     );
-    settle(&app).await;
+    tokio::time::sleep(TestApp::SEQUENCER_HOLD).await;
+    while app.sequencer().sequence(limit).await.unwrap().pending > 0 {}
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used", "consent.revoked"]);
 }
 
@@ -121,6 +159,18 @@ async fn a_use_past_its_deadline_is_refused_and_leaves_nothing(app: TestApp) {
     let refused = app.intake().record(used(&app, &consent), late).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 1, "only the grant");
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
+}
+
+/// The store's ordering rests on no use landing a hold or more after its decision, whatever
+/// budget its caller gave it (the authorizer's 700 ms against a shorter hold, say).
+async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    let generous = Deadline::after(Duration::from_secs(60));
+    tokio::time::sleep(TestApp::SEQUENCER_HOLD + Duration::from_millis(20)).await;
+    let refused = app.intake().record(used(&app, &consent), generous).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
 }
@@ -193,6 +243,49 @@ async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
     assert_eq!(kinds(&chain(&app, "carol").await), ["consent.granted", "consent.revoked"]);
 }
 
+/// Every page of `filter`'s query, `limit` at a time, as the API serves them.
+async fn all_pages(app: &TestApp, filter: AuditFilter, limit: usize) -> Vec<AuditEvent> {
+    let (mut out, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..100 {
+        let page = app::query_audit(app.services(), filter.clone(), limit, cursor.as_deref()).await.unwrap();
+        assert!(page.events.len() <= limit);
+        out.extend(page.events);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+/// The user's access log shows what is decided, sequenced or not: pending events first
+/// (unsealed: `seq` 0), newest first, then the chain, paged exactly whatever the page size.
+async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let mut recorded = Vec::new();
+    for _ in 0..5 {
+        let use_ = used(&app, &consent);
+        recorded.push(use_.event_id.clone());
+        app.intake().record(use_, deadline()).await.unwrap();
+    }
+    recorded.reverse();
+    let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };
+    for limit in [1, 2, 5, 6, 50] {
+        let log = all_pages(&app, by_alice.clone(), limit).await;
+        let ids: Vec<_> = log.iter().take(5).map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, recorded, "pending, newest first (limit {limit})");
+        assert!(log[..5].iter().all(|e| e.seq == 0 && e.hash.is_empty()), "marked pending (limit {limit})");
+        assert_eq!(log.len(), 6, "then the chain (limit {limit})");
+        assert_eq!((log[5].event_type, log[5].seq), (AuditEventType::ConsentGranted, 1));
+    }
+    let uses = AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..by_alice.clone() };
+    assert_eq!(all_pages(&app, uses, 2).await.len(), 5, "filters apply to pending events too");
+    settle(&app).await;
+    let log = all_pages(&app, by_alice, 4).await;
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1], "all sequenced, once");
+}
+
 mod embedded {
     use super::*;
 
@@ -208,8 +301,12 @@ mod embedded {
     on_embedded!(
         a_use_is_pending_until_sequenced_then_on_its_chain_once,
         a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,
+        a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit,
+        a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before,
         a_use_past_its_deadline_is_refused_and_leaves_nothing,
+        a_use_decided_a_hold_ago_is_refused_whatever_its_budget,
         recording_an_event_again_changes_nothing,
         racing_writers_and_sequencers_append_every_event_once,
+        the_access_log_shows_pending_events_first_then_the_chain,
     );
 }

@@ -395,11 +395,16 @@ impl TestApp {
     /// Only the embedded store has them yet: on the AWS backend this panics, and the
     /// contract tests of the sequencer list only the embedded store until it does.
     pub async fn sequenced(backend: Backend) -> Self {
+        Self::sequenced_with_hold(backend, Self::SEQUENCER_HOLD).await
+    }
+
+    /// As [`TestApp::sequenced`], holding consent changes for `hold`.
+    pub async fn sequenced_with_hold(backend: Backend, hold: Duration) -> Self {
         assert_eq!(backend, Backend::Embedded, "TODO(#18): DynamoStore has no AuditIntake or Sequencer yet");
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("support-access.db");
-        let store = Arc::new(SqliteStore::open(&path).unwrap().with_sequencer_hold(Self::SEQUENCER_HOLD));
+        let store = Arc::new(SqliteStore::open(&path).unwrap().with_sequencer_hold(hold));
         let services =
             embedded_services(store.clone(), clock.clone(), test_policy()).await.with_audit_intake(store.clone());
         Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }

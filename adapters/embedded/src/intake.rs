@@ -41,8 +41,8 @@ impl SqliteStore {
         self.with_sequencer_hold(SEQUENCER_HOLD)
     }
 
-    /// As [`Self::with_sequencer`], with a hold of `hold`; it must exceed the deadline of the
-    /// uses (tests shorten both).
+    /// As [`Self::with_sequencer`], with a hold of `hold` (tests shorten it). A use is
+    /// refused unless it lands within its own deadline and within `hold` of its decision.
     pub fn with_sequencer_hold(mut self, hold: Duration) -> Self {
         self.sequencer = Some(std::sync::Arc::new(SequencerState { hold, seen: Mutex::default() }));
         self
@@ -76,8 +76,30 @@ fn pending_of(tx: &Connection, stream: &str, limit: usize) -> Result<Vec<(i64, A
     let mut stmt = tx
         .prepare_cached("SELECT id, body FROM audit_intake WHERE stream = ?1 ORDER BY id LIMIT ?2")
         .map_err(unavailable)?;
+    // SQLite reads a negative limit as none.
+    let limit = i64::try_from(limit).unwrap_or(-1);
     let rows = stmt
-        .query_map(params![stream, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_map(params![stream, limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    rows.into_iter().map(|(id, body)| Ok((id, parse(&body)?))).collect()
+}
+
+/// How many of a user's pending events a read looks at: the intake holds seconds' worth.
+const PENDING_READ_LIMIT: i64 = 10_000;
+
+/// `stream`'s pending events recorded before intake id `before`, newest first, with their ids.
+pub(super) fn pending_newest_first(
+    tx: &Connection,
+    stream: &str,
+    before: i64,
+) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached("SELECT id, body FROM audit_intake WHERE stream = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3")
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![stream, before, PENDING_READ_LIMIT], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
@@ -110,22 +132,40 @@ fn sequence_in(
         if budget == 0 {
             break;
         }
-        let mut rows = pending_of(tx, &stream, budget)?;
-        // Everything from the first consent change still held on waits, in order.
-        let held = rows.iter().position(|(id, e)| {
-            ends_a_consent(e) && seen.get(id).is_none_or(|first| now.duration_since(*first) < hold)
-        });
-        if let Some(cut) = held {
-            unseen
-                .extend(rows[cut..].iter().filter(|(id, e)| ends_a_consent(e) && !seen.contains_key(id)).map(|r| r.0));
-            rows.truncate(cut);
+        // The stream in decision order, and where it stops: at the first consent change
+        // still held (everything after it waits). Ordered before cutting, so that a use
+        // recorded behind a held change but belonging before an earlier one goes with it.
+        let order_and_cut = |rows: Vec<(i64, AuditEvent)>| {
+            let ids: HashMap<_, _> = rows.iter().map(|(id, e)| (e.event_id.clone(), *id)).collect();
+            let ordered: Vec<(i64, AuditEvent)> = decision_order(rows.into_iter().map(|(_, e)| e).collect())
+                .into_iter()
+                .map(|e| (ids[&e.event_id], e))
+                .collect();
+            let cut = ordered
+                .iter()
+                .position(|(id, e)| {
+                    ends_a_consent(e) && seen.get(id).is_none_or(|first| now.duration_since(*first) < hold)
+                })
+                .unwrap_or(ordered.len());
+            (ordered, cut)
+        };
+        let window = pending_of(tx, &stream, budget)?;
+        let cut_short = window.len() == budget;
+        let (mut rows, mut cut) = order_and_cut(window);
+        // A consent change released now takes along every use that must precede it, which
+        // landed after it (within the hold) wherever the limit cut the stream: such a stream
+        // is read whole (about a hold's worth of its events), past the run's limit.
+        if cut_short && rows[..cut].iter().any(|(_, e)| ends_a_consent(e)) {
+            (rows, cut) = order_and_cut(pending_of(tx, &stream, usize::MAX)?);
         }
-        budget -= rows.len();
+        unseen.extend(rows[cut..].iter().filter(|(id, e)| ends_a_consent(e) && !seen.contains_key(id)).map(|r| r.0));
+        rows.truncate(cut);
+        budget = budget.saturating_sub(rows.len());
         batches.insert(stream, rows);
     }
     for rows in batches.into_values() {
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        for event in decision_order(rows.into_iter().map(|(_, e)| e).collect()) {
+        for (_, event) in rows {
             // A crash cannot leave an event both on its chain and pending (one transaction),
             // but an event recorded again by a retrying writer must still land once.
             let on_chain = tx
@@ -151,11 +191,12 @@ fn sequence_in(
 #[async_trait]
 impl AuditIntake for SqliteStore {
     async fn record(&self, event: AuditEvent, deadline: Deadline) -> Result<(), StoreError> {
-        let mode = self.mode();
+        let (mode, hold) = (self.mode(), self.sequencer.as_ref().map(|s| s.hold));
         self.transaction(move |tx| {
             // Checked in the writer, which also runs the sequencer: a row that lands, landed
-            // before its deadline (see the module's documentation).
-            if deadline.passed() {
+            // before its deadline and less than the hold after its decision (see the module's
+            // documentation).
+            if deadline.passed() || hold.is_some_and(|hold| deadline.age() >= hold) {
                 return Err(StoreError::Unavailable("the use's deadline passed before it was recorded".into()));
             }
             match mode {

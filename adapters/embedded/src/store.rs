@@ -378,6 +378,9 @@ impl AuditAppender for SqliteStore {
 
 /// Where a page ended: the sort key of its last event, in the order of the query.
 enum Position {
+    /// A query by user on a sequenced store, still among the user's pending events (which
+    /// come first, newest first): the intake `id` of the last one shown.
+    Pending(i64),
     /// A query by user: that user's `seq`.
     Seq(i64),
     /// Any other query: `(at, stream, seq)`.
@@ -388,6 +391,9 @@ impl Position {
     fn parse(raw: &str, by_user: bool) -> Result<Self, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("position {raw:?}"));
         if by_user {
+            if let Some(id) = raw.strip_prefix('p') {
+                return id.parse().map(Self::Pending).map_err(|_| corrupt());
+            }
             return raw.parse().map(Self::Seq).map_err(|_| corrupt());
         }
         let mut parts = raw.splitn(3, '|');
@@ -409,8 +415,34 @@ impl AuditReader for SqliteStore {
         let by_user = q.filter.user_id.is_some();
         let after = q.after.as_deref().map(|p| Position::parse(p, by_user)).transpose()?;
         let (from, to) = q.window();
+        // A user's pending events (a sequenced store) come first, newest first: on the first
+        // page, and on the pages that continue among them.
+        let pending_before = match (&after, self.mode()) {
+            (None, Mode::Sequenced) if by_user => Some(i64::MAX),
+            (Some(Position::Pending(id)), _) => Some(*id),
+            _ => None,
+        };
         self.read(move |tx| {
             let f = &q.filter;
+            let mut events: Vec<(AuditEvent, String)> = Vec::new();
+            // The intake id of the last pending event on the page, if it holds any.
+            let mut last_pending = None;
+            if let (Some(before), Some(user)) = (pending_before, &f.user_id) {
+                for (id, event) in super::intake::pending_newest_first(tx, user.as_str(), before)? {
+                    if !f.matches(&event) || event.at < from || event.at > to {
+                        continue;
+                    }
+                    if events.len() == q.limit {
+                        return Ok(AuditPage {
+                            events: events.into_iter().map(|(e, _)| e).collect(),
+                            next: last_pending.map(|last: i64| format!("p{last}")),
+                        });
+                    }
+                    events.push((event, user.to_string()));
+                    last_pending = Some(id);
+                }
+            }
+            let pending = events.len();
             let mut sql = String::from("SELECT stream, body FROM audit WHERE at >= ?1 AND at <= ?2");
             let mut args: Vec<rusqlite::types::Value> = vec![from.unix().into(), to.unix().into()];
             // Each `?` of a clause becomes the numbered parameter of its value.
@@ -433,26 +465,29 @@ impl AuditReader for SqliteStore {
                 push("type = ?", vec![t.as_str().to_owned().into()]);
             }
             match after {
+                Some(Position::Pending(_)) | None => {}
                 Some(Position::Seq(seq)) => push("seq < ?", vec![seq.into()]),
                 Some(Position::Time(at, stream, seq)) => {
                     push("(at, stream, seq) < (?, ?, ?)", vec![at.into(), stream.into(), seq.into()])
                 }
-                None => {}
             }
             sql.push_str(if by_user { " ORDER BY seq DESC" } else { " ORDER BY at DESC, stream DESC, seq DESC" });
-            sql.push_str(&format!(" LIMIT {}", q.limit + 1));
+            sql.push_str(&format!(" LIMIT {}", q.limit - events.len() + 1));
             let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(unavailable)?;
-            let mut events = Vec::new();
             let mut next = None;
             for row in rows {
                 let (stream, body) = row.map_err(unavailable)?;
                 let event: AuditEvent = serde_json::from_str(&body)
                     .map_err(|e| StoreError::Corrupt(format!("audit event in {stream}: {e}")))?;
                 if events.len() == q.limit {
-                    next = events.last().map(|last: &(AuditEvent, String)| Position::of(&last.0, &last.1, by_user));
+                    next = match (events.len() == pending, last_pending, events.last()) {
+                        // The page ends among the pending events: the sequenced ones follow.
+                        (true, Some(last), _) => Some(format!("p{last}")),
+                        (_, _, last) => last.map(|last| Position::of(&last.0, &last.1, by_user)),
+                    };
                     break;
                 }
                 events.push((event, stream));

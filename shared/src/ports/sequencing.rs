@@ -26,15 +26,19 @@ pub const INTAKE_DEADLINE: Duration = Duration::from_millis(700);
 /// [`INTAKE_DEADLINE`], plus a margin for clock skew between instances on AWS.
 pub const SEQUENCER_HOLD: Duration = Duration::from_millis(1_000);
 
-/// The moment, on the caller's monotonic clock, by which a write must be durable; taken
-/// before the read that decided the write, so the whole decision is bounded by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deadline(Instant);
+/// When a write was decided and by when it must be durable, on the caller's monotonic
+/// clock; taken before the read that decided the write, so the whole decision is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    decided: Instant,
+    by: Instant,
+}
 
 impl Deadline {
-    /// `budget` from now.
+    /// Decided now, due `budget` from now.
     pub fn after(budget: Duration) -> Self {
-        Self(Instant::now() + budget)
+        let decided = Instant::now();
+        Self { decided, by: decided + budget }
     }
 
     /// The deadline of a use decided now: [`INTAKE_DEADLINE`] from now.
@@ -42,18 +46,21 @@ impl Deadline {
         Self::after(INTAKE_DEADLINE)
     }
 
-    pub fn instant(self) -> Instant {
-        self.0
-    }
-
     /// Whether the deadline is behind us.
     pub fn passed(self) -> bool {
-        Instant::now() > self.0
+        Instant::now() > self.by
     }
 
     /// What is left of it (zero once passed).
     pub fn remaining(self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.by.saturating_duration_since(Instant::now())
+    }
+
+    /// How long ago the write was decided. A sequencing store also refuses a write decided
+    /// longer ago than its hold, whatever budget the caller gave it: its ordering rests on
+    /// that bound, not on every caller's configuration.
+    pub fn age(self) -> Duration {
+        self.decided.elapsed()
     }
 }
 
@@ -221,5 +228,6 @@ mod tests {
         assert!(Deadline::after(Duration::ZERO).remaining() <= Duration::from_millis(1));
         assert!(!Deadline::for_use().passed());
         assert!(Deadline::for_use().remaining() > Duration::from_millis(600));
+        assert!(Deadline::for_use().age() < Duration::from_millis(100));
     }
 }

@@ -1,15 +1,20 @@
 """Cold start of each Lambda function's release binary against a loopback Lambda Runtime API,
 beside an empty `lambda_runtime` hello function built with the same profile.
 
-usage: cold_start.py BIN_DIR RUNS   (the functions' environment comes from this process's:
-AWS endpoint, tables, KMS key; see scripts/bench-cold-start, which sets it up on moto)
+usage: cold_start.py RUNS BIN_DIR ENV_FILE [BEFORE_BIN_DIR BEFORE_ENV_FILE]
+  ENV_FILE: the `export NAME=value` lines of `local-api setup-aws` (tables, keys, secrets), the
+  functions' whole configuration beside this process's AWS_* (endpoint, region, credentials);
+  see scripts/bench-cold-start, which sets it up on moto. With a second set (an older build),
+  every round runs both sets, alternating which goes first, and the two are compared.
 
 For every run of every binary: a fresh process with the Lambda environment, one event queued.
 Measured from just before the process is spawned to (a) its first `GET .../invocation/next`
-(init: the runtime and the function's set-up, e.g. the JWK Set fetched from KMS) and (b) the
+(init: the runtime and whatever the function does before it asks for work) and (b) the
 moment its response for that event arrives (first response). Then VmHWM (peak RSS) is read
-from /proc while the process waits for its next event, and it is killed. Prints median and
-p90 of each, the ratio of the medians to the hello function's, the stripped size and the peak RSS.
+from /proc while the process waits for its next event, and it is killed. A process that exits,
+reports an error or answers an HTTP event with a non-2xx status stops the bench: a function
+that cannot serve must never show as a fast one. Prints median and p90 of each, the ratio of
+the medians to the hello function's (of the same set), the stripped size and the peak RSS.
 """
 import http.server
 import json
@@ -154,10 +159,14 @@ class Api:
             **env,
         }
         t0 = time.perf_counter()
-        proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not self.done.wait(60):
-            proc.kill()
-            raise SystemExit(f"{name}: no answer within 60 s")
+        proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not self.done.wait(0.01):
+            if proc.poll() is not None:
+                raise SystemExit(f"{binary}: exited ({proc.returncode}) before answering: {proc.stderr.read()[-600:]!r}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"{binary}: no answer within 60 s")
         # Let the process reach its next poll (the peak after the first event), then read it.
         for _ in range(2000):
             if self.repolled:
@@ -170,11 +179,15 @@ class Api:
                     hwm = int(line.split()[1])
         proc.kill()
         proc.wait()
+        proc.stderr.close()
         self.killed.set()
         kind, body = self.response
         if kind != "response":
-            raise SystemExit(f"{name}: {kind}: {body[:300]!r}")
-        return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, hwm, json.loads(body or b"null")
+            raise SystemExit(f"{binary}: {kind}: {body[:300]!r}")
+        response = json.loads(body or b"null")
+        if isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300:
+            raise SystemExit(f"{binary}: answered {response['statusCode']}: {body[:300]!r}")
+        return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, hwm, response
 
 
 def body_of(response):
@@ -185,33 +198,52 @@ def body_of(response):
         return None
 
 
-def main():
-    bin_dir, runs = sys.argv[1], int(sys.argv[2])
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k.endswith("_TABLE") or k in (
-        "KMS_KEY_ID", "SUPPORT_ACCESS_GROUPS_CLAIM", "SUPPORT_ACCESS_CURSOR_SECRET_ARN")}
-    env["SUPPORT_ACCESS_GROUPS_CLAIM"] = "cognito:groups"
-    api = Api()
-    results = {}
-    missing = [n for n in ("grant-consent", "get-consent", "mint-token", "authorizer", "introspect", "jwks",
-                           "query-audit", "access-log", "export-audit", "checkpoint", "revoke-consent",
-                           "expiry-recorder", "examples/hello_lambda") if not os.path.exists(os.path.join(bin_dir, n))]
-    if missing:
-        raise SystemExit(f"not built in {bin_dir}: {', '.join(missing)}")
+FUNCTIONS = ("grant-consent", "get-consent", "mint-token", "authorizer", "introspect", "jwks", "query-audit",
+             "access-log", "export-audit", "checkpoint", "revoke-consent", "expiry-recorder", "agent-requests",
+             "user-requests", "operator", "request-expiry", "notifier")
 
-    def run(name, event, path=None):
-        path = path or os.path.join(bin_dir, name)
-        init, first, hwm, response = api.run(path, name, event, env)
-        results.setdefault(name, {"path": path, "init": [], "first": [], "hwm": []})
-        r = results[name]
-        r["init"].append(init)
-        r["first"].append(first)
-        r["hwm"].append(hwm)
-        return response
 
-    alice = lambda m, p, **kw: api_event(m, p, sub="alice", **kw)  # noqa: E731
-    hello = os.path.join(bin_dir, "examples", "hello_lambda")
-    for i in range(runs + 1):  # run 0 warms the page cache and moto, and is dropped
-        run("hello_lambda", {"hello": i}, hello)
+def read_env(path):
+    """The `export NAME=value` lines of `path` (what `local-api setup-aws` prints)."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("export ") and "=" in line:
+                name, value = line[len("export "):].split("=", 1)
+                env[name] = value
+    return env
+
+
+class Set:
+    """One build's binaries, their configuration and their measurements."""
+
+    def __init__(self, label, bin_dir, env_file):
+        self.label, self.bin_dir = label, bin_dir
+        self.env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        self.env.update(read_env(env_file))
+        self.env["SUPPORT_ACCESS_GROUPS_CLAIM"] = "cognito:groups"
+        self.env.setdefault("NOTIFICATION_BUS", "default")
+        self.results = {}
+        missing = [n for n in FUNCTIONS + ("local-api", "examples/hello_lambda")
+                   if not os.path.exists(os.path.join(bin_dir, n))]
+        if missing:
+            raise SystemExit(f"not built in {bin_dir}: {', '.join(missing)}")
+
+    def round(self, api, i):
+        """One cold start of every binary, in an order where each event finds what it needs."""
+
+        def run(name, event, path=None):
+            path = path or os.path.join(self.bin_dir, name)
+            init, first, hwm, response = api.run(path, name, event, self.env)
+            r = self.results.setdefault(name, {"path": path, "init": [], "first": [], "hwm": []})
+            r["init"].append(init)
+            r["first"].append(first)
+            r["hwm"].append(hwm)
+            return response
+
+        alice = lambda m, p, **kw: api_event(m, p, sub="alice", **kw)  # noqa: E731
+        run("hello_lambda", {"hello": i}, os.path.join(self.bin_dir, "examples", "hello_lambda"))
         granted = run("grant-consent", alice("POST", "/consents", body=json.dumps({"duration_seconds": 3600})))
         assert granted["statusCode"] == 201, granted
         consent = body_of(granted)
@@ -222,10 +254,11 @@ def main():
         token = body_of(minted)["access_token"]
         decided = run("authorizer", authorizer_event(token, "GET", "/orders"))
         assert decided["isAuthorized"] is True, decided
-        run("introspect", api_event("POST", "/introspect", sub="rs-1", groups="[introspect]",
-                                    body=f"token={token}",
-                                    headers={"content-type": "application/x-www-form-urlencoded"}))
-        run("jwks", api_event("GET", "/.well-known/jwks.json"))
+        introspected = run("introspect", api_event("POST", "/introspect", sub="rs-1", groups="[introspect]",
+                                                   body=f"token={token}",
+                                                   headers={"content-type": "application/x-www-form-urlencoded"}))
+        assert body_of(introspected)["active"] is True, introspected
+        assert body_of(run("jwks", api_event("GET", "/.well-known/jwks.json")))["keys"]
         run("query-audit", api_event("GET", "/audit", sub="aud-1", groups="[auditor]", query="user_id=alice&limit=20"))
         run("access-log", alice("GET", "/me/access-log"))
         run("export-audit", api_event("GET", "/audit/export", sub="aud-1", groups="[auditor]", query="user_id=alice"))
@@ -234,24 +267,62 @@ def main():
         record = fixture("dynamodb_stream_consents.json")
         record["Records"][0]["dynamodb"]["OldImage"]["consent_id"] = {"S": consent["consent_id"]}
         run("expiry-recorder", record)
+        # The rest only read (or find nothing to do), so every round finds the same state.
+        run("agent-requests", api_event("GET", "/access-requests", sub="agent-7", groups="[support]"))
+        run("user-requests", alice("GET", "/me/access-requests"))
+        run("operator", api_event("GET", "/operator/emergency-stop", sub="op-1", groups="[operator]"))
+        run("request-expiry", SCHEDULED)
+        run("notifier", {"Records": []})  # nothing to publish: its set-up and the runtime alone
+
+    def ratios(self):
+        base = self.results["hello_lambda"]
+        base_init, base_first = statistics.median(base["init"]), statistics.median(base["first"])
+        return {name: (statistics.median(r["init"]) / base_init, statistics.median(r["first"]) / base_first)
+                for name, r in self.results.items()}
+
+    def print(self):
+        print(f"\n{self.label}: {self.bin_dir}")
+        print(f"{'binary':16} {'init med':>9} {'p90':>7} {'x hello':>8} {'1st resp med':>13} {'p90':>7} "
+              f"{'x hello':>8} {'size MB':>8} {'peak RSS MB':>12}")
+        ratios = self.ratios()
+        for name, r in self.results.items():
+            init, first = statistics.median(r["init"]), statistics.median(r["first"])
+            size = os.path.getsize(r["path"]) / 1e6
+            hwm = max(r["hwm"]) / 1024
+            print(f"{name:16} {init:8.1f}ms {p90(r['init']):6.1f} {ratios[name][0]:7.2f}x {first:12.1f}ms "
+                  f"{p90(r['first']):6.1f} {ratios[name][1]:7.2f}x {size:8.2f} {hwm:12.1f}")
+
+
+def p90(xs):
+    return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
+
+
+def main():
+    runs, args = int(sys.argv[1]), sys.argv[2:]
+    if len(args) not in (2, 4):
+        raise SystemExit(__doc__)
+    sets = [Set("this build", args[0], args[1])]
+    if len(args) == 4:
+        sets.append(Set("before", args[2], args[3]))
+    api = Api()
+    for i in range(runs + 1):  # round 0 warms the page cache and moto, and is dropped
+        for s in sets if i % 2 == 0 else reversed(sets):
+            s.round(api, i)
         if i == 0:
-            for r in results.values():
-                r["init"].clear(), r["first"].clear(), r["hwm"].clear()
+            for s in sets:
+                for r in s.results.values():
+                    r["init"].clear(), r["first"].clear(), r["hwm"].clear()
 
-    def p90(xs):
-        return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
-
-    base = results["hello_lambda"]
-    base_init, base_first = statistics.median(base["init"]), statistics.median(base["first"])
-    print(f"machine: {os.cpu_count()} cores; {runs} cold starts per binary (after one warm-up round)")
-    print(f"{'binary':16} {'init med':>9} {'p90':>7} {'x hello':>8} {'1st resp med':>13} {'p90':>7} "
-          f"{'x hello':>8} {'size MB':>8} {'peak RSS MB':>12}")
-    for name, r in results.items():
-        init, first = statistics.median(r["init"]), statistics.median(r["first"])
-        size = os.path.getsize(r["path"]) / 1e6
-        hwm = max(r["hwm"]) / 1024
-        print(f"{name:16} {init:8.1f}ms {p90(r['init']):6.1f} {init / base_init:7.2f}x {first:12.1f}ms "
-              f"{p90(r['first']):6.1f} {first / base_first:7.2f}x {size:8.2f} {hwm:12.1f}")
+    print(f"machine: {os.cpu_count()} cores; {runs} cold starts per binary and set (after one warm-up round)")
+    for s in sets:
+        s.print()
+    if len(sets) == 2:
+        after, before = sets[0].ratios(), sets[1].ratios()
+        print(f"\n{'binary':16} {'init x hello':>20} {'1st resp x hello':>20}   (before -> this build)")
+        for name in FUNCTIONS:
+            (ai, af), (bi, bf) = after[name], before[name]
+            print(f"{name:16} {bi:8.2f}x -> {ai:6.2f}x {bf:8.2f}x -> {af:6.2f}x"
+                  f"{'' if ai <= 4 else '   init over 4x hello'}{'' if af <= bf else '   first response ratio up'}")
 
 
 if __name__ == "__main__":

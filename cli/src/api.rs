@@ -180,13 +180,34 @@ impl Api {
         serde_json::from_str(&answer).map_err(|e| ApiError::Unreadable(e.to_string()))
     }
 
-    /// `GET /audit/export`: the JSON Lines export of one user's stream, or of every stream.
-    pub async fn export(&self, user_id: Option<&str>) -> Result<String, ApiError> {
-        let mut request = self.http.get(self.url("/audit/export"));
+    /// `GET /audit/export`: one page of the JSON Lines export of one user's stream, of the
+    /// unattributed stream, or of every stream, from `cursor` (the start when `None`); with
+    /// the cursor of the next page, from the answer's `Link: <…>; rel="next"`, `None` on the
+    /// last.
+    pub async fn export_page(
+        &self,
+        user_id: Option<&str>,
+        unattributed: bool,
+        cursor: Option<&str>,
+    ) -> Result<(String, Option<String>), ApiError> {
+        let mut query = Vec::new();
         if let Some(user) = user_id {
-            request = request.query(&[("user_id", user)]);
+            query.push(("user_id", user));
         }
-        self.send(request).await
+        if unattributed {
+            query.push(("stream", "unattributed"));
+        }
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor));
+        }
+        let (body, headers) = self.send_keeping_headers(self.http.get(self.url("/audit/export")).query(&query)).await?;
+        let next = headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()).find_map(next_cursor);
+        Ok((body, next))
+    }
+
+    /// `GET /.well-known/jwks.json` (public): the keys that verify tokens.
+    pub async fn jwks(&self) -> Result<String, ApiError> {
+        self.send(self.http.get(self.url("/.well-known/jwks.json"))).await
     }
 
     /// `GET /.well-known/checkpoint-keys.json` (public): the keys that verify checkpoints.
@@ -199,6 +220,13 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, ApiError> {
+        Ok(self.send_keeping_headers(request).await?.0)
+    }
+
+    async fn send_keeping_headers(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(String, reqwest::header::HeaderMap), ApiError> {
         let response = request
             .bearer_auth(&self.token)
             .send()
@@ -210,9 +238,10 @@ impl Api {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        let headers = response.headers().clone();
         let body = response.text().await.map_err(|e| ApiError::Unreadable(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok(body);
+            return Ok((body, headers));
         }
         match serde_json::from_str::<Problem>(&body) {
             Ok(p) if problem => Err(ApiError::Problem {
@@ -226,6 +255,19 @@ impl Api {
             _ => Err(ApiError::Status { status, body: body.chars().take(300).collect(), request_id: gateway_id }),
         }
     }
+}
+
+/// The `cursor` of a `Link` header's `rel="next"` link (`<?user_id=…&cursor=…>; rel="next"`).
+fn next_cursor(link: &str) -> Option<String> {
+    link.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let query = target.split_once('?')?.1;
+        query.split('&').find_map(|pair| pair.strip_prefix("cursor=")).map(str::to_owned)
+    })
 }
 
 /// One event as a table row: time, type, user, actor, and what it was about (reason,
@@ -371,6 +413,15 @@ fn row(at: &str, event_type: &str, user: &str, actor: &str, about: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_cursor_is_read_from_the_link_header() {
+        assert_eq!(next_cursor("<?user_id=a%2Bb&cursor=abc.def>; rel=\"next\"").as_deref(), Some("abc.def"));
+        assert_eq!(next_cursor("<?cursor=x>; rel=\"prev\", <?cursor=y>; rel=\"next\"").as_deref(), Some("y"));
+        for none in ["", "<?cursor=x>; rel=\"prev\"", "garbage", "<?user_id=a>; rel=\"next\""] {
+            assert_eq!(next_cursor(none), None, "{none}");
+        }
+    }
 
     #[test]
     fn a_row_names_time_type_user_actor_and_what_it_was_about() {

@@ -57,7 +57,9 @@ impl Exit {
             Exit::Unavailable => {
                 "the service is unreachable, or answered 5xx, 429 or something unreadable: retry later"
             }
-            Exit::Local => "a local file cannot be read or written, or is no usable key set",
+            Exit::Local => {
+                "a local file cannot be read or written, or is no usable key set, or `export --resume` found a `<file>.cursor` that does not belong to the file or the command"
+            }
         }
     }
 

@@ -156,23 +156,33 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         interval: f64,
     },
-    /// Save an export of one user's stream (or every stream) with its checkpoints (auditor
-    /// group), for `verify`.
+    /// Save an export of one user's stream (or the unattributed one, or every stream) with
+    /// its checkpoints (auditor group), for `verify`. The export comes in pages, each
+    /// appended whole; into a file, the key sets that verify it are saved beside it
+    /// (`<file>.jwks.json`, `<file>.checkpoint-keys.json`), and an interrupted export goes
+    /// on with `--resume` (from `<file>.cursor`, removed when the export is complete).
     Export {
         #[command(flatten)]
         online: Online,
         /// Only this user's stream; every stream (the unattributed one too) when absent.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unattributed")]
         user: Option<String>,
+        /// Only the unattributed stream (refusals no user can be named for, operator acts).
+        #[arg(long)]
+        unattributed: bool,
         /// Where to write it (JSON Lines) as the service sent it; standard output when absent,
         /// with every character a terminal could act on written as a JSON escape. (`-o` and
         /// `--output` still work here: `--output` names a format in the other commands.)
         #[arg(long, short = 'f', short_alias = 'o', alias = "output")]
         file: Option<PathBuf>,
-        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here,
-        /// to verify the export with.
+        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here
+        /// (with --file they are saved as `<file>.checkpoint-keys.json` anyway).
         #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: Option<PathBuf>,
+        /// Go on with the interrupted export into --file from its last complete page (give
+        /// the same --user or --unattributed as the first run).
+        #[arg(long, requires = "file")]
+        resume: bool,
     },
     /// Verify an audit-log export (from GET /audit/export): sequences, hashes, links, and the
     /// signed checkpoints that seal every chain.
@@ -378,25 +388,182 @@ async fn audit(
     }
 }
 
-async fn export(
-    online: Online,
+/// `<file><suffix>`: the files an export into `file` keeps beside it.
+fn beside(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Where an interrupted export into a file goes on, saved as `<file>.cursor` after each
+/// complete page: the next page's cursor, and what it belongs to, so that `--resume` goes on
+/// only with the same export into the same file (a cursor alone would append another
+/// export's pages, or pages after a file someone edited or cut, and the result would fail
+/// verification far from the cause).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExportState {
+    /// The service it was made by (a cursor opens only with that service's key).
+    endpoint: String,
+    /// What the export covers: `user:<id>`, `unattributed` or `all`.
+    export: String,
+    cursor: String,
+    /// The length of the file up to the last complete page (what a crash may have
+    /// half-appended past it is cut off on `--resume`).
+    bytes: u64,
+    /// SHA-256 (hex) of those first `bytes` bytes of the file.
+    sha256: String,
+}
+
+struct ExportArgs {
     user: Option<String>,
+    unattributed: bool,
     file: Option<PathBuf>,
     jwks: Option<PathBuf>,
-) -> Result<Exit, Exit> {
-    let api = connect(&online)?;
-    let lines = api.export(user.as_deref()).await.map_err(failed)?;
-    let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| {
-            eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
-            Exit::Local
-        })
-    };
-    match &file {
-        Some(path) => write(path, &lines)?,
-        None => print!("{}", shown_json(&lines)),
+    resume: bool,
+}
+
+impl ExportArgs {
+    fn scope(&self) -> String {
+        match (&self.user, self.unattributed) {
+            (Some(user), _) => format!("user:{user}"),
+            (None, true) => "unattributed".to_owned(),
+            (None, false) => "all".to_owned(),
+        }
     }
-    if let Some(path) = &jwks {
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The file of an export and its `.cursor`, and the running hash of what the file holds.
+struct ExportFile {
+    file: std::fs::File,
+    path: PathBuf,
+    state_path: PathBuf,
+    hash: sha2::Sha256,
+}
+
+/// Opens `path` for an export: a fresh file (any `.cursor` of an earlier export removed),
+/// or with `resume` the interrupted one, checked against its `.cursor` and cut to its last
+/// complete page; with the cursor to go on from.
+fn open_export(path: &Path, args: &ExportArgs, endpoint: &str) -> Result<(ExportFile, Option<String>), Exit> {
+    use sha2::Digest;
+    use std::io::Read;
+    let local = |path: &Path, e: std::io::Error| {
+        eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
+        Exit::Local
+    };
+    let state_path = beside(path, ".cursor");
+    if !args.resume {
+        match std::fs::remove_file(&state_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(local(&state_path, e)),
+            _ => {}
+        }
+        let file = std::fs::File::create(path).map_err(|e| local(path, e))?;
+        return Ok((ExportFile { file, path: path.to_owned(), state_path, hash: sha2::Sha256::new() }, None));
+    }
+    let state_name = state_path.display().to_string();
+    let shown_state = shown(&state_name);
+    let state: ExportState = serde_json::from_str(&read(&state_path)?).map_err(|e| {
+        eprintln!("support-access: {shown_state} is no export state: {e}");
+        Exit::Local
+    })?;
+    let refuse = |why: String| {
+        eprintln!("support-access: {shown_state} does not belong to this export: {why}; export again without --resume");
+        Exit::Local
+    };
+    if state.endpoint != endpoint {
+        return Err(refuse(format!("it was made with {}", shown(&state.endpoint))));
+    }
+    if state.export != args.scope() {
+        return Err(refuse(format!("it is the export of {}, not of {}", shown(&state.export), shown(&args.scope()))));
+    }
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| local(path, e))?;
+    let mut hash = sha2::Sha256::new();
+    let (mut held, mut buffer) = (0u64, vec![0u8; 1 << 16]);
+    let mut prefix = (&mut file).take(state.bytes);
+    loop {
+        let n = prefix.read(&mut buffer).map_err(|e| local(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        held += n as u64;
+    }
+    if held != state.bytes || hex(&hash.clone().finalize()) != state.sha256 {
+        return Err(refuse(format!("{} is not the file it was saved with", shown(&path.display().to_string()))));
+    }
+    file.set_len(state.bytes).map_err(|e| local(path, e))?;
+    Ok((ExportFile { file, path: path.to_owned(), state_path, hash }, Some(state.cursor)))
+}
+
+async fn export(online: Online, args: ExportArgs) -> Result<Exit, Exit> {
+    use sha2::Digest;
+    use std::io::{Seek, Write};
+    let api = connect(&online)?;
+    let local = |path: &Path, e: std::io::Error| {
+        eprintln!("support-access: cannot write {}: {e}", shown(&path.display().to_string()));
+        Exit::Local
+    };
+    let write = |path: &Path, text: &str| std::fs::write(path, text).map_err(|e| local(path, e));
+    let (mut out, mut cursor) = match &args.file {
+        Some(path) => {
+            let (file, cursor) = open_export(path, &args, &online.endpoint)?;
+            (Some(file), cursor)
+        }
+        None => (None, None),
+    };
+    // A spinner with the count so far; drawn only when standard error is a terminal.
+    let progress = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} support-access: exported {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    let (mut lines, mut pages) = (0usize, 0usize);
+    loop {
+        let (page, next) =
+            api.export_page(args.user.as_deref(), args.unattributed, cursor.as_deref()).await.map_err(failed)?;
+        match &mut out {
+            Some(out) => {
+                let path = &out.path;
+                out.file.seek(std::io::SeekFrom::End(0)).map_err(|e| local(path, e))?;
+                out.file.write_all(page.as_bytes()).and_then(|()| out.file.sync_data()).map_err(|e| local(path, e))?;
+                out.hash.update(page.as_bytes());
+                if let Some(next) = &next {
+                    let state = ExportState {
+                        endpoint: online.endpoint.clone(),
+                        export: args.scope(),
+                        cursor: next.clone(),
+                        bytes: out.file.metadata().map_err(|e| local(path, e))?.len(),
+                        sha256: hex(&out.hash.clone().finalize()),
+                    };
+                    let tmp = beside(&out.state_path, ".tmp");
+                    write(&tmp, &serde_json::to_string(&state).expect("serializes"))?;
+                    std::fs::rename(&tmp, &out.state_path).map_err(|e| local(&out.state_path, e))?;
+                }
+            }
+            None => print!("{}", shown_json(&page)),
+        }
+        lines += page.lines().count();
+        pages += 1;
+        progress.set_message(format!("{lines} lines in {pages} pages"));
+        progress.tick();
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    progress.finish();
+    if let Some(out) = &out {
+        write(&beside(&out.path, ".jwks.json"), &api.jwks().await.map_err(failed)?)?;
+        write(&beside(&out.path, ".checkpoint-keys.json"), &api.checkpoint_keys().await.map_err(failed)?)?;
+        match std::fs::remove_file(&out.state_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(local(&out.state_path, e)),
+            _ => {}
+        }
+    }
+    if let Some(path) = &args.jwks {
         write(path, &api.checkpoint_keys().await.map_err(failed)?)?;
     }
     Ok(Exit::Ok)
@@ -426,7 +593,9 @@ fn main() -> ExitCode {
                 let follow = follow.then(|| Duration::from_secs_f64(interval.clamp(0.1, 3600.0)));
                 audit(online, filter, limit, output.json(), follow).await
             }
-            Command::Export { online, user, file, jwks } => export(online, user, file, jwks).await,
+            Command::Export { online, user, unattributed, file, jwks, resume } => {
+                export(online, ExportArgs { user, unattributed, file, jwks, resume }).await
+            }
         }
     };
     let exit = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

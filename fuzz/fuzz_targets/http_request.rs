@@ -399,7 +399,7 @@ fn body_fields(path: &str) -> (&'static [&'static str], bool) {
 fn query_fields(path: &str) -> &'static [&'static str] {
     match path {
         "/audit" => &["user_id", "actor", "from", "to", "type", "limit", "cursor"],
-        "/audit/export" => &["user_id"],
+        "/audit/export" => &["user_id", "stream", "cursor"],
         "/me/access-log" => &["limit", "cursor"],
         _ => &[],
     }

@@ -50,7 +50,8 @@ EXPECTED = {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
-    },
+    }
+    | CURSOR_SECRET,
     "JwksFunction": TOKEN_PUBLIC_KEYS
     | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")},
     "CheckpointFunction": {
@@ -111,7 +112,7 @@ EXPECTED = {
         (a, "AuditTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
-    | {("dynamodb:Query", "AuditTable"), ("events:PutEvents", "NotificationBus")}
+    | {("dynamodb:PutItem", "FirstUsesTable"), ("events:PutEvents", "NotificationBus")}
     | FAILED_BATCHES,
     "ExpiryRecorderFunction": {
         (a, "ConsentsTable/stream")
@@ -297,6 +298,9 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 # Incident response is the operator function's alone: nothing a support agent
                 # calls can lift a stop or undo a revocation.
                 assert function == "OperatorFunction", f"{function} writes the controls"
+            if resource == "FirstUsesTable":
+                # The first-use claims are the notifier's alone, written only by a conditional put.
+                assert (function, action) == ("NotifierFunction", "dynamodb:PutItem"), f"{function} may {action} first uses"
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
@@ -307,6 +311,7 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action, resource) in {
                     ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("AccessLogFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
+                    ("ExportAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("AgentRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                     ("UserRequestsFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
                 }, f"{function} may {action} {resource}"
@@ -334,7 +339,15 @@ def test_a_widened_role_is_caught(template):
 
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in ["ConsentsTable", "AuditTable", "ChainHeadsTable", "CheckpointsTable", "AccessRequestsTable", "ControlsTable"]:
+    for table in [
+        "ConsentsTable",
+        "AuditTable",
+        "ChainHeadsTable",
+        "CheckpointsTable",
+        "AccessRequestsTable",
+        "ControlsTable",
+        "FirstUsesTable",
+    ]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -350,6 +363,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     controls = resources["ControlsTable"]["Properties"]
     assert controls["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert controls["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
+    first_uses = resources["FirstUsesTable"]["Properties"]
+    assert first_uses["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert first_uses["KeySchema"] == [{"AttributeName": "jti", "KeyType": "HASH"}]
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1
@@ -389,7 +405,12 @@ def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_autho
             if event["Type"] == "HttpApi":
                 auth = event["Properties"].get("Auth", {})
                 public = auth.get("Authorizer") == "NONE"
-                public_paths = {"/.well-known/jwks.json", "/.well-known/checkpoint-keys.json"}
+                public_paths = {
+                    "/.well-known/jwks.json",
+                    "/.well-known/checkpoint-keys.json",
+                    "/.well-known/oauth-authorization-server",
+                    "/.well-known/openid-configuration",
+                }
                 assert public == (event["Properties"]["Path"] in public_paths), name
 
 
@@ -408,6 +429,48 @@ def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(temp
     assert env["SUPPORT_ACCESS_STEP_UP_AMR"] == {"Ref": "StepUpAmr"}
     assert params["StepUpAmr"]["Default"] == ""
     assert params["StepUpMaxAgeSeconds"]["Default"] == 0
+
+
+def test_the_token_issuer_is_one_spelling_of_an_https_origin_or_empty(template):
+    # The same rule as shared/src/domain/policy.rs (issuer_url_problem), so a value the
+    # functions would refuse at start-up is refused at deploy time instead.
+    import re
+
+    param = template["Parameters"]["TokenIssuer"]
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ["", "support-access", "https://support.example.com", "https://abc123.execute-api.eu-west-1.amazonaws.com", "https://support.example.com:8443", "https://support.example.com:65535"]:
+        assert pattern.fullmatch(good), good
+    for bad in ["https://support.example.com/", "https://support.example.com/prod", "http://support.example.com", "https://Support.example.com", "https://support.example.com?x", "https://u@support.example.com", "other-name", "https://support.example.com:443", "https://support.example.com:65536", "https://support.example.com:0443", "https://support..example.com", "https://-support.example.com"]:
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_cors_is_off_by_default_and_never_allows_credentials(template):
+    import re
+
+    param = template["Parameters"]["CorsAllowedOrigins"]
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ["", "*", "https://app.example.com", "https://app.example.com,http://localhost:5173"]:
+        assert pattern.fullmatch(good), good
+    for bad in ["https://app.example.com/", "https://a.example, https://b.example", "*,https://a.example", "app.example.com"]:
+        assert not pattern.fullmatch(bad), bad
+    cors = template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]
+    condition, on, off = cors["Fn::If"]
+    assert condition == "CorsOn" and off == {"Ref": "AWS::NoValue"}
+    assert on["AllowCredentials"] is False
+    assert on["AllowOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowedOrigins"}]}
+
+    def cors_of(parameters):
+        api = transformed(template, parameters)["Resources"]["HttpApi"]["Properties"]["Body"]
+        return api.get("x-amazon-apigateway-cors")
+
+    # After SAM's transform: one condition around the whole configuration, credentials off.
+    body = cors_of({"CorsAllowedOrigins": "https://app.example.com"})
+    condition, on, off = body["Fn::If"]
+    assert condition == "CorsOn" and off == {"Ref": "AWS::NoValue"}
+    assert on["allowCredentials"] is False and "allowOrigins" in on
+    assert template["Conditions"]["CorsOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsAllowedOrigins"}, ""]}]}
 
 
 # --- Day-2 operations ----------------------------------------------------------------------

@@ -554,13 +554,25 @@ async fn main() {
             // The export function's timeout (the template's 10 s), inside the integration's 30 s.
             let timeout = (Duration::from_secs(10), "export function's timeout");
             let run = once(&deployment, Duration::from_secs(300), timeout, async {
-                match app::export_lines(&instance, Some(UserId::parse(user).unwrap())).await {
-                    Ok(lines) => {
-                        let bytes: usize = lines.iter().map(|l| l.to_string().len() + 1).sum();
-                        let limit = if bytes > 6 * 1024 * 1024 { ", over Lambda's 6 MB response" } else { "" };
-                        format!("{} lines, {:.1} MB{limit}", lines.len(), bytes as f64 / 1e6)
+                // Every page, as a client follows them; each must fit Lambda's response.
+                let scope = app::ExportScope::User(UserId::parse(user).unwrap());
+                let (mut lines, mut pages, mut largest, mut cursor) = (0, 0, 0, None::<String>);
+                loop {
+                    match app::export_page(&instance, &scope, cursor.as_deref()).await {
+                        Ok(page) => {
+                            (lines, pages, largest) = (lines + page.count, pages + 1, largest.max(page.lines.len()));
+                            match page.next_cursor {
+                                Some(next) => cursor = Some(next),
+                                None => {
+                                    break format!(
+                                        "{lines} lines in {pages} pages, the largest {:.1} MB",
+                                        largest as f64 / 1e6
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => break format!("refused: {e}"),
                     }
-                    Err(e) => format!("refused: {e}"),
                 }
             })
             .await;

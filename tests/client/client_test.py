@@ -3,7 +3,7 @@
 Run by scripts/client-test with the generated package (`support_access_client`) on
 PYTHONPATH and, in the environment, local-api's URL (API) and dev identity tokens: USER_TOKEN
 (USER), OTHER_TOKEN (OTHER, who never grants), AGENT_TOKEN (support group) and RS_TOKEN
-(introspect group). The flow: grant, mint, introspect; then refusals, each of which must
+(introspect group). The flow: grant, mint, introspect, the issuer's metadata; then refusals, each of which must
 parse into the one `Problem` model with its typed `type` and `status`.
 """
 
@@ -14,7 +14,7 @@ from support_access_client import AuthenticatedClient
 from support_access_client.api.consent import get_current_consent, grant_consent
 from support_access_client.api.requests import deny_access_request, file_access_request
 from support_access_client.api.tokens import mint_token
-from support_access_client.api.verification import introspect
+from support_access_client.api.verification import introspect, openid_configuration
 from support_access_client.models import (
     AccessRequest,
     AccessRequestBody,
@@ -24,6 +24,7 @@ from support_access_client.models import (
     GrantRequest,
     InactiveIntrospection,
     IntrospectRequest,
+    IssuerMetadata,
     MintedToken,
     MintRequest,
     Problem,
@@ -93,6 +94,10 @@ inactive = expect(
     InactiveIntrospection,
 )
 assert inactive.active is False
+# The issuer's metadata: local-api's issuer is its URL, and the document names its keys.
+metadata = expect("the issuer's metadata", openid_configuration.sync_detailed(client=rs), 200, IssuerMetadata)
+assert (metadata.issuer, metadata.jwks_uri) == (API, f"{API}/.well-known/jwks.json"), metadata
+assert metadata.grant_types_supported == [] and metadata.id_token_signing_alg_values_supported == ["ES256"], metadata
 
 # Refusals, each a typed Problem.
 expect_problem(

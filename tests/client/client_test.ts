@@ -3,7 +3,7 @@
 // generated code (tsc, strict), then runs it with node, with local-api's URL (API) and dev
 // identity tokens in the environment: USER_TOKEN (USER_ID), OTHER_TOKEN (OTHER_ID, who never
 // grants), AGENT_TOKEN (support group) and RS_TOKEN (introspect group). Grant, mint,
-// introspect; then refusals, each of which must parse into the one `Problem` type.
+// introspect, the issuer's metadata; then refusals, each of which must parse into the one `Problem` type.
 import { createClient, createConfig } from '../../target/clients/typescript/generated/client';
 import {
   denyAccessRequest,
@@ -12,6 +12,7 @@ import {
   grantConsent,
   introspect,
   mintToken,
+  openidConfiguration,
   type Problem,
   type ProblemType,
 } from '../../target/clients/typescript/generated';
@@ -81,6 +82,14 @@ async function main() {
   );
   const inactive = expect('introspect a forged token', await introspect({ client: rs, body: { token: 'a.b.c' } }), 200);
   check(inactive.active === false && Object.keys(inactive).length === 1, 'introspect: inactive');
+  // The issuer's metadata: local-api's issuer is its URL, and the document names its keys.
+  const metadata = expect("the issuer's metadata", await openidConfiguration({ client: rs }), 200);
+  check(
+    metadata.issuer === API &&
+      metadata.jwks_uri === `${API}/.well-known/jwks.json` &&
+      metadata.grant_types_supported.length === 0,
+    `metadata: ${JSON.stringify(metadata)}`,
+  );
 
   // Refusals, each a typed Problem.
   expectProblem('mint without consent', await mintToken({ client: agent, body: { user_id: OTHER, reason: REASON } }), 'no-consent', 403);

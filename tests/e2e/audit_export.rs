@@ -302,11 +302,32 @@ async fn only_an_auditor_exports_and_only_a_valid_user() {
     let app = busy_app().await;
     let (status, _, _) = app.call_raw(Event::new("GET", "/audit/export").user("alice").query("user_id=alice")).await;
     assert_eq!(status, 403);
-    for query in ["user_id=", "user_id=al%20ice", "user_id=alice&extra=1"] {
-        let (status, _, body) =
-            app.call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
-        assert_eq!(status, 400, "{query}: {body}");
+    let (status, _, body) = app
+        .call_raw(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("stream=unattributed"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.lines().all(|l| !l.contains("\"user_id\":\"")), "the unattributed stream alone: {body}");
+    for query in [
+        "user_id=",
+        "user_id=al%20ice",
+        "user_id=alice&extra=1",
+        "stream=alice",
+        "user_id=alice&stream=unattributed",
+        "user_id=alice&cursor=garbage",
+    ] {
+        let refused = app.call(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(query)).await;
+        let shape = (refused.status, refused.content_type.as_str(), refused.slug());
+        assert_eq!(shape, (400, "application/problem+json", "invalid-request"), "{query}: {refused:?}");
     }
+    // A stale cursor (sealed by another deployment's key, or one since rotated) is refused
+    // alike, with no line of the export.
+    let other = shared::app::CursorKey::generate();
+    let position = json!({"events": {"stream": "alice", "after": 0, "upto": 0}}).to_string();
+    let stale = other.seal(&json!({"export": {"user": "alice"}}), position);
+    let query = format!("user_id=alice&cursor={stale}");
+    let refused = app.call(Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(&query)).await;
+    let shape = (refused.status, refused.content_type.as_str(), refused.slug());
+    assert_eq!(shape, (400, "application/problem+json", "invalid-request"), "{refused:?}");
 }
 
 #[tokio::test]
@@ -383,4 +404,262 @@ async fn the_cli_exits_0_intact_1_tampered_naming_the_bad_event_3_unsealed_and_6
     // And a command line that is not one is clap's usage error.
     let out = Command::new(cli_binary()).arg("verify").arg(&good).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The chain archive of an app, each read of events taking `delay` (of the test's paused
+/// clock): a store that answers slowly (throttled, retrying, far away).
+struct SlowArchive {
+    inner: std::sync::Arc<dyn shared::ports::ChainArchive>,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::ChainArchive for SlowArchive {
+    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
+        self.inner.streams().await
+    }
+    async fn stream_events(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<shared::domain::AuditEvent>, shared::ports::StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.stream_events(stream, after_seq, limit).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn unsealed_heads(
+        &self,
+        latest: Option<&shared::ports::Checkpoint>,
+    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
+        self.inner.unsealed_heads(latest).await
+    }
+    async fn append_checkpoint(
+        &self,
+        checkpoint: &shared::ports::Checkpoint,
+        leaves: &[shared::ports::ProvenLeaf],
+    ) -> Result<(), shared::ports::StoreError> {
+        self.inner.append_checkpoint(checkpoint, leaves).await
+    }
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
+        self.inner.checkpoints(stream).await
+    }
+}
+
+/// A slow store makes an export longer, never a page slower: with every read of events
+/// taking 4 s, 1,500 events (far less than a page's bytes: three reads, and an empty one to
+/// end the stream) come in pages that each end within the page time plus one read, and their
+/// concatenation verifies. Without the time bound the first page would make all four reads
+/// (16 s; on DynamoDB, past API Gateway's 30 s with a few more). It waits about 16 s.
+#[tokio::test]
+async fn a_slow_store_makes_more_pages_each_within_the_page_time() {
+    use shared::app::{EXPORT_PAGE_TIME, ExportScope, export_page};
+    use shared::domain::{Actor, AgentId, AuditEvent, AuditEventType, Role, UserId};
+    use shared::ports::Clock as _;
+    let mut app = TestApp::on(e2e::Backend::Embedded).await;
+    let support = Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support };
+    let alice = UserId::parse("alice").unwrap();
+    app.seed_chain((0..1_500).map(|i| {
+        AuditEvent::new(AuditEventType::TokenUsed, app.clock.now(), Some(alice.clone()), support.clone())
+            .with_detail(format!("GET /app/orders/{i}"))
+    }))
+    .await;
+    checkpoint(&app).await;
+    let read = std::time::Duration::from_secs(4);
+    app.wrap_chain_archive(|inner| std::sync::Arc::new(SlowArchive { inner, delay: read }));
+
+    let scope = ExportScope::User(alice);
+    let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);
+    loop {
+        let started = tokio::time::Instant::now();
+        let page = export_page(app.services(), &scope, cursor.as_deref()).await.unwrap();
+        let took = started.elapsed();
+        assert!(took <= EXPORT_PAGE_TIME + read, "page {pages} took {took:?}");
+        text.push_str(&page.lines);
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "{pages} page(s)");
+    let report = verify_export(&text, &app).unwrap();
+    assert_eq!((report.events, report.checkpoints.as_slice()), (1_500, &[1][..]));
+}
+
+/// An HTTP front for `app`'s export as the CLI calls it (as the auditor `aud-1`): it serves
+/// export pages until `limit` of them were served, then answers 503 to every page (a service
+/// that stops answering mid-export) until the limit is raised.
+struct ExportFront {
+    base: String,
+    limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ExportFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn export_front(app: std::sync::Arc<TestApp>) -> ExportFront {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (limit, served) = (std::sync::Arc::new(AtomicUsize::new(usize::MAX)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let (l, s) = (limit.clone(), served.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (app, limit, served) = (app.clone(), l.clone(), s.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (app, limit, served) = (app.clone(), limit.clone(), served.clone());
+                    async move {
+                        let (path, query) = (req.uri().path().to_owned(), req.uri().query().unwrap_or("").to_owned());
+                        let event = match path.as_str() {
+                            "/audit/export" => {
+                                if served.load(Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+                                    let gone = hyper::Response::builder()
+                                        .status(503)
+                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"")))
+                                        .unwrap();
+                                    return Ok::<_, std::convert::Infallible>(gone);
+                                }
+                                served.fetch_add(1, Ordering::SeqCst);
+                                Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query(&query)
+                            }
+                            _ => Event::new("GET", &path).anonymous(),
+                        };
+                        let response = shared::http::route(event.to_request(), app.services()).await;
+                        let mut out = hyper::Response::builder().status(response.status());
+                        for (name, value) in response.headers() {
+                            out = out.header(name, value);
+                        }
+                        let body = bytes::Bytes::copy_from_slice(response.body().as_ref());
+                        Ok(out.body(http_body_util::Full::new(body)).unwrap())
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    ExportFront { base, limit, served, task }
+}
+
+/// `support-access export` with `args` against `front` (which calls the app as the auditor,
+/// whatever token is sent).
+async fn cli_export(front: &ExportFront, args: &[&str]) -> std::process::Output {
+    let mut all = ["export", "--endpoint", &front.base, "--token", "front"].map(str::to_owned).to_vec();
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || Command::new(e2e::cli_binary()).args(all).output().unwrap()).await.unwrap()
+}
+
+/// `export --resume` after an interruption gives the very file a one-shot export gives, which
+/// verifies; a `.cursor` that does not belong to the file or the command is refused (exit 6)
+/// and a stale cursor by the service (exit 4), the file untouched either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_export_resumes_to_the_one_shot_file_and_a_foreign_cursor_is_refused() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::on(e2e::Backend::Embedded).await;
+    let support = shared::domain::Actor {
+        sub: shared::domain::AgentId::parse("agent-7").unwrap(),
+        role: shared::domain::Role::Support,
+    };
+    let alice = shared::domain::UserId::parse("alice").unwrap();
+    let padding = "x".repeat(600);
+    {
+        use shared::ports::Clock as _;
+        app.seed_chain((0..9_000).map(|i| {
+            shared::domain::AuditEvent::new(
+                shared::domain::AuditEventType::TokenUsed,
+                app.clock.now(),
+                Some(alice.clone()),
+                support.clone(),
+            )
+            .with_detail(format!("GET /app/orders/{i}?{padding}"))
+        }))
+        .await;
+    }
+    checkpoint(&app).await;
+    let app = std::sync::Arc::new(app);
+    let front = export_front(app.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap_or_default();
+    let code = |out: &std::process::Output| (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned());
+
+    let one = cli_export(&front, &["--user", "alice", "--file", &path("one.jsonl")]).await;
+    assert_eq!(code(&one).0, Some(0), "{}", code(&one).1);
+    let pages = front.served.load(Ordering::SeqCst);
+    assert!(pages >= 3, "{pages} page(s)");
+
+    // The service stops answering after the first page: exit 5, the first page and its cursor kept.
+    front.limit.store(pages + 1, Ordering::SeqCst);
+    let cut = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl")]).await;
+    assert_eq!(code(&cut).0, Some(5), "{}", code(&cut).1);
+    let first = read("part.jsonl");
+    assert!(!first.is_empty() && first.len() < read("one.jsonl").len() && read("one.jsonl").starts_with(&first));
+    assert!(dir.path().join("part.jsonl.cursor").exists());
+
+    // A .cursor that is not this file's, or not this command's: refused, nothing touched.
+    std::fs::write(dir.path().join("short.jsonl"), &first[..first.len() / 2]).unwrap();
+    std::fs::copy(dir.path().join("part.jsonl.cursor"), dir.path().join("short.jsonl.cursor")).unwrap();
+    let mut edited = first.clone();
+    edited[10] ^= 1;
+    std::fs::write(dir.path().join("edited.jsonl"), &edited).unwrap();
+    std::fs::copy(dir.path().join("part.jsonl.cursor"), dir.path().join("edited.jsonl.cursor")).unwrap();
+    front.limit.store(usize::MAX, Ordering::SeqCst);
+    for (file, scope) in [
+        ("short.jsonl", &["--user", "alice"][..]),
+        ("edited.jsonl", &["--user", "alice"]),
+        ("part.jsonl", &["--user", "bob"]),
+        ("part.jsonl", &["--unattributed"]),
+    ] {
+        let before = read(file);
+        let served = front.served.load(Ordering::SeqCst);
+        let file_path = path(file);
+        let args: Vec<&str> = scope.iter().copied().chain(["--file", &file_path, "--resume"]).collect();
+        let refused = cli_export(&front, &args).await;
+        let (status, stderr) = code(&refused);
+        assert_eq!(status, Some(6), "{file} {scope:?}: {stderr}");
+        assert!(stderr.contains("does not belong to this export"), "{stderr}");
+        assert_eq!((read(file), front.served.load(Ordering::SeqCst)), (before, served), "{file}: nothing done");
+    }
+
+    // A cursor the service no longer takes (edited, or sealed with a key since rotated): the
+    // service's 400 (exit 4), the file and its state as they were.
+    let state_path = dir.path().join("part.jsonl.cursor");
+    let saved = std::fs::read_to_string(&state_path).unwrap();
+    let mut stale: Value = serde_json::from_str(&saved).unwrap();
+    stale["cursor"] = json!("AAAA.BBBB");
+    std::fs::write(&state_path, stale.to_string()).unwrap();
+    let refused = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl"), "--resume"]).await;
+    assert_eq!(code(&refused).0, Some(4), "{}", code(&refused).1);
+    assert_eq!(read("part.jsonl"), first);
+    std::fs::write(&state_path, &saved).unwrap();
+
+    // A crash half-way through appending a page leaves a partial line past the saved length:
+    // --resume cuts it off and goes on; the result is the one-shot file, and it verifies.
+    let mut torn = first.clone();
+    torn.extend_from_slice(b"{\"type\":\"token.us");
+    std::fs::write(dir.path().join("part.jsonl"), &torn).unwrap();
+    let resumed = cli_export(&front, &["--user", "alice", "--file", &path("part.jsonl"), "--resume"]).await;
+    assert_eq!(code(&resumed).0, Some(0), "{}", code(&resumed).1);
+    assert!(read("part.jsonl") == read("one.jsonl"), "the resumed export is the one-shot one");
+    assert!(!state_path.exists(), "the state is removed once complete");
+    let verified = tokio::task::spawn_blocking({
+        let (file, keys) = (path("part.jsonl"), path("part.jsonl.checkpoint-keys.json"));
+        move || Command::new(cli_binary()).args(["verify", &file, "--checkpoint-keys", &keys]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&verified).0, Some(0), "{}", code(&verified).1);
 }

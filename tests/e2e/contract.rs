@@ -253,12 +253,97 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
 
     let strict = support_access_cli::Options::default();
     for who in [Some(user("alice")), Some(user("bob")), None] {
-        let lines = app::export_lines(app.services(), who.clone()).await.unwrap();
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let scope = who.clone().map_or(app::ExportScope::All, app::ExportScope::User);
+        let (text, _) = app.export_pages(&scope).await;
         let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
             .unwrap_or_else(|e| panic!("{who:?}: {e}"));
         let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
         assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");
+    }
+}
+
+/// Exports of any size: 10,500 of alice's events (more than the former cap of 10,000, and
+/// more bytes than one page holds) and a flood of 12,000 refusals in the unattributed stream
+/// export in several pages whose concatenation verifies; each page is whole JSON lines under
+/// the byte budget; a user's export names nobody else; a checkpoint made during an export
+/// stays out of it (so the pages still verify); the same cursor gives the same page; and an
+/// edited cursor, or one of another export, is refused. The export of every stream (22,500
+/// events) runs on the embedded backend only: its paging across streams is the same code on
+/// both (`checkpoints_seal_moved_heads_and_every_export_verifies` runs it on DynamoDB), and
+/// the test server takes minutes to serve that many events.
+async fn exports_of_any_size_page_and_verify(mut app: TestApp) {
+    use app::ExportScope;
+    app.archive_at_test_server_pace().await;
+    const ALICE: usize = 10_500;
+    const FLOOD: usize = 12_000;
+    let support = Actor { sub: agent("agent-7"), role: Role::Support };
+    let padding = "x".repeat(300);
+    app.seed_chain((0..ALICE).map(|i| {
+        AuditEvent::new(AuditEventType::TokenUsed, app.clock.now(), Some(user("alice")), support.clone())
+            .with_detail(format!("GET /app/orders/{i}?{padding}"))
+    }))
+    .await;
+    app.seed_chain((0..FLOOD).map(|_| {
+        AuditEvent::new(AuditEventType::TokenRejected, app.clock.now(), None, Actor::unknown()).with_detail("malformed")
+    }))
+    .await;
+    grant(&app, "bob", minutes(60)).await;
+    app::checkpoint_now(app.services()).await.unwrap().expect("three streams to seal");
+
+    let strict = support_access_cli::Options::default();
+    let mut scopes = vec![(ExportScope::Unattributed, FLOOD)];
+    if matches!(app.backend, e2e::Backend::Embedded) {
+        scopes.push((ExportScope::All, ALICE + FLOOD + 1));
+    }
+    for (scope, events) in scopes {
+        let (text, pages) = app.export_pages(&scope).await;
+        assert!(pages >= 2, "{scope:?}: {pages} page(s)");
+        let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
+            .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
+        assert_eq!((report.events, report.checkpoints.as_slice()), (events, &[1][..]), "{scope:?}");
+    }
+
+    // alice's, page by page: whole lines under the budget. A checkpoint made between two
+    // pages seals an event past what the first page sent: it stays out of this export, which
+    // still verifies (the new event reported unsealed). The same cursor gives the same events.
+    let alice = ExportScope::User(user("alice"));
+    let first = app::export_page(app.services(), &alice, None).await.unwrap();
+    assert!(first.lines.len() <= app::EXPORT_PAGE_BYTES && first.lines.ends_with('\n'));
+    assert_eq!(first.lines.lines().count(), first.count);
+    let cursor = first.next_cursor.clone().expect("more than one page");
+    app::mint_token(app.services(), &agent("agent-7"), &SignIn::default(), &user("alice"), reason()).await.unwrap_err();
+    app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
+    let second = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
+    let again = app::export_page(app.services(), &alice, Some(&cursor)).await.unwrap();
+    // The same lines from the same place; a page may end sooner when the store answered
+    // slower (the page time), never elsewhere than at a line's end.
+    let (short, long) = if second.count <= again.count { (&second, &again) } else { (&again, &second) };
+    assert!(short.count > 0 && long.lines.starts_with(&short.lines), "the same cursor, the same events");
+    let mut text = first.lines.clone() + &second.lines;
+    let mut next = second.next_cursor.clone();
+    while let Some(c) = next {
+        let page = app::export_page(app.services(), &alice, Some(&c)).await.unwrap();
+        text.push_str(&page.lines);
+        next = page.next_cursor;
+    }
+    let lenient = support_access_cli::Options { allow_unsealed: true };
+    let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), lenient).unwrap();
+    assert_eq!((report.events, report.checkpoints.as_slice()), (ALICE + 1, &[1][..]));
+    assert!(!text.contains("\"bob\"") && !text.contains(support_access_verify::chain::UNATTRIBUTED_STREAM));
+
+    // Cursors are sealed to their export.
+    let mut edited = cursor.clone().into_bytes();
+    edited[5] = if edited[5] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    for (scope, c) in [
+        (alice.clone(), edited.as_str()),
+        (ExportScope::User(user("bob")), cursor.as_str()),
+        (ExportScope::All, cursor.as_str()),
+        (ExportScope::Unattributed, cursor.as_str()),
+        (alice.clone(), "garbage"),
+    ] {
+        let refused = app::export_page(app.services(), &scope, Some(c)).await;
+        assert!(matches!(refused, Err(ApiError::InvalidRequest(_))), "{scope:?} {c}: {refused:?}");
     }
 }
 
@@ -420,6 +505,171 @@ async fn a_rotated_in_key_is_published_before_it_signs_and_old_tokens_keep_verif
     assert_ne!(before.key_id(), after.key_id());
 }
 
+/// A filtered query over everyone's events (no user, no actor: the time index) returns every
+/// match however many others sit between them: here 160 denials in the same month, newer than
+/// the three uses asked for. (With the 4 time shards of before, 800 denials were more than a
+/// page's call budget examines in one shard, and this failed on DynamoDB: the uses were
+/// skipped. With 8 shards, the case that fails is below, seeded into one shard.)
+async fn a_filtered_time_query_finds_matches_behind_many_others(app: TestApp) {
+    let at = |s: i64| Timestamp::from_unix(T0 - 3 * 24 * 3600 + s);
+    let event = |kind, s: i64, who: &str, i: i64| {
+        AuditEvent::new(kind, at(s), Some(user(who)), Actor { sub: agent("agent-7"), role: Role::Support })
+            .with_detail(format!("n{i}"))
+    };
+    let mut written = Vec::new();
+    for i in 0..3 {
+        written
+            .push(app.services().audit_appender.append(event(AuditEventType::TokenUsed, i, "alice", i)).await.unwrap());
+    }
+    // 16 writers on streams of their own, 10 events each, all newer than the uses.
+    let writers = (0..16).map(|w| {
+        let app = &app;
+        async move {
+            let mut out = Vec::new();
+            for i in 0..10 {
+                let e = event(AuditEventType::TokenDenied, 100 + i, &format!("user-{w}"), 1000 + w * 10 + i);
+                out.push(app.services().audit_appender.append(e).await.unwrap());
+            }
+            out
+        }
+    });
+    written.extend(futures::future::join_all(writers).await.into_iter().flatten());
+    let filter = AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..Default::default() };
+    let expected = reference(&written, &filter);
+    assert_eq!(expected.len(), 3);
+    for limit in [2, 5] {
+        assert_eq!(all_events(&app, filter.clone(), limit).await, expected, "limit {limit}");
+    }
+    // Unfiltered, the same window pages to every event exactly once, in order.
+    let window = AuditFilter { from: Some(at(0)), to: Some(at(200)), ..Default::default() };
+    assert_eq!(all_events(&app, window.clone(), 97).await, reference(&written, &window));
+}
+
+/// On DynamoDB, one time shard holding many more non-matching events than a page's call budget
+/// examines (12 calls of at least 10 items), newer than the matches in the same shard: a
+/// filtered time query still returns every match, paging through the shard. (Before, each
+/// shard's read stopped at the budget and the query moved on to the next month: nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_shard_full_of_others_hides_no_match_on_dynamodb() {
+    let app = TestApp::on(e2e::Backend::Aws).await;
+    let at = |s: i64| Timestamp::from_unix(T0 - 3 * 24 * 3600 + s);
+    let actor = Actor { sub: agent("agent-7"), role: Role::Support };
+    let mut written = Vec::new();
+    let mut items = Vec::new();
+    // 3 uses, then 300 denials, each on a stream of its own, all in shard 1 of the month.
+    for i in 0..303i64 {
+        let kind = if i < 3 { AuditEventType::TokenUsed } else { AuditEventType::TokenDenied };
+        let e = AuditEvent::new(kind, at(i), Some(user(&format!("user-{i}"))), actor.clone())
+            .with_detail(format!("n{i}"))
+            .seal(1, support_access_verify::chain::GENESIS);
+        let mut item = adapter_aws::audit_item(&e);
+        item.insert("time_bucket".into(), aws_sdk_dynamodb::types::AttributeValue::S("2026-11#1".into()));
+        items.push(item);
+        written.push(e);
+    }
+    let (direct, _) = e2e::setup_clients(&e2e::aws_endpoint()).await;
+    for batch in items.chunks(25) {
+        let writes = batch
+            .iter()
+            .map(|i| {
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(
+                        aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(i.clone())).build().unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        let out = direct.batch_write_item().request_items(&app.tables().audit, writes).send().await.unwrap();
+        assert!(out.unprocessed_items().is_none_or(|u| u.is_empty()));
+    }
+    let filter = AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..Default::default() };
+    let expected = reference(&written, &filter);
+    assert_eq!(expected.len(), 3);
+    for limit in [1, 5] {
+        assert_eq!(all_events(&app, filter.clone(), limit).await, expected, "limit {limit}");
+    }
+}
+
+/// A publisher that records what it delivered, or fails every delivery while `down`.
+#[derive(Default)]
+struct Recorder {
+    down: std::sync::atomic::AtomicBool,
+    delivered: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::Publisher for Recorder {
+    async fn publish(&self, n: &shared::domain::Notification) -> Result<(), shared::ports::PublishError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(shared::ports::PublishError("down".into()));
+        }
+        self.delivered.lock().unwrap().push(n.data.detail.clone().unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// A token's first use is announced once, by a claim on its `jti` (no read of the log): later
+/// uses are not; a first use whose publish failed after it was claimed is announced on the
+/// retry (the same event holds the claim); a redelivered first use is announced again with
+/// its own id (consumers deduplicate by it); and the claim outlives every use the token can
+/// still make (up to `exp` plus the largest leeway), so no later use is taken for a first.
+async fn a_tokens_first_use_is_claimed_once_and_a_retried_one_announced(app: TestApp) {
+    use shared::app::{RelayStats, publish_committed};
+    let first_uses = app.first_uses();
+    let (cid, jti) = (shared::domain::ConsentId::generate(), shared::domain::Jti::generate());
+    let exp = Timestamp::from_unix(T0 + 900);
+    let used = |s: i64, n: &str| {
+        AuditEvent::new(
+            AuditEventType::TokenUsed,
+            Timestamp::from_unix(T0 + s),
+            Some(user("alice")),
+            Actor { sub: agent("agent-7"), role: Role::Support },
+        )
+        .with_consent(&cid, Scope::Read, exp)
+        .with_jti(&jti)
+        .with_detail(n.to_owned())
+    };
+    let (first, second, third) = (used(1, "first"), used(2, "second"), used(3, "third"));
+    let publisher = Recorder::default();
+    let stats = RelayStats::default();
+
+    // The receiver is down: the first use is claimed, its publish fails, and the batch stops there.
+    publisher.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let batch = [first.clone(), second.clone()];
+    let failed = publish_committed(&batch, first_uses.as_ref(), &publisher, &stats).await;
+    assert_eq!(failed.map_err(|(i, _)| i), Err(0));
+    // The retry of the same records: the first use still holds its claim and is announced.
+    publisher.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    publish_committed(&batch, first_uses.as_ref(), &publisher, &stats).await.unwrap();
+    publish_committed(std::slice::from_ref(&third), first_uses.as_ref(), &publisher, &stats).await.unwrap();
+    assert_eq!(*publisher.delivered.lock().unwrap(), ["first"]);
+    // A redelivery of the first use (same event id): announced again, for the consumer to drop.
+    publish_committed(&batch, first_uses.as_ref(), &publisher, &stats).await.unwrap();
+    assert_eq!(*publisher.delivered.lock().unwrap(), ["first", "first"]);
+
+    // The last moment the token can be used: still not a first use, whoever else used a token since.
+    let last_second = exp.unix() + Policy::MAX_LEEWAY_SECONDS - T0;
+    let other = AuditEvent { jti: Some(shared::domain::Jti::generate()), ..used(last_second, "another token") };
+    assert!(first_uses.claim_first_use(&other).await.unwrap());
+    assert!(!first_uses.claim_first_use(&used(last_second, "late")).await.unwrap());
+    let kept = shared::ports::first_use_claim_expiry(&first);
+    assert!(kept.unix() >= exp.unix() + Policy::MAX_LEEWAY_SECONDS + 24 * 3600, "past the stream's 24 h as well");
+    if app.backend == e2e::Backend::Aws {
+        // The TTL DynamoDB deletes the claim by.
+        let (direct, _) = e2e::setup_clients(&e2e::aws_endpoint()).await;
+        let item = direct
+            .get_item()
+            .table_name(&app.tables().first_uses)
+            .key("jti", aws_sdk_dynamodb::types::AttributeValue::S(jti.as_str().to_owned()))
+            .send()
+            .await
+            .unwrap();
+        let item = item.item().unwrap();
+        assert_eq!(item["expires_at"].as_n().unwrap(), &kept.unix().to_string());
+        assert_eq!(item["event_id"].as_s().unwrap(), first.event_id.as_str());
+    }
+}
+
 e2e::on_both_backends!(
     grant_replace_revoke,
     mint_with_and_without_consent_and_the_jwk_set_verifies_it,
@@ -428,6 +678,9 @@ e2e::on_both_backends!(
     a_write_is_read_back_at_once,
     concurrent_appends_to_one_user_are_gapless,
     checkpoints_seal_moved_heads_and_every_export_verifies,
+    exports_of_any_size_page_and_verify,
     every_stream_is_an_intact_hash_chain,
     audit_queries_by_user_actor_type_and_time_page_exactly,
+    a_filtered_time_query_finds_matches_behind_many_others,
+    a_tokens_first_use_is_claimed_once_and_a_retried_one_announced,
 );

@@ -237,13 +237,22 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let checkpoint_key = adapter_aws::create_signing_key(&kms).await.unwrap();
     let mut jwks_env = env.clone();
     jwks_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    // With the stack's TokenIssuer, the issuer's metadata too, at both well-known paths.
+    jwks_env.push(("SUPPORT_ACCESS_ISSUER".into(), "https://support.example.com".into()));
     let mut checkpoint_env: Vec<_> = env.iter().filter(|(k, _)| k != "KMS_KEY_ID").cloned().collect();
     checkpoint_env.push(("KMS_KEY_ID".into(), checkpoint_key.clone()));
     let sets = [
         Event::new("GET", "/.well-known/jwks.json").anonymous().to_json(),
         Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous().to_json(),
+        Event::new("GET", "/.well-known/oauth-authorization-server").anonymous().to_json(),
+        Event::new("GET", "/.well-known/openid-configuration").anonymous().to_json(),
     ];
     let published = invoke("jwks", &jwks_env, sets.to_vec()).await;
+    for metadata in &published[2..] {
+        assert_eq!(metadata["statusCode"], 200, "{metadata:?}");
+        assert_eq!(body(metadata)["issuer"], "https://support.example.com");
+        assert_eq!(body(metadata)["jwks_uri"], "https://support.example.com/.well-known/jwks.json");
+    }
     let kids = |set: &Value| -> Vec<String> {
         body(set)["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
     };
@@ -354,7 +363,7 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
 
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
-    let exported = invoke("export-audit", &env, vec![export.to_json()]).await;
+    let exported = invoke("export-audit", &paging_env, vec![export.to_json()]).await;
     assert_eq!(exported[0]["statusCode"], 200);
     // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
     let raw = exported[0]["body"].as_str().unwrap();
@@ -429,17 +438,26 @@ async fn a_function_without_its_settings_stops_at_init_naming_them() {
     assert!(log.contains("KMS_KEY_ID"), "{log}");
 }
 
+/// Every function that hands out cursors needs the shared cursor key: export-audit too, whose
+/// export's next page may be served by another instance (a key of its own per process would
+/// refuse that page's cursor).
 #[tokio::test]
 async fn a_paging_function_without_its_cursor_secret_stops_at_init_naming_it() {
-    let api = RuntimeApi::start().await;
-    let env = [("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned())];
-    let mut child = start_function("query-audit", &api, &env, Stdio::piped());
-    let stderr = child.stderr.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
-    let status = tokio::time::timeout(Duration::from_secs(30), status).await.expect("exits at once").unwrap();
-    assert!(!status.success());
-    let log = std::io::read_to_string(stderr).unwrap();
-    assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{log}");
+    for function in ["query-audit", "export-audit"] {
+        let api = RuntimeApi::start().await;
+        let env = [("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned())];
+        let mut child = start_function(function, &api, &env, Stdio::piped());
+        let stderr = child.stderr.take().unwrap();
+        let pid = child.id();
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap());
+        let Ok(status) = tokio::time::timeout(Duration::from_secs(30), status).await else {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("{function} started without its cursor secret");
+        };
+        assert!(!status.unwrap().success(), "{function}");
+        let log = std::io::read_to_string(stderr).unwrap();
+        assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{function}: {log}");
+    }
 }
 
 /// The set-up runs after init: one that fails (here a cursor secret that does not exist)

@@ -21,10 +21,12 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// local-api as its binary starts it: bound first, its base URL the tokens' issuer.
 async fn start(data_dir: &Path) -> Running {
-    let runtime = Arc::new(Runtime::embedded(data_dir, Policy::default(), Arc::new(SystemClock)).await.unwrap());
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let policy = Policy { issuer: base.clone(), ..Policy::default() };
+    let runtime = Arc::new(Runtime::embedded(data_dir, policy, Arc::new(SystemClock)).await.unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(local_api::serve(listener, runtime.clone(), async {
         let _ = stopped.await;
@@ -51,7 +53,7 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
 }
 
-fn pyjwt_verify(jwks: &Value, token: &str) -> (bool, String) {
+fn pyjwt_verify(jwks: &Value, token: &str, issuer: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
     std::fs::write(dir.path().join("token"), token).unwrap();
@@ -59,7 +61,7 @@ fn pyjwt_verify(jwks: &Value, token: &str) -> (bool, String) {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pyjwt_verify.py"))
         .arg(dir.path().join("jwks.json"))
         .arg(dir.path().join("token"))
-        .args(["support-access-app", "support-access"])
+        .args(["support-access-app", issuer])
         .output()
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
@@ -90,9 +92,12 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     assert_eq!(status, 201, "{minted}");
     let token = minted["access_token"].as_str().unwrap().to_owned();
 
-    let (status, jwks) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    // From the issuer alone, as an issuer-only configuration does: its metadata, then the keys.
+    let (status, metadata) = send(http.get(format!("{}/.well-known/openid-configuration", api.base))).await;
+    assert_eq!((status, metadata["issuer"].as_str()), (200, Some(api.base.as_str())));
+    let (status, jwks) = send(http.get(metadata["jwks_uri"].as_str().unwrap())).await;
     assert_eq!(status, 200);
-    let (ok, out) = pyjwt_verify(&jwks, &token);
+    let (ok, out) = pyjwt_verify(&jwks, &token, &api.base);
     assert!(ok, "PyJWT refused our token: {out}");
     let claims: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(claims["sub"], "alice");
@@ -102,7 +107,10 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     // PyJWT is a real check: it refuses a token whose payload was edited.
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].chars().rev().collect();
-    let (ok, _) = pyjwt_verify(&jwks, &parts.join("."));
+    let (ok, _) = pyjwt_verify(&jwks, &parts.join("."), &api.base);
+    // PyJWT pinned to the old bare-name issuer refuses the token: the migration note.
+    let (ok_pinned, _) = pyjwt_verify(&jwks, &token, "support-access");
+    assert!(!ok_pinned, "a verifier pinned to the old issuer must refuse the new one");
     assert!(!ok, "PyJWT must refuse a tampered token");
 
     let (status, who) = send(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;

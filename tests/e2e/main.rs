@@ -13,6 +13,7 @@ mod attacks;
 mod audit_export;
 mod aws_model;
 mod contract;
+mod discovery;
 mod entry_points;
 mod expiry_stream;
 mod faults;

@@ -103,8 +103,8 @@ impl Service {
         let publisher: Arc<dyn Publisher> = Arc::new(Webhook::new(webhook_url, SECRET).unwrap());
         let stats = Arc::new(RelayStats::default());
         // The first pass records where the (empty) log ends; from then on everything is news.
-        let (outbox, history) = (runtime.outbox.clone().unwrap(), runtime.history.clone().unwrap());
-        shared::app::relay_once(outbox.as_ref(), history.as_ref(), publisher.as_ref(), "webhook", 100, &stats)
+        let (outbox, first_uses) = (runtime.outbox.clone().unwrap(), runtime.first_uses.clone().unwrap());
+        shared::app::relay_once(outbox.as_ref(), first_uses.as_ref(), publisher.as_ref(), "webhook", 100, &stats)
             .await
             .unwrap();
         let settings = RelaySettings {

@@ -319,6 +319,7 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
         checkpoints: format!("Checkpoints-{suffix}"),
         requests: format!("AccessRequests-{suffix}"),
         controls: format!("Controls-{suffix}"),
+        first_uses: format!("FirstUses-{suffix}"),
     };
     create_tables(&dynamodb, &tables).await.unwrap();
     let key = create_signing_key(&kms).await.unwrap();
@@ -482,6 +483,7 @@ impl TestApp {
             ("CHECKPOINTS_TABLE", aws.tables.checkpoints.as_str()),
             ("ACCESS_REQUESTS_TABLE", aws.tables.requests.as_str()),
             ("CONTROLS_TABLE", aws.tables.controls.as_str()),
+            ("FIRST_USES_TABLE", aws.tables.first_uses.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]
@@ -493,6 +495,15 @@ impl TestApp {
     /// The embedded store's expiry sweep (DynamoDB has TTL and the stream instead).
     pub fn sweeper(&self) -> &dyn ExpirySweeper {
         self.sqlite.as_ref().expect("the sweep belongs to the embedded store").0.as_ref()
+    }
+
+    /// The first-use claims the notifier (AWS) or the relay (embedded) announces uses by.
+    pub fn first_uses(&self) -> Arc<dyn shared::ports::FirstUses> {
+        match (&self.sqlite, &self.aws) {
+            (Some((store, _)), _) => store.clone(),
+            (_, Some(aws)) => aws.store.clone(),
+            _ => unreachable!("a backend"),
+        }
     }
 
     /// The DynamoDB tables (an AWS backend).
@@ -538,6 +549,87 @@ impl TestApp {
         }
     }
 
+    /// Writes `events` (built in order, as for an empty stream) straight into the store as a
+    /// sealed chain: one SQLite transaction, or DynamoDB batch writes of 25, one after another
+    /// (with the chain head), so tens of thousands of events take seconds on both backends.
+    /// The events keep their `user_id` (the unattributed stream when `None`).
+    pub async fn seed_chain(&self, events: impl IntoIterator<Item = AuditEvent>) {
+        let mut hash = support_access_verify::chain::GENESIS.to_owned();
+        let mut sealed = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let event = event.seal(i as u64 + 1, &hash);
+            hash = event.hash.clone();
+            sealed.push(event);
+        }
+        let Some(last) = sealed.last().cloned() else { return };
+        match (&self.sqlite, &self.aws) {
+            (Some((_, path)), _) => {
+                let mut conn = rusqlite::Connection::open(path).expect("a file database (use TestApp::on)");
+                let tx = conn.transaction().unwrap();
+                for e in &sealed {
+                    tx.execute(
+                        "INSERT INTO audit (stream, seq, event_id, type, at, user_id, actor, body, hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        rusqlite::params![
+                            e.stream(),
+                            e.seq as i64,
+                            e.event_id.as_str(),
+                            e.event_type.as_str(),
+                            e.at.unix(),
+                            e.user_id.as_ref().map(|u| u.as_str()),
+                            e.actor.sub.as_str(),
+                            serde_json::to_string(e).unwrap(),
+                            e.hash,
+                        ],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            (_, Some(aws)) => {
+                use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+                let put = |item| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                        .build()
+                };
+                let writes: Vec<WriteRequest> = sealed.iter().map(|e| put(adapter_aws::audit_item(e))).collect();
+                // One batch at a time, with the setup client's timeouts: the test server runs
+                // one call at a time, so batches sent at once gain nothing there and queue the
+                // calls of the tests running beside this one past their 5 s timeouts.
+                let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+                for batch in writes.chunks(25) {
+                    let call = dynamodb.batch_write_item().request_items(&aws.tables.audit, batch.to_vec());
+                    let answer = call.send().await.unwrap();
+                    assert!(answer.unprocessed_items().is_none_or(|u| u.is_empty()), "items left unprocessed");
+                }
+                let head = std::collections::HashMap::from([
+                    ("stream".to_owned(), AttributeValue::S(last.stream().to_owned())),
+                    ("seq".to_owned(), AttributeValue::N(last.seq.to_string())),
+                    ("hash".to_owned(), AttributeValue::S(last.hash.clone())),
+                    ("at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
+                ]);
+                dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every page of the export of `scope`, followed from the first, concatenated; with the
+    /// number of pages.
+    pub async fn export_pages(&self, scope: &shared::app::ExportScope) -> (String, usize) {
+        let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);
+        loop {
+            let page = shared::app::export_page(self.services(), scope, cursor.as_deref()).await.unwrap();
+            text.push_str(&page.lines);
+            pages += 1;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return (text, pages),
+            }
+        }
+    }
+
     pub async fn mend_audit_writes(&mut self) {
         match (&self.sqlite, &self.aws) {
             (Some((_, path)), _) => {
@@ -554,6 +646,28 @@ impl TestApp {
 
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Puts `wrap(archive)` in place of the app's chain archive: a test that slows or counts
+    /// the reads of an export.
+    pub fn wrap_chain_archive(
+        &mut self,
+        wrap: impl FnOnce(Arc<dyn shared::ports::ChainArchive>) -> Arc<dyn shared::ports::ChainArchive>,
+    ) {
+        self.services.chain_archive = wrap(self.services.chain_archive.clone());
+    }
+
+    /// On AWS, the chain archive reads through a client with the setup clients' timeouts
+    /// instead of the functions' (2 s an attempt, 5 s a call): moto walks and sorts a whole
+    /// table in Python for every `Query` and serializes each item it returns (1-4 s for 500
+    /// events of a 22,500-event table on a loaded test machine, where DynamoDB takes tens of
+    /// milliseconds), so a test that exports tens of thousands of events would time out on
+    /// the test server's pace, not on the code's. Nothing changes on the embedded backend.
+    pub async fn archive_at_test_server_pace(&mut self) {
+        if let Some(aws) = &self.aws {
+            let (dynamodb, _) = setup_clients(&aws_endpoint()).await;
+            self.services.chain_archive = Arc::new(DynamoStore::new(dynamodb, aws.tables.clone()));
+        }
     }
 
     /// The keys that verify this app's checkpoints (its checkpoint-keys.json), as a key ring.
@@ -645,13 +759,24 @@ impl TestApp {
 /// store in `dir` with `policy`: its base URL and runtime (whose dev identity provider issues
 /// the tests' identity tokens, see [`dev_token`]).
 pub async fn local_api_on_loopback(dir: &std::path::Path, policy: Policy) -> (String, Arc<local_api::Runtime>) {
-    let runtime = Arc::new(
-        local_api::Runtime::embedded(dir, policy, Arc::new(shared::ports::SystemClock))
-            .await
-            .expect("local-api starts"),
-    );
+    local_api_bound_first(dir, |_| (policy, None)).await
+}
+
+/// As [`local_api_on_loopback`], configured the way its binary is: bound first, so that
+/// `configure` knows its base URL (the binary's default issuer), then given its policy and
+/// CORS setting.
+pub async fn local_api_bound_first(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&str) -> (Policy, Option<shared::http::Cors>),
+) -> (String, Arc<local_api::Runtime>) {
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.expect("a loopback port");
     let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let (policy, cors) = configure(&base);
+    let mut runtime = local_api::Runtime::embedded(dir, policy, Arc::new(shared::ports::SystemClock))
+        .await
+        .expect("local-api starts");
+    runtime.cors = cors;
+    let runtime = Arc::new(runtime);
     tokio::spawn(local_api::serve(listener, runtime.clone(), std::future::pending()));
     (base, runtime)
 }

@@ -22,7 +22,9 @@ async fn main() {
         eprintln!("usage: verify_token BASE_URL TOKEN   (env INTROSPECT_BEARER enables the live check)");
         std::process::exit(2);
     };
-    let issuer = std::env::var("SUPPORT_ACCESS_ISSUER").unwrap_or_else(|_| "support-access".into());
+    // The issuer is the service's base URL (local-api's, or the stack's TokenIssuer); set
+    // SUPPORT_ACCESS_ISSUER for a deployment still on the old bare name `support-access`.
+    let issuer = std::env::var("SUPPORT_ACCESS_ISSUER").unwrap_or_else(|_| base.clone());
     let audience = std::env::var("SUPPORT_ACCESS_AUDIENCE").unwrap_or_else(|_| "support-access-app".into());
 
     let mut verifier = RemoteVerifier::new(format!("{base}/.well-known/jwks.json"), Expected::new(issuer, audience));

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
 use support_access_verify::chain::GENESIS;
 
 use super::items::{
-    AuditItem, ConsentItem, Item, TIME_SHARDS, at_key_bounds, audit_item, consent_item, month_of, user_key,
+    AuditItem, ConsentItem, Item, at_key_bounds, audit_item, consent_item, month_of, time_buckets, user_key,
 };
 use shared::domain::{AuditEvent, Consent, Timestamp, UserId};
 use shared::ports::{
@@ -26,8 +26,8 @@ use shared::ports::{
     TokenLedger,
 };
 
-/// The six tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`).
+/// The seven tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`, `FIRST_USES_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
@@ -37,6 +37,8 @@ pub struct Tables {
     pub requests: String,
     /// The operators' emergency stop and agent revocations (`controls`).
     pub controls: String,
+    /// Each token's first-use claim, by `jti` (the notifier's alone, TTL on `expires_at`).
+    pub first_uses: String,
 }
 
 impl Tables {
@@ -57,6 +59,7 @@ impl Tables {
             checkpoints: var("CHECKPOINTS_TABLE", "Checkpoints"),
             requests: var("ACCESS_REQUESTS_TABLE", "AccessRequests"),
             controls: var("CONTROLS_TABLE", "Controls"),
+            first_uses: var("FIRST_USES_TABLE", "FirstUses"),
         }
     }
 }
@@ -524,7 +527,17 @@ pub(super) fn page_from(mut found: Found, limit: usize, sort_key: &str) -> (Vec<
 
 impl DynamoStore {
     /// Everyone's events in a time window: month by month, newest first, merging the shards
-    /// of each month. The position is `month|at_key` of the last event returned.
+    /// of each month, read concurrently. The position is `month/done|at_key`: every shard of
+    /// that month resumes below `at_key`, except those in `done` (a hex bit set), which hold
+    /// nothing more in the window and are not read again. (`month|at_key`, from before
+    /// `done` existed, still reads: nothing done.)
+    ///
+    /// Each shard's read may end before its range does (the call budget, with a filter that
+    /// few items match). Then the page ends where the least advanced of those shards stopped
+    /// (its last examined key, the highest such key): another shard's match below that key
+    /// is not returned yet, since the stopped shard may still hold newer matches, and the
+    /// cursor resumes every shard not done from there. So a page never skips a match, and
+    /// every page moves past at least what that shard examined.
     async fn query_by_time(
         &self,
         query: &AuditQuery,
@@ -535,53 +548,93 @@ impl DynamoStore {
         filters: &[&str],
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let want = query.limit + 1;
-        let (lo, mut hi) = at_key_bounds(from, to);
+        let (lo, top) = at_key_bounds(from, to);
+        let mut hi = top.clone();
         let mut months = months_between(from, to.min(query.now.plus_seconds(366 * 24 * 3600)));
+        let mut after: Option<&str> = None;
+        let mut done: u32 = 0;
         if let Some(pos) = &query.after {
-            let (month, key) = pos.split_once('|').ok_or_else(|| StoreError::Corrupt(format!("position {pos:?}")))?;
+            let corrupt = || StoreError::Corrupt(format!("position {pos:?}"));
+            let (month, key) = pos.split_once('|').ok_or_else(corrupt)?;
+            let month = match month.split_once('/') {
+                Some((month, mask)) => {
+                    done = u32::from_str_radix(mask, 16).map_err(|_| corrupt())?;
+                    month
+                }
+                None => month,
+            };
             months.retain(|m| m.as_str() <= month);
             hi = key.to_owned().min(hi);
+            after = Some(key);
         }
         let mut out: Vec<Item> = Vec::new();
         for (visited, month) in months.iter().enumerate() {
             if visited == MAX_MONTHS_PER_PAGE {
                 // A short page; the cursor resumes at the top of the next older month.
-                return Ok((out, Some(format!("{month}|{}", at_key_bounds(from, to).1))));
+                return Ok((out, Some(format!("{month}|{top}"))));
             }
-            let mut merged = Vec::new();
-            for shard in 0..TIME_SHARDS {
-                let mut values = values.clone();
-                values.insert(":pk".to_owned(), s(&format!("{month}#{shard}")));
-                values.insert(":lo".to_owned(), s(&lo));
-                values.insert(":hi".to_owned(), s(&hi));
-                let range = Range {
-                    index: Some(Tables::TIME_INDEX),
-                    key_condition: "time_bucket = :pk AND at_key BETWEEN :lo AND :hi".to_owned(),
-                    filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
-                    names,
-                    values,
-                };
-                let found = self.read_range(&self.tables.audit, "at_key", &range, want + 1).await?;
-                merged.extend(found.items);
-            }
-            if let Some(pos) = &query.after {
-                let key = pos.split_once('|').map(|(_, k)| k).unwrap_or_default();
-                merged.retain(|i| i.get("at_key").map(sort_value).as_deref() != Some(key));
-            }
-            merged.sort_by_key(|i| std::cmp::Reverse(i.get("at_key").map(sort_value)));
-            for item in merged {
-                if out.len() == want {
-                    break;
+            let reads =
+                time_buckets(month).enumerate().filter(|(shard, _)| done & (1 << shard) == 0).map(|(shard, bucket)| {
+                    let mut values = values.clone();
+                    values.insert(":pk".to_owned(), s(&bucket));
+                    values.insert(":lo".to_owned(), s(&lo));
+                    values.insert(":hi".to_owned(), s(&hi));
+                    let range = Range {
+                        index: Some(Tables::TIME_INDEX),
+                        key_condition: "time_bucket = :pk AND at_key BETWEEN :lo AND :hi".to_owned(),
+                        filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
+                        names,
+                        values,
+                    };
+                    async move {
+                        Ok::<_, StoreError>((
+                            shard,
+                            self.read_range(&self.tables.audit, "at_key", &range, want + 1).await?,
+                        ))
+                    }
+                });
+            let shards = futures_util::future::try_join_all(reads).await?;
+            // Where the least advanced unfinished shard stopped (None: every shard finished).
+            let stop = shards
+                .iter()
+                .filter(|(_, f)| !f.exhausted)
+                .map(|(_, f)| f.last_examined.as_ref().map(sort_value).unwrap_or_else(|| hi.clone()))
+                .max();
+            let exhausted = shards.iter().filter(|(_, f)| f.exhausted).fold(0u32, |m, (shard, _)| m | 1 << shard);
+            let mut merged: Vec<(String, usize, Item)> = shards
+                .into_iter()
+                .flat_map(|(shard, f)| f.items.into_iter().map(move |i| (shard, i)))
+                .map(|(shard, i)| (i.get("at_key").map(sort_value).unwrap_or_default(), shard, i))
+                // BETWEEN is inclusive: the position itself was the last of the previous page.
+                .filter(|(key, _, _)| Some(key.as_str()) != after)
+                .collect();
+            merged.sort_by(|a, b| b.0.cmp(&a.0));
+            // The shards with a match this page does not return: not done.
+            let mut left: u32 = 0;
+            let mut last_shard = 0;
+            for (key, shard, item) in merged {
+                if out.len() < want && stop.as_ref().is_none_or(|stop| &key >= stop) {
+                    out.push(item);
+                    last_shard = shard;
+                } else {
+                    left |= 1 << shard;
                 }
-                out.push(item);
             }
             if out.len() == want {
+                // The extra item only shows that more follow: its shard is not done.
                 out.truncate(query.limit);
+                done |= exhausted & !(left | 1 << last_shard);
                 let last = out.last().and_then(|i| i.get("at_key")).map(sort_value).unwrap_or_default();
-                return Ok((out, Some(format!("{month}|{last}"))));
+                return Ok((out, Some(format!("{month}/{done:x}|{last}"))));
             }
-            // The next (older) month starts from its top.
-            hi = at_key_bounds(from, to).1;
+            if let Some(stop) = stop {
+                // A short page: the month goes on below `stop` in some shard.
+                done |= exhausted & !left;
+                return Ok((out, Some(format!("{month}/{done:x}|{stop}"))));
+            }
+            // The next (older) month starts from its top, every shard to read.
+            hi = top.clone();
+            done = 0;
         }
         Ok((out, None))
     }

@@ -15,7 +15,32 @@ use shared::ports::StoreError;
 pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// Shards of the time index per month, so one month's writes spread over several partitions.
-pub(super) const TIME_SHARDS: u8 = 4;
+///
+/// Sizing: an index partition takes 1,000 write units a second, and each event writes its
+/// whole item to the index (projection ALL), one unit per started KB. A use's item is 634
+/// bytes (36-character ids, two 64-hex hashes, `at_key`, a `METHOD path` detail), so one
+/// unit; the largest event (128-character ids, a 500-character reason of 3-byte characters,
+/// a 256-byte detail) is 2,695 bytes, three units (both measured in the tests below). The
+/// shard is a uniform hash of the event id, so 8 shards take about 8,000 uses a second
+/// (7,000 leaves room for the hash's unevenness over a second), and about 2,600 a second of
+/// the largest events, where 4 took half that. More shards cost reads: every page of a time
+/// query reads each shard of each month it visits (8 queries at once; a month with nothing
+/// in the window still costs them). Grow it when the write rate needs it (docs/operators.md,
+/// "Capacity of the time index").
+///
+/// Changing the count: a bucket is named `month#k` for `k` below the count, and a time query
+/// reads every name below the current count. So the count may only grow: every bucket
+/// written under a smaller count (4 until this one) is among the names read, and its events
+/// are found (a test holds the old names to this). Shrinking it would hide events.
+pub(super) const TIME_SHARDS: u8 = 8;
+// The time query keeps the shards it finished in a `u32` bit set.
+const _: () = assert!(TIME_SHARDS <= 32);
+
+/// Every bucket of `month` a time query reads: the current shards, which include every
+/// shard of an earlier, smaller count.
+pub(super) fn time_buckets(month: &str) -> impl Iterator<Item = String> + '_ {
+    (0..TIME_SHARDS).map(move |shard| format!("{month}#{shard}"))
+}
 
 /// The sort key of both GSIs: time-ordered, unique, and ordered like `(at, stream, seq)`.
 pub(super) fn at_key(at: Timestamp, stream: &str, seq: u64) -> String {
@@ -264,6 +289,64 @@ mod tests {
         assert_eq!(item["at_key"].as_s().unwrap(), "001795600800#alice#000000000042");
         assert!(item["time_bucket"].as_s().unwrap().starts_with("2026-11#"));
         assert_eq!(AuditItem::try_from(&item).unwrap().0, e);
+    }
+
+    /// DynamoDB's size of an item: each attribute's name and value in bytes (a number about
+    /// half its digits, plus one).
+    fn item_bytes(item: &Item) -> usize {
+        item.iter()
+            .map(|(name, v)| {
+                name.len()
+                    + match v {
+                        AttributeValue::S(s) => s.len(),
+                        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                        _ => unreachable!("audit items hold strings and numbers"),
+                    }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_use_writes_one_unit_to_the_time_index_and_the_largest_event_three() {
+        // A use as recorded: ids of 36 characters, a path in the detail.
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let at = Timestamp::from_unix(1_795_600_800);
+        let used = AuditEvent::new(
+            AuditEventType::TokenUsed,
+            at,
+            Some(UserId::parse(id).unwrap()),
+            Actor { sub: AgentId::parse(id).unwrap(), role: Role::Support },
+        )
+        .with_consent(&ConsentId::generate(), Scope::Read, at.plus_seconds(900))
+        .with_jti(&Jti::generate())
+        .with_detail("GET /api/v1/accounts/0f8fad5b-d9cb-469f-a165-70867728950e/invoices?page=2");
+        let used = audit_item(&used.seal(123_456, support_access_verify::chain::GENESIS));
+        assert!(item_bytes(&used) <= 1024, "{} bytes", item_bytes(&used));
+        // The largest: ids of 128 characters, a reason of 500 three-byte characters, a
+        // 256-byte detail.
+        let long = "u".repeat(128);
+        let largest = AuditEvent::new(
+            AuditEventType::TokenIssued,
+            at,
+            Some(UserId::parse(&long).unwrap()),
+            Actor { sub: AgentId::parse(&long).unwrap(), role: Role::Support },
+        )
+        .with_consent(&ConsentId::generate(), Scope::Read, at.plus_seconds(900))
+        .with_jti(&Jti::generate())
+        .with_reason(&Reason::parse(&"€".repeat(500)).unwrap())
+        .with_detail("d".repeat(256));
+        let largest = audit_item(&largest.seal(u64::from(u32::MAX), support_access_verify::chain::GENESIS));
+        assert!(item_bytes(&largest) <= 3 * 1024, "{} bytes", item_bytes(&largest));
+    }
+
+    #[test]
+    fn buckets_of_the_earlier_shard_count_are_still_read() {
+        let read: Vec<String> = time_buckets("2026-11").collect();
+        // 4 shards until the count grew to 8: every old bucket name is among those read.
+        for old in 0..4 {
+            assert!(read.contains(&format!("2026-11#{old}")), "2026-11#{old}");
+        }
+        assert_eq!(read.len(), usize::from(TIME_SHARDS));
     }
 
     #[test]

@@ -154,22 +154,23 @@ pub struct AwsSettings {
 impl AwsSettings {
     pub fn from_env() -> Result<Self, String> {
         let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
-        let published = key_list("KMS_PUBLISHED_KEY_IDS");
-        for key in std::iter::once(&key_id).chain(&published) {
-            kms_kid(key).map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
-        }
+        let (key_id, published) = checked_keys(key_id, "KMS_KEY_ID", "KMS_PUBLISHED_KEY_IDS")?;
         let checkpoint = match std::env::var("CHECKPOINT_KEY_ID") {
-            Ok(key) => {
-                let published = key_list("CHECKPOINT_PUBLISHED_KEY_IDS");
-                for key in std::iter::once(&key).chain(&published) {
-                    kms_kid(key).map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?;
-                }
-                Some((key, published))
-            }
+            Ok(key) => Some(checked_keys(key, "CHECKPOINT_KEY_ID", "CHECKPOINT_PUBLISHED_KEY_IDS")?),
             Err(_) => None,
         };
         Ok(Self { key_id, published, checkpoint, tables: Tables::from_env() })
     }
+}
+
+/// The signing key `key` (from the variable `key_var`) and the keys published beside it
+/// (from `published_var`), each checked to be a KMS key id or ARN.
+fn checked_keys(key: String, key_var: &str, published_var: &str) -> Result<(String, Vec<String>), String> {
+    let published = key_list(published_var);
+    for id in std::iter::once(&key).chain(&published) {
+        kms_kid(id).map_err(|e| format!("{key_var} / {published_var}: {e}"))?;
+    }
+    Ok((key, published))
 }
 
 /// Every port on DynamoDB and KMS from the environment ([`AwsSettings::from_env`]).

@@ -1,7 +1,8 @@
 //! Notifications on AWS: the Audit table's stream (new images) is the outbox, so an event is
 //! announced only once committed and publishing never runs inside a request; the `notifier`
-//! function reads it, asks the table whether a use is its token's first, and puts each
-//! announcement on an EventBridge bus (`detail` = the CloudEvents envelope).
+//! function reads it, claims each use as its token's first in `FirstUses` (one conditional
+//! put, first writer wins), and puts each announcement on an EventBridge bus (`detail` = the
+//! CloudEvents envelope).
 
 use std::collections::HashMap;
 
@@ -12,11 +13,8 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use super::dynamodb::{DynamoStore, n, s, unavailable};
 use super::items::AuditItem;
-use shared::domain::{AuditEvent, AuditEventType, NOTIFICATION_SOURCE, Notification};
-use shared::ports::{PublishError, Publisher, StoreError, UseHistory};
-
-/// How many pages of a user's stream a first-use check may read before answering "first".
-const MAX_HISTORY_PAGES: usize = 10;
+use shared::domain::{AuditEvent, NOTIFICATION_SOURCE, Notification};
+use shared::ports::{FirstUses, PublishError, Publisher, StoreError, first_use_claim_expiry};
 
 /// Puts notifications on an EventBridge bus: `source` `support-access`, `detail-type` the
 /// audit event type (`token.used`), `detail` the CloudEvents envelope (its `id` is the audit
@@ -82,41 +80,28 @@ pub fn audit_events_from_stream(event: &Event) -> Vec<(String, AuditEvent)> {
 }
 
 #[async_trait]
-impl UseHistory for DynamoStore {
-    async fn is_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
+impl FirstUses for DynamoStore {
+    /// One `PutItem` on `FirstUses`, on condition that the `jti` is unclaimed or claimed by
+    /// this same event (a retry): one write unit per use, whatever the user's history. The
+    /// item's `expires_at` (TTL) is [`first_use_claim_expiry`]; an expired item that TTL has
+    /// not deleted yet still holds the claim, which is the right answer.
+    async fn claim_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
         let Some(jti) = &used.jti else { return Ok(true) };
-        // Walk the stream back from the use: the token's own `token.issued` ends the search.
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        for _ in 0..MAX_HISTORY_PAGES {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.audit)
-                .key_condition_expression("#s = :s AND seq < :seq")
-                .filter_expression("jti = :jti AND (#t = :used OR #t = :issued)")
-                .projection_expression("#t")
-                .expression_attribute_names("#s", "stream")
-                .expression_attribute_names("#t", "type")
-                .expression_attribute_values(":s", s(used.stream()))
-                .expression_attribute_values(":seq", n(used.seq as i64))
-                .expression_attribute_values(":jti", s(jti.as_str()))
-                .expression_attribute_values(":used", s(AuditEventType::TokenUsed.as_str()))
-                .expression_attribute_values(":issued", s(AuditEventType::TokenIssued.as_str()))
-                .scan_index_forward(false)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if let Some(newest) = out.items().first() {
-                return Ok(newest.get("type").and_then(|t| t.as_s().ok()).map(String::as_str)
-                    != Some(AuditEventType::TokenUsed.as_str()));
-            }
-            match out.last_evaluated_key() {
-                Some(key) => start = Some(key.clone()),
-                None => return Ok(true),
-            }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.tables.first_uses)
+            .item("jti", s(jti.as_str()))
+            .item("event_id", s(used.event_id.as_str()))
+            .item("expires_at", n(first_use_claim_expiry(used).unix()))
+            .condition_expression("attribute_not_exists(jti) OR event_id = :e")
+            .expression_attribute_values(":e", s(used.event_id.as_str()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
         }
-        Ok(true)
     }
 }

@@ -36,7 +36,8 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
 /// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
 /// (by user and id, with the agent index and the sparse index of pending requests; TTL on
-/// `purge_at`) and `Controls` (the operators' switches, TTL on `expires_at`), all on-demand.
+/// `purge_at`), `Controls` (the operators' switches, TTL on `expires_at`) and `FirstUses` (each
+/// token's first-use claim by `jti`, TTL on `expires_at`), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -127,6 +128,16 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .await
         .map_err(|e| failed("create controls table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     enable_ttl(client, &tables.controls, "expires_at").await?;
+    client
+        .create_table()
+        .table_name(&tables.first_uses)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("jti", S)?)
+        .key_schema(key("jti", KeyType::Hash)?)
+        .send()
+        .await
+        .map_err(|e| failed("create first uses table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    enable_ttl(client, &tables.first_uses, "expires_at").await?;
     Ok(())
 }
 

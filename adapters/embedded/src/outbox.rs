@@ -1,13 +1,13 @@
 //! The embedded store's audit table as an outbox: its `id` is the commit order (one writer
-//! assigns it), and each relay's position is a row beside it. The token uses in a stream
-//! tell a first use from a repeat.
+//! assigns it), and each relay's position is a row beside it. A token's first use is claimed
+//! in `first_uses`, a row per `jti`.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::store::{SqliteStore, unavailable};
 use shared::domain::AuditEvent;
-use shared::ports::{Outbox, OutboxEntry, StoreError, UseHistory};
+use shared::ports::{FirstUses, Outbox, OutboxEntry, StoreError, first_use_claim_expiry};
 
 #[async_trait]
 impl Outbox for SqliteStore {
@@ -70,19 +70,27 @@ impl Outbox for SqliteStore {
 }
 
 #[async_trait]
-impl UseHistory for SqliteStore {
-    async fn is_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
+impl FirstUses for SqliteStore {
+    /// One transaction: drop the claims that ran out before this use happened, insert this
+    /// one unless the `jti` is claimed, and read who holds it. Claims run out by the log's own
+    /// time (the use's `at`), not the wall clock: the relay may resume days behind, and a
+    /// claim must outlive every use of its token that the relay has yet to read, which
+    /// are all committed before `exp` plus the leeway.
+    async fn claim_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
         let Some(jti) = used.jti.clone() else { return Ok(true) };
-        let (stream, seq) = (used.stream().to_owned(), used.seq as i64);
-        self.read(move |c| {
-            let earlier: Option<i64> = c
-                .prepare_cached(
-                    "SELECT 1 FROM audit WHERE stream = ?1 AND seq < ?2 AND type = 'token.used'
-                       AND json_extract(body, '$.jti') = ?3 LIMIT 1",
-                )
-                .and_then(|mut s| s.query_row(params![stream, seq, jti.as_str()], |r| r.get(0)).optional())
+        let (event_id, at, expires_at) =
+            (used.event_id.as_str().to_owned(), used.at.unix(), first_use_claim_expiry(used).unix());
+        self.transaction(move |tx| {
+            tx.execute("DELETE FROM first_uses WHERE expires_at < ?1", [at]).map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO first_uses (jti, event_id, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (jti) DO NOTHING",
+                params![jti.as_str(), event_id, expires_at],
+            )
+            .map_err(unavailable)?;
+            let holder: String = tx
+                .query_row("SELECT event_id FROM first_uses WHERE jti = ?1", [jti.as_str()], |r| r.get(0))
                 .map_err(unavailable)?;
-            Ok(earlier.is_none())
+            Ok(holder == event_id)
         })
         .await
     }

@@ -78,6 +78,12 @@ CREATE TABLE IF NOT EXISTS outbox_positions (
     relay   TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS first_uses (
+    jti        TEXT PRIMARY KEY,
+    event_id   TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS first_uses_expiry ON first_uses (expires_at);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq    INTEGER PRIMARY KEY,
     claims TEXT NOT NULL,

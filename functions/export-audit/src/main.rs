@@ -1,4 +1,7 @@
-//! `GET /audit/export`: one user's audit stream as JSON Lines, for offline verification of its hash chain.
+//! `GET /audit/export`: one page of the audit log's export (a user's stream, the unattributed
+//! one, or all) as JSON Lines, for offline verification of its hash chains. Its cursors are
+//! sealed with the deployment's cursor key (the Secrets Manager secret), so any instance opens
+//! the cursor another one made.
 //! One Lambda behind API Gateway HTTP API: the ports are built once per cold start, and every
 //! request goes to `shared::http`'s handler for this route, as in local-api.
 
@@ -8,5 +11,5 @@ use shared::http::Route;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_http(Route::ExportAudit, Needs::default()).await
+    serve_http(Route::ExportAudit, Needs { cursor_key: true, ..Needs::default() }).await
 }

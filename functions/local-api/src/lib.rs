@@ -260,8 +260,8 @@ pub async fn relay_notifications(
     settings: shared::app::RelaySettings,
     stats: Arc<shared::app::RelayStats>,
 ) {
-    let (Some(outbox), Some(history)) = (runtime.outbox.clone(), runtime.history.clone()) else { return };
-    shared::app::relay_forever(outbox, history, publisher, "webhook".to_owned(), settings, stats).await
+    let (Some(outbox), Some(first_uses)) = (runtime.outbox.clone(), runtime.first_uses.clone()) else { return };
+    shared::app::relay_forever(outbox, first_uses, publisher, "webhook".to_owned(), settings, stats).await
 }
 
 /// Seals the audit log into a signed checkpoint every `every` until the process ends (on AWS,
@@ -290,8 +290,19 @@ async fn handle(
         let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
         return page::handle(&parts.method, parts.uri.path(), host, &body, runtime);
     }
-    // The route is resolved once: it decides whether the identity is validated, then serves.
     let started = std::time::Instant::now();
+    // A CORS preflight is answered before any route or identity check, as API Gateway does.
+    if let Some(cors) = &runtime.cors
+        && let Some((status, headers)) = cors.preflight(&parts.method, &parts.headers)
+    {
+        log_request(&shared::http::Summary::of_preflight(status.as_u16()), started.elapsed());
+        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return response;
+    }
+    let origin = parts.headers.get(http::header::ORIGIN).cloned();
+    // The route is resolved once: it decides whether the identity is validated, then serves.
     let route = Route::resolve(&parts.method, parts.uri.path());
     let hint = route.as_ref().ok().and_then(|route| stray_identity_hint(&parts, *route, runtime));
     let request = to_lambda_request(parts, body, runtime, peer, route.as_ref().ok().copied());
@@ -299,7 +310,10 @@ async fn handle(
         Some(hint) => Err(ApiError::UnauthenticatedHint(hint)),
         None => route,
     };
-    let (response, summary) = shared::http::answer(route, request, &runtime.services).await;
+    let (mut response, summary) = shared::http::answer(route, request, &runtime.services).await;
+    if let Some(cors) = &runtime.cors {
+        cors.decorate(origin.as_ref(), response.headers_mut());
+    }
     log_request(&summary, started.elapsed());
     let (parts, body) = response.into_parts();
     hyper::Response::from_parts(parts, Full::new(Bytes::copy_from_slice(body.as_ref())))

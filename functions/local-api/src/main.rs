@@ -47,6 +47,10 @@ struct Cli {
     /// limit (`ulimit -n`).
     #[arg(long, default_value_t = local_api::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `http://localhost:5173`; `*` for any. Empty: CORS off. Credentials are never allowed.
+    #[arg(long, env = "SUPPORT_ACCESS_CORS_ALLOWED_ORIGINS", default_value = "")]
+    cors_allowed_origins: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -113,7 +117,13 @@ async fn run(cli: Cli) -> Result<(), String> {
              that secret); give it with --webhook-secret-file PATH (mode 0600) or SUPPORT_ACCESS_WEBHOOK_SECRET"
             .into());
     }
-    let policy = Policy::from_env().map_err(|e| e.to_string())?;
+    let mut policy = Policy::from_env().map_err(|e| e.to_string())?;
+    // The tokens' issuer is this server's own base URL unless SUPPORT_ACCESS_ISSUER says
+    // otherwise: what the listener is bound to, never a request's Host header (which any
+    // page can set). The subcommands that do not listen name the configured port.
+    let issuer_is_set = std::env::var("SUPPORT_ACCESS_ISSUER").is_ok_and(|v| !v.trim().is_empty());
+    let cors = shared::http::Cors::parse(&cli.cors_allowed_origins)
+        .map_err(|e| format!("--cors-allowed-origins / SUPPORT_ACCESS_CORS_ALLOWED_ORIGINS: {e}"))?;
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Some(Command::SetupAws) = cli.command {
@@ -136,11 +146,30 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("{}", runtime.issue_signed_in(&sub, &groups, &sign_in, now, ttl_seconds));
         return Ok(());
     }
-    let runtime = Arc::new(match cli.backend {
+    // The server binds first, so that its issuer is the address it really listens on (a
+    // `--port 0` picks one).
+    let listener = match cli.command {
+        Some(Command::Checkpoint) => None,
+        _ => Some(
+            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cli.port))?,
+        ),
+    };
+    let addr = match &listener {
+        Some(listener) => listener.local_addr().map_err(|e| e.to_string())?,
+        None => SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)),
+    };
+    if !issuer_is_set {
+        policy.issuer = format!("http://{addr}");
+    }
+    let mut runtime = match cli.backend {
         Backend::Embedded => Runtime::embedded(&data_dir, policy, clock.clone()).await?,
         Backend::Aws => Runtime::aws(&data_dir, policy, clock.clone()).await?,
-    });
-    if let Some(Command::Checkpoint) = cli.command {
+    };
+    runtime.cors = cors;
+    let runtime = Arc::new(runtime);
+    let Some(listener) = listener else {
         match shared::app::checkpoint_now(&runtime.services).await.map_err(|e| format!("checkpoint failed: {e}"))? {
             Some(c) => {
                 println!("checkpoint {} sealed {} chain heads (root {})", c.claims.seq, c.claims.size, c.claims.root)
@@ -148,7 +177,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             None => println!("nothing to seal: no chain moved since the last checkpoint"),
         }
         return Ok(());
-    }
+    };
 
     let secret = local_api::webhook::secret(
         cli.webhook_secret_file.as_deref(),
@@ -164,10 +193,6 @@ async fn run(cli: Cli) -> Result<(), String> {
             return Err("--webhook-url needs --webhook-secret-file PATH or SUPPORT_ACCESS_WEBHOOK_SECRET".into());
         }
     };
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port)))
-        .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", cli.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("local-api listening on http://{addr} (data in {})", data_dir.display());
     tokio::spawn(local_api::sweep_expired(runtime.clone(), Duration::from_secs(cli.sweep_seconds)));
     tokio::spawn(local_api::checkpoint_every(runtime.clone(), Duration::from_secs(cli.checkpoint_seconds)));

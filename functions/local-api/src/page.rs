@@ -65,7 +65,7 @@ pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "::1")
+    shared::domain::is_loopback_name(name)
 }
 
 /// Answers a page request (see [`is_page_request`]); `host` is the `Host` header, `body` the

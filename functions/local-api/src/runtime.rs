@@ -11,7 +11,7 @@ use adapter_embedded::{DevIdentityProvider, LocalSigner, SqliteStore, prepare_da
 use shared::app::CursorKey;
 use shared::app::Services;
 use shared::domain::Policy;
-use shared::ports::{Clock, ExpirySweeper, Outbox, UseHistory};
+use shared::ports::{Clock, ExpirySweeper, FirstUses, Outbox};
 
 pub struct Runtime {
     pub services: Services,
@@ -25,8 +25,10 @@ pub struct Runtime {
     /// The committed audit log as an outbox for the notification webhook (the embedded
     /// store; on AWS, the Audit table's stream feeds EventBridge instead).
     pub outbox: Option<Arc<dyn Outbox>>,
-    /// Which token uses are first uses (with the outbox).
-    pub history: Option<Arc<dyn UseHistory>>,
+    /// Claims each token's first use, for the relay to announce it once (with the outbox).
+    pub first_uses: Option<Arc<dyn FirstUses>>,
+    /// Which browser origins may call the API (`--cors-allowed-origins`); `None`: CORS off.
+    pub cors: Option<shared::http::Cors>,
 }
 
 /// The dev identity provider's key, in the data directory.
@@ -78,7 +80,8 @@ impl Runtime {
             data_dir: data_dir.to_owned(),
             sweeper: Some(store.clone()),
             outbox: Some(store.clone()),
-            history: Some(store),
+            first_uses: Some(store),
+            cors: None,
         })
     }
 
@@ -87,7 +90,15 @@ impl Runtime {
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
         let services = aws::services_from_env(policy, clock, cursor_key, true).await?;
-        Ok(Self { services, identity, data_dir: data_dir.to_owned(), sweeper: None, outbox: None, history: None })
+        Ok(Self {
+            services,
+            identity,
+            data_dir: data_dir.to_owned(),
+            sweeper: None,
+            outbox: None,
+            first_uses: None,
+            cors: None,
+        })
     }
 }
 
@@ -105,7 +116,13 @@ pub async fn setup_aws() -> Result<String, String> {
     let cursor_secret =
         aws::create_cursor_secret(&config, &format!("support-access-cursor-{}", uuid::Uuid::new_v4().simple())).await?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
-        tables.consents, tables.audit, tables.heads, tables.checkpoints, tables.requests, tables.controls
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport FIRST_USES_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
+        tables.consents,
+        tables.audit,
+        tables.heads,
+        tables.checkpoints,
+        tables.requests,
+        tables.controls,
+        tables.first_uses
     ))
 }

@@ -146,6 +146,7 @@ fn aws_env() -> Vec<(String, String)> {
         ("CHECKPOINTS_TABLE", &format!("Checkpoints-cli-{suffix}")),
         ("ACCESS_REQUESTS_TABLE", &format!("AccessRequests-cli-{suffix}")),
         ("CONTROLS_TABLE", &format!("Controls-cli-{suffix}")),
+        ("FIRST_USES_TABLE", &format!("FirstUses-cli-{suffix}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -442,13 +443,52 @@ fn a_body_that_stalls_after_its_headers_closes_the_connection_within_the_bound()
     assert!(waited >= local_api::BODY_READ_TIMEOUT - std::time::Duration::from_secs(1), "closed after {waited:?}");
 }
 
+/// The binary's issuer is the address it listens on (never a request's `Host`), or
+/// `SUPPORT_ACCESS_ISSUER`; a malformed issuer or CORS origin stops start-up naming it.
+#[tokio::test]
+async fn the_issuer_is_the_bound_base_url_unless_configured_and_bad_values_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (mut child, base) = serve(dir.path());
+    let metadata: Value = http
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], base.as_str());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let env = [("SUPPORT_ACCESS_ISSUER".to_owned(), "https://support.example.com".to_owned())];
+    let (mut child, base) = serve_with(dir.path(), &env);
+    let metadata: Value =
+        http.get(format!("{base}/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["jwks_uri"], "https://support.example.com/.well-known/jwks.json");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    for (name, value, named) in [
+        ("SUPPORT_ACCESS_ISSUER", "https://support.example.com/", "SUPPORT_ACCESS_ISSUER"),
+        ("SUPPORT_ACCESS_CORS_ALLOWED_ORIGINS", "https://app.example.com/", "--cors-allowed-origins"),
+    ] {
+        let out =
+            Command::new(BIN).args(["--port", "0", "--data-dir"]).arg(dir.path()).env(name, value).output().unwrap();
+        assert!(!out.status.success(), "{name}={value}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(named), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[tokio::test]
 async fn every_request_is_one_plain_log_line_without_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let alice = dev_token(dir.path(), &["--sub", "alice"]);
     let log = dir.path().join("stderr.log");
     let mut child = Command::new(BIN)
-        .args(["--port", "0", "--data-dir"])
+        .args(["--port", "0", "--cors-allowed-origins", "https://app.example.com", "--data-dir"])
         .arg(dir.path())
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
@@ -461,16 +501,26 @@ async fn every_request_is_one_plain_log_line_without_its_token() {
     assert_eq!(res.status(), 404, "no consent yet");
     let res = http.get(format!("{base}/nowhere")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(res.status(), 404);
+    // A CORS preflight, answered before any route: a line of its own too.
+    let res = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/consents/current"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
     child.kill().unwrap();
     child.wait().unwrap();
 
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains('\u{1b}'), "no ANSI colours into a file: {log:?}");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
-    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines.len(), 3, "{log}");
     for (line, wanted) in lines.iter().zip([
         ["route=GET /consents/current", "role=user", "user=\"alice\"", "decision=\"refused\"", "status=404"],
         ["route=unrouted", "role=anonymous", "decision=\"refused\"", "status=404", "latency_ms="],
+        ["route=preflight", "role=anonymous", "decision=\"allowed\"", "status=204", "latency_ms="],
     ]) {
         for field in wanted {
             assert!(line.contains(field), "{field} in {line}");

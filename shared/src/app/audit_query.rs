@@ -35,7 +35,3 @@ pub async fn query_audit(
         next_cursor: page.next.map(|position| services.cursor_key.seal(&filter, position)),
     })
 }
-
-/// The most events one export answers with; a longer export is refused with a clear error
-/// rather than truncated (a truncated chain would look like a tampered one).
-pub const MAX_EXPORT_EVENTS: usize = 10_000;

@@ -20,9 +20,12 @@ pub use access_request::{
     MAX_SWEPT_REQUESTS, RequestListing, RequestPageView, agent_requests, approve_request, deny_request,
     expire_requests, file_request, user_requests,
 };
-pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_EXPORT_EVENTS, MAX_PAGE_SIZE, query_audit};
+pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
-pub use checkpoint::{CheckpointError, checkpoint_keys, checkpoint_now, export_lines, make_checkpoint};
+pub use checkpoint::{
+    CheckpointError, EXPORT_PAGE_BYTES, EXPORT_PAGE_READS, EXPORT_PAGE_TIME, EXPORT_READ_EVENTS, ExportPage,
+    ExportScope, checkpoint_keys, checkpoint_now, export_page, make_checkpoint,
+};
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;
 pub use error::ApiError;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::domain::{AuditEvent, AuditEventType, Notification, is_notified};
-use crate::ports::{Outbox, Publisher, StoreError, UseHistory};
+use crate::ports::{FirstUses, Outbox, Publisher, StoreError};
 
 /// What a relay did, for logs and tests.
 #[derive(Debug, Default)]
@@ -60,13 +60,14 @@ pub enum RelayError {
     Publish(#[from] crate::ports::PublishError),
 }
 
-/// Whether `event` is announced: a notified type, and for a use, its token's first.
-pub async fn should_publish(event: &AuditEvent, history: &dyn UseHistory) -> Result<bool, StoreError> {
+/// Whether `event` is announced: a notified type, and for a use, its token's first (claimed
+/// here, before the publish: see [`FirstUses`] for why this order loses nothing).
+pub async fn should_publish(event: &AuditEvent, first_uses: &dyn FirstUses) -> Result<bool, StoreError> {
     if !is_notified(event.event_type) {
         return Ok(false);
     }
     if event.event_type == AuditEventType::TokenUsed {
-        return history.is_first_use(event).await;
+        return first_uses.claim_first_use(event).await;
     }
     Ok(true)
 }
@@ -75,12 +76,12 @@ pub async fn should_publish(event: &AuditEvent, history: &dyn UseHistory) -> Res
 /// them). On a failure, the index of the event that failed: everything before it is done.
 pub async fn publish_committed(
     events: &[AuditEvent],
-    history: &dyn UseHistory,
+    first_uses: &dyn FirstUses,
     publisher: &dyn Publisher,
     stats: &RelayStats,
 ) -> Result<(), (usize, RelayError)> {
     for (i, event) in events.iter().enumerate() {
-        match should_publish(event, history).await {
+        match should_publish(event, first_uses).await {
             Ok(false) => {}
             Ok(true) => {
                 if let Err(e) = publisher.publish(&Notification::of(event.clone())).await {
@@ -101,7 +102,7 @@ pub async fn publish_committed(
 /// relay's first pass only records where the log ends (it announces no history).
 pub async fn relay_once(
     outbox: &dyn Outbox,
-    history: &dyn UseHistory,
+    first_uses: &dyn FirstUses,
     publisher: &dyn Publisher,
     relay: &str,
     batch: usize,
@@ -119,7 +120,7 @@ pub async fn relay_once(
     };
     let entries = outbox.committed_after(start, batch).await?;
     let events: Vec<AuditEvent> = entries.iter().map(|e| e.event.clone()).collect();
-    let (done, failure) = match publish_committed(&events, history, publisher, stats).await {
+    let (done, failure) = match publish_committed(&events, first_uses, publisher, stats).await {
         Ok(()) => (entries.len(), None),
         Err((i, e)) => (i, Some(e)),
     };
@@ -136,7 +137,7 @@ pub async fn relay_once(
 /// backoff after failures), logging failures with how many attempts failed so far.
 pub async fn relay_forever(
     outbox: Arc<dyn Outbox>,
-    history: Arc<dyn UseHistory>,
+    first_uses: Arc<dyn FirstUses>,
     publisher: Arc<dyn Publisher>,
     relay: String,
     settings: RelaySettings,
@@ -144,7 +145,8 @@ pub async fn relay_forever(
 ) {
     let mut backoff = settings.backoff;
     loop {
-        match relay_once(outbox.as_ref(), history.as_ref(), publisher.as_ref(), &relay, settings.batch, &stats).await {
+        match relay_once(outbox.as_ref(), first_uses.as_ref(), publisher.as_ref(), &relay, settings.batch, &stats).await
+        {
             Ok(n) => {
                 backoff = settings.backoff;
                 if n < settings.batch {

@@ -15,7 +15,7 @@ pub use audit::{Actor, AuditEvent, AuditEventType, AuditFilter, Role};
 pub use consent::{Consent, ConsentDuration};
 pub use controls::{AgentRevocation, ControlState, EmergencyStop};
 pub use notification::{NOTIFICATION_SOURCE, Notification, is_notified};
-pub use policy::{Policy, PolicyError};
+pub use policy::{Policy, PolicyError, is_loopback_name, issuer_url_problem, origin_problem};
 pub use step_up::{SignIn, StepUpMissing, StepUpPolicy};
 // The validated values that token claims are made of live in the verifier crate, so that it
 // and this service share one definition of each; they are this domain's types all the same.

@@ -27,7 +27,10 @@ pub struct Policy {
     /// Kill switch: off, grant and mint answer 403 `feature-disabled`. Fixed at deploy time;
     /// the emergency stop (`domain::EmergencyStop`) is its run-time counterpart.
     pub enabled: bool,
-    /// `iss` of impersonation tokens.
+    /// `iss` of impersonation tokens (and of checkpoints): the service's URL ([`issuer_url_problem`]
+    /// says which), whose well-known paths serve its metadata; or, for deployments and
+    /// verifiers made before that, a bare name (the old default `support-access`), with no
+    /// metadata.
     pub issuer: String,
     /// `aud` of impersonation tokens: the app whose API accepts them.
     pub audience: String,
@@ -66,7 +69,116 @@ impl Default for Policy {
     }
 }
 
+/// `SUPPORT_ACCESS_ISSUER`: unset or empty (the template's parameter before the API's URL is
+/// known) is the default; a value with `://` must be an issuer URL; any other is a bare name,
+/// as every issuer was before issuers were URLs.
+fn issuer(raw: Option<String>, default: &str) -> Result<String, PolicyError> {
+    let variable = "SUPPORT_ACCESS_ISSUER";
+    let value = raw.as_deref().map(str::trim).unwrap_or("");
+    if value.is_empty() {
+        return Ok(default.to_owned());
+    }
+    if value.len() > 256 {
+        return Err(PolicyError { variable, problem: "must be 1..=256 characters".into() });
+    }
+    if value.contains("://")
+        && let Some(problem) = issuer_url_problem(value)
+    {
+        return Err(PolicyError { variable, problem: format!("{value:?}: {problem}") });
+    }
+    Ok(value.to_owned())
+}
+
+/// Why `value` is not an issuer URL, or `None` when it is one. An issuer is compared as an
+/// exact string by every verifier (RFC 8414 section 3.3, OpenID Connect Discovery section 4.3),
+/// so only one spelling of each origin is taken (see [`origin_problem`]). No path keeps the two
+/// well-known locations the same (`/.well-known/oauth-authorization-server` and
+/// `/.well-known/openid-configuration` at the root): RFC 8414 puts an issuer's path after the
+/// well-known segment, where an API mapping on a custom domain never sees it. `http://` is
+/// taken only for a loopback host (local-api).
+pub fn issuer_url_problem(value: &str) -> Option<&'static str> {
+    if let Some(problem) = origin_problem(value) {
+        return Some(problem);
+    }
+    match value.strip_prefix("http://") {
+        Some(authority)
+            if !is_loopback_name(if authority.ends_with(']') {
+                authority
+            } else {
+                authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+            }) =>
+        {
+            Some("must start with https:// (http:// only for a loopback host)")
+        }
+        _ => None,
+    }
+}
+
+/// Whether `name`, a host without its port (an IPv6 address with or without its brackets), is
+/// this machine's loopback: `localhost` (in any ASCII case), 127.0.0.0/8 or `::1`.
+pub fn is_loopback_name(name: &str) -> bool {
+    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why `value` is not a web origin as browsers and URL libraries print it (the `Origin` header,
+/// an issuer), or `None` when it is one: `https://` or `http://`, a lowercase host (a DNS name
+/// or an IP address), an explicit port only when it is not the scheme's default, and nothing
+/// after the authority (no path, not even `/`, no query, no fragment, no user).
+pub fn origin_problem(value: &str) -> Option<&'static str> {
+    let (authority, default_port) = match (value.strip_prefix("https://"), value.strip_prefix("http://")) {
+        (Some(rest), _) => (rest, "443"),
+        (None, Some(rest)) => (rest, "80"),
+        (None, None) => return Some("must start with https://"),
+    };
+    if authority.contains(['/', '?', '#']) {
+        return Some("must be an origin: no path (not even a trailing /), query or fragment");
+    }
+    if authority.contains('@') {
+        return Some("must not carry user information");
+    }
+    let (host, port) = match authority.find(']') {
+        Some(end) => match &authority[end + 1..] {
+            "" => (authority, None),
+            rest => (&authority[..=end], Some(rest.strip_prefix(':').unwrap_or(rest))),
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+        }
+    };
+    if !host_ok {
+        return Some("the host must be a lowercase DNS name or an IP address");
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(n) if n > 0 && !port.starts_with('0') && port != default_port => {}
+            _ => return Some("the port must be 1..=65535, without leading zeros, and left out when it is the default"),
+        }
+    }
+    None
+}
+
 impl Policy {
+    /// The issuer when it is a URL: the base of the metadata documents' URLs. `None` for a bare
+    /// name, which has no well-known location.
+    pub fn issuer_url(&self) -> Option<&str> {
+        issuer_url_problem(&self.issuer).is_none().then_some(self.issuer.as_str())
+    }
+
     /// The largest `SUPPORT_ACCESS_TOKEN_TTL_SECONDS` accepted: no token lives longer (the
     /// verifiers refuse a token whose `exp - iat` is longer).
     pub const MAX_TOKEN_TTL_SECONDS: i64 = support_access_verify::MAX_TOKEN_LIFETIME_SECONDS;
@@ -139,7 +251,7 @@ impl Policy {
             leeway_seconds: int("SUPPORT_ACCESS_LEEWAY_SECONDS", d.leeway_seconds, 0, Self::MAX_LEEWAY_SECONDS)?,
             request_ttl_seconds: int("SUPPORT_ACCESS_REQUEST_TTL_SECONDS", d.request_ttl_seconds, 300, 30 * 24 * 3600)?,
             enabled,
-            issuer: text("SUPPORT_ACCESS_ISSUER", &d.issuer)?,
+            issuer: issuer(lookup("SUPPORT_ACCESS_ISSUER"), &d.issuer)?,
             audience: text("SUPPORT_ACCESS_AUDIENCE", &d.audience)?,
             groups_claim: text("SUPPORT_ACCESS_GROUPS_CLAIM", &d.groups_claim)?,
             support_group,
@@ -242,8 +354,58 @@ mod tests {
         assert_eq!(e.variable, "SUPPORT_ACCESS_ENABLED");
         let e = from(&[("SUPPORT_ACCESS_LEEWAY_SECONDS", "3600")]).unwrap_err();
         assert_eq!(e.variable, "SUPPORT_ACCESS_LEEWAY_SECONDS");
-        let e = from(&[("SUPPORT_ACCESS_ISSUER", "  ")]).unwrap_err();
-        assert_eq!(e.variable, "SUPPORT_ACCESS_ISSUER");
+    }
+
+    #[test]
+    fn the_issuer_is_one_spelling_of_an_origin_or_a_bare_name() {
+        for good in [
+            "https://support.example.com",
+            "https://abc123.execute-api.eu-west-1.amazonaws.com",
+            "https://support.example.com:8443",
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://[::1]:3000",
+            "http://[::1]",
+            "https://[2001:db8::1]",
+        ] {
+            assert_eq!(issuer_url_problem(good), None, "{good}");
+            let p = from(&[("SUPPORT_ACCESS_ISSUER", good)]).unwrap();
+            assert_eq!((p.issuer.as_str(), p.issuer_url()), (good, Some(good)));
+        }
+        for bad in [
+            "https://support.example.com/",
+            "https://support.example.com/prod",
+            "https://support.example.com?x=1",
+            "https://support.example.com#f",
+            "https://Support.Example.com",
+            "https://support.example.com:443",
+            "http://127.0.0.1:80",
+            "https://support.example.com:0",
+            "https://support.example.com:08443",
+            "https://support.example.com:99999",
+            "https://user@support.example.com",
+            "https://",
+            "https://exa mple.com",
+            "https://-bad.example",
+            "http://support.example.com",
+            "http://10.0.0.1:3000",
+            "ftp://support.example.com",
+        ] {
+            assert!(issuer_url_problem(bad).is_some(), "{bad}");
+            if bad.contains("://") {
+                let e = from(&[("SUPPORT_ACCESS_ISSUER", bad)]).unwrap_err();
+                assert_eq!(e.variable, "SUPPORT_ACCESS_ISSUER", "{bad}");
+            }
+        }
+        // A bare name, as every issuer was before: accepted, with no metadata to serve.
+        let p = from(&[("SUPPORT_ACCESS_ISSUER", "support-access")]).unwrap();
+        assert_eq!((p.issuer.as_str(), p.issuer_url()), ("support-access", None));
+        // Unset or empty (the template's parameter before the API's URL is known): the default.
+        for empty in ["", "  "] {
+            assert_eq!(from(&[("SUPPORT_ACCESS_ISSUER", empty)]).unwrap().issuer, Policy::default().issuer);
+        }
+        let long = format!("https://{}.example", "a".repeat(250));
+        assert_eq!(from(&[("SUPPORT_ACCESS_ISSUER", &long)]).unwrap_err().variable, "SUPPORT_ACCESS_ISSUER");
     }
 
     #[test]

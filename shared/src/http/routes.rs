@@ -14,7 +14,7 @@ use super::caller::Caller;
 use super::problem::problem_response;
 use super::summary::Summary;
 use crate::app::Services;
-use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::app::{self, ApiError, AuthorizeError, DEFAULT_PAGE_SIZE, ExportScope, MAX_PAGE_SIZE};
 use crate::domain::{
     AgentId, AuditEventType, AuditFilter, ConsentDuration, Note, Reason, RequestId, Scope, Timestamp, UserId,
 };
@@ -41,7 +41,8 @@ pub enum Route {
     Whoami,
     /// `POST /introspect`: RFC 7662 token introspection for resource servers outside AWS.
     Introspect,
-    /// `GET /audit/export[?user_id=...]`: one user's stream (or all) and its checkpoints, as JSON Lines.
+    /// `GET /audit/export[?user_id=...|stream=unattributed][&cursor=...]`: one user's stream (or
+    /// the unattributed one, or all) and its checkpoints, as JSON Lines in pages.
     ExportAudit,
     /// `POST /access-requests`: an agent asks a user for access.
     FileAccessRequest,
@@ -64,6 +65,11 @@ pub enum Route {
     /// `GET /.well-known/checkpoint-keys.json`: the keys that sign audit checkpoints, for
     /// `support-access verify`; never a token key's set.
     CheckpointKeys,
+    /// `GET /.well-known/oauth-authorization-server`: the issuer's metadata (RFC 8414).
+    AuthorizationServerMetadata,
+    /// `GET /.well-known/openid-configuration`: the same document where OpenID Connect
+    /// Discovery looks for it.
+    OpenIdConfiguration,
 }
 
 /// The route table: every route with the methods it takes (none listed: any method) and
@@ -91,6 +97,8 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::LiftEmergencyStop, &["DELETE"], "/operator/emergency-stop"),
     (Route::RevokeAgentTokens, &["POST"], "/operator/agents/{agent_id}/revoke-tokens"),
     (Route::CheckpointKeys, &["GET", "HEAD"], "/.well-known/checkpoint-keys.json"),
+    (Route::AuthorizationServerMetadata, &["GET", "HEAD"], "/.well-known/oauth-authorization-server"),
+    (Route::OpenIdConfiguration, &["GET", "HEAD"], "/.well-known/openid-configuration"),
 ];
 
 /// The order methods are listed in an `Allow` header.
@@ -145,10 +153,17 @@ impl Route {
     }
 
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
-    /// says: every route but the public key sets and the demo resource, which the
-    /// impersonation token's own Lambda authorizer guards instead.
+    /// says: every route but the public documents (key sets, the issuer's metadata) and the
+    /// demo resource, which the impersonation token's own Lambda authorizer guards instead.
     pub fn takes_identity(self) -> bool {
-        !matches!(self, Self::Jwks | Self::CheckpointKeys | Self::Whoami)
+        !matches!(
+            self,
+            Self::Jwks
+                | Self::CheckpointKeys
+                | Self::AuthorizationServerMetadata
+                | Self::OpenIdConfiguration
+                | Self::Whoami
+        )
     }
 }
 
@@ -190,17 +205,6 @@ pub fn resolve_among(routes: &[Route], req: &Request) -> Result<Route, ApiError>
         Ok(_) => Err(ApiError::NotFound("no such route")),
         Err(e) => Err(e),
     }
-}
-
-/// Resolves the route from the request and handles it if it is one of `routes`.
-pub async fn route_among(routes: &[Route], req: Request, services: &Services) -> Response<Body> {
-    let resolved = resolve_among(routes, &req);
-    answer(resolved, req, services).await.0
-}
-
-/// Handles `req` as `route`.
-pub async fn handle(route: Route, req: Request, services: &Services) -> Response<Body> {
-    answer(Ok(route), req, services).await.0
 }
 
 /// The caller of a request, authenticated once by [`answer`] for its handler and its log line.
@@ -249,8 +253,9 @@ async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Re
         Route::MintToken => mint_token(req, services).await,
         Route::QueryAudit => query_audit(req, services).await,
         Route::AccessLog => access_log(req, services).await,
-        Route::Jwks => Ok(key_set(services.keys.jwks())),
-        Route::CheckpointKeys => Ok(key_set(&*services.checkpoint_keys)),
+        Route::Jwks => Ok(public_document(services.keys.jwks())),
+        Route::CheckpointKeys => Ok(public_document(&*services.checkpoint_keys)),
+        Route::AuthorizationServerMetadata | Route::OpenIdConfiguration => issuer_metadata(&services.policy),
         Route::Whoami => whoami(req, services).await,
         Route::Introspect => introspect(req, services).await,
         Route::ExportAudit => export_audit(req, services).await,
@@ -274,15 +279,17 @@ fn request_id(req: &Request) -> String {
 /// How long verifiers and HTTP caches may keep a published key set (the JWK Set, the
 /// checkpoint keys): they are public and change only on rotation, so caching them spares KMS
 /// and the function; a rotation publishes a new key at least this long (plus the verifiers'
-/// own cache) before it signs (docs/operators.md, "Rotating the signing keys").
+/// own cache) before it signs (docs/operators.md, "Rotating the signing keys"). The issuer's
+/// metadata, public too, changes only on a redeploy and is kept as long.
 pub const KEY_SET_CACHE_CONTROL: &str = "public, max-age=300";
 
 fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     json_with(status, body, "no-store")
 }
 
-/// A published key set: public, cacheable for [`KEY_SET_CACHE_CONTROL`].
-fn key_set<T: Serialize + ?Sized>(body: &T) -> Response<Body> {
+/// A published document (a key set, the issuer's metadata): public, cacheable for
+/// [`KEY_SET_CACHE_CONTROL`].
+fn public_document<T: Serialize + ?Sized>(body: &T) -> Response<Body> {
     json_with(StatusCode::OK, body, KEY_SET_CACHE_CONTROL)
 }
 
@@ -293,6 +300,42 @@ fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control:
         .header(header::CACHE_CONTROL, cache_control)
         .body(Body::from(serde_json::to_string(body).expect("response bodies always serialize")))
         .expect("a static status and headers always build")
+}
+
+/// The issuer's metadata: RFC 8414 authorization server metadata, served as it is at both
+/// well-known paths so that issuer-only configurations (OpenID Connect Discovery first, as
+/// most libraries try) find it. Only what holds today is listed: the keys, introspection,
+/// ES256. No `token_endpoint`: `POST /tokens` takes this API's own JSON, not an OAuth grant,
+/// so none is advertised until an OAuth grant exists (RFC 8693 token exchange, not built), and
+/// `grant_types_supported` is empty rather than left out, since left out means
+/// `authorization_code` and `implicit` (RFC 8414 section 2). Neither is there an
+/// authorization endpoint: this is not an OpenID provider, and the OpenID-only members say
+/// what a library reading them needs (ES256, public subjects). A bare-name issuer has no
+/// well-known location: 404.
+#[derive(Serialize)]
+struct IssuerMetadata<'a> {
+    issuer: &'a str,
+    jwks_uri: String,
+    introspection_endpoint: String,
+    grant_types_supported: [&'static str; 0],
+    response_types_supported: [&'static str; 0],
+    subject_types_supported: [&'static str; 1],
+    id_token_signing_alg_values_supported: [&'static str; 1],
+}
+
+fn issuer_metadata(policy: &crate::domain::Policy) -> Result<Response<Body>, ApiError> {
+    let issuer = policy
+        .issuer_url()
+        .ok_or(ApiError::NotFound("the issuer is not a URL: set SUPPORT_ACCESS_ISSUER (TokenIssuer on AWS)"))?;
+    Ok(public_document(&IssuerMetadata {
+        issuer,
+        jwks_uri: format!("{issuer}{}", Route::Jwks.path()),
+        introspection_endpoint: format!("{issuer}{}", Route::Introspect.path()),
+        grant_types_supported: [],
+        response_types_supported: [],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: ["ES256"],
+    }))
 }
 
 /// The caller [`answer`] authenticated (401 where none), else authenticated here.
@@ -562,27 +605,42 @@ async fn query_audit(req: &Request, services: &Services) -> Result<Response<Body
 #[serde(deny_unknown_fields)]
 struct ExportParams {
     user_id: Option<String>,
+    stream: Option<String>,
+    cursor: Option<String>,
 }
 
-/// The export is JSON Lines (`application/x-ndjson`): audit events as the API returns them,
-/// each stream oldest first, then the checkpoints that seal them (see `app::export_lines`),
-/// so `support-access verify` can check the chains offline.
+/// The export is JSON Lines (`application/x-ndjson`) in pages: audit events as the API
+/// returns them, each stream oldest first, then the checkpoints that seal them (see
+/// `app::export_page`), so `support-access verify` can check the chains offline. A page that
+/// is not the last names the next in a `Link: <?…&cursor=…>; rel="next"` header (a reference
+/// relative to this request, so it holds behind any stage prefix).
 async fn export_audit(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
     let caller = caller(req, services)?;
     caller.require_group(&services.policy.auditor_group)?;
     let p: ExportParams = query(req)?;
-    let user = p.user_id.as_deref().map(UserId::parse).transpose()?;
-    let mut lines = String::new();
-    for line in app::export_lines(services, user).await? {
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
-    Ok(Response::builder()
+    let scope = match (p.user_id.as_deref(), p.stream.as_deref()) {
+        (None, None) => ExportScope::All,
+        (Some(user), None) => ExportScope::User(UserId::parse(user)?),
+        (None, Some("unattributed")) => ExportScope::Unattributed,
+        (None, Some(_)) => return Err(ApiError::InvalidRequest("stream must be unattributed".into())),
+        (Some(_), Some(_)) => return Err(ApiError::InvalidRequest("give user_id or stream, not both".into())),
+    };
+    let page = app::export_page(services, &scope, p.cursor.as_deref()).await?;
+    let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::from(lines))
-        .expect("a static status and headers always build"))
+        .header(header::CACHE_CONTROL, "no-store");
+    if let Some(cursor) = &page.next_cursor {
+        // The cursor is base64url with a `.`, safe in a URL as it is; so is a user id
+        // (`[A-Za-z0-9._@:+-]`) once its `+` (a space in a query) is escaped.
+        let scope = match &scope {
+            ExportScope::All => String::new(),
+            ExportScope::User(user) => format!("user_id={}&", user.as_str().replace('+', "%2B")),
+            ExportScope::Unattributed => "stream=unattributed&".to_owned(),
+        };
+        response = response.header(header::LINK, format!("<?{scope}cursor={cursor}>; rel=\"next\""));
+    }
+    Ok(response.body(Body::from(page.lines)).expect("a static status and headers always build"))
 }
 
 async fn access_log(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
@@ -844,6 +902,50 @@ mod tests {
         assert_eq!(percent_decoded("agent-7"), "agent-7");
         assert_eq!(percent_decoded("bad%zz%"), "bad%zz%");
         assert_eq!(percent_decoded("%ff"), "%ff");
+    }
+
+    #[test]
+    fn the_issuer_metadata_names_the_issuer_its_keys_and_introspection_and_no_grant() {
+        let policy = crate::domain::Policy { issuer: "https://support.example.com".into(), ..Default::default() };
+        let response = issuer_metadata(&policy).unwrap();
+        assert_eq!(response.headers()[header::CACHE_CONTROL], KEY_SET_CACHE_CONTROL);
+        let doc: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "issuer": "https://support.example.com",
+                "jwks_uri": "https://support.example.com/.well-known/jwks.json",
+                "introspection_endpoint": "https://support.example.com/introspect",
+                "grant_types_supported": [],
+                "response_types_supported": [],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })
+        );
+        assert_eq!(
+            Route::resolve(&Method::GET, "/.well-known/openid-configuration").unwrap(),
+            Route::OpenIdConfiguration
+        );
+        assert!(!Route::AuthorizationServerMetadata.takes_identity() && !Route::OpenIdConfiguration.takes_identity());
+        // A bare-name issuer has no well-known location.
+        let legacy = crate::domain::Policy::default();
+        assert!(matches!(issuer_metadata(&legacy), Err(ApiError::NotFound(_))));
+    }
+
+    /// A browser may send every method a route takes (the CORS allow list is a constant, for
+    /// the template test to compare): no more, no fewer. A route of any method (the demo
+    /// resource) takes them all, but OPTIONS, which a preflight is.
+    #[test]
+    fn cors_allows_exactly_the_methods_of_the_route_table() {
+        let mut taken: Vec<&str> = if TABLE.iter().any(|(_, methods, _)| methods.is_empty()) {
+            METHOD_ORDER.to_vec()
+        } else {
+            TABLE.iter().flat_map(|(_, methods, _)| methods.iter().copied()).collect()
+        };
+        taken.retain(|m| *m != "OPTIONS");
+        taken.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+        taken.dedup();
+        assert_eq!(taken, crate::http::cors::ALLOW_METHODS);
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// `METHOD /path/{template}` of the route (a bounded set: it is a metric dimension),
-    /// `unrouted` for a 404/405, `authorizer` for the token authorizer.
+    /// `unrouted` for a 404/405, `authorizer` for the token authorizer, `preflight` for a CORS
+    /// preflight local-api answered.
     pub route: Cow<'static, str>,
     /// The caller's roles by the policy's groups (`support`, `auditor`, `operator`,
     /// `introspect`, joined with `+`), `user` with none of them, `anonymous` when the request
@@ -92,5 +93,11 @@ impl Summary {
             }
         };
         Self { route, role, user, agent, decision: Decision::of_status(status), status: Some(status), correlation_id }
+    }
+
+    /// A CORS preflight, which local-api answers before any route or identity check (on AWS,
+    /// API Gateway answers it and no function runs).
+    pub fn of_preflight(status: u16) -> Self {
+        Self::of_http(Cow::Borrowed("preflight"), None, status, None)
     }
 }

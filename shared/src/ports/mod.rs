@@ -219,14 +219,42 @@ pub struct OutboxEntry {
     pub event: AuditEvent,
 }
 
-/// Tells a token's first use from its later ones (only the first is announced).
+/// How long a first-use claim outlives its token: past `exp`, a token is still accepted for
+/// the policy's leeway (at most [`Policy::MAX_LEEWAY_SECONDS`](crate::domain::Policy)), and
+/// a use's record may still be delivered to the notifier for as long as DynamoDB Streams keep
+/// it (24 h; the embedded relay reads its own log, see [`FirstUses`]). Two days cover both, so
+/// no use of a token is ever judged after its claim is gone.
+pub const FIRST_USE_CLAIM_MARGIN_SECONDS: i64 = 2 * 24 * 3600;
+
+/// Until when the first-use claim of `used` (a `token.used`) is kept: its token's `exp` (the
+/// event's `expires_at`; without one, the longest a token can live from the use) plus
+/// [`FIRST_USE_CLAIM_MARGIN_SECONDS`].
+pub fn first_use_claim_expiry(used: &AuditEvent) -> Timestamp {
+    let exp = used.expires_at.unwrap_or(used.at.plus_seconds(crate::domain::Policy::MAX_TOKEN_TTL_SECONDS));
+    exp.plus_seconds(FIRST_USE_CLAIM_MARGIN_SECONDS)
+}
+
+/// Tells a token's first use from its later ones (only the first is announced), with one
+/// conditional write per use and no read of the audit log: a claim keyed by the token's `jti`,
+/// first writer wins, holding the event id that claimed it, kept until
+/// [`first_use_claim_expiry`].
+///
+/// Why this is exactly-once enough: the notifier claims, then publishes, and moves past a
+/// use only once both succeeded. A crash or a failed publish after the claim leaves the use
+/// to be retried (the stream redelivers the record; the embedded relay keeps its position);
+/// the retry is the same event, so its claim answers `true` again and the announcement goes
+/// out: it is never lost. A later use of the same token finds the claim held by another
+/// event and is not announced. An announcement can go out twice only when a publish succeeded
+/// but was reported as failed, and then with the same id, which consumers deduplicate by.
+/// Uses are claimed in the order the notifier reads them; on DynamoDB Streams that is commit
+/// order per user, so the claim goes to the token's earliest use.
 #[async_trait]
-pub trait UseHistory: Send + Sync {
-    /// Whether `used` (a committed `token.used`) is its token's first use: no earlier
-    /// `token.used` in its stream names the same `jti`. When the history cannot be read to
-    /// the end within the adapter's budget, the answer is `true`: announcing a use twice is
-    /// better than missing one.
-    async fn is_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError>;
+pub trait FirstUses: Send + Sync {
+    /// Claims the first use of `used`'s token (`used` is a committed `token.used`) for `used`,
+    /// unless another use holds it: `true` when `used` holds it (claimed now, or by an earlier
+    /// attempt at this same event), `false` when another event does. A use without a `jti`
+    /// is announced (`true`).
+    async fn claim_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError>;
 }
 
 /// The committed audit log read as an outbox, for a relay that publishes notifications after
@@ -281,10 +309,15 @@ pub struct Checkpoint {
 /// `support_access_verify::checkpoint`). Checkpoints, like events, are only ever appended.
 #[async_trait]
 pub trait ChainArchive: Send + Sync {
-    /// Every stream that holds an event, sorted.
+    /// Every stream that holds an event, sorted. On DynamoDB a scan of the chain heads (one
+    /// item a stream): a full export lists them once per page.
     async fn streams(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`.
+    /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`:
+    /// one store call (on DynamoDB one `Query`, at most 1 MB), never a loop of them, so an
+    /// export page can bound its time by the number of reads it starts and when (see
+    /// `app::EXPORT_PAGE_TIME`). Fewer than `limit` does not mean the stream is done; only an
+    /// empty answer does.
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// The newest checkpoint, if any was made.

@@ -3,16 +3,14 @@
 //! every recorded event once, gapless, in decision order (a use decided before a revoke
 //! precedes it, even when its write lands after the revoke's), holds consent changes long
 //! enough for that, and a repeated or racing run changes nothing.
-//!
-//! TODO(#18): only the embedded store implements the intake and the sequencer yet; once
-//! `DynamoStore` does (table `AuditIntake`, function `sequencer`), list these cases with
-//! `e2e::on_both_backends!` instead of the embedded-only module at the bottom.
+//! Every case runs on both stores (`TestApp::sequenced`): the embedded one, and DynamoDB
+//! (table `AuditIntake`; the sequencer driven here as the function drives it).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{Backend, TestApp};
+use e2e::TestApp;
 use shared::app;
 use shared::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Role, Scope,
@@ -25,9 +23,9 @@ fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
-/// The uses' deadline in these tests: well inside the test hold.
-fn deadline() -> Deadline {
-    Deadline::after(TestApp::SEQUENCER_HOLD / 2)
+/// The uses' deadline in these tests: well inside the app's hold.
+fn deadline(app: &TestApp) -> Deadline {
+    Deadline::after(app.sequencer_hold() / 2)
 }
 
 async fn grant(app: &TestApp, who: &str) -> Consent {
@@ -74,7 +72,7 @@ fn kinds(chain: &[(String, String)]) -> Vec<&str> {
 async fn a_use_is_pending_until_sequenced_then_on_its_chain_once(app: TestApp) {
     let consent = grant(&app, "alice").await;
     for _ in 0..3 {
-        app.intake().record(used(&app, &consent), deadline()).await.unwrap();
+        app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
     }
     let pending = app.sequencer().pending("alice", 100).await.unwrap();
     assert_eq!(pending.len(), 4, "the grant and three uses, pending");
@@ -105,9 +103,9 @@ async fn a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit(app: 
 /// A use recorded behind a consent change still held, that belongs before an earlier change
 /// already due: it goes with the earlier one, not after it.
 /// (A hold of its own, long enough that a loaded machine keeps the timings apart.)
-async fn a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before(_: TestApp) {
-    let hold = Duration::from_secs(1);
-    let app = TestApp::sequenced_with_hold(Backend::Embedded, hold).await;
+async fn a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before(app: TestApp) {
+    let hold = app.sequencer_hold().max(Duration::from_secs(1));
+    let app = TestApp::sequenced_with_hold(app.backend, hold).await;
     let first = grant(&app, "alice").await;
     settle(&app).await;
     let decided = Deadline::after(hold);
@@ -132,7 +130,7 @@ async fn use_before_revoke(app: TestApp, limit: usize) {
     let consent = grant(&app, "alice").await;
     settle(&app).await;
 
-    let decided = deadline();
+    let decided = deadline(&app);
     let read = app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap();
     assert_eq!(read.as_ref(), Some(&consent), "the use's consent read sees it live");
     app::revoke_consent(app.services(), &user("alice")).await.unwrap();
@@ -147,7 +145,7 @@ async fn use_before_revoke(app: TestApp, limit: usize) {
         None,
         "a use whose consent read follows the revoke's commit sees no consent (and is refused)"
     );
-    tokio::time::sleep(TestApp::SEQUENCER_HOLD).await;
+    tokio::time::sleep(app.sequencer_hold()).await;
     while app.sequencer().sequence(limit).await.unwrap().pending > 0 {}
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used", "consent.revoked"]);
 }
@@ -168,7 +166,7 @@ async fn a_use_past_its_deadline_is_refused_and_leaves_nothing(app: TestApp) {
 async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
     let consent = grant(&app, "alice").await;
     let generous = Deadline::after(Duration::from_secs(60));
-    tokio::time::sleep(TestApp::SEQUENCER_HOLD + Duration::from_millis(20)).await;
+    tokio::time::sleep(app.sequencer_hold() + Duration::from_millis(20)).await;
     let refused = app.intake().record(used(&app, &consent), generous).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     settle(&app).await;
@@ -178,11 +176,11 @@ async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
 async fn recording_an_event_again_changes_nothing(app: TestApp) {
     let consent = grant(&app, "alice").await;
     let use_ = used(&app, &consent);
-    app.intake().record(use_.clone(), deadline()).await.unwrap();
-    app.intake().record(use_.clone(), deadline()).await.unwrap();
+    app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
+    app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
     assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 2, "the grant and the use, once");
     settle(&app).await;
-    app.intake().record(use_, deadline()).await.unwrap();
+    app.intake().record(use_, deadline(&app)).await.unwrap();
     assert!(app.sequencer().pending("alice", 100).await.unwrap().is_empty(), "already on the chain");
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
@@ -190,7 +188,9 @@ async fn recording_an_event_again_changes_nothing(app: TestApp) {
 
 /// Many uses of three users recorded at once while four sequencers run in a loop: every use
 /// lands once, every chain is gapless and intact, and no user's consent change holds the
-/// others back.
+/// others back. A use refused at its deadline (moto serializes every call: 60 puts at once
+/// can outlast it) may still land, as a use the app refused (over-reporting, never under),
+/// but never twice; every accepted use lands.
 async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
     const USES: usize = 60;
     let app = Arc::new(app);
@@ -207,9 +207,17 @@ async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
         let event = used(&app, &consents[i % 2]);
         ids.insert(event.event_id.clone());
         let app = app.clone();
-        writers.push(tokio::spawn(async move { app.intake().record(event, deadline()).await.unwrap() }));
+        writers.push(tokio::spawn(async move {
+            let id = event.event_id.clone();
+            match app.intake().record(event, deadline(&app)).await {
+                Ok(()) => Some(id),
+                Err(StoreError::Unavailable(_)) => None,
+                Err(e) => panic!("{e}"),
+            }
+        }));
     }
     app::revoke_consent(app.services(), &user(carol.user_id.as_str())).await.unwrap();
+    let revoked = std::time::Instant::now();
     let sequencers: Vec<_> = (0..4)
         .map(|_| {
             let app = app.clone();
@@ -220,26 +228,34 @@ async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
             })
         })
         .collect();
+    let mut accepted = HashSet::new();
     for w in writers {
-        w.await.unwrap();
+        accepted.extend(w.await.unwrap());
     }
     for s in sequencers {
         s.await.unwrap();
     }
+    if app.backend == e2e::Backend::Embedded {
+        assert_eq!(accepted, ids, "the embedded store refuses no use here");
+    }
+    assert!(accepted.len() >= USES / 2, "most uses are accepted ({} of {USES})", accepted.len());
+    let carol_pending = !app.sequencer().pending("carol", 10).await.unwrap().is_empty();
     assert!(
-        !app.sequencer().pending("carol", 10).await.unwrap().is_empty() || TestApp::SEQUENCER_HOLD.is_zero(),
-        "carol's revoke is still held (the test ran faster than the hold)"
+        carol_pending || revoked.elapsed() >= app.sequencer_hold(),
+        "carol's revoke is still held while its hold lasts"
     );
     settle(&app).await;
     let mut seen = HashSet::new();
     for who in ["alice", "bob"] {
         let events = app.services().chain_archive.stream_events(who, 0, 10_000).await.unwrap();
-        assert_eq!(chain(&app, who).await.len(), 1 + USES / 2, "{who}");
-        for e in events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed) {
+        let uses: Vec<_> = events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed).collect();
+        assert_eq!(chain(&app, who).await.len(), 1 + uses.len(), "{who}: the grant, then uses only");
+        for e in uses {
             assert!(seen.insert(e.event_id.clone()), "{} appended twice", e.event_id);
         }
     }
-    assert_eq!(seen, ids, "every use landed");
+    assert!(accepted.is_subset(&seen), "every accepted use landed");
+    assert!(seen.is_subset(&ids), "nothing else landed");
     assert_eq!(kinds(&chain(&app, "carol").await), ["consent.granted", "consent.revoked"]);
 }
 
@@ -267,7 +283,7 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     for _ in 0..5 {
         let use_ = used(&app, &consent);
         recorded.push(use_.event_id.clone());
-        app.intake().record(use_, deadline()).await.unwrap();
+        app.intake().record(use_, deadline(&app)).await.unwrap();
     }
     recorded.reverse();
     let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };
@@ -286,27 +302,15 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1], "all sequenced, once");
 }
 
-mod embedded {
-    use super::*;
-
-    macro_rules! on_embedded {
-        ($($case:ident),* $(,)?) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                super::$case(TestApp::sequenced(Backend::Embedded).await).await;
-            }
-        )*};
-    }
-
-    on_embedded!(
-        a_use_is_pending_until_sequenced_then_on_its_chain_once,
-        a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,
-        a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit,
-        a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before,
-        a_use_past_its_deadline_is_refused_and_leaves_nothing,
-        a_use_decided_a_hold_ago_is_refused_whatever_its_budget,
-        recording_an_event_again_changes_nothing,
-        racing_writers_and_sequencers_append_every_event_once,
-        the_access_log_shows_pending_events_first_then_the_chain,
-    );
-}
+e2e::on_both_backends!(
+    sequenced;
+    a_use_is_pending_until_sequenced_then_on_its_chain_once,
+    a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,
+    a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit,
+    a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before,
+    a_use_past_its_deadline_is_refused_and_leaves_nothing,
+    a_use_decided_a_hold_ago_is_refused_whatever_its_budget,
+    recording_an_event_again_changes_nothing,
+    racing_writers_and_sequencers_append_every_event_once,
+    the_access_log_shows_pending_events_first_then_the_chain,
+);

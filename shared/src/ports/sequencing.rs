@@ -105,9 +105,12 @@ pub trait Sequencer: Send + Sync {
 
 /// The sequencer's ordering rule, shared by every backend: `events` are one stream's pending
 /// events in the order they were recorded; the answer is the order to append them. Each
-/// `token.used` that names a consent ended by an event recorded before it (a revoke or an
-/// expiry of that consent, a grant of another one, or an approval, which always grants) and
-/// after that consent's own grant moves to just before the first such event. Nothing else
+/// `token.used` or `token.issued` that names a consent ended by an event recorded before it
+/// (a revoke or an expiry of that consent, a grant of another one, or an approval, which
+/// always grants) and after that consent's own grant moves to just before the first such
+/// event: a use was decided, and a mint committed on condition, while the consent was live,
+/// so before its end committed (on DynamoDB, where the recorded order is each writer's clock
+/// when it sent its write, a mint sent after a revoke can commit before it). Nothing else
 /// moves.
 pub fn decision_order(events: Vec<AuditEvent>) -> Vec<AuditEvent> {
     use crate::domain::AuditEventType as T;
@@ -123,7 +126,7 @@ pub fn decision_order(events: Vec<AuditEvent>) -> Vec<AuditEvent> {
     let mut keyed: Vec<(usize, u8, usize)> = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         let mut slot = i;
-        if let (T::TokenUsed, Some(consent)) = (e.event_type, e.consent_id.as_ref()) {
+        if let (T::TokenUsed | T::TokenIssued, Some(consent)) = (e.event_type, e.consent_id.as_ref()) {
             // The consent's own grant, if recorded in this batch, bounds the search.
             let granted = events[..i]
                 .iter()
@@ -213,6 +216,12 @@ mod tests {
                 "8:token.issued:c3"
             ]
         );
+    }
+
+    #[test]
+    fn a_mint_recorded_after_the_revoke_of_its_consent_goes_before_it() {
+        let events = [event(T::ConsentGranted, "c1"), event(T::ConsentRevoked, "c1"), event(T::TokenIssued, "c1")];
+        assert_eq!(order(&events), ["0:consent.granted:c1", "2:token.issued:c1", "1:consent.revoked:c1"]);
     }
 
     #[test]

@@ -172,10 +172,17 @@ async fn racing_grants_revokes_mints_and_uses_keep_every_promise_embedded() {
 
 /// The same race with uses recorded through the intake, no condition, and the sequencer
 /// running throughout (#18): the chain must show the same promises, every use before the
-/// end of its consent. TODO(#18): on DynamoDB too, once it has the intake and the sequencer.
+/// end of its consent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_grants_revokes_mints_and_uses_keep_every_promise_embedded_sequenced() {
     races_exercising_uses(Backend::Embedded, true, 100).await;
+}
+
+/// The same on DynamoDB: uses as one conditionless put each into `AuditIntake`, consent
+/// changes as transactions without the chain head, the sequencer running throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_grants_revokes_mints_and_uses_keep_every_promise_on_dynamodb_sequenced() {
+    races_exercising_uses(Backend::Aws, true, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

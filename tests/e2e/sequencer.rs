@@ -314,3 +314,22 @@ e2e::on_both_backends!(
     racing_writers_and_sequencers_append_every_event_once,
     the_access_log_shows_pending_events_first_then_the_chain,
 );
+
+/// A use whose put lands after its consent's end is on the chain (on DynamoDB: a put still in
+/// flight when its client gave up at the deadline, so the app refused the use) is appended as
+/// what the app answered, a late refusal, never as a use after the end. (The embedded store
+/// cannot land a use late: its writer checks the deadline.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_landing_after_its_consents_end_is_appended_as_a_late_refusal_on_dynamodb() {
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice").await;
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    settle(&app).await;
+    // The late landing: recorded now, decided (as far as the store can tell) within its hold.
+    app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "consent.revoked", "token.rejected"]);
+    let events = app.services().chain_archive.stream_events("alice", 0, 10).await.unwrap();
+    assert_eq!(events[2].detail.as_deref(), Some("late GET /app/whoami"));
+    assert_eq!(events[2].consent_id.as_ref(), Some(&consent.consent_id));
+}

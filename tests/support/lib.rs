@@ -434,11 +434,15 @@ impl TestApp {
         self.services.audit_intake.is_some()
     }
 
-    /// Runs the sequencer until nothing is pending (consent changes wait out their hold).
+    /// Runs the sequencer until nothing is pending (consent changes wait out their hold). A
+    /// run that fails for want of the store (moto timing out under the suite's load) is run
+    /// again, as the function's retries would: a repeated run changes nothing.
     pub async fn settle(&self) {
         for _ in 0..200 {
-            if self.sequencer().sequence(1_000).await.unwrap().pending == 0 {
-                return;
+            match self.sequencer().sequence(1_000).await {
+                Ok(run) if run.pending == 0 => return,
+                Ok(_) | Err(shared::ports::StoreError::Unavailable(_)) => {}
+                Err(e) => panic!("sequencer: {e}"),
             }
             tokio::time::sleep(self.hold / 4).await;
         }

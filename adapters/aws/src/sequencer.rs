@@ -149,6 +149,77 @@ struct Head {
     hash: String,
     /// The oldest decision second a pending item of the stream can have (none: read all).
     floor_at: Option<i64>,
+    /// The chain's consent state at the head: the live consent, and the last consents ended.
+    consents: ChainConsents,
+}
+
+/// How many ended consents a head remembers (a stream ends a few per hour at most).
+const ENDED_REMEMBERED: usize = 16;
+
+/// What the chain up to the head says about the stream's consents: which is live, and which
+/// ended lately. A `token.used` of an ended consent still pending was recorded after its end
+/// was appended, so more than a hold after its decision: its put landed after its client gave
+/// up, and the app refused the use. It is appended as what it was, a `token.rejected`
+/// (detail `late <method> <path>`), never as a use after the end.
+#[derive(Default, Clone)]
+struct ChainConsents {
+    live: Option<String>,
+    ended: Vec<String>,
+}
+
+impl ChainConsents {
+    fn of(item: &Item) -> Self {
+        let live = item.get("live").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned();
+        let ended = item
+            .get("ended")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        Self { live, ended }
+    }
+
+    fn end(&mut self, consent: String) {
+        self.ended.retain(|c| *c != consent);
+        self.ended.push(consent);
+        if self.ended.len() > ENDED_REMEMBERED {
+            self.ended.remove(0);
+        }
+    }
+
+    /// Folds in `event`, appended after the head.
+    fn follow(&mut self, event: &AuditEvent) {
+        use shared::domain::AuditEventType as T;
+        let consent = event.consent_id.as_ref().map(|c| c.as_str().to_owned());
+        match event.event_type {
+            T::ConsentGranted => {
+                if let Some(old) = self.live.take().filter(|old| Some(old) != consent.as_ref()) {
+                    self.end(old);
+                }
+                self.ended.retain(|c| Some(c) != consent.as_ref());
+                self.live = consent;
+            }
+            T::ConsentRevoked | T::ConsentExpired => {
+                if let Some(consent) = consent {
+                    if self.live.as_ref() == Some(&consent) {
+                        self.live = None;
+                    }
+                    self.end(consent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `event` as it is appended: a use of a consent already ended on the chain is late.
+    fn judge(&self, mut event: AuditEvent) -> AuditEvent {
+        let late = event.event_type == shared::domain::AuditEventType::TokenUsed
+            && event.consent_id.as_ref().is_some_and(|c| self.ended.iter().any(|e| e == c.as_str()));
+        if late {
+            event.event_type = shared::domain::AuditEventType::TokenRejected;
+            event.detail = Some(format!("late {}", event.detail.as_deref().unwrap_or_default()).trim_end().to_owned());
+        }
+        event
+    }
 }
 
 impl DynamoStore {
@@ -224,11 +295,16 @@ impl DynamoStore {
             .await
             .map_err(unavailable)?;
         let Some(item) = out.item() else {
-            return Ok(Head { seq: 0, hash: support_access_verify::chain::GENESIS.to_owned(), floor_at: None });
+            return Ok(Head {
+                seq: 0,
+                hash: support_access_verify::chain::GENESIS.to_owned(),
+                floor_at: None,
+                consents: ChainConsents::default(),
+            });
         };
         let (seq, hash) = head_of(item).ok_or_else(|| corrupt_head(stream))?;
         let floor_at = item.get("floor_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-        Ok(Head { seq, hash, floor_at })
+        Ok(Head { seq, hash, floor_at, consents: ChainConsents::of(item) })
     }
 
     /// Every item of one key range, oldest first, read consistently.
@@ -332,20 +408,27 @@ impl DynamoStore {
         let adopted = self.chain_after(stream, head.seq).await?;
         let (mut seq, mut hash) = (head.seq, head.hash.clone());
         let mut newest_at = None;
+        let mut consents = head.consents.clone();
         for event in &adopted {
             if event.seq != seq + 1 || event.prev_hash != hash {
                 return Err(StoreError::Corrupt(format!("chain {stream}: seq {} does not follow {seq}", event.seq)));
             }
+            consents.follow(event);
             (seq, hash) = (event.seq, event.hash.clone());
             newest_at = newest_at.max(Some(event.at.unix()));
         }
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
         // 2. The pending items in decision order, cut at the first consent change held.
+        // Released by the time the read began (a use that landed after that may be missed);
+        // stamped by the time it answered (not before the event committed).
+        let read_at = Instant::now();
         let all = self.pending_items(stream, head.floor_at).await?;
         let seen_at = Instant::now();
         let (done, pending): (Vec<Pending>, Vec<Pending>) =
             all.into_iter().partition(|p| adopted.contains_key(&p.event.event_id));
+        // A late use is judged against the chain before the batch, whose own ends order it.
+        let pending = pending.into_iter().map(|p| Pending { event: consents.judge(p.event), ..p }).collect();
         let ordered = in_decision_order(pending);
         let key = |p: &Pending| (stream.to_owned(), p.order.clone());
         let cut = {
@@ -354,7 +437,7 @@ impl DynamoStore {
                 .iter()
                 .position(|p| {
                     ends_a_consent(&p.event)
-                        && seen.get(&key(p)).is_none_or(|first| seen_at.duration_since(*first) < state.hold)
+                        && seen.get(&key(p)).is_none_or(|first| read_at.saturating_duration_since(*first) < state.hold)
                 })
                 .unwrap_or(ordered.len());
             // Stamped after the read that saw them, so not before they committed.
@@ -384,6 +467,7 @@ impl DynamoStore {
                 Err(e) if e.as_service_error().is_some_and(conditional_failed) => break,
                 Err(e) => return Err(unavailable(e)),
             }
+            consents.follow(&event);
             (seq, hash) = (event.seq, event.hash.clone());
             newest_at = newest_at.max(Some(event.at.unix()));
             appended.push((p.order.clone(), event.seq));
@@ -405,7 +489,7 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.tables.heads)
                 .key("stream", s(stream))
-                .update_expression("SET #q = :q, #h = :h, #at = :at, floor_at = :f")
+                .update_expression("SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e")
                 .condition_expression("attribute_not_exists(#s) OR #q < :q")
                 .expression_attribute_names("#q", "seq")
                 .expression_attribute_names("#h", "hash")
@@ -415,6 +499,8 @@ impl DynamoStore {
                 .expression_attribute_values(":h", s(&hash))
                 .expression_attribute_values(":at", n(newest_at))
                 .expression_attribute_values(":f", n(floor_at))
+                .expression_attribute_values(":l", s(consents.live.as_deref().unwrap_or_default()))
+                .expression_attribute_values(":e", AttributeValue::L(consents.ended.iter().map(|c| s(c)).collect()))
                 .send()
                 .await;
             match sent {

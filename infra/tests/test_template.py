@@ -351,6 +351,7 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
         "AccessRequestsTable",
         "ControlsTable",
         "FirstUsesTable",
+        "AuditIntakeTable",
     ]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -370,6 +371,13 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     first_uses = resources["FirstUsesTable"]["Properties"]
     assert first_uses["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert first_uses["KeySchema"] == [{"AttributeName": "jti", "KeyType": "HASH"}]
+    intake = resources["AuditIntakeTable"]["Properties"]
+    assert intake["KeySchema"] == [
+        {"AttributeName": "stream", "KeyType": "HASH"},
+        {"AttributeName": "order", "KeyType": "RANGE"},
+    ]
+    assert intake["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert intake["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     assert resources["AuditTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     notifier = resources["NotifierFunction"]["Properties"]["Events"]["AuditStream"]["Properties"]
     assert notifier["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and notifier["MaximumRetryAttempts"] == -1

@@ -24,4 +24,5 @@ mod local_api_flow;
 mod look_alike_roles;
 mod notifications;
 mod races;
+mod sequencer;
 mod verify_remote;

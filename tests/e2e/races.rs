@@ -33,6 +33,21 @@ impl Rng {
 /// One race on a fresh `app`: every promise checked; returns how many uses were accepted.
 async fn race(app: TestApp, iterations_per_task: usize) -> usize {
     let app = Arc::new(app);
+    // A sequenced store's sequencer runs throughout, as local-api's task and the AWS function do.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sequencer = app.is_sequenced().then(|| {
+        let (app, done) = (app.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // A run that timed out is run again (the function's retries).
+                match app.sequencer().sequence(100).await {
+                    Ok(_) | Err(shared::ports::StoreError::Unavailable(_)) => {}
+                    Err(e) => panic!("sequencer: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    });
     let tokens: Arc<Mutex<Vec<String>>> = Arc::default();
     let issued: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = Vec::new();
@@ -77,6 +92,11 @@ async fn race(app: TestApp, iterations_per_task: usize) -> usize {
     }
     for task in tasks {
         task.await.unwrap();
+    }
+    if let Some(sequencer) = sequencer {
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sequencer.await.unwrap();
+        app.settle().await;
     }
 
     let events: Vec<Value> = app
@@ -138,10 +158,11 @@ async fn race(app: TestApp, iterations_per_task: usize) -> usize {
 /// Races on fresh storage until one race saw an accepted use (at most `ROUNDS`): every round
 /// must keep every promise, and some round must have exercised uses, not only refusals (on a
 /// slow machine a short race can spend every use on a consent that was just replaced).
-async fn races_exercising_uses(backend: Backend, iterations_per_task: usize) {
+async fn races_exercising_uses(backend: Backend, sequenced: bool, iterations_per_task: usize) {
     const ROUNDS: usize = 3;
     for _ in 0..ROUNDS {
-        if race(TestApp::on(backend).await, iterations_per_task).await > 0 {
+        let app = if sequenced { TestApp::sequenced(backend).await } else { TestApp::on(backend).await };
+        if race(app, iterations_per_task).await > 0 {
             return;
         }
     }
@@ -150,10 +171,25 @@ async fn races_exercising_uses(backend: Backend, iterations_per_task: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_grants_revokes_mints_and_uses_keep_every_promise_embedded() {
-    races_exercising_uses(Backend::Embedded, 100).await;
+    races_exercising_uses(Backend::Embedded, false, 100).await;
+}
+
+/// The same race with uses recorded through the intake, no condition, and the sequencer
+/// running throughout (#18): the chain must show the same promises, every use before the
+/// end of its consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_grants_revokes_mints_and_uses_keep_every_promise_embedded_sequenced() {
+    races_exercising_uses(Backend::Embedded, true, 100).await;
+}
+
+/// The same on DynamoDB: uses as one conditionless put each into `AuditIntake`, consent
+/// changes as transactions without the chain head, the sequencer running throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_grants_revokes_mints_and_uses_keep_every_promise_on_dynamodb_sequenced() {
+    races_exercising_uses(Backend::Aws, true, 16).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_grants_revokes_mints_and_uses_keep_every_promise_on_dynamodb() {
-    races_exercising_uses(Backend::Aws, 8).await;
+    races_exercising_uses(Backend::Aws, false, 8).await;
 }

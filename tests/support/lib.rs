@@ -217,6 +217,8 @@ pub struct TestApp {
     pub backend: Backend,
     sqlite: Option<(Arc<SqliteStore>, PathBuf)>,
     aws: Option<AwsParts>,
+    /// How long a sequenced store holds consent changes ([`TestApp::sequenced`]).
+    hold: Duration,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -320,6 +322,7 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
         requests: format!("AccessRequests-{suffix}"),
         controls: format!("Controls-{suffix}"),
         first_uses: format!("FirstUses-{suffix}"),
+        intake: format!("AuditIntake-{suffix}"),
     };
     create_tables(&dynamodb, &tables).await.unwrap();
     let key = create_signing_key(&kms).await.unwrap();
@@ -369,6 +372,7 @@ impl TestApp {
             backend: Backend::Embedded,
             sqlite: Some((store, PathBuf::new())),
             aws: None,
+            hold: Self::SEQUENCER_HOLD,
             _dir: None,
         }
     }
@@ -382,15 +386,95 @@ impl TestApp {
                 let path = dir.path().join("support-access.db");
                 let store = Arc::new(SqliteStore::open(&path).unwrap());
                 let services = embedded_services(store.clone(), clock.clone(), test_policy()).await;
-                Self { services, clock, backend, sqlite: Some((store, path)), aws: None, _dir: Some(dir) }
+                let hold = Self::SEQUENCER_HOLD;
+                Self { services, clock, backend, sqlite: Some((store, path)), aws: None, hold, _dir: Some(dir) }
             }
             Backend::Aws => Self::on_aws(None).await,
+        }
+    }
+
+    /// How long the embedded sequencer holds a consent change in the tests of #18 (the uses'
+    /// deadline there is half of it), instead of [`shared::ports::SEQUENCER_HOLD`].
+    pub const SEQUENCER_HOLD: Duration = Duration::from_millis(300);
+
+    /// The same on DynamoDB: moto serializes every call of the whole suite, so under its load
+    /// one put took over a second (2 s was too short for the uses' half of it).
+    pub const AWS_SEQUENCER_HOLD: Duration = Duration::from_millis(5_000);
+
+    /// `backend` with every audit event going through the intake and the sequencer (#18).
+    pub async fn sequenced(backend: Backend) -> Self {
+        let hold = match backend {
+            Backend::Embedded => Self::SEQUENCER_HOLD,
+            Backend::Aws => Self::AWS_SEQUENCER_HOLD,
+        };
+        Self::sequenced_with_hold(backend, hold).await
+    }
+
+    /// How long this app's store holds consent changes (a [`TestApp::sequenced`] app).
+    pub fn sequencer_hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// As [`TestApp::sequenced`], holding consent changes for `hold`.
+    pub async fn sequenced_with_hold(backend: Backend, hold: Duration) -> Self {
+        if backend == Backend::Aws {
+            return Self::aws_app(None, Some(hold)).await;
+        }
+        let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("support-access.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap().with_sequencer_hold(hold));
+        let services =
+            embedded_services(store.clone(), clock.clone(), test_policy()).await.with_audit_intake(store.clone());
+        Self { services, clock, backend, sqlite: Some((store, path)), aws: None, hold, _dir: Some(dir) }
+    }
+
+    /// Whether this app's events go through the intake and the sequencer.
+    pub fn is_sequenced(&self) -> bool {
+        self.services.audit_intake.is_some()
+    }
+
+    /// Runs the sequencer until nothing is pending (consent changes wait out their hold). A
+    /// run that fails for want of the store (moto timing out under the suite's load) is run
+    /// again, as the function's retries would: a repeated run changes nothing.
+    pub async fn settle(&self) {
+        for _ in 0..200 {
+            match self.sequencer().sequence(1_000).await {
+                Ok(run) if run.pending == 0 => return,
+                Ok(_) | Err(shared::ports::StoreError::Unavailable(_)) => {}
+                Err(e) => panic!("sequencer: {e}"),
+            }
+            tokio::time::sleep(self.hold / 4).await;
+        }
+        panic!("the sequencer never drained the intake");
+    }
+
+    /// The intake of a [`TestApp::sequenced`] app.
+    pub fn intake(&self) -> Arc<dyn shared::ports::AuditIntake> {
+        match (&self.sqlite, &self.aws) {
+            (Some((store, _)), _) => store.clone(),
+            (_, Some(aws)) => aws.store.clone(),
+            _ => unreachable!("a backend"),
+        }
+    }
+
+    /// The sequencer of a [`TestApp::sequenced`] app.
+    pub fn sequencer(&self) -> Arc<dyn shared::ports::Sequencer> {
+        match (&self.sqlite, &self.aws) {
+            (Some((store, _)), _) => store.clone(),
+            (_, Some(aws)) => aws.store.clone(),
+            _ => unreachable!("a backend"),
         }
     }
 
     /// The AWS backend with fresh tables and key; its ports talk to the API server through
     /// `via` (an [`aws_proxy::AwsProxy`]) when given.
     pub async fn on_aws(via: Option<&str>) -> Self {
+        Self::aws_app(via, None).await
+    }
+
+    /// As [`TestApp::on_aws`]; with `sequencer_hold`, a store that sequences its chains (#18).
+    async fn aws_app(via: Option<&str>, sequencer_hold: Option<Duration>) -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let (dynamodb, kms) = aws_clients().await;
         let (tables, key) = fresh_deployment(&aws_endpoint()).await;
@@ -405,15 +489,23 @@ impl TestApp {
         let keys = Services::keys_of(signer.as_ref()).await.unwrap();
         // moto serializes every request, so contended appends take far longer than on
         // DynamoDB: the contract suite's 50-writer case needs more than the default.
-        let store =
-            Arc::new(DynamoStore::new(port_dynamodb, tables.clone()).with_append_budget(Duration::from_secs(60)));
+        let store = DynamoStore::new(port_dynamodb, tables.clone()).with_append_budget(Duration::from_secs(60));
+        let store = Arc::new(match sequencer_hold {
+            Some(hold) => store.with_sequencer_hold(hold),
+            None => store,
+        });
         let services = Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+        let services = match sequencer_hold {
+            Some(_) => services.with_audit_intake(store.clone()),
+            None => services,
+        };
         Self {
             services,
             clock,
             backend: Backend::Aws,
             sqlite: None,
             aws: Some(AwsParts { store, key, dynamodb, tables }),
+            hold: sequencer_hold.unwrap_or(Self::SEQUENCER_HOLD),
             _dir: None,
         }
     }
@@ -435,6 +527,7 @@ impl TestApp {
             ("ACCESS_REQUESTS_TABLE", aws.tables.requests.as_str()),
             ("CONTROLS_TABLE", aws.tables.controls.as_str()),
             ("FIRST_USES_TABLE", aws.tables.first_uses.as_str()),
+            ("AUDIT_INTAKE_TABLE", aws.tables.intake.as_str()),
             ("KMS_KEY_ID", aws.key.as_str()),
             ("SUPPORT_ACCESS_GROUPS_CLAIM", "cognito:groups"),
         ]
@@ -819,14 +912,16 @@ pub fn cli_binary() -> PathBuf {
 
 /// Runs each named `async fn case(app: TestApp)` of the calling test file twice: on the
 /// embedded store and on DynamoDB/KMS (moto), as `embedded::case` and `dynamodb_kms::case`.
+/// `on_both_backends!(make; cases)` builds each app with `TestApp::make(backend)` instead of
+/// [`TestApp::on`] (`sequenced`, say).
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
+    ($make:ident; $($case:ident),* $(,)?) => {
         mod embedded {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case($crate::TestApp::on($crate::Backend::Embedded).await).await;
+                    super::$case($crate::TestApp::$make($crate::Backend::Embedded).await).await;
                 }
             )*
         }
@@ -834,10 +929,13 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case($crate::TestApp::on($crate::Backend::Aws).await).await;
+                    super::$case($crate::TestApp::$make($crate::Backend::Aws).await).await;
                 }
             )*
         }
+    };
+    ($($case:ident),* $(,)?) => {
+        $crate::on_both_backends!(on; $($case),*);
     };
 }
 

@@ -22,12 +22,12 @@ use super::items::{
 };
 use shared::domain::{AuditEvent, Consent, Timestamp, UserId};
 use shared::ports::{
-    AuditAppender, AuditPage, AuditQuery, AuditReader, ConsentReader, ConsentWriter, ExpiryLedger, StoreError,
-    TokenLedger,
+    AuditAppender, AuditPage, AuditQuery, ConsentReader, ConsentWriter, ExpiryLedger, StoreError, TokenLedger,
 };
 
-/// The seven tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
-/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`, `FIRST_USES_TABLE`).
+/// The eight tables (names from `CONSENTS_TABLE`, `AUDIT_TABLE`, `CHAIN_HEADS_TABLE`,
+/// `CHECKPOINTS_TABLE`, `ACCESS_REQUESTS_TABLE`, `CONTROLS_TABLE`, `FIRST_USES_TABLE`,
+/// `AUDIT_INTAKE_TABLE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
     pub consents: String,
@@ -39,6 +39,9 @@ pub struct Tables {
     pub controls: String,
     /// Each token's first-use claim, by `jti` (the notifier's alone, TTL on `expires_at`).
     pub first_uses: String,
+    /// Decided events not yet on their chains, by stream and decision time (#18; written
+    /// only by a store [`DynamoStore::with_sequencer`], see `sequencer.rs`).
+    pub intake: String,
 }
 
 impl Tables {
@@ -60,6 +63,7 @@ impl Tables {
             requests: var("ACCESS_REQUESTS_TABLE", "AccessRequests"),
             controls: var("CONTROLS_TABLE", "Controls"),
             first_uses: var("FIRST_USES_TABLE", "FirstUses"),
+            intake: var("AUDIT_INTAKE_TABLE", "AuditIntake"),
         }
     }
 }
@@ -67,11 +71,14 @@ impl Tables {
 pub struct DynamoStore {
     pub(super) client: Client,
     pub(super) tables: Tables,
-    append_budget: Duration,
+    pub(super) append_budget: Duration,
     /// The last head this process saw of each stream: the first guess of the next append, so
     /// a warm function appends with one transaction and no read. A stale guess is harmless:
     /// the head's condition fails and returns the real head, and the append retries from it.
     recent_heads: std::sync::Mutex<HashMap<String, (u64, String)>>,
+    /// `Some` once events go through the intake and the sequencer (#18; see `sequencer.rs`);
+    /// `None`: each write appends to its chain at once, as before.
+    pub(super) sequencer: Option<std::sync::Arc<super::sequencer::SequencerState>>,
 }
 
 /// How many streams' heads one process remembers (cleared when full: it is only a guess).
@@ -85,7 +92,7 @@ pub(super) const EXPIRY_MARKER_PREFIX: &str = "~expired#";
 /// writer's event landed, so 50 writers at once on one stream all land within these bounds
 /// (measured in the contract suite); beyond that, the answer is 503 and nothing half-written.
 const MAX_APPEND_ATTEMPTS: u32 = 200;
-const APPEND_BUDGET: Duration = Duration::from_secs(5);
+pub(super) const APPEND_BUDGET: Duration = Duration::from_secs(5);
 /// Backoff after a lost race: a random wait up to `2 ms * 2^attempt`, capped ("full jitter"),
 /// so contending writers spread out instead of colliding again in lockstep.
 const BACKOFF_BASE_MS: u64 = 2;
@@ -112,7 +119,7 @@ pub(super) fn n(v: i64) -> AttributeValue {
 }
 
 /// What a cancelled transaction says about its items.
-enum Cancelled {
+pub(super) enum Cancelled {
     /// One of the caller's conditions (the consent's state) failed.
     Condition,
     /// Another writer took this `seq` first, or the items were contended: retry, from the
@@ -131,7 +138,7 @@ pub(super) fn corrupt_head(stream: &str) -> StoreError {
     StoreError::Corrupt(format!("chain head of {stream}: seq or hash missing"))
 }
 
-fn cancellation(
+pub(super) fn cancellation(
     e: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
     own: usize,
 ) -> Cancelled {
@@ -150,9 +157,17 @@ fn cancellation(
     Cancelled::Other(format!("transaction cancelled: {codes:?}"))
 }
 
+/// A random wait before attempt `attempt` of a contended write: up to `2 ms * 2^attempt`,
+/// capped at 50 ms ("full jitter").
+pub(super) async fn backoff(attempt: u32) {
+    let ceiling = (BACKOFF_BASE_MS << attempt.min(10)).min(BACKOFF_CAP_MS);
+    let random = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
+    tokio::time::sleep(Duration::from_millis(random % (ceiling + 1))).await;
+}
+
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables, append_budget: APPEND_BUDGET, recent_heads: Default::default() }
+        Self { client, tables, append_budget: APPEND_BUDGET, recent_heads: Default::default(), sequencer: None }
     }
 
     /// How long one append may keep retrying lost races (default 5 s, half a function's
@@ -212,6 +227,9 @@ impl DynamoStore {
         if events.iter().any(|e| e.stream() != stream) {
             return Err(StoreError::Corrupt("events of one commit must share a stream".into()));
         }
+        if self.sequencer.is_some() {
+            return self.record_all(own, events).await;
+        }
         let started = std::time::Instant::now();
         let mut known_head = self.recent_head(&stream);
         let mut guessed = known_head.is_some();
@@ -264,10 +282,7 @@ impl DynamoStore {
                     Cancelled::Race(head) if std::mem::take(&mut guessed) => known_head = head,
                     Cancelled::Race(head) if started.elapsed() < self.append_budget => {
                         known_head = head;
-                        let ceiling = (BACKOFF_BASE_MS << attempt.min(10)).min(BACKOFF_CAP_MS);
-                        let random =
-                            u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
-                        tokio::time::sleep(Duration::from_millis(random % (ceiling + 1))).await;
+                        backoff(attempt).await;
                     }
                     Cancelled::Race(_) => break,
                     Cancelled::Other(why) => return Err(StoreError::Unavailable(why)),
@@ -441,9 +456,10 @@ fn sort_value(v: &AttributeValue) -> String {
     }
 }
 
-#[async_trait]
-impl AuditReader for DynamoStore {
-    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+impl DynamoStore {
+    /// The sequenced events a query matches (every query's answer on a store without a
+    /// sequencer; see `sequencer.rs` for the pending events a user's log shows first).
+    pub(super) async fn query_chain(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         let f = &query.filter;
         let (from, to) = query.window();
         let want = query.limit + 1;

@@ -14,6 +14,7 @@ pub mod lambda;
 mod notify;
 mod provision;
 mod requests;
+mod sequencer;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -37,7 +37,9 @@ fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreErro
 /// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
 /// (by user and id, with the agent index and the sparse index of pending requests; TTL on
 /// `purge_at`), `Controls` (the operators' switches, TTL on `expires_at`) and `FirstUses` (each
-/// token's first-use claim by `jti`, TTL on `expires_at`), all on-demand.
+/// token's first-use claim by `jti`, TTL on `expires_at`) and `AuditIntake` (decided events
+/// not yet on their chains, by stream and `order`, stream of new images, TTL on `expires_at`
+/// once sequenced), all on-demand.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
     use ScalarAttributeType::{N, S};
     client
@@ -138,6 +140,26 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .await
         .map_err(|e| failed("create first uses table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     enable_ttl(client, &tables.first_uses, "expires_at").await?;
+    client
+        .create_table()
+        .table_name(&tables.intake)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("stream", S)?)
+        .attribute_definitions(attr("order", S)?)
+        .key_schema(key("stream", KeyType::Hash)?)
+        .key_schema(key("order", KeyType::Range)?)
+        // New images trigger the sequencer (function `sequencer`).
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .map_err(|e| failed("stream", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| failed("create audit intake table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    enable_ttl(client, &tables.intake, "expires_at").await?;
     Ok(())
 }
 

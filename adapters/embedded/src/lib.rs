@@ -7,6 +7,7 @@ mod controls;
 mod dev_idp;
 mod files;
 mod group_commit;
+mod intake;
 mod outbox;
 mod readers;
 mod requests;

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::store::{SqliteStore, append_in, put_consent, unavailable};
+use super::store::{Mode, SqliteStore, emit_in, put_consent, unavailable};
 use shared::domain::{AccessRequest, AgentId, AuditEvent, Consent, RequestId, Timestamp, UserId};
 use shared::ports::{AccessRequestReader, AccessRequestWriter, PendingRequests, RequestPage, RequestQuery, StoreError};
 
@@ -50,6 +50,7 @@ fn page_where(
 
 fn decide_in(
     tx: &Connection,
+    mode: Mode,
     decided: &AccessRequest,
     grant: Option<&Consent>,
     events: Vec<AuditEvent>,
@@ -73,9 +74,9 @@ fn decide_in(
         return Err(StoreError::Conflict(format!("access request {} is no longer pending", decided.request_id)));
     }
     if let Some(consent) = grant {
-        put_consent(tx, consent, at)?;
+        put_consent(tx, mode, consent, at)?;
     }
-    events.into_iter().map(|e| append_in(tx, e)).collect()
+    events.into_iter().map(|e| emit_in(tx, mode, e)).collect()
 }
 
 #[async_trait]
@@ -106,7 +107,7 @@ impl AccessRequestReader for SqliteStore {
 #[async_trait]
 impl AccessRequestWriter for SqliteStore {
     async fn file(&self, request: &AccessRequest, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let request = request.clone();
+        let (request, mode) = (request.clone(), self.mode());
         self.transaction(move |tx| {
             tx.execute(
                 "INSERT INTO access_requests (request_id, user_id, agent, status, expires_at, body)
@@ -121,7 +122,7 @@ impl AccessRequestWriter for SqliteStore {
                 ],
             )
             .map_err(unavailable)?;
-            append_in(tx, event)
+            emit_in(tx, mode, event)
         })
         .await
     }
@@ -132,8 +133,8 @@ impl AccessRequestWriter for SqliteStore {
         grant: Option<&Consent>,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let (decided, grant) = (decided.clone(), grant.cloned());
-        self.transaction(move |tx| decide_in(tx, &decided, grant.as_ref(), events)).await
+        let (decided, grant, mode) = (decided.clone(), grant.cloned(), self.mode());
+        self.transaction(move |tx| decide_in(tx, mode, &decided, grant.as_ref(), events)).await
     }
 }
 

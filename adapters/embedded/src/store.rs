@@ -49,6 +49,15 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_intake (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream   TEXT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    type     TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_intake_by_stream ON audit_intake (stream, id);
 CREATE TABLE IF NOT EXISTS access_requests (
     request_id TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL,
@@ -102,6 +111,9 @@ CREATE TRIGGER IF NOT EXISTS checkpoint_leaves_no_delete BEFORE DELETE ON checkp
 
 pub struct SqliteStore {
     writer: GroupCommit,
+    /// `Some` once events go through the intake and the sequencer (#18; see
+    /// [`super::intake`]); `None`: each write appends to its chain at once, as before.
+    pub(super) sequencer: Option<Arc<super::intake::SequencerState>>,
     /// Query-only connections to the same file; `None` for a private in-memory database,
     /// which only its one connection can see (reads then go through the writer).
     readers: Option<Arc<Readers>>,
@@ -145,7 +157,7 @@ impl SqliteStore {
         if !has_hash {
             conn.execute_batch("ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT ''").map_err(unavailable)?;
         }
-        Ok(Self { writer: GroupCommit::start(Arc::new(Mutex::new(conn)))?, readers: None })
+        Ok(Self { writer: GroupCommit::start(Arc::new(Mutex::new(conn)))?, readers: None, sequencer: None })
     }
 
     /// Runs `work` atomically (all its writes or none) and answers once they are durably
@@ -166,6 +178,23 @@ impl SqliteStore {
             Some(readers) => readers.run(work).await,
             None => self.transaction(work).await,
         }
+    }
+}
+
+/// How a write records its audit events: appended to their chains at once, or recorded as
+/// pending in the intake for the sequencer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Direct,
+    Sequenced,
+}
+
+/// Records `event` inside `tx` as `mode` says: appended to its chain (returned sealed), or
+/// pending in the intake (returned unsealed, `seq` 0).
+pub(super) fn emit_in(tx: &Connection, mode: Mode, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+    match mode {
+        Mode::Direct => append_in(tx, event),
+        Mode::Sequenced => super::intake::record_in(tx, &event).map(|()| event),
     }
 }
 
@@ -214,7 +243,12 @@ fn consent_of(tx: &Connection, user: &UserId) -> Result<Option<Consent>, StoreEr
 }
 
 /// If the user's stored consent ran out by `now`, deletes it and records `consent.expired`.
-pub(super) fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+pub(super) fn settle_expiry(
+    tx: &Connection,
+    mode: Mode,
+    user: &UserId,
+    now: Timestamp,
+) -> Result<Option<Consent>, StoreError> {
     let Some(consent) = consent_of(tx, user)? else { return Ok(None) };
     if consent.is_active(now) {
         return Ok(Some(consent));
@@ -226,14 +260,14 @@ pub(super) fn settle_expiry(tx: &Connection, user: &UserId, now: Timestamp) -> R
     .map_err(unavailable)?;
     let expired = AuditEvent::new(AuditEventType::ConsentExpired, now, Some(user.clone()), Actor::system())
         .with_consent(&consent.consent_id, consent.scope, consent.expires_at);
-    append_in(tx, expired)?;
+    emit_in(tx, mode, expired)?;
     Ok(None)
 }
 
 /// Makes `c` the user's one consent; one that ran out unnoticed gets its expiry on the log
 /// (at `now`) before it is replaced.
-pub(super) fn put_consent(tx: &Connection, c: &Consent, now: Timestamp) -> Result<(), StoreError> {
-    settle_expiry(tx, &c.user_id, now)?;
+pub(super) fn put_consent(tx: &Connection, mode: Mode, c: &Consent, now: Timestamp) -> Result<(), StoreError> {
+    settle_expiry(tx, mode, &c.user_id, now)?;
     tx.execute(
         "INSERT OR REPLACE INTO consents (user_id, consent_id, scope, note, granted_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -275,10 +309,12 @@ impl TryFrom<&Row<'_>> for ConsentRow {
 #[async_trait]
 impl ConsentReader for SqliteStore {
     async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
-        let (user, reading) = (user.clone(), user.clone());
+        let (user, reading, mode) = (user.clone(), user.clone(), self.mode());
         match self.read(move |c| consent_of(c, &reading)).await? {
             // Only a consent that ran out needs the writer (to delete it and log the expiry).
-            Some(consent) if !consent.is_active(now) => self.transaction(move |tx| settle_expiry(tx, &user, now)).await,
+            Some(consent) if !consent.is_active(now) => {
+                self.transaction(move |tx| settle_expiry(tx, mode, &user, now)).await
+            }
             seen => Ok(seen),
         }
     }
@@ -287,16 +323,16 @@ impl ConsentReader for SqliteStore {
 #[async_trait]
 impl ConsentWriter for SqliteStore {
     async fn grant(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let c = consent.clone();
+        let (c, mode) = (consent.clone(), self.mode());
         self.transaction(move |tx| {
-            put_consent(tx, &c, event.at)?;
-            append_in(tx, event)
+            put_consent(tx, mode, &c, event.at)?;
+            emit_in(tx, mode, event)
         })
         .await
     }
 
     async fn revoke(&self, consent: &Consent, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        let (user, id, mode) = (consent.user_id.clone(), consent.consent_id.clone(), self.mode());
         self.transaction(move |tx| {
             let deleted = tx
                 .execute(
@@ -307,7 +343,7 @@ impl ConsentWriter for SqliteStore {
             if deleted == 0 {
                 return Err(StoreError::ConsentChanged);
             }
-            append_in(tx, event)
+            emit_in(tx, mode, event)
         })
         .await
     }
@@ -321,7 +357,7 @@ impl TokenLedger for SqliteStore {
         now: Timestamp,
         event: AuditEvent,
     ) -> Result<AuditEvent, StoreError> {
-        let (user, id) = (consent.user_id.clone(), consent.consent_id.clone());
+        let (user, id, mode) = (consent.user_id.clone(), consent.consent_id.clone(), self.mode());
         self.transaction(move |tx| {
             let live: Option<i64> = tx
                 .prepare_cached("SELECT 1 FROM consents WHERE user_id = ?1 AND consent_id = ?2 AND expires_at > ?3")
@@ -332,7 +368,7 @@ impl TokenLedger for SqliteStore {
             if live.is_none() {
                 return Err(StoreError::ConsentChanged);
             }
-            append_in(tx, event)
+            emit_in(tx, mode, event)
         })
         .await
     }
@@ -341,12 +377,16 @@ impl TokenLedger for SqliteStore {
 #[async_trait]
 impl AuditAppender for SqliteStore {
     async fn append(&self, event: AuditEvent) -> Result<AuditEvent, StoreError> {
-        self.transaction(move |tx| append_in(tx, event)).await
+        let mode = self.mode();
+        self.transaction(move |tx| emit_in(tx, mode, event)).await
     }
 }
 
 /// Where a page ended: the sort key of its last event, in the order of the query.
 enum Position {
+    /// A query by user on a sequenced store, still among the user's pending events (which
+    /// come first, newest first): the intake `id` of the last one shown.
+    Pending(i64),
     /// A query by user: that user's `seq`.
     Seq(i64),
     /// Any other query: `(at, stream, seq)`.
@@ -357,6 +397,9 @@ impl Position {
     fn parse(raw: &str, by_user: bool) -> Result<Self, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("position {raw:?}"));
         if by_user {
+            if let Some(id) = raw.strip_prefix('p') {
+                return id.parse().map(Self::Pending).map_err(|_| corrupt());
+            }
             return raw.parse().map(Self::Seq).map_err(|_| corrupt());
         }
         let mut parts = raw.splitn(3, '|');
@@ -378,8 +421,34 @@ impl AuditReader for SqliteStore {
         let by_user = q.filter.user_id.is_some();
         let after = q.after.as_deref().map(|p| Position::parse(p, by_user)).transpose()?;
         let (from, to) = q.window();
+        // A user's pending events (a sequenced store) come first, newest first: on the first
+        // page, and on the pages that continue among them.
+        let pending_before = match (&after, self.mode()) {
+            (None, Mode::Sequenced) if by_user => Some(i64::MAX),
+            (Some(Position::Pending(id)), _) => Some(*id),
+            _ => None,
+        };
         self.read(move |tx| {
             let f = &q.filter;
+            let mut events: Vec<(AuditEvent, String)> = Vec::new();
+            // The intake id of the last pending event on the page, if it holds any.
+            let mut last_pending = None;
+            if let (Some(before), Some(user)) = (pending_before, &f.user_id) {
+                for (id, event) in super::intake::pending_newest_first(tx, user.as_str(), before)? {
+                    if !f.matches(&event) || event.at < from || event.at > to {
+                        continue;
+                    }
+                    if events.len() == q.limit {
+                        return Ok(AuditPage {
+                            events: events.into_iter().map(|(e, _)| e).collect(),
+                            next: last_pending.map(|last: i64| format!("p{last}")),
+                        });
+                    }
+                    events.push((event, user.to_string()));
+                    last_pending = Some(id);
+                }
+            }
+            let pending = events.len();
             let mut sql = String::from("SELECT stream, body FROM audit WHERE at >= ?1 AND at <= ?2");
             let mut args: Vec<rusqlite::types::Value> = vec![from.unix().into(), to.unix().into()];
             // Each `?` of a clause becomes the numbered parameter of its value.
@@ -402,26 +471,29 @@ impl AuditReader for SqliteStore {
                 push("type = ?", vec![t.as_str().to_owned().into()]);
             }
             match after {
+                Some(Position::Pending(_)) | None => {}
                 Some(Position::Seq(seq)) => push("seq < ?", vec![seq.into()]),
                 Some(Position::Time(at, stream, seq)) => {
                     push("(at, stream, seq) < (?, ?, ?)", vec![at.into(), stream.into(), seq.into()])
                 }
-                None => {}
             }
             sql.push_str(if by_user { " ORDER BY seq DESC" } else { " ORDER BY at DESC, stream DESC, seq DESC" });
-            sql.push_str(&format!(" LIMIT {}", q.limit + 1));
+            sql.push_str(&format!(" LIMIT {}", q.limit - events.len() + 1));
             let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(unavailable)?;
-            let mut events = Vec::new();
             let mut next = None;
             for row in rows {
                 let (stream, body) = row.map_err(unavailable)?;
                 let event: AuditEvent = serde_json::from_str(&body)
                     .map_err(|e| StoreError::Corrupt(format!("audit event in {stream}: {e}")))?;
                 if events.len() == q.limit {
-                    next = events.last().map(|last: &(AuditEvent, String)| Position::of(&last.0, &last.1, by_user));
+                    next = match (events.len() == pending, last_pending, events.last()) {
+                        // The page ends among the pending events: the sequenced ones follow.
+                        (true, Some(last), _) => Some(format!("p{last}")),
+                        (_, _, last) => last.map(|last| Position::of(&last.0, &last.1, by_user)),
+                    };
                     break;
                 }
                 events.push((event, stream));
@@ -435,6 +507,7 @@ impl AuditReader for SqliteStore {
 #[async_trait]
 impl ExpirySweeper for SqliteStore {
     async fn expire_due(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mode = self.mode();
         self.transaction(move |tx| {
             let users: Vec<String> = {
                 let mut stmt =
@@ -444,7 +517,7 @@ impl ExpirySweeper for SqliteStore {
             };
             for user in &users {
                 let user = UserId::parse(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                settle_expiry(tx, &user, now)?;
+                settle_expiry(tx, mode, &user, now)?;
             }
             Ok(users.len())
         })

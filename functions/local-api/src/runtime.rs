@@ -116,13 +116,14 @@ pub async fn setup_aws() -> Result<String, String> {
     let cursor_secret =
         aws::create_cursor_secret(&config, &format!("support-access-cursor-{}", uuid::Uuid::new_v4().simple())).await?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport FIRST_USES_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport FIRST_USES_TABLE={}\nexport AUDIT_INTAKE_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
         tables.consents,
         tables.audit,
         tables.heads,
         tables.checkpoints,
         tables.requests,
         tables.controls,
-        tables.first_uses
+        tables.first_uses,
+        tables.intake
     ))
 }

@@ -147,6 +147,7 @@ fn aws_env() -> Vec<(String, String)> {
         ("ACCESS_REQUESTS_TABLE", &format!("AccessRequests-cli-{suffix}")),
         ("CONTROLS_TABLE", &format!("Controls-cli-{suffix}")),
         ("FIRST_USES_TABLE", &format!("FirstUses-cli-{suffix}")),
+        ("AUDIT_INTAKE_TABLE", &format!("AuditIntake-cli-{suffix}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -10,7 +10,7 @@ use super::Services;
 use crate::domain::{
     Actor, AgentId, AuditEvent, AuditEventType, Consent, ConsentId, Jti, Role, Scope, Timestamp, UserId,
 };
-use crate::ports::StoreError;
+use crate::ports::{Deadline, StoreError};
 use crate::token::{self, ImpersonationClaims, Rejection};
 
 /// Who is acting, once a token passed every check.
@@ -47,8 +47,8 @@ type Refusal = (Rejection, Option<ImpersonationClaims>);
 async fn check(
     services: &Services,
     bearer: &str,
+    now: Timestamp,
 ) -> Result<Result<(ImpersonationClaims, Consent), Refusal>, StoreError> {
-    let now = services.clock.now();
     // Nothing in a token whose signature fails can be trusted to name a user: such refusals
     // go to the unattributed stream. Past the signature, refusals are the user's events.
     // A token that verified before (same bytes, key still in the ring, before its `exp`) is
@@ -78,16 +78,22 @@ async fn check(
 
 /// Decides one use of an impersonation token for `method` on `path`: the shared checks, then
 /// the scope (`read` passes only GET, HEAD and OPTIONS). Every decision is audited,
-/// `token.used` or `token.rejected`, and the audit write is committed before the answer; a
+/// `token.used` or `token.rejected`, and the audit write is committed before the answer. A
 /// use is recorded on condition that the consent is still live, so a revoke that commits
-/// between the check and the write turns the use into a refusal.
+/// between the check and the write turns the use into a refusal; or, where the store
+/// sequences its chains (`Services::audit_intake`), as one write by a deadline taken before
+/// the consent read, which the sequencer places before any revoke that committed after that
+/// read (docs/design.md, "Decide now, sequence later").
 pub async fn authorize(
     services: &Services,
     bearer: &str,
     method: &Method,
     path: &str,
 ) -> Result<Authorized, AuthorizeError> {
-    let checked = match check(services, bearer).await.map_err(AuthorizeError::Unavailable)? {
+    // Taken before the consent read: a use recorded through the intake must be durable
+    // within this deadline of the read that decided it (see `ports::sequencing`).
+    let (deadline, now) = (Deadline::for_use(), services.clock.now());
+    let checked = match check(services, bearer, now).await.map_err(AuthorizeError::Unavailable)? {
         Ok((claims, _)) if !claims.scope.allows(method) => Err((Rejection::Scope, Some(claims))),
         other => other,
     };
@@ -101,12 +107,18 @@ pub async fn authorize(
         Ok(checked) => checked,
         Err((rejection, claims)) => return refuse(rejection, claims.as_ref()).await,
     };
-    let now = services.clock.now();
+    // The use's `at` is the time its consent was read at: a verifier checks it against the
+    // consent's end.
     let used = AuditEvent::new(AuditEventType::TokenUsed, now, Some(claims.sub.clone()), agent(&claims))
         .with_consent(&claims.cid, claims.scope, token::expires_at(&claims))
         .with_jti(&claims.jti)
         .with_detail(format!("{method} {path}"));
-    match services.token_ledger.record_under_consent(&consent, now, used).await {
+    let recorded = match &services.audit_intake {
+        // Decided by the consent read above; one write, no condition (#18).
+        Some(intake) => intake.record(used, deadline).await,
+        None => services.token_ledger.record_under_consent(&consent, now, used).await.map(|_| ()),
+    };
+    match recorded {
         Ok(_) => {}
         Err(StoreError::ConsentChanged) => return refuse(Rejection::NoConsent, Some(&claims)).await,
         Err(e) => return Err(AuthorizeError::Unavailable(e)),
@@ -137,7 +149,7 @@ pub async fn introspect(
     bearer: &str,
     resource_server: &AgentId,
 ) -> Result<Option<ImpersonationClaims>, StoreError> {
-    match check(services, bearer).await? {
+    match check(services, bearer, services.clock.now()).await? {
         Ok((claims, _)) => Ok(Some(claims)),
         Err((rejection, claims)) => {
             let detail = format!("{} introspect by {resource_server}", rejection.code());

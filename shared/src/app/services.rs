@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::app::CursorKey;
 use crate::domain::Policy;
 use crate::ports::{
-    AccessRequestReader, AccessRequestWriter, AuditAppender, AuditReader, ChainArchive, Clock, ConsentReader,
-    ConsentWriter, Controls, PendingRequests, Signer, SignerError, Store, TokenLedger,
+    AccessRequestReader, AccessRequestWriter, AuditAppender, AuditIntake, AuditReader, ChainArchive, Clock,
+    ConsentReader, ConsentWriter, Controls, PendingRequests, Signer, SignerError, Store, TokenLedger,
 };
 use crate::token::KeyRing;
 use jsonwebtoken::jwk::JwkSet;
@@ -28,6 +28,10 @@ pub struct Services {
     /// The emergency stop and agent revocations; on AWS behind a short per-process cache
     /// ([`super::CachedControls`]).
     pub controls: Arc<dyn Controls>,
+    /// Where a use is recorded when the store sequences its chains (#18): one durable write
+    /// by a deadline, no condition. `None` (every store until its sequencer runs): a use is
+    /// recorded on condition that the consent is still live ([`TokenLedger`]).
+    pub audit_intake: Option<Arc<dyn AuditIntake>>,
     /// Signs tokens.
     pub signer: Arc<dyn Signer>,
     /// The verification keys of tokens (the JWK Set), fetched once from the signer. Never a
@@ -71,6 +75,7 @@ impl Services {
             request_writer: store.clone(),
             pending_requests: store.clone(),
             controls: store.clone(),
+            audit_intake: None,
             chain_archive: store,
             checkpoint_signer: signer.clone(),
             checkpoint_keys: Arc::new(keys.jwks().clone()),
@@ -95,6 +100,12 @@ impl Services {
         self.checkpoint_signer = signer;
         self.checkpoint_keys = Arc::new(keys);
         Ok(self)
+    }
+
+    /// Uses recorded through `intake` (a store whose sequencer runs, #18).
+    pub fn with_audit_intake(mut self, intake: Arc<dyn AuditIntake>) -> Self {
+        self.audit_intake = Some(intake);
+        self
     }
 
     /// The operators' controls behind a per-process cache of `ttl` ([`super::CachedControls`]):

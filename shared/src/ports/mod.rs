@@ -7,11 +7,15 @@
 
 mod clock;
 mod errors;
+mod sequencing;
 
 use async_trait::async_trait;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use errors::{SignerError, StoreError};
+pub use sequencing::{
+    AuditIntake, Deadline, INTAKE_DEADLINE, SEQUENCER_HOLD, Sequencer, SequencerRun, decision_order, ends_a_consent,
+};
 
 use crate::domain::{
     AccessRequest, AgentId, AgentRevocation, AuditEvent, AuditFilter, Consent, ControlState, EmergencyStop, RequestId,

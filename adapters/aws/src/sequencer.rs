@@ -1,0 +1,691 @@
+//! The DynamoDB audit intake and sequencer (#18, "decide now, sequence later"; the embedded
+//! store's twin is `adapter_embedded::intake`).
+//!
+//! `AuditIntake` holds the decided events not yet on their chains: partition `stream` (the
+//! user, or the unattributed stream), sort key `order` = the decision second in microseconds,
+//! 16 digits, `#` event id, so the key comes from the event alone and a repeated put of the
+//! same event is a failed condition, not a second item. The sub-second decision order is the
+//! attribute `decided_us` (the recording process's clock when it built the put): the event's
+//! own `at` has whole seconds only.
+//!
+//! A use is ONE `PutItem` (no transaction, nothing shared, no condition on a chain head)
+//! bounded by `min(deadline, hold - age - margin)`; consent changes are one
+//! `TransactWriteItems` of their own items and the event's intake item, without the head.
+//!
+//! A run of the sequencer over one stream (any number may race or repeat):
+//! 1. reads the chain head consistently, then the chain past it (events a run appended and
+//!    did not record in the head: a crash, or a racing run still going), which it adopts;
+//! 2. reads the stream's pending items (consistent Query from the head's `floor_at`),
+//!    sorts them by decision time, applies [`decision_order`] and cuts at the first
+//!    consent-ending event held less than the hold since this process first saw it;
+//! 3. appends them one by one, each a `PutItem` into `Audit` on condition its `seq` is free;
+//!    the first failed condition means another run got there: it stops (its appends so far
+//!    are a prefix of the same chain, since every run reads the head before the pending items);
+//! 4. marks each appended intake item sequenced (`seq`, and `expires_at` for TTL) instead of
+//!    deleting it: a retried put of an event already on its chain then still finds its item
+//!    and changes nothing (a delete would let it land as a second use);
+//! 5. moves the head forward (condition: only forward), with the new `floor_at`, the oldest
+//!    decision second a pending item can still have, so reads skip the marked items below it.
+//!
+//! Marks before the head: a run that crashes after its appends leaves events past the head,
+//! which the next run adopts (step 1); one that crashes after the marks leaves nothing pending
+//! twice. The stamps of first sight live in memory: another process sees an event anew and
+//! only holds it once more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::dynamodb::{Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, n, s, unavailable};
+use super::items::{AuditItem, Item, audit_item, get_n, get_s};
+use shared::domain::{AuditEvent, EventId};
+use shared::ports::{
+    AuditIntake, AuditPage, AuditQuery, AuditReader, Deadline, SEQUENCER_HOLD, Sequencer, SequencerRun, StoreError,
+    decision_order, ends_a_consent,
+};
+
+/// The sequencer's memory: when this process first saw each consent-ending event committed.
+pub(super) struct SequencerState {
+    hold: Duration,
+    seen: Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// What a use's put leaves of the hold for the network, the sequencer's read and clock skew
+/// between the two processes' monotonic clocks (none: each measures its own side).
+const PUT_MARGIN: Duration = Duration::from_millis(50);
+
+/// How far below the newest decision second on a chain a pending item can still be decided:
+/// it was decided at most a hold before it landed, the landing is after the read, and the
+/// clocks of the deciding and the sequencing instances differ by milliseconds (NTP); whole
+/// seconds, with room.
+const FLOOR_WINDOW_SECONDS: i64 = 5;
+
+/// How long a sequenced intake item stays (TTL removes it later, free): far longer than any
+/// put can take to land after its decision.
+const SEQUENCED_RETENTION_SECONDS: i64 = 24 * 3600;
+
+impl DynamoStore {
+    /// Events go through the intake and the sequencer ([`Sequencer::sequence`] appends
+    /// them), holding consent changes for [`SEQUENCER_HOLD`].
+    pub fn with_sequencer(self) -> Self {
+        self.with_sequencer_hold(SEQUENCER_HOLD)
+    }
+
+    /// As [`Self::with_sequencer`], with a hold of `hold` (tests shorten it). A use is
+    /// refused unless its put can land within its own deadline and within `hold` of its
+    /// decision.
+    pub fn with_sequencer_hold(mut self, hold: Duration) -> Self {
+        self.sequencer = Some(Arc::new(SequencerState { hold, seen: Mutex::default() }));
+        self
+    }
+}
+
+/// The intake key of `event`: its decision second in microseconds, then its id.
+fn order_key(event: &AuditEvent) -> String {
+    format!("{:016}#{}", event.at.unix().max(0) * 1_000_000, event.event_id)
+}
+
+/// The lowest key of decision second `at`.
+fn order_floor(at: i64) -> String {
+    format!("{:016}", at.max(0) * 1_000_000)
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+fn intake_item(event: &AuditEvent, decided_us: i64) -> Result<Item, StoreError> {
+    let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(HashMap::from([
+        ("stream".into(), s(event.stream())),
+        ("order".into(), s(&order_key(event))),
+        ("decided_us".into(), n(decided_us)),
+        ("at".into(), n(event.at.unix())),
+        ("type".into(), s(event.event_type.as_str())),
+        ("body".into(), s(&body)),
+    ]))
+}
+
+/// A pending intake item.
+#[derive(Clone)]
+struct Pending {
+    order: String,
+    decided_us: i64,
+    event: AuditEvent,
+}
+
+impl TryFrom<&Item> for Pending {
+    type Error = StoreError;
+
+    fn try_from(item: &Item) -> Result<Self, StoreError> {
+        const W: &str = "audit intake item";
+        let event = serde_json::from_str(get_s(item, W, "body")?)
+            .map_err(|e| StoreError::Corrupt(format!("audit intake item: {e}")))?;
+        Ok(Self { order: get_s(item, W, "order")?.to_owned(), decided_us: get_n(item, W, "decided_us")?, event })
+    }
+}
+
+/// `pending` in the order the sequencer appends them: by decision time, then the ordering
+/// rule every backend shares.
+fn in_decision_order(mut pending: Vec<Pending>) -> Vec<Pending> {
+    pending.sort_by(|a, b| (a.decided_us, &a.order).cmp(&(b.decided_us, &b.order)));
+    let mut by_id: HashMap<EventId, Pending> = pending.iter().map(|p| (p.event.event_id.clone(), p.clone())).collect();
+    decision_order(pending.into_iter().map(|p| p.event).collect())
+        .into_iter()
+        .filter_map(|e| by_id.remove(&e.event_id))
+        .collect()
+}
+
+fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// A stream's chain head as the sequencer reads it.
+struct Head {
+    seq: u64,
+    hash: String,
+    /// The oldest decision second a pending item of the stream can have (none: read all).
+    floor_at: Option<i64>,
+    /// The chain's consent state at the head: the live consent, and the last consents ended.
+    consents: ChainConsents,
+}
+
+/// How many ended consents a head remembers (a stream ends a few per hour at most).
+const ENDED_REMEMBERED: usize = 16;
+
+/// What the chain up to the head says about the stream's consents: which is live, and which
+/// ended lately. A `token.used` of an ended consent still pending was recorded after its end
+/// was appended, so more than a hold after its decision: its put landed after its client gave
+/// up, and the app refused the use. It is appended as what it was, a `token.rejected`
+/// (detail `late <method> <path>`), never as a use after the end.
+#[derive(Default, Clone)]
+struct ChainConsents {
+    live: Option<String>,
+    ended: Vec<String>,
+}
+
+impl ChainConsents {
+    fn of(item: &Item) -> Self {
+        let live = item.get("live").and_then(|v| v.as_s().ok()).filter(|s| !s.is_empty()).cloned();
+        let ended = item
+            .get("ended")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default();
+        Self { live, ended }
+    }
+
+    fn end(&mut self, consent: String) {
+        self.ended.retain(|c| *c != consent);
+        self.ended.push(consent);
+        if self.ended.len() > ENDED_REMEMBERED {
+            self.ended.remove(0);
+        }
+    }
+
+    /// Folds in `event`, appended after the head.
+    fn follow(&mut self, event: &AuditEvent) {
+        use shared::domain::AuditEventType as T;
+        let consent = event.consent_id.as_ref().map(|c| c.as_str().to_owned());
+        match event.event_type {
+            T::ConsentGranted => {
+                if let Some(old) = self.live.take().filter(|old| Some(old) != consent.as_ref()) {
+                    self.end(old);
+                }
+                self.ended.retain(|c| Some(c) != consent.as_ref());
+                self.live = consent;
+            }
+            T::ConsentRevoked | T::ConsentExpired => {
+                if let Some(consent) = consent {
+                    if self.live.as_ref() == Some(&consent) {
+                        self.live = None;
+                    }
+                    self.end(consent);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `event` as it is appended: a use of a consent already ended on the chain is late.
+    fn judge(&self, mut event: AuditEvent) -> AuditEvent {
+        let late = event.event_type == shared::domain::AuditEventType::TokenUsed
+            && event.consent_id.as_ref().is_some_and(|c| self.ended.iter().any(|e| e == c.as_str()));
+        if late {
+            event.event_type = shared::domain::AuditEventType::TokenRejected;
+            event.detail = Some(format!("late {}", event.detail.as_deref().unwrap_or_default()).trim_end().to_owned());
+        }
+        event
+    }
+}
+
+impl DynamoStore {
+    fn intake_put(&self, event: &AuditEvent, decided_us: i64) -> Result<Put, StoreError> {
+        built(
+            Put::builder()
+                .table_name(&self.tables.intake)
+                .set_item(Some(intake_item(event, decided_us)?))
+                .condition_expression("attribute_not_exists(#s)")
+                .expression_attribute_names("#s", "stream")
+                .build(),
+        )
+    }
+
+    /// Records `events` (one stream's, in order) as pending, with `own` (the caller's
+    /// conditioned items) in one transaction when there are any: the sequencing store's
+    /// [`DynamoStore::commit_all`]. Answers the events unsealed (`seq` 0).
+    pub(super) async fn record_all(
+        &self,
+        own: Vec<TransactWriteItem>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // Events of one call keep their order: a microsecond apart.
+        let base = now_micros();
+        if own.is_empty() && events.len() == 1 {
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.tables.intake)
+                .set_item(Some(intake_item(&events[0], base)?))
+                .condition_expression("attribute_not_exists(#s)")
+                .expression_attribute_names("#s", "stream")
+                .send()
+                .await;
+            return match sent {
+                Ok(_) => Ok(events),
+                Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(events),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        let started = Instant::now();
+        for attempt in 0.. {
+            // Stamped at each attempt, as near its commit as this process can know it: a
+            // change retried after a conflict commits after the writes it lost to.
+            let base = if attempt == 0 { base } else { now_micros() };
+            let mut items = own.clone();
+            for (i, event) in events.iter().enumerate() {
+                items.push(TransactWriteItem::builder().put(self.intake_put(event, base + i as i64)?).build());
+            }
+            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                Ok(_) => return Ok(events),
+                Err(e) => match cancellation(&e, own.len()) {
+                    Cancelled::Condition => return Err(StoreError::ConsentChanged),
+                    // Contention on the caller's items (the SDK's idempotency token makes its
+                    // own retries of a landed transaction harmless).
+                    Cancelled::Race(_) if started.elapsed() < self.append_budget => backoff(attempt).await,
+                    Cancelled::Race(_) => break,
+                    Cancelled::Other(why) => return Err(StoreError::Unavailable(why)),
+                },
+            }
+        }
+        Err(StoreError::Unavailable(format!("gave up recording after {:?} of contended attempts", started.elapsed())))
+    }
+
+    async fn chain_head(&self, stream: &str) -> Result<Head, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.heads)
+            .key("stream", s(stream))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.item() else {
+            return Ok(Head {
+                seq: 0,
+                hash: support_access_verify::chain::GENESIS.to_owned(),
+                floor_at: None,
+                consents: ChainConsents::default(),
+            });
+        };
+        let (seq, hash) = head_of(item).ok_or_else(|| corrupt_head(stream))?;
+        let floor_at = item.get("floor_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+        Ok(Head { seq, hash, floor_at, consents: ChainConsents::of(item) })
+    }
+
+    /// Every item of one key range, oldest first, read consistently.
+    async fn query_all(
+        &self,
+        table: &str,
+        key_condition: &str,
+        filter: Option<&str>,
+        names: HashMap<String, String>,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let (mut items, mut start) = (Vec::new(), None);
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression(key_condition)
+                .set_filter_expression(filter.map(str::to_owned))
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// The events on `stream`'s chain past `seq`, oldest first.
+    async fn chain_after(&self, stream: &str, seq: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        let names = HashMap::from([("#s".to_owned(), "stream".to_owned()), ("#q".to_owned(), "seq".to_owned())]);
+        let values = HashMap::from([(":s".to_owned(), s(stream)), (":q".to_owned(), n(seq as i64))]);
+        let items = self.query_all(&self.tables.audit, "#s = :s AND #q > :q", None, names, values).await?;
+        items.iter().map(|i| AuditItem::try_from(i).map(|a| a.0)).collect()
+    }
+
+    /// `stream`'s pending intake items from decision second `floor_at` on, by key.
+    async fn pending_items(&self, stream: &str, floor_at: Option<i64>) -> Result<Vec<Pending>, StoreError> {
+        let mut names = HashMap::from([("#s".to_owned(), "stream".to_owned()), ("#q".to_owned(), "seq".to_owned())]);
+        let mut values = HashMap::from([(":s".to_owned(), s(stream))]);
+        let key_condition = match floor_at {
+            Some(at) => {
+                names.insert("#o".to_owned(), "order".to_owned());
+                values.insert(":lo".to_owned(), s(&order_floor(at)));
+                "#s = :s AND #o >= :lo"
+            }
+            None => "#s = :s",
+        };
+        let items =
+            self.query_all(&self.tables.intake, key_condition, Some("attribute_not_exists(#q)"), names, values).await?;
+        items.iter().map(Pending::try_from).collect()
+    }
+
+    /// `stream`'s pending events in the order the sequencer will append them.
+    async fn pending_in_order(&self, stream: &str) -> Result<Vec<Pending>, StoreError> {
+        let head = self.chain_head(stream).await?;
+        Ok(in_decision_order(self.pending_items(stream, head.floor_at).await?))
+    }
+
+    /// Marks the intake item `order` of `stream` sequenced at `seq`.
+    async fn mark_sequenced(&self, stream: &str, order: &str, seq: u64) -> Result<(), StoreError> {
+        let expires = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+            + SEQUENCED_RETENTION_SECONDS;
+        let sent = self
+            .client
+            .update_item()
+            .table_name(&self.tables.intake)
+            .key("stream", s(stream))
+            .key("order", s(order))
+            .update_expression("SET #q = :q, expires_at = :e")
+            .condition_expression("attribute_exists(#s)")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":q", n(seq as i64))
+            .expression_attribute_values(":e", n(expires))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// One run over one stream (see the module's documentation): appends at most `limit`.
+    async fn sequence_stream(
+        &self,
+        state: &SequencerState,
+        stream: &str,
+        limit: usize,
+    ) -> Result<SequencerRun, StoreError> {
+        // 1. The head, then what a run appended past it: both before the pending items, so
+        // every event this run sees pending and another run appended sits past this head.
+        let head = self.chain_head(stream).await?;
+        let adopted = self.chain_after(stream, head.seq).await?;
+        let (mut seq, mut hash) = (head.seq, head.hash.clone());
+        let mut newest_at = None;
+        let mut consents = head.consents.clone();
+        for event in &adopted {
+            if event.seq != seq + 1 || event.prev_hash != hash {
+                return Err(StoreError::Corrupt(format!("chain {stream}: seq {} does not follow {seq}", event.seq)));
+            }
+            consents.follow(event);
+            (seq, hash) = (event.seq, event.hash.clone());
+            newest_at = newest_at.max(Some(event.at.unix()));
+        }
+        let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
+
+        // 2. The pending items in decision order, cut at the first consent change held.
+        // Released by the time the read began (a use that landed after that may be missed);
+        // stamped by the time it answered (not before the event committed).
+        let read_at = Instant::now();
+        let all = self.pending_items(stream, head.floor_at).await?;
+        let seen_at = Instant::now();
+        let (done, pending): (Vec<Pending>, Vec<Pending>) =
+            all.into_iter().partition(|p| adopted.contains_key(&p.event.event_id));
+        // A late use is judged against the chain before the batch, whose own ends order it.
+        let pending = pending.into_iter().map(|p| Pending { event: consents.judge(p.event), ..p }).collect();
+        let ordered = in_decision_order(pending);
+        let key = |p: &Pending| (stream.to_owned(), p.order.clone());
+        let cut = {
+            let mut seen = state.seen.lock().map_err(|_| StoreError::Unavailable("sequencer state poisoned".into()))?;
+            let cut = ordered
+                .iter()
+                .position(|p| {
+                    ends_a_consent(&p.event)
+                        && seen.get(&key(p)).is_none_or(|first| read_at.saturating_duration_since(*first) < state.hold)
+                })
+                .unwrap_or(ordered.len());
+            // Stamped after the read that saw them, so not before they committed.
+            for p in ordered[cut..].iter().filter(|p| ends_a_consent(&p.event)) {
+                seen.entry(key(p)).or_insert(seen_at);
+            }
+            cut
+        };
+
+        // 3. Appended one at a time, each on condition its seq is free.
+        let mut appended: Vec<(String, u64)> =
+            done.iter().map(|p| (p.order.clone(), adopted[&p.event.event_id])).collect();
+        for p in &ordered[..cut.min(limit)] {
+            let event = p.event.clone().seal(seq + 1, &hash);
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.tables.audit)
+                .set_item(Some(audit_item(&event)))
+                .condition_expression("attribute_not_exists(#s)")
+                .expression_attribute_names("#s", "stream")
+                .send()
+                .await;
+            match sent {
+                Ok(_) => {}
+                // Another run appended this seq first: it carries on from here.
+                Err(e) if e.as_service_error().is_some_and(conditional_failed) => break,
+                Err(e) => return Err(unavailable(e)),
+            }
+            consents.follow(&event);
+            (seq, hash) = (event.seq, event.hash.clone());
+            newest_at = newest_at.max(Some(event.at.unix()));
+            appended.push((p.order.clone(), event.seq));
+        }
+        let sequenced = appended.len() - done.len();
+
+        // 4. Marked, before the head moves past them.
+        futures_util::future::try_join_all(
+            appended.iter().map(|(order, seq)| self.mark_sequenced(stream, order, *seq)),
+        )
+        .await?;
+
+        // 5. The head, forward only, with the floor of what can still be pending.
+        if let Some(newest_at) = newest_at {
+            let left = ordered[sequenced..].iter().map(|p| p.event.at.unix()).min();
+            let floor_at = left.map_or(newest_at - FLOOR_WINDOW_SECONDS, |l| l.min(newest_at - FLOOR_WINDOW_SECONDS));
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.tables.heads)
+                .key("stream", s(stream))
+                .update_expression("SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e")
+                .condition_expression("attribute_not_exists(#s) OR #q < :q")
+                .expression_attribute_names("#q", "seq")
+                .expression_attribute_names("#h", "hash")
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_names("#s", "stream")
+                .expression_attribute_values(":q", n(seq as i64))
+                .expression_attribute_values(":h", s(&hash))
+                .expression_attribute_values(":at", n(newest_at))
+                .expression_attribute_values(":f", n(floor_at))
+                .expression_attribute_values(":l", s(consents.live.as_deref().unwrap_or_default()))
+                .expression_attribute_values(":e", AttributeValue::L(consents.ended.iter().map(|c| s(c)).collect()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => {}
+                // A racing run moved it further: its head covers this run's appends.
+                Err(e) if e.as_service_error().is_some_and(conditional_failed) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        if let Ok(mut seen) = state.seen.lock() {
+            for (order, _) in &appended {
+                seen.remove(&(stream.to_owned(), order.clone()));
+            }
+        }
+        Ok(SequencerRun { sequenced, pending: ordered.len() - sequenced })
+    }
+
+    /// Runs the sequencer over `streams` (the Lambda's: the keys of its stream records),
+    /// appending at most `limit` events in all.
+    pub async fn sequence_streams(
+        &self,
+        streams: impl IntoIterator<Item = String>,
+        limit: usize,
+    ) -> Result<SequencerRun, StoreError> {
+        let Some(state) = self.sequencer.clone() else { return Ok(SequencerRun::default()) };
+        let mut run = SequencerRun::default();
+        for stream in streams {
+            let this = self.sequence_stream(&state, &stream, limit.saturating_sub(run.sequenced)).await?;
+            run.sequenced += this.sequenced;
+            run.pending += this.pending;
+        }
+        Ok(run)
+    }
+
+    /// The streams with pending items, and how many each has: a `Scan` of the intake, for
+    /// [`Sequencer::sequence`] (tests and operators; the function is driven by the stream).
+    async fn pending_streams(&self) -> Result<BTreeMap<String, usize>, StoreError> {
+        let (mut streams, mut start) = (BTreeMap::new(), None);
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.tables.intake)
+                .filter_expression("attribute_not_exists(#q)")
+                .projection_expression("#s")
+                .expression_attribute_names("#q", "seq")
+                .expression_attribute_names("#s", "stream")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                *streams.entry(get_s(item, "audit intake item", "stream")?.to_owned()).or_insert(0) += 1;
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(streams),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AuditIntake for DynamoStore {
+    async fn record(&self, event: AuditEvent, deadline: Deadline) -> Result<(), StoreError> {
+        let refused = || StoreError::Unavailable("the use's deadline passed before it was recorded".into());
+        let Some(state) = &self.sequencer else {
+            if deadline.passed() {
+                return Err(refused());
+            }
+            return self.commit_all(Vec::new(), vec![event]).await.map(|_| ());
+        };
+        // The put may take what is left of the deadline, and never so long that it lands a
+        // hold after its decision: the sequencer's ordering rests on that bound.
+        let budget = deadline.remaining().min(state.hold.saturating_sub(deadline.age()).saturating_sub(PUT_MARGIN));
+        if budget.is_zero() {
+            return Err(refused());
+        }
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(budget.min(Duration::from_secs(1)))
+            .operation_attempt_timeout(budget)
+            .operation_timeout(budget)
+            .build();
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.intake)
+            .set_item(Some(intake_item(&event, now_micros())?))
+            .condition_expression("attribute_not_exists(#s)")
+            .expression_attribute_names("#s", "stream")
+            .customize()
+            .config_override(aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // Already recorded (pending, or sequenced and marked): nothing changes.
+            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Sequencer for DynamoStore {
+    async fn sequence(&self, limit: usize) -> Result<SequencerRun, StoreError> {
+        let streams = self.pending_streams().await?;
+        let mut run = SequencerRun::default();
+        for (stream, count) in streams {
+            if run.sequenced >= limit {
+                run.pending += count;
+                continue;
+            }
+            let this = self.sequence_streams([stream], limit - run.sequenced).await?;
+            run.sequenced += this.sequenced;
+            run.pending += this.pending;
+        }
+        Ok(run)
+    }
+
+    async fn pending(&self, stream: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut events: Vec<AuditEvent> = self.pending_in_order(stream).await?.into_iter().map(|p| p.event).collect();
+        events.truncate(limit);
+        Ok(events)
+    }
+}
+
+/// Where a page of a user's log ended among the pending events: `p<decided_us>|<order>`.
+fn pending_position(p: &Pending) -> String {
+    format!("p{}|{}", p.decided_us, p.order)
+}
+
+#[async_trait]
+impl AuditReader for DynamoStore {
+    /// On a sequencing store, a user's log lists the pending events first (unsealed, newest
+    /// first), then the chain, as the embedded store does.
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let Some(user) = query.filter.user_id.as_ref().filter(|_| self.sequencer.is_some()) else {
+            return self.query_chain(query).await;
+        };
+        let below = match query.after.as_deref() {
+            None => None,
+            Some(p) if p.starts_with('p') => Some(p.to_owned()),
+            Some(_) => return self.query_chain(query).await,
+        };
+        // Newest first by decision time (the display order; the chain's may differ slightly).
+        let head = self.chain_head(user.as_str()).await?;
+        let mut pending = self.pending_items(user.as_str(), head.floor_at).await?;
+        pending.sort_by_key(|p| std::cmp::Reverse(log_key(p)));
+        if let Some(below) = &below {
+            let below = position_key(below)?;
+            pending.retain(|p| log_key(p) < below);
+        }
+        let (from, to) = query.window();
+        let mut shown: Vec<Pending> = Vec::new();
+        for p in pending {
+            if !query.filter.matches(&p.event) || p.event.at < from || p.event.at > to {
+                continue;
+            }
+            if shown.len() == query.limit {
+                break;
+            }
+            shown.push(p);
+        }
+        if shown.len() == query.limit {
+            let next = shown.last().map(pending_position);
+            return Ok(AuditPage { events: shown.into_iter().map(|p| p.event).collect(), next });
+        }
+        let rest = AuditQuery { limit: query.limit - shown.len(), after: None, ..query.clone() };
+        let chain = self.query_chain(&rest).await?;
+        let mut events: Vec<AuditEvent> = shown.into_iter().map(|p| p.event).collect();
+        events.extend(chain.events);
+        Ok(AuditPage { events, next: chain.next })
+    }
+}
+
+/// The sort key of a pending event in a user's log (newest first: the highest comes first).
+fn log_key(p: &Pending) -> (i64, String) {
+    (p.decided_us, p.order.clone())
+}
+
+/// The sort key a `p<decided_us>|<order>` position names.
+fn position_key(position: &str) -> Result<(i64, String), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("position {position:?}"));
+    let (us, order) = position.strip_prefix('p').and_then(|raw| raw.split_once('|')).ok_or_else(corrupt)?;
+    Ok((us.parse().map_err(|_| corrupt())?, order.to_owned()))
+}

@@ -1,0 +1,335 @@
+//! Decide now, sequence later (#18): the contract of the audit intake and the sequencer, on
+//! the ports. A use is one durable write, refused past its deadline; the sequencer appends
+//! every recorded event once, gapless, in decision order (a use decided before a revoke
+//! precedes it, even when its write lands after the revoke's), holds consent changes long
+//! enough for that, and a repeated or racing run changes nothing.
+//! Every case runs on both stores (`TestApp::sequenced`): the embedded one, and DynamoDB
+//! (table `AuditIntake`; the sequencer driven here as the function drives it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::TestApp;
+use shared::app;
+use shared::domain::{
+    Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Role, Scope,
+    UserId,
+};
+use shared::ports::{Clock, Deadline, StoreError};
+use support_access_verify::chain::verify_chains;
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+/// The uses' deadline in these tests: well inside the app's hold.
+fn deadline(app: &TestApp) -> Deadline {
+    Deadline::after(app.sequencer_hold() / 2)
+}
+
+async fn grant(app: &TestApp, who: &str) -> Consent {
+    let duration = ConsentDuration::parse(3600, &Policy::default()).unwrap();
+    app::grant_consent(app.services(), &user(who), duration, Scope::Read, Note::parse("sequencer").unwrap())
+        .await
+        .unwrap()
+}
+
+/// A use of `consent` decided now, as the authorizer records it.
+fn used(app: &TestApp, consent: &Consent) -> AuditEvent {
+    AuditEvent::new(
+        AuditEventType::TokenUsed,
+        app.clock.now(),
+        Some(consent.user_id.clone()),
+        Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+    )
+    .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
+    .with_detail("GET /app/whoami")
+}
+
+async fn settle(app: &TestApp) {
+    app.settle().await;
+}
+
+/// `who`'s chain, verified, as `(type, consent_id)` oldest first.
+async fn chain(app: &TestApp, who: &str) -> Vec<(String, String)> {
+    let events = app.services().chain_archive.stream_events(who, 0, 10_000).await.unwrap();
+    let values: Vec<_> = events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    if !values.is_empty() {
+        verify_chains(&values).unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=events.len() as u64).collect::<Vec<_>>());
+    events
+        .iter()
+        .map(|e| (e.event_type.as_str().to_owned(), e.consent_id.as_ref().map_or(String::new(), |c| c.to_string())))
+        .collect()
+}
+
+fn kinds(chain: &[(String, String)]) -> Vec<&str> {
+    chain.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+async fn a_use_is_pending_until_sequenced_then_on_its_chain_once(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    for _ in 0..3 {
+        app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
+    }
+    let pending = app.sequencer().pending("alice", 100).await.unwrap();
+    assert_eq!(pending.len(), 4, "the grant and three uses, pending");
+    assert!(pending.iter().all(|e| e.seq == 0 && e.hash.is_empty()), "pending events are unsealed");
+    assert!(chain(&app, "alice").await.is_empty(), "nothing on the chain before the sequencer runs");
+
+    let first = app.sequencer().sequence(1_000).await.unwrap();
+    assert_eq!((first.sequenced, first.pending), (0, 4), "the grant is held, and the uses behind it");
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used", "token.used", "token.used"]);
+    let again = app.sequencer().sequence(1_000).await.unwrap();
+    assert_eq!((again.sequenced, again.pending), (0, 0), "a repeated run changes nothing");
+    assert_eq!(chain(&app, "alice").await.len(), 4);
+}
+
+/// The race the hold exists for: the use's consent read sees the consent live, the revoke
+/// commits, the sequencer sees the revoke, and only then the use's write lands.
+async fn a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after(app: TestApp) {
+    use_before_revoke(app, 1_000).await;
+}
+
+/// The same, with runs of one event each: the run that releases the revoke must take the
+/// use behind it along, past its limit.
+async fn a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit(app: TestApp) {
+    use_before_revoke(app, 1).await;
+}
+
+/// A use recorded behind a consent change still held, that belongs before an earlier change
+/// already due: it goes with the earlier one, not after it.
+/// (A hold of its own, long enough that a loaded machine keeps the timings apart.)
+async fn a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before(app: TestApp) {
+    let hold = app.sequencer_hold().max(Duration::from_secs(1));
+    let app = TestApp::sequenced_with_hold(app.backend, hold).await;
+    let first = grant(&app, "alice").await;
+    settle(&app).await;
+    let decided = Deadline::after(hold);
+    assert!(app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap().is_some());
+    grant(&app, "alice").await;
+    app.sequencer().sequence(1_000).await.unwrap();
+    tokio::time::sleep(hold * 4 / 10).await;
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    app.sequencer().sequence(1_000).await.unwrap();
+    app.intake().record(used(&app, &first), decided).await.unwrap();
+    tokio::time::sleep(hold * 7 / 10).await;
+    let run = app.sequencer().sequence(1_000).await.unwrap();
+    assert_eq!((run.sequenced, run.pending), (2, 1), "the use and the second grant; the revoke is held");
+    settle(&app).await;
+    assert_eq!(
+        kinds(&chain(&app, "alice").await),
+        ["consent.granted", "token.used", "consent.granted", "consent.revoked"]
+    );
+}
+
+async fn use_before_revoke(app: TestApp, limit: usize) {
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+
+    let decided = deadline(&app);
+    let read = app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap();
+    assert_eq!(read.as_ref(), Some(&consent), "the use's consent read sees it live");
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    // The first run sees the revoke committed, the second would append it without the hold.
+    for _ in 0..2 {
+        let run = app.sequencer().sequence(1_000).await.unwrap();
+        assert_eq!((run.sequenced, run.pending), (0, 1), "the revoke is held");
+    }
+    app.intake().record(used(&app, &consent), decided).await.unwrap();
+    assert_eq!(
+        app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap(),
+        None,
+        "a use whose consent read follows the revoke's commit sees no consent (and is refused)"
+    );
+    tokio::time::sleep(app.sequencer_hold()).await;
+    while app.sequencer().sequence(limit).await.unwrap().pending > 0 {}
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used", "consent.revoked"]);
+}
+
+async fn a_use_past_its_deadline_is_refused_and_leaves_nothing(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    let late = Deadline::after(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let refused = app.intake().record(used(&app, &consent), late).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 1, "only the grant");
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
+}
+
+/// The store's ordering rests on no use landing a hold or more after its decision, whatever
+/// budget its caller gave it (the authorizer's 700 ms against a shorter hold, say).
+async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    let generous = Deadline::after(Duration::from_secs(60));
+    tokio::time::sleep(app.sequencer_hold() + Duration::from_millis(20)).await;
+    let refused = app.intake().record(used(&app, &consent), generous).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
+}
+
+async fn recording_an_event_again_changes_nothing(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    let use_ = used(&app, &consent);
+    app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
+    app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
+    assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 2, "the grant and the use, once");
+    settle(&app).await;
+    app.intake().record(use_, deadline(&app)).await.unwrap();
+    assert!(app.sequencer().pending("alice", 100).await.unwrap().is_empty(), "already on the chain");
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
+}
+
+/// Many uses of three users recorded at once while four sequencers run in a loop: every use
+/// lands once, every chain is gapless and intact, and no user's consent change holds the
+/// others back. A use refused at its deadline (moto serializes every call: 60 puts at once
+/// can outlast it) may still land, as a use the app refused (over-reporting, never under),
+/// but never twice; every accepted use lands.
+async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
+    const USES: usize = 60;
+    let app = Arc::new(app);
+    let mut consents = Vec::new();
+    for who in ["alice", "bob", "carol"] {
+        consents.push(grant(&app, who).await);
+    }
+    settle(&app).await;
+    // A revoke of carol's, held while the others are sequenced.
+    let carol = consents.pop().unwrap();
+    let mut writers = Vec::new();
+    let mut ids = HashSet::new();
+    for i in 0..USES {
+        let event = used(&app, &consents[i % 2]);
+        ids.insert(event.event_id.clone());
+        let app = app.clone();
+        writers.push(tokio::spawn(async move {
+            let id = event.event_id.clone();
+            match app.intake().record(event, deadline(&app)).await {
+                Ok(()) => Some(id),
+                Err(StoreError::Unavailable(_)) => None,
+                Err(e) => panic!("{e}"),
+            }
+        }));
+    }
+    app::revoke_consent(app.services(), &user(carol.user_id.as_str())).await.unwrap();
+    let revoked = std::time::Instant::now();
+    let sequencers: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    app.sequencer().sequence(7).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut accepted = HashSet::new();
+    for w in writers {
+        accepted.extend(w.await.unwrap());
+    }
+    for s in sequencers {
+        s.await.unwrap();
+    }
+    if app.backend == e2e::Backend::Embedded {
+        assert_eq!(accepted, ids, "the embedded store refuses no use here");
+    }
+    assert!(accepted.len() >= USES / 2, "most uses are accepted ({} of {USES})", accepted.len());
+    let carol_pending = !app.sequencer().pending("carol", 10).await.unwrap().is_empty();
+    assert!(
+        carol_pending || revoked.elapsed() >= app.sequencer_hold(),
+        "carol's revoke is still held while its hold lasts"
+    );
+    settle(&app).await;
+    let mut seen = HashSet::new();
+    for who in ["alice", "bob"] {
+        let events = app.services().chain_archive.stream_events(who, 0, 10_000).await.unwrap();
+        let uses: Vec<_> = events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed).collect();
+        assert_eq!(chain(&app, who).await.len(), 1 + uses.len(), "{who}: the grant, then uses only");
+        for e in uses {
+            assert!(seen.insert(e.event_id.clone()), "{} appended twice", e.event_id);
+        }
+    }
+    assert!(accepted.is_subset(&seen), "every accepted use landed");
+    assert!(seen.is_subset(&ids), "nothing else landed");
+    assert_eq!(kinds(&chain(&app, "carol").await), ["consent.granted", "consent.revoked"]);
+}
+
+/// Every page of `filter`'s query, `limit` at a time, as the API serves them.
+async fn all_pages(app: &TestApp, filter: AuditFilter, limit: usize) -> Vec<AuditEvent> {
+    let (mut out, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..100 {
+        let page = app::query_audit(app.services(), filter.clone(), limit, cursor.as_deref()).await.unwrap();
+        assert!(page.events.len() <= limit);
+        out.extend(page.events);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+/// The user's access log shows what is decided, sequenced or not: pending events first
+/// (unsealed: `seq` 0), newest first, then the chain, paged exactly whatever the page size.
+async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let mut recorded = Vec::new();
+    for _ in 0..5 {
+        let use_ = used(&app, &consent);
+        recorded.push(use_.event_id.clone());
+        app.intake().record(use_, deadline(&app)).await.unwrap();
+    }
+    recorded.reverse();
+    let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };
+    for limit in [1, 2, 5, 6, 50] {
+        let log = all_pages(&app, by_alice.clone(), limit).await;
+        let ids: Vec<_> = log.iter().take(5).map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, recorded, "pending, newest first (limit {limit})");
+        assert!(log[..5].iter().all(|e| e.seq == 0 && e.hash.is_empty()), "marked pending (limit {limit})");
+        assert_eq!(log.len(), 6, "then the chain (limit {limit})");
+        assert_eq!((log[5].event_type, log[5].seq), (AuditEventType::ConsentGranted, 1));
+    }
+    let uses = AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..by_alice.clone() };
+    assert_eq!(all_pages(&app, uses, 2).await.len(), 5, "filters apply to pending events too");
+    settle(&app).await;
+    let log = all_pages(&app, by_alice, 4).await;
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1], "all sequenced, once");
+}
+
+e2e::on_both_backends!(
+    sequenced;
+    a_use_is_pending_until_sequenced_then_on_its_chain_once,
+    a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,
+    a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit,
+    a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs_before,
+    a_use_past_its_deadline_is_refused_and_leaves_nothing,
+    a_use_decided_a_hold_ago_is_refused_whatever_its_budget,
+    recording_an_event_again_changes_nothing,
+    racing_writers_and_sequencers_append_every_event_once,
+    the_access_log_shows_pending_events_first_then_the_chain,
+);
+
+/// A use whose put lands after its consent's end is on the chain (on DynamoDB: a put still in
+/// flight when its client gave up at the deadline, so the app refused the use) is appended as
+/// what the app answered, a late refusal, never as a use after the end. (The embedded store
+/// cannot land a use late: its writer checks the deadline.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_landing_after_its_consents_end_is_appended_as_a_late_refusal_on_dynamodb() {
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice").await;
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    settle(&app).await;
+    // The late landing: recorded now, decided (as far as the store can tell) within its hold.
+    app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
+    settle(&app).await;
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "consent.revoked", "token.rejected"]);
+    let events = app.services().chain_archive.stream_events("alice", 0, 10).await.unwrap();
+    assert_eq!(events[2].detail.as_deref(), Some("late GET /app/whoami"));
+    assert_eq!(events[2].consent_id.as_ref(), Some(&consent.consent_id));
+}

@@ -8,7 +8,7 @@
 //! `verify_throughput hash FILE` is the baseline, "hashing the same events alone": it reads
 //! FILE line by line as `support-access verify` does (a 64 KiB `BufReader`, one reused
 //! buffer), parses each line into a `serde_json::Value` and, for every event (every line
-//! whose `type` is not `checkpoint`), computes `support_access_verify::chain::event_hash`;
+//! whose `type` is neither `checkpoint` nor `receipt`), computes `support_access_verify::chain::event_hash`;
 //! nothing else (no comparison, no chain, no checkpoint). Prints the events hashed.
 
 use std::hint::black_box;
@@ -50,7 +50,7 @@ fn hash(file: &str) {
             break;
         }
         let value: Value = serde_json::from_str(std::str::from_utf8(&line).unwrap()).unwrap();
-        if value.get("type").and_then(Value::as_str) != Some("checkpoint") {
+        if !matches!(value.get("type").and_then(Value::as_str), Some("checkpoint" | "receipt")) {
             black_box(event_hash(&value));
             hashed += 1;
         }

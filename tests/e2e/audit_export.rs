@@ -13,7 +13,7 @@ use support_access_verify::chain::ChainError;
 
 /// The export checked against the app's own JWK Set, strictly (every head sealed).
 fn verify_export(text: &str, app: &TestApp) -> Result<Report, VerifyFailure> {
-    support_access_cli::verify_export(text, &app.checkpoint_ring(), Options::default())
+    support_access_cli::verify_export(text, &app.export_keys(), Options::default())
 }
 
 async fn checkpoint(app: &TestApp) -> u64 {
@@ -62,7 +62,11 @@ fn join(lines: &[String]) -> String {
 
 /// Chain checks only: the tampering below must fail before any checkpoint is looked at.
 fn chain_only(text: &str) -> Result<Report, VerifyFailure> {
-    support_access_cli::verify_export(text, &support_access_verify::KeyRing::empty(), Options { allow_unsealed: true })
+    support_access_cli::verify_export(
+        text,
+        &support_access_verify::ExportKeys::empty(),
+        Options { allow_unsealed: true },
+    )
 }
 
 fn broken_at(result: Result<support_access_cli::Report, VerifyFailure>) -> (usize, ChainError) {
@@ -104,7 +108,7 @@ async fn events_after_the_last_checkpoint_fail_unless_an_unsealed_tail_is_accept
         Err(VerifyFailure::Unsealed { stream, from: 10, to: 10 }) => assert_eq!(stream, "alice"),
         other => panic!("expected an unsealed tail, got {other:?}"),
     }
-    let lenient = support_access_cli::verify_export(&text, &app.checkpoint_ring(), Options { allow_unsealed: true });
+    let lenient = support_access_cli::verify_export(&text, &app.export_keys(), Options { allow_unsealed: true });
     assert_eq!(lenient.unwrap().unsealed(), [("alice".to_owned(), 10, 10)]);
     assert_eq!(checkpoint(&app).await, 3);
     assert!(verify_export(&export(&app, "alice").await, &app).is_ok());
@@ -221,6 +225,16 @@ async fn checkpoint_keys_are_published_apart_from_the_token_keys() {
     let checkpoint_kid = app.services().checkpoint_signer.key_id().to_owned();
     assert_eq!(tokens, [app.services().signer.key_id()]);
     assert_eq!(checkpoints, [checkpoint_kid.as_str()], "a fresh deployment's checkpoints have only their own key");
+    // The receipt key beside them, in a member of its own (no JWK Set reader takes it for a
+    // checkpoint key), and in no token set.
+    let (_, _, body) = app.call_raw(Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous()).await;
+    let document: Value = serde_json::from_str(&body).unwrap();
+    let receipt_kid = app.services().receipt_signer.key_id();
+    assert_eq!(
+        document["receipt_keys"].as_array().unwrap().iter().map(|k| &k["kid"]).collect::<Vec<_>>(),
+        [receipt_kid]
+    );
+    assert!(receipt_kid != checkpoint_kid && !tokens.iter().any(|k| k == receipt_kid));
     // Every checkpoint of the export names the checkpoint key, and verifies with that set only.
     let text = export(&app, "alice").await;
     for line in checkpoint_lines(&text) {
@@ -228,7 +242,63 @@ async fn checkpoint_keys_are_published_apart_from_the_token_keys() {
         assert_eq!(header.kid.as_deref(), Some(checkpoint_kid.as_str()));
     }
     assert!(verify_export(&text, &app).is_ok());
-    assert!(support_access_cli::verify_export(&text, &app.services().keys, Options::default()).is_err());
+    let token_keys = support_access_verify::ExportKeys::new(
+        (*app.services().keys).clone(),
+        support_access_verify::KeyRing::from_jwks((*app.services().receipt_keys).clone()).unwrap(),
+    )
+    .unwrap();
+    assert!(support_access_cli::verify_export(&text, &token_keys, Options::default()).is_err());
+}
+
+/// Whoever runs the export (on AWS, code in export-audit) holds the receipt key and nothing
+/// else: a checkpoint it signs with that key is refused, even over the very claims the
+/// checkpoint key signed (SECURITY.md, who signs what).
+#[tokio::test]
+async fn a_checkpoint_signed_with_the_receipt_key_is_refused() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    let mut forged = lines(&text);
+    let at = forged.iter().position(|l| l.contains(r#""type":"checkpoint""#)).unwrap();
+    let mut line: Value = serde_json::from_str(&forged[at]).unwrap();
+    let claims =
+        support_access_verify::checkpoint::verify_checkpoint(line["jws"].as_str().unwrap(), &app.checkpoint_ring())
+            .unwrap();
+    let receipt_key = app.services().receipt_signer.as_ref();
+    let jws = shared::token::sign_jws(support_access_verify::checkpoint::CHECKPOINT_TYPE, &claims, receipt_key);
+    line["jws"] = json!(jws.await.unwrap());
+    forged[at] = line.to_string();
+    let (bad, seq, problem) = failed_checkpoint(verify_export(&join(&forged), &app));
+    assert_eq!((bad, seq), (at + 1, claims.seq));
+    assert!(problem.contains("signed with a receipt key"), "{problem}");
+}
+
+/// And whoever makes checkpoints holds the checkpoint key alone: a receipt signed with it
+/// (say, to vouch for an export with events cut off) is refused, and the service refuses to
+/// start with one key for both kinds.
+#[tokio::test]
+async fn a_receipt_signed_with_the_checkpoint_key_is_refused() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    assert!(verify_export(&text, &app).is_ok());
+    let mut forged = lines(&text);
+    let last = forged.len() - 1;
+    let line: Value = serde_json::from_str(&forged[last]).unwrap();
+    let keys = app.export_keys();
+    let claims = support_access_verify::receipt::verify_receipt(line["jws"].as_str().unwrap(), &keys.receipts).unwrap();
+    let checkpoint_key = app.services().checkpoint_signer.as_ref();
+    let jws = shared::token::sign_jws(support_access_verify::receipt::RECEIPT_TYPE, &claims, checkpoint_key);
+    forged[last] = json!({"type": "receipt", "jws": jws.await.unwrap()}).to_string();
+    match verify_export(&join(&forged), &app) {
+        Err(VerifyFailure::Receipt { line, problem }) => {
+            assert_eq!(line, last + 1);
+            assert!(problem.contains("signed with a checkpoint key"), "{problem}");
+        }
+        other => panic!("expected the receipt refused, got {other:?}"),
+    }
+    let services = app.services().clone();
+    let same = services
+        .with_receipt_signer(app.services().checkpoint_signer.clone(), (*app.services().checkpoint_keys).clone());
+    assert!(same.is_err_and(|e| e.to_string().contains("also a checkpoint key")));
 }
 
 #[tokio::test]
@@ -446,8 +516,10 @@ impl shared::ports::ChainArchive for SlowArchive {
     async fn checkpoints(
         &self,
         stream: Option<&str>,
+        after: u64,
+        limit: usize,
     ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
-        self.inner.checkpoints(stream).await
+        self.inner.checkpoints(stream, after, limit).await
     }
 }
 

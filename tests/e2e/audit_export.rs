@@ -476,53 +476,6 @@ async fn the_cli_exits_0_intact_1_tampered_naming_the_bad_event_3_unsealed_and_6
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The chain archive of an app, each read of events taking `delay` (of the test's paused
-/// clock): a store that answers slowly (throttled, retrying, far away).
-struct SlowArchive {
-    inner: std::sync::Arc<dyn shared::ports::ChainArchive>,
-    delay: std::time::Duration,
-}
-
-#[async_trait::async_trait]
-impl shared::ports::ChainArchive for SlowArchive {
-    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
-        self.inner.streams().await
-    }
-    async fn stream_events(
-        &self,
-        stream: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<shared::domain::AuditEvent>, shared::ports::StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.stream_events(stream, after_seq, limit).await
-    }
-    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
-        self.inner.latest_checkpoint().await
-    }
-    async fn unsealed_heads(
-        &self,
-        latest: Option<&shared::ports::Checkpoint>,
-    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
-        self.inner.unsealed_heads(latest).await
-    }
-    async fn append_checkpoint(
-        &self,
-        checkpoint: &shared::ports::Checkpoint,
-        leaves: &[shared::ports::ProvenLeaf],
-    ) -> Result<(), shared::ports::StoreError> {
-        self.inner.append_checkpoint(checkpoint, leaves).await
-    }
-    async fn checkpoints(
-        &self,
-        stream: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
-        self.inner.checkpoints(stream, after, limit).await
-    }
-}
-
 /// A slow store makes an export longer, never a page slower: with every read of events
 /// taking 4 s, 1,500 events (far less than a page's bytes: three reads, and an empty one to
 /// end the stream) come in pages that each end within the page time plus one read, and their
@@ -543,7 +496,7 @@ async fn a_slow_store_makes_more_pages_each_within_the_page_time() {
     .await;
     checkpoint(&app).await;
     let read = std::time::Duration::from_secs(4);
-    app.wrap_chain_archive(|inner| std::sync::Arc::new(SlowArchive { inner, delay: read }));
+    app.probe_chain_archive(read);
 
     let scope = ExportScope::User(alice);
     let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);

@@ -746,48 +746,6 @@ async fn a_tokens_first_use_is_claimed_once_and_a_retried_one_announced(app: Tes
     }
 }
 
-/// The chain archive of an app, noting how many checkpoints each read of them answered.
-struct CheckpointReads {
-    inner: Arc<dyn shared::ports::ChainArchive>,
-    answered: Arc<std::sync::Mutex<Vec<usize>>>,
-}
-
-#[async_trait::async_trait]
-impl shared::ports::ChainArchive for CheckpointReads {
-    async fn streams(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.streams().await
-    }
-    async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.stream_events(stream, after_seq, limit).await
-    }
-    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, StoreError> {
-        self.inner.latest_checkpoint().await
-    }
-    async fn unsealed_heads(
-        &self,
-        latest: Option<&shared::ports::Checkpoint>,
-    ) -> Result<Vec<shared::ports::Leaf>, StoreError> {
-        self.inner.unsealed_heads(latest).await
-    }
-    async fn append_checkpoint(
-        &self,
-        checkpoint: &shared::ports::Checkpoint,
-        leaves: &[shared::ports::ProvenLeaf],
-    ) -> Result<(), StoreError> {
-        self.inner.append_checkpoint(checkpoint, leaves).await
-    }
-    async fn checkpoints(
-        &self,
-        stream: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, StoreError> {
-        let answer = self.inner.checkpoints(stream, after, limit).await?;
-        self.answered.lock().unwrap().push(answer.len());
-        Ok(answer)
-    }
-}
-
 /// A long life makes many checkpoints (one an interval), and an export reads them a few at a
 /// time from where its cursor stands, never all at once: with a small budget (3 checkpoints
 /// a read, 2 KiB a page) a user's export and the export of every stream each come in several
@@ -805,9 +763,7 @@ async fn a_long_life_of_checkpoints_comes_in_pages_that_verify(mut app: TestApp)
         }
         app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
     }
-    let answered = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let counted = answered.clone();
-    app.wrap_chain_archive(|inner| Arc::new(CheckpointReads { inner, answered: counted }));
+    let answered = app.probe_chain_archive(std::time::Duration::ZERO);
     let budget = ExportBudget { page_bytes: 2048, read_checkpoints: 3, ..ExportBudget::default() };
     app.set_export_budget(budget);
     let strict = support_access_cli::Options::default();

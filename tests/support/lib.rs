@@ -780,6 +780,15 @@ impl TestApp {
         self.services.chain_archive = wrap(self.services.chain_archive.clone());
     }
 
+    /// Puts a [`ProbedArchive`] over the app's chain archive, each read of events taking
+    /// `event_delay`; returns how many checkpoints each read of them answered, as they come.
+    pub fn probe_chain_archive(&mut self, event_delay: Duration) -> Arc<std::sync::Mutex<Vec<usize>>> {
+        let checkpoint_reads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reads = checkpoint_reads.clone();
+        self.wrap_chain_archive(|inner| Arc::new(ProbedArchive { inner, event_delay, checkpoint_reads: reads }));
+        checkpoint_reads
+    }
+
     /// Bounds this app's export pages by `budget` (small: many pages out of a few lines).
     pub fn set_export_budget(&mut self, budget: shared::app::ExportBudget) {
         self.services.export_budget = budget;
@@ -924,6 +933,57 @@ pub async fn local_api_bound_first(
 pub fn dev_token(runtime: &local_api::Runtime, sub: &str, groups: &[&str]) -> String {
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     runtime.identity.issue(sub, &groups, shared::ports::SystemClock.now(), 3600)
+}
+
+/// An app's chain archive as an export sees it, probed: each read of events takes
+/// `event_delay` (a store that answers slowly: throttled, retrying, far away), and each read
+/// of checkpoints notes how many it answered in `checkpoint_reads`.
+pub struct ProbedArchive {
+    inner: Arc<dyn shared::ports::ChainArchive>,
+    event_delay: Duration,
+    checkpoint_reads: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::ChainArchive for ProbedArchive {
+    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
+        self.inner.streams().await
+    }
+    async fn stream_events(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, shared::ports::StoreError> {
+        tokio::time::sleep(self.event_delay).await;
+        self.inner.stream_events(stream, after_seq, limit).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn unsealed_heads(
+        &self,
+        latest: Option<&shared::ports::Checkpoint>,
+    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
+        self.inner.unsealed_heads(latest).await
+    }
+    async fn append_checkpoint(
+        &self,
+        checkpoint: &shared::ports::Checkpoint,
+        leaves: &[shared::ports::ProvenLeaf],
+    ) -> Result<(), shared::ports::StoreError> {
+        self.inner.append_checkpoint(checkpoint, leaves).await
+    }
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
+        let answer = self.inner.checkpoints(stream, after, limit).await?;
+        self.checkpoint_reads.lock().unwrap().push(answer.len());
+        Ok(answer)
+    }
 }
 
 /// The `support-access` CLI binary (built by `cargo build --workspace --bins`, which

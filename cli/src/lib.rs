@@ -8,7 +8,8 @@
 //! checkpoint before it wherever both are in the export, and proves each of its leaves in its
 //! Merkle tree; each leaf names an exported stream and matches that stream's event at the
 //! leaf's `seq` (so a truncated tail, or a chain rewritten with fresh hashes, fails); the
-//! export ends with its receipt, signed by a checkpoint key, and matches it (the stream or
+//! export ends with its receipt, signed by a receipt key (never a checkpoint key, nor a
+//! checkpoint by a receipt key), and matches it (the stream or
 //! streams, the number of events, the newest checkpoint, the digest of every line before it:
 //! see `support_access_verify::receipt`), and an export of every stream holds every
 //! checkpoint up to the receipt's newest, each with as many leaves as it signs; and every
@@ -23,7 +24,7 @@ use std::io::{self, BufRead, Cursor, Seek, SeekFrom};
 
 use serde::Deserialize;
 use serde_json::Value;
-use support_access_verify::KeyRing;
+use support_access_verify::ExportKeys;
 use support_access_verify::chain::{ChainError, Chains, GENESIS};
 use support_access_verify::checkpoint::{
     CheckpointError, Leaf, ProvenLeaf, link_of, verify_checkpoint, verify_inclusion,
@@ -107,9 +108,10 @@ struct CheckpointLine {
 /// could spell it).
 const LINE_KINDS: [&str; 2] = ["checkpoint", "receipt"];
 
-/// Verifies the export `text` (JSON Lines: events, each stream oldest first, and checkpoint
-/// lines) against the JWK Set `keys`.
-pub fn verify_export(text: &str, keys: &KeyRing, options: Options) -> Result<Report, VerifyFailure> {
+/// Verifies the export `text` (JSON Lines: events, each stream oldest first, checkpoint
+/// lines, the receipt) against `keys`: its checkpoints against the checkpoint keys alone, its
+/// receipt against the receipt keys alone.
+pub fn verify_export(text: &str, keys: &ExportKeys, options: Options) -> Result<Report, VerifyFailure> {
     verify_stream(&mut Cursor::new(text.as_bytes()), keys, options).expect("a string is UTF-8 and reads in full")
 }
 
@@ -134,7 +136,7 @@ pub fn verify_export(text: &str, keys: &KeyRing, options: Options) -> Result<Rep
 /// then the receipt (missing, not the last line, or not matching); then an unsealed tail.
 pub fn verify_stream<R: BufRead + Seek>(
     input: &mut R,
-    keys: &KeyRing,
+    keys: &ExportKeys,
     options: Options,
 ) -> io::Result<Result<Report, VerifyFailure>> {
     let start = input.stream_position()?;
@@ -215,11 +217,16 @@ impl FoundReceipt {
         events: usize,
         heads: &BTreeMap<String, (u64, String)>,
         checkpoints: &BTreeMap<u64, VerifiedCheckpoint>,
-        keys: &KeyRing,
+        keys: &ExportKeys,
     ) -> Result<ReceiptClaims, VerifyFailure> {
         let fail = |problem: String| VerifyFailure::Receipt { line: self.line, problem };
         let jws = self.jws.clone().map_err(fail)?;
-        let claims = verify_receipt(&jws, keys).map_err(|e| fail(format!("its signature does not hold ({e})")))?;
+        let claims = verify_receipt(&jws, &keys.receipts).map_err(|e| {
+            fail(match keys.checkpoints.is_named_by(&jws) {
+                true => "it is signed with a checkpoint key, which may sign checkpoints only (a forged receipt)".into(),
+                false => format!("its signature does not hold ({e})"),
+            })
+        })?;
         if let Some(after) = self.after {
             return Err(fail(format!("line {after} comes after it; the receipt is an export's last line")));
         }
@@ -366,7 +373,7 @@ impl VerifyFailure {
 
 impl Seals {
     /// Pass one: every checkpoint line, checked as far as it can be without the events.
-    fn read(input: &mut impl BufRead, keys: &KeyRing) -> io::Result<Self> {
+    fn read(input: &mut impl BufRead, keys: &ExportKeys) -> io::Result<Self> {
         let mut seals = Seals::default();
         let mut lines = Lines::default();
         while let Some((line, raw)) = lines.next_bytes(input)? {
@@ -419,8 +426,14 @@ impl Seals {
     }
 
     /// The checks of one checkpoint that need no event; its leaves are kept for pass two.
-    fn check(&mut self, cp: &CheckpointLine, line: usize, keys: &KeyRing) -> Result<(), String> {
-        let claims = verify_checkpoint(&cp.jws, keys).map_err(|e| e.to_string())?;
+    fn check(&mut self, cp: &CheckpointLine, line: usize, keys: &ExportKeys) -> Result<(), String> {
+        let claims =
+            verify_checkpoint(&cp.jws, &keys.checkpoints).map_err(|e| match keys.receipts.is_named_by(&cp.jws) {
+                true => {
+                    "it is signed with a receipt key, which may sign receipts only (a forged checkpoint)".to_owned()
+                }
+                false => e.to_string(),
+            })?;
         if claims.seq != cp.seq {
             return Err(format!("the line says seq {} but the signed claims say {}", cp.seq, claims.seq));
         }

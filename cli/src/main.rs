@@ -27,7 +27,7 @@ use support_access_cli::api::{
 };
 use support_access_cli::exit::Exit;
 use support_access_cli::{Options, VerifyFailure, verify_stream};
-use support_access_verify::{JwkSet, KeyRing};
+use support_access_verify::{ExportKeySet, ExportKeys};
 
 #[derive(Parser)]
 #[command(
@@ -175,8 +175,9 @@ enum Command {
         /// `--output` still work here: `--output` names a format in the other commands.)
         #[arg(long, short = 'f', short_alias = 'o', alias = "output")]
         file: Option<PathBuf>,
-        /// Also save the service's checkpoint keys (GET /.well-known/checkpoint-keys.json) here
-        /// (with --file they are saved as `<file>.checkpoint-keys.json` anyway).
+        /// Also save the keys that verify the export (GET /.well-known/checkpoint-keys.json:
+        /// the checkpoint keys and the receipt keys) here (with --file they are saved as
+        /// `<file>.checkpoint-keys.json` anyway).
         #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: Option<PathBuf>,
         /// Go on with the interrupted export into --file from its last complete page (give
@@ -189,9 +190,11 @@ enum Command {
     Verify {
         /// The export, JSON Lines.
         export: PathBuf,
-        /// The keys that signed the checkpoints: the service's checkpoint keys (GET
-        /// /.well-known/checkpoint-keys.json), saved to a file. A JWK Set saved from
-        /// /.well-known/jwks.json before checkpoints were published apart works too.
+        /// The keys that signed the checkpoints and the receipt: the service's
+        /// /.well-known/checkpoint-keys.json, saved to a file (`export --file` saves it beside
+        /// the export). Checkpoints verify against its `keys` alone, the receipt against its
+        /// `receipt_keys` alone; a file saved before receipts had keys of their own verifies
+        /// no receipt (export again).
         #[arg(long = "checkpoint-keys", visible_alias = "jwks")]
         jwks: PathBuf,
         /// Accept events newer than the last checkpoint of their stream (they are reported).
@@ -207,15 +210,15 @@ fn read(path: &Path) -> Result<String, Exit> {
     })
 }
 
-fn keys(path: &Path) -> Result<KeyRing, Exit> {
+fn keys(path: &Path) -> Result<ExportKeys, Exit> {
     let text = read(path)?;
     let unusable = |problem: String| {
         let line = format!("{} is not a usable JWK Set: {problem}", path.display());
         eprintln!("support-access: {}", shown(&line));
         Exit::Local
     };
-    let jwks: JwkSet = serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
-    KeyRing::from_jwks(jwks).map_err(|e| unusable(e.to_string()))
+    let set: ExportKeySet = serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
+    ExportKeys::from_set(set).map_err(|e| unusable(e.to_string()))
 }
 
 /// The export as a file [`verify_stream`] can read twice: the file itself, or what a pipe

@@ -7,7 +7,7 @@ use std::io::{BufReader, Write};
 use std::process::{Command, Stdio};
 
 use support_access_cli::{Options, VerifyFailure, verify_stream};
-use support_access_verify::KeyRing;
+use support_access_verify::ExportKeys;
 
 mod support {
     pub mod large_export;
@@ -20,7 +20,7 @@ struct Export {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
     keys_path: std::path::PathBuf,
-    keys: KeyRing,
+    keys: ExportKeys,
     lines: Vec<String>,
 }
 
@@ -32,10 +32,10 @@ fn export() -> Export {
     let keys_path = dir.path().join("checkpoint-keys.json");
     std::fs::write(&keys_path, serde_json::to_string(&jwks).unwrap()).unwrap();
     let lines = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
-    Export { _dir: dir, path, keys_path, keys: KeyRing::from_jwks(jwks).unwrap(), lines }
+    Export { _dir: dir, path, keys_path, keys: ExportKeys::from_set(jwks).unwrap(), lines }
 }
 
-fn verify_file(path: &std::path::Path, keys: &KeyRing) -> Result<support_access_cli::Report, VerifyFailure> {
+fn verify_file(path: &std::path::Path, keys: &ExportKeys) -> Result<support_access_cli::Report, VerifyFailure> {
     let mut input = BufReader::new(std::fs::File::open(path).unwrap());
     verify_stream(&mut input, keys, Options::default()).unwrap()
 }

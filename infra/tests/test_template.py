@@ -50,12 +50,13 @@ EXPECTED = {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
-        # The receipt that ends every export.
-        ("kms:Sign", "CheckpointKey"),
+        # The receipt that ends every export, with a key of its own (never the checkpoint key).
+        ("kms:Sign", "ReceiptKey"),
     }
     | CURSOR_SECRET,
     "JwksFunction": TOKEN_PUBLIC_KEYS
-    | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")},
+    | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")}
+    | {("kms:GetPublicKey", "ReceiptKey"), ("kms:GetPublicKey", "ReceiptPublishedKeys")},
     "CheckpointFunction": {
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
@@ -164,8 +165,10 @@ def resource_name(ref) -> str:
         named = {
             "SigningKeyArn": "SigningKey",
             "CheckpointSigningKeyArn": "CheckpointKey",
+            "ReceiptSigningKeyArn": "ReceiptKey",
             "PublishedKeyArns": "PublishedKeys",
             "CheckpointPublishedKeyArns": "CheckpointPublishedKeys",
+            "ReceiptPublishedKeyArns": "ReceiptPublishedKeys",
             "CursorSecret": "CursorSecret",
         }
         if ref["Ref"] in named:
@@ -291,12 +294,13 @@ def test_the_rules_hold_whatever_the_table_says(template):
                     "RequestExpiryFunction",
                 }, f"{function} writes requests"
             if action == "kms:Sign":
-                # Tokens with SigningKey by mint alone; checkpoints with their own key, which
-                # also signs export receipts.
+                # Each kind by one function with a key of its own: tokens by mint, checkpoints
+                # by the checkpoint function, export receipts by export-audit. No function
+                # holds two, so none can forge another kind.
                 assert (function, resource) in {
                     ("MintTokenFunction", "SigningKey"),
                     ("CheckpointFunction", "CheckpointKey"),
-                    ("ExportAuditFunction", "CheckpointKey"),
+                    ("ExportAuditFunction", "ReceiptKey"),
                 }, f"{function} signs with {resource}"
             if resource == "ControlsTable" and action in WRITES:
                 # Incident response is the operator function's alone: nothing a support agent
@@ -309,8 +313,8 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
                 assert function in {"JwksFunction", "AuthorizerFunction", "IntrospectFunction"}, f"{function} reads public keys"
-                if resource.startswith("Checkpoint"):
-                    assert function == "JwksFunction", f"{function} reads checkpoint keys"
+                if resource.startswith("Checkpoint") or resource.startswith("Receipt"):
+                    assert function == "JwksFunction", f"{function} reads checkpoint or receipt keys"
             if resource == "CursorSecret" or action.startswith("secretsmanager:"):
                 assert (function, action, resource) in {
                     ("QueryAuditFunction", "secretsmanager:GetSecretValue", "CursorSecret"),
@@ -386,7 +390,7 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     assert notifier["MaximumRecordAgeInSeconds"] < 86400
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
-    for name in ["SigningKey", "CheckpointKey"]:
+    for name in ["SigningKey", "CheckpointKey", "ReceiptKey"]:
         key = resources[name]["Properties"]
         assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
     checkpoint = resources["CheckpointFunction"]["Properties"]
@@ -397,9 +401,13 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     jwks = resources["JwksFunction"]["Properties"]["Environment"]["Variables"]
     assert jwks["CHECKPOINT_KEY_ID"] == own_checkpoint_key
     assert jwks["CHECKPOINT_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "CheckpointPublishedKeyArns"}]}
-    # export-audit signs each export's receipt with the checkpoint key (it refuses to start without one).
+    # export-audit signs each export's receipt with the receipt key (it refuses to start
+    # without one), and is given no checkpoint key at all; jwks publishes the receipt keys.
+    own_receipt_key = {"Fn::If": ["OwnReceiptKey", {"Ref": "ReceiptKey"}, {"Ref": "ReceiptSigningKeyArn"}]}
     export = resources["ExportAuditFunction"]["Properties"]["Environment"]["Variables"]
-    assert export["CHECKPOINT_KEY_ID"] == own_checkpoint_key
+    assert export["RECEIPT_KEY_ID"] == own_receipt_key and "CHECKPOINT_KEY_ID" not in export
+    assert jwks["RECEIPT_KEY_ID"] == own_receipt_key
+    assert jwks["RECEIPT_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "ReceiptPublishedKeyArns"}]}
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["KMS_KEY_ID"] == {"Fn::If": ["OwnSigningKey", {"Ref": "SigningKey"}, {"Ref": "SigningKeyArn"}]}
     assert env["KMS_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "PublishedKeyArns"}]}
@@ -569,7 +577,7 @@ def test_the_queues_take_messages_from_their_rules_alone(template):
     resources = template["Resources"]
     expected = {
         "FailuresQueue": {"FailedBatchRule", "CheckpointFunctionSchedule", "RequestExpiryFunctionSchedule"},
-        "SecurityEventsQueue": {"KmsSignRule", "KmsGetPublicKeyRule"},
+        "SecurityEventsQueue": {"KmsSignRule", "CheckpointKeySignRule", "ReceiptKeySignRule", "KmsGetPublicKeyRule"},
     }
     policies = {r["Properties"]["Queues"][0]["Ref"]: r["Properties"]["PolicyDocument"] for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"}
     assert set(policies) == set(expected)
@@ -584,22 +592,35 @@ def test_the_queues_take_messages_from_their_rules_alone(template):
 
 def test_the_kms_alarm_spares_exactly_the_roles_granted_each_use(template):
     """The KMS rules fire on Sign or GetPublicKey by any principal but the roles this file
-    grants that action: widen a grant without the rule (or the reverse) and this fails."""
+    grants that action on those keys: widen a grant without the rule (or the reverse) and
+    this fails. Sign is watched key by key (each kind's key spares its one signer), so
+    export-audit signing with the checkpoint key, or the checkpoint function with the receipt
+    key, fires the alarm."""
     resources = template["Resources"]
-    for rule, action in [("KmsSignRule", "kms:Sign"), ("KmsGetPublicKeyRule", "kms:GetPublicKey")]:
+    rules = [
+        ("KmsSignRule", "kms:Sign", {"SigningKey"}),
+        ("CheckpointKeySignRule", "kms:Sign", {"CheckpointKey"}),
+        ("ReceiptKeySignRule", "kms:Sign", {"ReceiptKey"}),
+        ("KmsGetPublicKeyRule", "kms:GetPublicKey", {"SigningKey", "CheckpointKey", "ReceiptKey"}),
+    ]
+    watched_for_sign = set()
+    for rule, action, watched in rules:
         props = resources[rule]["Properties"]
         assert props["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS", "Sign and GetPublicKey are read-only events"
         detail = props["EventPattern"]["detail"]
         assert detail["eventName"] == [action.split(":")[1]]
-        keys = {json.dumps(k) for k in detail["resources"]["ARN"]}
-        assert json.dumps({"Fn::GetAtt": ["SigningKey", "Arn"]}) in keys and json.dumps({"Fn::GetAtt": ["CheckpointKey", "Arn"]}) in keys
+        keys = {resource_name(k) for k in detail["resources"]["ARN"]}
+        assert keys == watched, (rule, keys)
+        if action == "kms:Sign":
+            watched_for_sign |= keys
         not_a_role, other_role = detail["$or"]
         assert not_a_role == {"userIdentity": {"type": [{"anything-but": ["AssumedRole"]}]}}
         spared = other_role["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"][0]["anything-but"]
         spared = {ref["Fn::GetAtt"][0].removesuffix("Role") for ref in spared}
-        granted = {f for f, g in EXPECTED.items() if any(a == action for a, _ in g)}
+        granted = {f for f, g in EXPECTED.items() if any(a == action and r in watched for a, r in g)}
         assert spared == granted, (rule, spared, granted)
         assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["SecurityEventsQueue", "Arn"]}
+    assert watched_for_sign == {"SigningKey", "CheckpointKey", "ReceiptKey"}, "every key's Sign is watched"
 
 
 def test_concurrency_reservations_and_caps_are_parameters_off_by_default(template):
@@ -669,7 +690,7 @@ def test_the_stack_policy_forbids_replacing_or_deleting_every_retained_resource(
     assert (allow["Effect"], allow["Action"], allow["Resource"]) == ("Allow", "Update:*", "*")
     assert deny["Effect"] == "Deny" and set(deny["Action"]) == {"Update:Replace", "Update:Delete"}
     retained = {n for n, r in template["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
-    assert {"AuditTable", "ChainHeadsTable", "CheckpointsTable", "SigningKey", "CheckpointKey"} <= retained
+    assert {"AuditTable", "ChainHeadsTable", "CheckpointsTable", "SigningKey", "CheckpointKey", "ReceiptKey"} <= retained
     assert set(deny["Resource"]) == {f"LogicalResourceId/{n}" for n in retained}
 
 

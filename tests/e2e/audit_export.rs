@@ -13,7 +13,7 @@ use support_access_verify::chain::ChainError;
 
 /// The export checked against the app's own JWK Set, strictly (every head sealed).
 fn verify_export(text: &str, app: &TestApp) -> Result<Report, VerifyFailure> {
-    support_access_cli::verify_export(text, &app.checkpoint_ring(), Options::default())
+    support_access_cli::verify_export(text, &app.export_keys(), Options::default())
 }
 
 async fn checkpoint(app: &TestApp) -> u64 {
@@ -62,7 +62,11 @@ fn join(lines: &[String]) -> String {
 
 /// Chain checks only: the tampering below must fail before any checkpoint is looked at.
 fn chain_only(text: &str) -> Result<Report, VerifyFailure> {
-    support_access_cli::verify_export(text, &support_access_verify::KeyRing::empty(), Options { allow_unsealed: true })
+    support_access_cli::verify_export(
+        text,
+        &support_access_verify::ExportKeys::empty(),
+        Options { allow_unsealed: true },
+    )
 }
 
 fn broken_at(result: Result<support_access_cli::Report, VerifyFailure>) -> (usize, ChainError) {
@@ -104,7 +108,7 @@ async fn events_after_the_last_checkpoint_fail_unless_an_unsealed_tail_is_accept
         Err(VerifyFailure::Unsealed { stream, from: 10, to: 10 }) => assert_eq!(stream, "alice"),
         other => panic!("expected an unsealed tail, got {other:?}"),
     }
-    let lenient = support_access_cli::verify_export(&text, &app.checkpoint_ring(), Options { allow_unsealed: true });
+    let lenient = support_access_cli::verify_export(&text, &app.export_keys(), Options { allow_unsealed: true });
     assert_eq!(lenient.unwrap().unsealed(), [("alice".to_owned(), 10, 10)]);
     assert_eq!(checkpoint(&app).await, 3);
     assert!(verify_export(&export(&app, "alice").await, &app).is_ok());
@@ -221,6 +225,16 @@ async fn checkpoint_keys_are_published_apart_from_the_token_keys() {
     let checkpoint_kid = app.services().checkpoint_signer.key_id().to_owned();
     assert_eq!(tokens, [app.services().signer.key_id()]);
     assert_eq!(checkpoints, [checkpoint_kid.as_str()], "a fresh deployment's checkpoints have only their own key");
+    // The receipt key beside them, in a member of its own (no JWK Set reader takes it for a
+    // checkpoint key), and in no token set.
+    let (_, _, body) = app.call_raw(Event::new("GET", "/.well-known/checkpoint-keys.json").anonymous()).await;
+    let document: Value = serde_json::from_str(&body).unwrap();
+    let receipt_kid = app.services().receipt_signer.key_id();
+    assert_eq!(
+        document["receipt_keys"].as_array().unwrap().iter().map(|k| &k["kid"]).collect::<Vec<_>>(),
+        [receipt_kid]
+    );
+    assert!(receipt_kid != checkpoint_kid && !tokens.iter().any(|k| k == receipt_kid));
     // Every checkpoint of the export names the checkpoint key, and verifies with that set only.
     let text = export(&app, "alice").await;
     for line in checkpoint_lines(&text) {
@@ -228,7 +242,63 @@ async fn checkpoint_keys_are_published_apart_from_the_token_keys() {
         assert_eq!(header.kid.as_deref(), Some(checkpoint_kid.as_str()));
     }
     assert!(verify_export(&text, &app).is_ok());
-    assert!(support_access_cli::verify_export(&text, &app.services().keys, Options::default()).is_err());
+    let token_keys = support_access_verify::ExportKeys::new(
+        (*app.services().keys).clone(),
+        support_access_verify::KeyRing::from_jwks((*app.services().receipt_keys).clone()).unwrap(),
+    )
+    .unwrap();
+    assert!(support_access_cli::verify_export(&text, &token_keys, Options::default()).is_err());
+}
+
+/// Whoever runs the export (on AWS, code in export-audit) holds the receipt key and nothing
+/// else: a checkpoint it signs with that key is refused, even over the very claims the
+/// checkpoint key signed (SECURITY.md, who signs what).
+#[tokio::test]
+async fn a_checkpoint_signed_with_the_receipt_key_is_refused() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    let mut forged = lines(&text);
+    let at = forged.iter().position(|l| l.contains(r#""type":"checkpoint""#)).unwrap();
+    let mut line: Value = serde_json::from_str(&forged[at]).unwrap();
+    let claims =
+        support_access_verify::checkpoint::verify_checkpoint(line["jws"].as_str().unwrap(), &app.checkpoint_ring())
+            .unwrap();
+    let receipt_key = app.services().receipt_signer.as_ref();
+    let jws = shared::token::sign_jws(support_access_verify::checkpoint::CHECKPOINT_TYPE, &claims, receipt_key);
+    line["jws"] = json!(jws.await.unwrap());
+    forged[at] = line.to_string();
+    let (bad, seq, problem) = failed_checkpoint(verify_export(&join(&forged), &app));
+    assert_eq!((bad, seq), (at + 1, claims.seq));
+    assert!(problem.contains("signed with a receipt key"), "{problem}");
+}
+
+/// And whoever makes checkpoints holds the checkpoint key alone: a receipt signed with it
+/// (say, to vouch for an export with events cut off) is refused, and the service refuses to
+/// start with one key for both kinds.
+#[tokio::test]
+async fn a_receipt_signed_with_the_checkpoint_key_is_refused() {
+    let app = busy_app().await;
+    let text = export(&app, "alice").await;
+    assert!(verify_export(&text, &app).is_ok());
+    let mut forged = lines(&text);
+    let last = forged.len() - 1;
+    let line: Value = serde_json::from_str(&forged[last]).unwrap();
+    let keys = app.export_keys();
+    let claims = support_access_verify::receipt::verify_receipt(line["jws"].as_str().unwrap(), &keys.receipts).unwrap();
+    let checkpoint_key = app.services().checkpoint_signer.as_ref();
+    let jws = shared::token::sign_jws(support_access_verify::receipt::RECEIPT_TYPE, &claims, checkpoint_key);
+    forged[last] = json!({"type": "receipt", "jws": jws.await.unwrap()}).to_string();
+    match verify_export(&join(&forged), &app) {
+        Err(VerifyFailure::Receipt { line, problem }) => {
+            assert_eq!(line, last + 1);
+            assert!(problem.contains("signed with a checkpoint key"), "{problem}");
+        }
+        other => panic!("expected the receipt refused, got {other:?}"),
+    }
+    let services = app.services().clone();
+    let same = services
+        .with_receipt_signer(app.services().checkpoint_signer.clone(), (*app.services().checkpoint_keys).clone());
+    assert!(same.is_err_and(|e| e.to_string().contains("also a checkpoint key")));
 }
 
 #[tokio::test]
@@ -406,51 +476,6 @@ async fn the_cli_exits_0_intact_1_tampered_naming_the_bad_event_3_unsealed_and_6
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The chain archive of an app, each read of events taking `delay` (of the test's paused
-/// clock): a store that answers slowly (throttled, retrying, far away).
-struct SlowArchive {
-    inner: std::sync::Arc<dyn shared::ports::ChainArchive>,
-    delay: std::time::Duration,
-}
-
-#[async_trait::async_trait]
-impl shared::ports::ChainArchive for SlowArchive {
-    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
-        self.inner.streams().await
-    }
-    async fn stream_events(
-        &self,
-        stream: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<shared::domain::AuditEvent>, shared::ports::StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.stream_events(stream, after_seq, limit).await
-    }
-    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
-        self.inner.latest_checkpoint().await
-    }
-    async fn unsealed_heads(
-        &self,
-        latest: Option<&shared::ports::Checkpoint>,
-    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
-        self.inner.unsealed_heads(latest).await
-    }
-    async fn append_checkpoint(
-        &self,
-        checkpoint: &shared::ports::Checkpoint,
-        leaves: &[shared::ports::ProvenLeaf],
-    ) -> Result<(), shared::ports::StoreError> {
-        self.inner.append_checkpoint(checkpoint, leaves).await
-    }
-    async fn checkpoints(
-        &self,
-        stream: Option<&str>,
-    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
-        self.inner.checkpoints(stream).await
-    }
-}
-
 /// A slow store makes an export longer, never a page slower: with every read of events
 /// taking 4 s, 1,500 events (far less than a page's bytes: three reads, and an empty one to
 /// end the stream) come in pages that each end within the page time plus one read, and their
@@ -471,7 +496,7 @@ async fn a_slow_store_makes_more_pages_each_within_the_page_time() {
     .await;
     checkpoint(&app).await;
     let read = std::time::Duration::from_secs(4);
-    app.wrap_chain_archive(|inner| std::sync::Arc::new(SlowArchive { inner, delay: read }));
+    app.probe_chain_archive(read);
 
     let scope = ExportScope::User(alice);
     let (mut text, mut pages, mut cursor) = (String::new(), 0, None::<String>);

@@ -255,7 +255,7 @@ async fn checkpoints_seal_moved_heads_and_every_export_verifies(app: TestApp) {
     for who in [Some(user("alice")), Some(user("bob")), None] {
         let scope = who.clone().map_or(app::ExportScope::All, app::ExportScope::User);
         let (text, _) = app.export_pages(&scope).await;
-        let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
+        let report = support_access_cli::verify_export(&text, &app.export_keys(), strict)
             .unwrap_or_else(|e| panic!("{who:?}: {e}"));
         let expected_checkpoints: &[u64] = if who == Some(user("bob")) { &[1] } else { &[1, 2] };
         assert_eq!(report.checkpoints, expected_checkpoints, "{who:?}");
@@ -298,7 +298,7 @@ async fn exports_of_any_size_page_and_verify(mut app: TestApp) {
     for (scope, events) in scopes {
         let (text, pages) = app.export_pages(&scope).await;
         assert!(pages >= 2, "{scope:?}: {pages} page(s)");
-        let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), strict)
+        let report = support_access_cli::verify_export(&text, &app.export_keys(), strict)
             .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
         assert_eq!((report.events, report.checkpoints.as_slice()), (events, &[1][..]), "{scope:?}");
     }
@@ -331,7 +331,7 @@ async fn exports_of_any_size_page_and_verify(mut app: TestApp) {
         next = page.next_cursor;
     }
     let lenient = support_access_cli::Options { allow_unsealed: true };
-    let report = support_access_cli::verify_export(&text, &app.checkpoint_ring(), lenient).unwrap();
+    let report = support_access_cli::verify_export(&text, &app.export_keys(), lenient).unwrap();
     assert_eq!((report.events, report.checkpoints.as_slice()), (ALICE + 1, &[1][..]));
     assert!(!text.contains("\"bob\"") && !text.contains(support_access_verify::chain::UNATTRIBUTED_STREAM));
 
@@ -362,7 +362,7 @@ async fn a_cut_tail_a_dropped_or_emptied_checkpoint_and_a_deleted_leaf_are_refus
     use app::ExportScope;
     use serde_json::{Value, json};
     let strict = support_access_cli::Options::default();
-    let verify = |text: &str| support_access_cli::verify_export(text, &app.checkpoint_ring(), strict);
+    let verify = |text: &str| support_access_cli::verify_export(text, &app.export_keys(), strict);
     let refused = |lines: &[String], cause: &str| {
         let failure = verify(&(lines.join("\n") + "\n")).expect_err(cause).to_string();
         assert!(failure.contains(cause), "expected {cause:?}, got: {failure}");
@@ -746,7 +746,61 @@ async fn a_tokens_first_use_is_claimed_once_and_a_retried_one_announced(app: Tes
     }
 }
 
+/// A long life makes many checkpoints (one an interval), and an export reads them a few at a
+/// time from where its cursor stands, never all at once: with a small budget (3 checkpoints
+/// a read, 2 KiB a page) a user's export and the export of every stream each come in several
+/// pages of checkpoints alone, every page within the budget, and each concatenation verifies
+/// with all 9 checkpoints (bob's export with the 5 that sealed him).
+async fn a_long_life_of_checkpoints_comes_in_pages_that_verify(mut app: TestApp) {
+    use app::{ExportBudget, ExportScope};
+    const CHECKPOINTS: u64 = 9;
+    for i in 0..CHECKPOINTS {
+        let denied =
+            |who: &str| AuditEvent::new(AuditEventType::TokenDenied, app.clock.now(), Some(user(who)), Actor::system());
+        app.services().audit_appender.append(denied("alice")).await.unwrap();
+        if i % 2 == 0 {
+            app.services().audit_appender.append(denied("bob")).await.unwrap();
+        }
+        app::checkpoint_now(app.services()).await.unwrap().expect("alice moved");
+    }
+    let answered = app.probe_chain_archive(std::time::Duration::ZERO);
+    let budget = ExportBudget { page_bytes: 2048, read_checkpoints: 3, ..ExportBudget::default() };
+    app.set_export_budget(budget);
+    let strict = support_access_cli::Options::default();
+    let every: Vec<u64> = (1..=CHECKPOINTS).collect();
+    let bobs: Vec<u64> = (1..=CHECKPOINTS).step_by(2).collect();
+    for (scope, events, checkpoints) in [
+        (ExportScope::User(user("alice")), CHECKPOINTS as usize, every.clone()),
+        (ExportScope::User(user("bob")), bobs.len(), bobs.clone()),
+        (ExportScope::All, CHECKPOINTS as usize + bobs.len(), every.clone()),
+    ] {
+        answered.lock().unwrap().clear();
+        let (mut text, mut pages_of_checkpoints, mut cursor) = (String::new(), 0, None::<String>);
+        loop {
+            let page = app::export_page(app.services(), &scope, cursor.as_deref()).await.unwrap();
+            let lines: Vec<&str> = page.lines.lines().collect();
+            assert!(page.lines.len() <= budget.page_bytes || lines.len() == 1, "{scope:?}: a page past the budget");
+            if !lines.is_empty() && lines.iter().all(|l| l.contains(r#""type":"checkpoint""#)) {
+                pages_of_checkpoints += 1;
+            }
+            text.push_str(&page.lines);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let reads = answered.lock().unwrap().clone();
+        assert!(reads.iter().all(|&n| n <= budget.read_checkpoints), "{scope:?}: read at once: {reads:?}");
+        assert!(reads.len() >= checkpoints.len().div_ceil(budget.read_checkpoints), "{scope:?}: {reads:?}");
+        assert!(pages_of_checkpoints >= 2, "{scope:?}: {pages_of_checkpoints} page(s) of checkpoints");
+        let report = support_access_cli::verify_export(&text, &app.export_keys(), strict)
+            .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
+        assert_eq!((report.events, report.checkpoints), (events, checkpoints), "{scope:?}");
+    }
+}
+
 e2e::on_both_backends!(
+    a_long_life_of_checkpoints_comes_in_pages_that_verify,
     grant_replace_revoke,
     mint_with_and_without_consent_and_the_jwk_set_verifies_it,
     a_consent_expires_at_its_boundary_second,

@@ -232,11 +232,15 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let token = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
 
     // As the stack wires it: checkpoints have a key of their own, which the checkpoint
-    // function signs with and the jwks function publishes in its own set only.
+    // function signs with and the jwks function publishes in its own set only; receipts have
+    // one too, which export-audit signs with and the jwks function publishes beside the
+    // checkpoint keys, in a member of its own.
     let (_, kms) = e2e::aws_clients().await;
     let checkpoint_key = adapter_aws::create_signing_key(&kms).await.unwrap();
+    let receipt_key = adapter_aws::create_signing_key(&kms).await.unwrap();
     let mut jwks_env = env.clone();
     jwks_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    jwks_env.push(("RECEIPT_KEY_ID".into(), receipt_key.clone()));
     // With the stack's TokenIssuer, the issuer's metadata too, at both well-known paths.
     jwks_env.push(("SUPPORT_ACCESS_ISSUER".into(), "https://support.example.com".into()));
     let mut checkpoint_env: Vec<_> = env.iter().filter(|(k, _)| k != "KMS_KEY_ID").cloned().collect();
@@ -258,8 +262,11 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     };
     assert_eq!(kids(&published[0]), [env.iter().find(|(k, _)| k == "KMS_KEY_ID").unwrap().1.as_str()]);
     assert_eq!(kids(&published[1]), [checkpoint_key.as_str()], "the checkpoint key only in its own set");
-    let checkpoint_ring =
-        support_access_verify::KeyRing::from_jwks(serde_json::from_value(body(&published[1])).unwrap()).unwrap();
+    let receipt_kids: Vec<_> =
+        body(&published[1])["receipt_keys"].as_array().unwrap().iter().map(|k| k["kid"].clone()).collect();
+    assert_eq!(receipt_kids, [json!(receipt_key)], "the receipt key in its own member");
+    let export_keys =
+        support_access_verify::ExportKeys::from_set(serde_json::from_value(body(&published[1])).unwrap()).unwrap();
 
     // The authorizer: allowed while the consent lives, a read token refused on a write.
     let ask = |method: &str| serde_json::to_value(authorizer_event(Some(&token), method, "/orders")).unwrap();
@@ -363,9 +370,9 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
 
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
-    // As the stack wires it: the receipt that ends the export is signed with the checkpoint key.
+    // As the stack wires it: the receipt that ends the export is signed with the receipt key.
     let mut export_env = paging_env.clone();
-    export_env.push(("CHECKPOINT_KEY_ID".into(), checkpoint_key.clone()));
+    export_env.push(("RECEIPT_KEY_ID".into(), receipt_key.clone()));
     let exported = invoke("export-audit", &export_env, vec![export.to_json()]).await;
     assert_eq!(exported[0]["statusCode"], 200);
     // lambda_http sends a non-JSON text type base64-encoded; API Gateway decodes it for the client.
@@ -377,7 +384,7 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
         raw.to_owned()
     };
     let report =
-        support_access_cli::verify_export(&text, &checkpoint_ring, support_access_cli::Options::default()).unwrap();
+        support_access_cli::verify_export(&text, &export_keys, support_access_cli::Options::default()).unwrap();
     assert_eq!(report.checkpoints, [1]);
     assert_eq!(report.heads["alice"].0, 6, "the chain written by four functions is intact");
 
@@ -438,17 +445,17 @@ async fn a_function_without_its_settings_stops_at_init_naming_them() {
 /// export's next page may be served by another instance (a key of its own per process would
 /// refuse that page's cursor).
 #[tokio::test]
-async fn a_paging_function_without_its_cursor_secret_or_export_audit_without_its_checkpoint_key_stops_at_init() {
+async fn a_paging_function_without_its_cursor_secret_or_export_audit_without_its_receipt_key_stops_at_init() {
     let key = ("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned());
     for function in ["query-audit", "export-audit"] {
         let log = stops_at_init(function, std::slice::from_ref(&key)).await;
         assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "{function}: {log}");
     }
-    // export-audit signs each export's receipt: without the checkpoint key it does not start
-    // (the token key would sign receipts no checkpoint key verifies).
+    // export-audit signs each export's receipt: without the receipt key it does not start
+    // (its KMS_KEY_ID would sign receipts no receipt key verifies).
     let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cursor-AbCdEf";
     let log = stops_at_init("export-audit", &[key, ("SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(), secret.into())]).await;
-    assert!(log.contains("CHECKPOINT_KEY_ID"), "{log}");
+    assert!(log.contains("RECEIPT_KEY_ID"), "{log}");
 }
 
 /// Starts `function` with `env` and waits for it to exit, which it must, unsuccessfully,

@@ -329,15 +329,19 @@ pub async fn fresh_deployment(endpoint: &str) -> (Tables, String) {
     (tables, key)
 }
 
-/// The embedded ports on `store` as local-api wires them: a token key and a checkpoint key
-/// of its own.
+/// The embedded ports on `store` as local-api wires them: a token key, and a checkpoint key
+/// and a receipt key of their own.
 async fn embedded_services(store: Arc<SqliteStore>, clock: Arc<FixedClock>, policy: Policy) -> Services {
     let signer = Arc::new(LocalSigner::generate());
     let keys = Services::keys_of(signer.as_ref()).await.unwrap();
     let checkpoint_signer = Arc::new(LocalSigner::generate());
     let checkpoint_keys = shared::ports::Signer::public_keys(checkpoint_signer.as_ref()).await.unwrap();
+    let receipt_signer = Arc::new(LocalSigner::generate());
+    let receipt_keys = shared::ports::Signer::public_keys(receipt_signer.as_ref()).await.unwrap();
     Services::new(store, signer, keys, clock, policy, CursorKey::generate())
         .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
+        .unwrap()
+        .with_receipt_signer(receipt_signer, receipt_keys)
         .unwrap()
 }
 
@@ -355,7 +359,7 @@ impl TestApp {
     }
 
     /// The embedded default as it was wired before checkpoints had a key of their own: the
-    /// token key signs them too.
+    /// token key signs them too (and receipts, which then verify nowhere).
     pub async fn with_one_key() -> Self {
         let clock = Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
         let store = Arc::new(SqliteStore::in_memory().unwrap());
@@ -485,6 +489,7 @@ impl TestApp {
             }
             None => (dynamodb.clone(), kms.clone()),
         };
+        let port_kms_for_receipts = port_kms.clone();
         let signer = Arc::new(KmsSigner::new(port_kms, &key, &[]).unwrap());
         let keys = Services::keys_of(signer.as_ref()).await.unwrap();
         // moto serializes every request, so contended appends take far longer than on
@@ -494,7 +499,14 @@ impl TestApp {
             Some(hold) => store.with_sequencer_hold(hold),
             None => store,
         });
-        let services = Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate());
+        // Receipts get a KMS key of their own, as on the stack (the token key signs checkpoints
+        // here, as a Lambda's only key would).
+        let receipt_key = create_signing_key(&kms).await.unwrap();
+        let receipt_signer = Arc::new(KmsSigner::new(port_kms_for_receipts, &receipt_key, &[]).unwrap());
+        let receipt_keys = shared::ports::Signer::public_keys(receipt_signer.as_ref()).await.unwrap();
+        let services = Services::new(store.clone(), signer, keys, clock.clone(), test_policy(), CursorKey::generate())
+            .with_receipt_signer(receipt_signer, receipt_keys)
+            .unwrap();
         let services = match sequencer_hold {
             Some(_) => services.with_audit_intake(store.clone()),
             None => services,
@@ -768,6 +780,20 @@ impl TestApp {
         self.services.chain_archive = wrap(self.services.chain_archive.clone());
     }
 
+    /// Puts a [`ProbedArchive`] over the app's chain archive, each read of events taking
+    /// `event_delay`; returns how many checkpoints each read of them answered, as they come.
+    pub fn probe_chain_archive(&mut self, event_delay: Duration) -> Arc<std::sync::Mutex<Vec<usize>>> {
+        let checkpoint_reads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reads = checkpoint_reads.clone();
+        self.wrap_chain_archive(|inner| Arc::new(ProbedArchive { inner, event_delay, checkpoint_reads: reads }));
+        checkpoint_reads
+    }
+
+    /// Bounds this app's export pages by `budget` (small: many pages out of a few lines).
+    pub fn set_export_budget(&mut self, budget: shared::app::ExportBudget) {
+        self.services.export_budget = budget;
+    }
+
     /// On AWS, the chain archive reads through a client with the setup clients' timeouts
     /// instead of the functions' (2 s an attempt, 5 s a call): moto walks and sorts a whole
     /// table in Python for every `Query` and serializes each item it returns (1-4 s for 500
@@ -781,9 +807,19 @@ impl TestApp {
         }
     }
 
-    /// The keys that verify this app's checkpoints (its checkpoint-keys.json), as a key ring.
+    /// The keys that verify this app's checkpoints, as a key ring.
     pub fn checkpoint_ring(&self) -> shared::token::KeyRing {
         shared::token::KeyRing::from_jwks((*self.services.checkpoint_keys).clone()).unwrap()
+    }
+
+    /// The keys that verify this app's exports (its checkpoint-keys.json: the checkpoint keys
+    /// and the receipt keys, each for its kind).
+    pub fn export_keys(&self) -> support_access_verify::ExportKeys {
+        support_access_verify::ExportKeys::from_set(support_access_verify::ExportKeySet {
+            keys: self.services.checkpoint_keys.keys.clone(),
+            receipt_keys: self.services.receipt_keys.keys.clone(),
+        })
+        .unwrap()
     }
 
     /// The raw answer: status, content type and body text (for non-JSON bodies).
@@ -897,6 +933,57 @@ pub async fn local_api_bound_first(
 pub fn dev_token(runtime: &local_api::Runtime, sub: &str, groups: &[&str]) -> String {
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     runtime.identity.issue(sub, &groups, shared::ports::SystemClock.now(), 3600)
+}
+
+/// An app's chain archive as an export sees it, probed: each read of events takes
+/// `event_delay` (a store that answers slowly: throttled, retrying, far away), and each read
+/// of checkpoints notes how many it answered in `checkpoint_reads`.
+pub struct ProbedArchive {
+    inner: Arc<dyn shared::ports::ChainArchive>,
+    event_delay: Duration,
+    checkpoint_reads: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::ChainArchive for ProbedArchive {
+    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
+        self.inner.streams().await
+    }
+    async fn stream_events(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, shared::ports::StoreError> {
+        tokio::time::sleep(self.event_delay).await;
+        self.inner.stream_events(stream, after_seq, limit).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn unsealed_heads(
+        &self,
+        latest: Option<&shared::ports::Checkpoint>,
+    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
+        self.inner.unsealed_heads(latest).await
+    }
+    async fn append_checkpoint(
+        &self,
+        checkpoint: &shared::ports::Checkpoint,
+        leaves: &[shared::ports::ProvenLeaf],
+    ) -> Result<(), shared::ports::StoreError> {
+        self.inner.append_checkpoint(checkpoint, leaves).await
+    }
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(shared::ports::Checkpoint, Vec<shared::ports::ProvenLeaf>)>, shared::ports::StoreError> {
+        let answer = self.inner.checkpoints(stream, after, limit).await?;
+        self.checkpoint_reads.lock().unwrap().push(answer.len());
+        Ok(answer)
+    }
 }
 
 /// The `support-access` CLI binary (built by `cargo build --workspace --bins`, which

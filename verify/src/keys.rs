@@ -97,6 +97,12 @@ impl KeyRing {
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
+
+    /// Whether the header of the compact JWS `jws` names a key of this ring, whatever its
+    /// signature: to say which key a refused JWS claims, never to accept one.
+    pub fn is_named_by(&self, jws: &str) -> bool {
+        jsonwebtoken::decode_header(jws).ok().and_then(|h| h.kid).is_some_and(|kid| self.contains(&kid))
+    }
 }
 
 impl std::fmt::Debug for KeyRing {

@@ -29,6 +29,7 @@ pub mod checkpoint;
 mod claims;
 pub mod ecdsa;
 mod error;
+pub mod export_keys;
 mod ids;
 mod keys;
 pub mod receipt;
@@ -44,6 +45,7 @@ pub use claims::{
     ActClaim, ImpersonationClaims, MAX_TOKEN_BYTES, MAX_TOKEN_LIFETIME_SECONDS, MAX_UNIX_SECONDS, TOKEN_TYPE,
 };
 pub use error::ValidationError;
+pub use export_keys::{ExportKeySet, ExportKeys};
 pub use ids::{AgentId, ConsentId, EventId, Jti, UserId};
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use keys::{KeyError, KeyRing, es256_public_jwk};

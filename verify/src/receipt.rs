@@ -2,10 +2,10 @@
 //!
 //! Every export (`GET /audit/export`, all its pages concatenated) ends with one line
 //! `{"type":"receipt","jws":…}`: a compact JWS (ES256, `typ` [`RECEIPT_TYPE`], signed with
-//! the checkpoint key, so it verifies against the checkpoint keys and can never pass for a
-//! checkpoint or a token) whose claims ([`ReceiptClaims`]) say what the service sent: the
-//! stream exported (or every stream), how many streams and events, the newest checkpoint when
-//! the export began, and [`LineDigest`], a hash chain over every line before the receipt.
+//! the receipt key, a key of its own that verifiers accept for receipts alone, see
+//! [`crate::ExportKeys`]; its `typ` keeps it from passing for a checkpoint or a token) whose
+//! claims ([`ReceiptClaims`]) say what the service sent: the stream exported (or every
+//! stream), how many streams and events, the newest checkpoint when the export began, and [`LineDigest`], a hash chain over every line before the receipt.
 //! Events cut off with the checkpoints that sealed them, a checkpoint dropped or emptied of
 //! its leaves, a line edited, or a file cut short (no receipt at all) no longer match it.
 //! `tests/vectors/receipt.json` holds golden vectors from an independent implementation.
@@ -92,7 +92,8 @@ pub fn empty_digest() -> &'static str {
     GENESIS
 }
 
-/// Verifies a receipt's signature (ES256, `typ` [`RECEIPT_TYPE`], a key of `keys`, either
+/// Verifies a receipt's signature (ES256, `typ` [`RECEIPT_TYPE`], a key of `keys`, the
+/// receipt keys alone ([`crate::ExportKeys::receipts`]), either
 /// ECDSA form: the receipt seals the lines through its claims, not its bytes) and returns
 /// its claims.
 pub fn verify_receipt(jws: &str, keys: &KeyRing) -> Result<ReceiptClaims, Rejection> {

@@ -115,6 +115,36 @@ impl DynamoStore {
         }
     }
 
+    /// One query of partition `pk` of the checkpoints table: the items with `sk >= from`
+    /// (and `sk <= to`, when given) in sort-key order, at most `limit` (DynamoDB may answer
+    /// fewer: at most 1 MB), from `start`; and the key to go on from, if more may follow.
+    async fn range(
+        &self,
+        pk: &str,
+        from: &str,
+        to: Option<&str>,
+        limit: Option<usize>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.checkpoints)
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":from", s(from))
+            .consistent_read(true)
+            .set_limit(limit.map(|l| i32::try_from(l).unwrap_or(i32::MAX)))
+            .set_exclusive_start_key(start);
+        let query = match to {
+            Some(to) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":to", s(to)),
+            None => query.key_condition_expression("pk = :pk AND sk >= :from"),
+        };
+        let page = query.send().await.map_err(unavailable)?;
+        Ok((page.items().to_vec(), page.last_evaluated_key().cloned()))
+    }
+
     /// The checkpoint at `seq`, if it exists.
     async fn checkpoint_at(&self, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
         let out = self
@@ -130,18 +160,31 @@ impl DynamoStore {
         out.item().map(checkpoint_of).transpose()
     }
 
-    /// The leaves of `stream` whose checkpoint landed (same seq, same root), oldest first.
-    async fn committed_leaves(&self, stream: &str) -> Result<Vec<(Checkpoint, ProvenLeaf)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.partition(&leaf_pk(stream), true, None).await? {
-            let (seq, root, leaf) = leaf_of(&item)?;
-            if let Some(checkpoint) = self.checkpoint_at(seq).await?
-                && checkpoint.claims.root == root
-            {
-                out.push((checkpoint, leaf));
+    /// The leaves of `stream` past checkpoint `after` whose checkpoint landed (same seq,
+    /// same root), oldest first, read `limit` at a time until one landed or none is left (a
+    /// read of orphans alone, rare, would otherwise look like the end).
+    async fn committed_leaves(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
+        let (mut out, mut start) = (Vec::new(), None);
+        loop {
+            let (items, next) = self.range(&leaf_pk(stream), &seq_key(after + 1), None, Some(limit), start).await?;
+            for item in &items {
+                let (seq, root, leaf) = leaf_of(item)?;
+                if let Some(checkpoint) = self.checkpoint_at(seq).await?
+                    && checkpoint.claims.root == root
+                {
+                    out.push((checkpoint, vec![leaf]));
+                }
+            }
+            match next {
+                Some(key) if out.is_empty() => start = Some(key),
+                _ => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     /// The last `seq` a landed checkpoint sealed of `stream` (0 if none).
@@ -287,35 +330,46 @@ impl ChainArchive for DynamoStore {
         }
     }
 
-    async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
         if let Some(stream) = stream {
-            let mut by_seq: BTreeMap<u64, (Checkpoint, Vec<ProvenLeaf>)> = BTreeMap::new();
-            for (checkpoint, leaf) in self.committed_leaves(stream).await? {
-                by_seq.entry(checkpoint.claims.seq).or_insert_with(|| (checkpoint, Vec::new())).1.push(leaf);
-            }
-            return Ok(by_seq.into_values().collect());
+            return self.committed_leaves(stream, after, limit).await;
         }
-        let mut out = Vec::new();
+        let (items, _) = self.range(CHECKPOINT_PK, &seq_key(after + 1), None, Some(limit), None).await?;
+        let checkpoints: Vec<Checkpoint> = items.iter().map(checkpoint_of).collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (checkpoints.first(), checkpoints.last()) else { return Ok(Vec::new()) };
+        let (from, to) = (seq_key(first.claims.seq), format!("{}#~", seq_key(last.claims.seq)));
+        let roots: HashMap<u64, &str> = checkpoints.iter().map(|c| (c.claims.seq, c.claims.root.as_str())).collect();
+        // Each stream's leaves of these checkpoints alone (the sort key starts with the
+        // checkpoint's seq; a root is hex, below `~`), orphans left out.
         let mut leaves: BTreeMap<u64, Vec<ProvenLeaf>> = BTreeMap::new();
-        let checkpoints: Vec<Checkpoint> =
-            self.partition(CHECKPOINT_PK, true, None).await?.iter().map(checkpoint_of).collect::<Result<_, _>>()?;
         for stream in self.streams().await? {
-            for item in self.partition(&leaf_pk(&stream), true, None).await? {
-                let (seq, root, leaf) = leaf_of(&item)?;
-                if seq
-                    .checked_sub(1)
-                    .and_then(|i| checkpoints.get(i as usize))
-                    .is_some_and(|c| c.claims.seq == seq && c.claims.root == root)
-                {
-                    leaves.entry(seq).or_default().push(leaf);
+            let mut start = None;
+            loop {
+                let (items, next) = self.range(&leaf_pk(&stream), &from, Some(&to), None, start).await?;
+                for item in &items {
+                    let (seq, root, leaf) = leaf_of(item)?;
+                    if roots.get(&seq) == Some(&root.as_str()) {
+                        leaves.entry(seq).or_default().push(leaf);
+                    }
+                }
+                match next {
+                    Some(key) => start = Some(key),
+                    None => break,
                 }
             }
         }
-        for checkpoint in checkpoints {
-            let mut mine = leaves.remove(&checkpoint.claims.seq).unwrap_or_default();
-            mine.sort_by_key(|l| l.index);
-            out.push((checkpoint, mine));
-        }
-        Ok(out)
+        Ok(checkpoints
+            .into_iter()
+            .map(|checkpoint| {
+                let mut mine = leaves.remove(&checkpoint.claims.seq).unwrap_or_default();
+                mine.sort_by_key(|l| l.index);
+                (checkpoint, mine)
+            })
+            .collect())
     }
 }

@@ -29,10 +29,9 @@ pub struct Needs {
     pub cursor_key: bool,
     /// It publishes or verifies tokens, so it reads the public keys (`kms:GetPublicKey`).
     pub public_keys: bool,
-    /// It signs with the checkpoint key (export-audit signs each export's receipt), so
-    /// `CHECKPOINT_KEY_ID` is required: without it the token key would sign, and every
-    /// receipt would fail verification against the checkpoint keys.
-    pub checkpoint_key: bool,
+    /// It signs export receipts (export-audit), so `RECEIPT_KEY_ID` is required: without it
+    /// its `KMS_KEY_ID` would sign, and no verifier accepts a receipt but by a receipt key.
+    pub receipt_key: bool,
 }
 
 /// JSON logs to stdout, which Lambda ships to CloudWatch, in Powertools' keys (`level`,
@@ -99,8 +98,8 @@ pub fn services_from_env(needs: Needs) -> Result<Deferred<Services>, String> {
         ),
         false => None,
     };
-    if needs.checkpoint_key && !settings.has_checkpoint_key() {
-        return Err("CHECKPOINT_KEY_ID: required (this function signs with the checkpoint key)".to_owned());
+    if needs.receipt_key && !settings.has_receipt_key() {
+        return Err("RECEIPT_KEY_ID: required (this function signs export receipts)".to_owned());
     }
     Ok(Deferred::start(move || {
         let (settings, policy) = (settings.clone(), policy.clone());

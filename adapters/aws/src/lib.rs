@@ -143,12 +143,15 @@ impl CursorSource {
 /// to publish beside it from `KMS_PUBLISHED_KEY_IDS` (comma-separated). With
 /// `CHECKPOINT_KEY_ID`, checkpoints are signed by that key, published with
 /// `CHECKPOINT_PUBLISHED_KEY_IDS` in the checkpoint keys' own set, never in the tokens' one
-/// (without it, by `KMS_KEY_ID`: the checkpoint function's only key).
+/// (without it, by `KMS_KEY_ID`: the checkpoint function's only key). With `RECEIPT_KEY_ID`,
+/// export receipts are signed by that key, published with `RECEIPT_PUBLISHED_KEY_IDS` in the
+/// checkpoint keys' document, in its own member (`receipt_keys`).
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
     key_id: String,
     published: Vec<String>,
     checkpoint: Option<(String, Vec<String>)>,
+    receipt: Option<(String, Vec<String>)>,
     tables: Tables,
 }
 
@@ -156,16 +159,18 @@ impl AwsSettings {
     pub fn from_env() -> Result<Self, String> {
         let key_id = std::env::var("KMS_KEY_ID").map_err(|_| "KMS_KEY_ID: required".to_owned())?;
         let (key_id, published) = checked_keys(key_id, "KMS_KEY_ID", "KMS_PUBLISHED_KEY_IDS")?;
-        let checkpoint = match std::env::var("CHECKPOINT_KEY_ID") {
-            Ok(key) => Some(checked_keys(key, "CHECKPOINT_KEY_ID", "CHECKPOINT_PUBLISHED_KEY_IDS")?),
-            Err(_) => None,
+        let optional = |key_var: &str, published_var: &str| match std::env::var(key_var) {
+            Ok(key) => checked_keys(key, key_var, published_var).map(Some),
+            Err(_) => Ok(None),
         };
-        Ok(Self { key_id, published, checkpoint, tables: Tables::from_env() })
+        let checkpoint = optional("CHECKPOINT_KEY_ID", "CHECKPOINT_PUBLISHED_KEY_IDS")?;
+        let receipt = optional("RECEIPT_KEY_ID", "RECEIPT_PUBLISHED_KEY_IDS")?;
+        Ok(Self { key_id, published, checkpoint, receipt, tables: Tables::from_env() })
     }
 
-    /// Whether checkpoints (and export receipts) are signed by a key of their own.
-    pub fn has_checkpoint_key(&self) -> bool {
-        self.checkpoint.is_some()
+    /// Whether export receipts are signed by a key of their own.
+    pub fn has_receipt_key(&self) -> bool {
+        self.receipt.is_some()
     }
 }
 
@@ -192,8 +197,8 @@ pub async fn services_from_env(
 
 /// Every port on DynamoDB and KMS as `settings` say, on `config`'s clients. The public keys
 /// are fetched (`kms:GetPublicKey`) only when `verifies`: a process that never verifies or
-/// publishes tokens never reads public keys. Every call it makes (the public keys of both
-/// sets, the cursor secret) runs at once: the wait is the slowest call's, not their sum.
+/// publishes tokens never reads public keys. Every call it makes (the public keys of every
+/// set, the cursor secret) runs at once: the wait is the slowest call's, not their sum.
 pub async fn services(
     settings: &AwsSettings,
     config: &aws_config::SdkConfig,
@@ -206,38 +211,48 @@ pub async fn services(
     let kms = aws_sdk_kms::Client::new(config);
     let signer = KmsSigner::new(kms.clone(), &settings.key_id, &settings.published)
         .map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
-    let checkpoint_signer = match &settings.checkpoint {
-        Some((key, published)) => Some(
-            KmsSigner::new(kms, key, published)
-                .map_err(|e| format!("CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS: {e}"))?,
-        ),
-        None => None,
+    let other_signer = |keys: &Option<(String, Vec<String>)>, vars: &str| match keys {
+        Some((key, published)) => {
+            KmsSigner::new(kms.clone(), key, published).map(Some).map_err(|e| format!("{vars}: {e}"))
+        }
+        None => Ok(None),
     };
+    let checkpoint_signer = other_signer(&settings.checkpoint, "CHECKPOINT_KEY_ID / CHECKPOINT_PUBLISHED_KEY_IDS")?;
+    let receipt_signer = other_signer(&settings.receipt, "RECEIPT_KEY_ID / RECEIPT_PUBLISHED_KEY_IDS")?;
     let keys = async {
         if !verifies {
             return Ok(KeyRing::empty());
         }
         Services::keys_of(&signer).await.map_err(|e| format!("KMS public keys: {e}"))
     };
-    let checkpoint_keys = async {
-        match &checkpoint_signer {
-            Some(signer) if verifies => {
-                signer.public_keys().await.map(Some).map_err(|e| format!("KMS checkpoint public keys: {e}"))
-            }
-            Some(_) => Ok(Some(JwkSet { keys: Vec::new() })),
-            None => Ok(None),
-        }
-    };
-    let (keys, checkpoint_keys, cursor_key) = tokio::try_join!(keys, checkpoint_keys, cursor.key(config))?;
+    let (keys, checkpoint_keys, receipt_keys, cursor_key) = tokio::try_join!(
+        keys,
+        public_keys_of(checkpoint_signer.as_ref(), verifies, "checkpoint"),
+        public_keys_of(receipt_signer.as_ref(), verifies, "receipt"),
+        cursor.key(config)
+    )?;
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
-    let services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
+    let mut services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
         .with_cached_controls(shared::app::CONTROLS_CACHE_TTL);
-    match (checkpoint_signer, checkpoint_keys) {
-        (Some(signer), Some(keys)) => {
-            services.with_checkpoint_signer(Arc::new(signer), keys).map_err(|e| e.to_string())
+    if let (Some(signer), Some(keys)) = (checkpoint_signer, checkpoint_keys) {
+        services = services.with_checkpoint_signer(Arc::new(signer), keys).map_err(|e| e.to_string())?;
+    }
+    if let (Some(signer), Some(keys)) = (receipt_signer, receipt_keys) {
+        services = services.with_receipt_signer(Arc::new(signer), keys).map_err(|e| e.to_string())?;
+    }
+    Ok(services)
+}
+
+/// The public keys of a signer of checkpoints or receipts (`kind`): `None` without one, none
+/// where the process never verifies or publishes (so it never calls `kms:GetPublicKey`).
+async fn public_keys_of(signer: Option<&KmsSigner>, verifies: bool, kind: &str) -> Result<Option<JwkSet>, String> {
+    match signer {
+        Some(signer) if verifies => {
+            signer.public_keys().await.map(Some).map_err(|e| format!("KMS {kind} public keys: {e}"))
         }
-        _ => Ok(services),
+        Some(_) => Ok(Some(JwkSet { keys: Vec::new() })),
+        None => Ok(None),
     }
 }
 

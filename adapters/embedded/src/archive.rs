@@ -21,7 +21,7 @@ fn checkpoint_row(claims: &str, jws: String) -> Result<Checkpoint, StoreError> {
 fn leaves_where(
     tx: &Connection,
     clause: &str,
-    arg: rusqlite::types::Value,
+    args: impl rusqlite::Params,
 ) -> Result<Vec<(u64, ProvenLeaf)>, StoreError> {
     let sql = format!(
         "SELECT checkpoint, stream, seq, hash, leaf_index, proof FROM checkpoint_leaves WHERE {clause}
@@ -29,7 +29,7 @@ fn leaves_where(
     );
     let mut stmt = tx.prepare(&sql).map_err(unavailable)?;
     let rows = stmt
-        .query_map([arg], |r| {
+        .query_map(args, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -152,29 +152,41 @@ impl ChainArchive for SqliteStore {
         .await
     }
 
-    async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError> {
         let stream = stream.map(str::to_owned);
         self.read(move |tx| {
-            let leaves = match &stream {
-                Some(s) => leaves_where(tx, "stream = ?1", s.clone().into())?,
-                None => leaves_where(tx, "?1 = 1", 1.into())?,
-            };
+            // The checkpoints first (at most `limit`), then the leaves of those alone.
             let sql = match &stream {
                 Some(_) => {
-                    "SELECT seq, claims, jws FROM checkpoints WHERE seq IN
-                     (SELECT checkpoint FROM checkpoint_leaves WHERE stream = ?1) ORDER BY seq"
+                    "SELECT seq, claims, jws FROM checkpoints WHERE seq > ?2 AND seq IN
+                     (SELECT checkpoint FROM checkpoint_leaves WHERE stream = ?1 AND checkpoint > ?2)
+                     ORDER BY seq LIMIT ?3"
                 }
-                None => "SELECT seq, claims, jws FROM checkpoints WHERE ?1 IS NULL ORDER BY seq",
+                None => "SELECT seq, claims, jws FROM checkpoints WHERE ?1 IS NULL AND seq > ?2 ORDER BY seq LIMIT ?3",
             };
             let mut stmt = tx.prepare(sql).map_err(unavailable)?;
             let rows = stmt
-                .query_map([stream.clone()], |r| {
+                .query_map(params![stream, after as i64, limit as i64], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
                 })
                 .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, claims, jws) = row.map_err(unavailable)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+            let Some(last) = rows.last().map(|(seq, _, _)| *seq) else { return Ok(Vec::new()) };
+            let leaves = match &stream {
+                Some(s) => leaves_where(
+                    tx,
+                    "stream = ?1 AND checkpoint > ?2 AND checkpoint <= ?3",
+                    params![s, after as i64, last],
+                )?,
+                None => leaves_where(tx, "checkpoint > ?1 AND checkpoint <= ?2", params![after as i64, last])?,
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for (seq, claims, jws) in rows {
                 let mine = leaves.iter().filter(|(c, _)| *c == seq as u64).map(|(_, l)| l.clone()).collect();
                 out.push((checkpoint_row(&claims, jws)?, mine));
             }
@@ -224,10 +236,11 @@ mod tests {
         append(&s, "bob").await;
         let heads = s.unsealed_heads(None).await.unwrap();
         assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("bob", 2)]);
-        let for_bob = s.checkpoints(Some("bob")).await.unwrap();
+        let for_bob = s.checkpoints(Some("bob"), 0, 10).await.unwrap();
         assert_eq!(for_bob.len(), 1);
         assert_eq!(for_bob[0].1.iter().map(|l| l.leaf.stream.as_str()).collect::<Vec<_>>(), ["bob"]);
-        assert_eq!(s.checkpoints(None).await.unwrap()[0].1.len(), 2);
+        assert_eq!(s.checkpoints(None, 0, 10).await.unwrap()[0].1.len(), 2);
+        assert!(s.checkpoints(None, 1, 10).await.unwrap().is_empty(), "none past the last");
     }
 
     #[tokio::test]

@@ -7,13 +7,12 @@
 use std::io::{self, Write};
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use support_access_verify::chain::{GENESIS, event_hash};
 use support_access_verify::checkpoint::{CHECKPOINT_TYPE, CheckpointClaims, Leaf, link_of, seal_leaves};
-use support_access_verify::es256_public_jwk;
 use support_access_verify::receipt::{LineDigest, RECEIPT_TYPE, ReceiptClaims};
+use support_access_verify::{ExportKeySet, es256_public_jwk};
 
 /// The shape of an export.
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +41,21 @@ impl Shape {
     }
 }
 
-/// Writes the export to `out`; returns the JWK Set that verifies its checkpoints.
-pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<JwkSet> {
+/// A fresh ES256 key: its public JWK, and a header of `typ` naming it.
+fn fresh_key(typ: &str) -> (jsonwebtoken::jwk::Jwk, EncodingKey, Header) {
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let jwk = es256_public_jwk(key.public_key().as_ref()).unwrap();
     let encoding = EncodingKey::from_ec_der(key.to_pkcs8v1().unwrap().as_ref());
     let mut header = Header::new(Algorithm::ES256);
-    header.typ = Some(CHECKPOINT_TYPE.into());
+    header.typ = Some(typ.into());
     header.kid = jwk.common.key_id.clone();
+    (jwk, encoding, header)
+}
+
+/// Writes the export to `out`; returns the key set that verifies it (checkpoint-keys.json:
+/// the checkpoints' key, and the receipt's, a key of its own).
+pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<ExportKeySet> {
+    let (jwk, encoding, header) = fresh_key(CHECKPOINT_TYPE);
 
     let names: Vec<String> = (0..shape.streams).map(|i| format!("user-{i:05}")).chain(["long".into()]).collect();
     let sizes: Vec<u64> = names.iter().map(|_| shape.per_stream).take(shape.streams).chain([shape.long]).collect();
@@ -128,9 +134,9 @@ pub fn write_export(shape: Shape, out: &mut impl Write) -> io::Result<JwkSet> {
         checkpoint: checkpoint_lines.len() as u64,
         digest: digest.hex(),
     };
-    header.typ = Some(RECEIPT_TYPE.into());
-    let jws = jsonwebtoken::encode(&header, &receipt, &encoding).unwrap();
+    let (receipt_jwk, receipt_encoding, receipt_header) = fresh_key(RECEIPT_TYPE);
+    let jws = jsonwebtoken::encode(&receipt_header, &receipt, &receipt_encoding).unwrap();
     writeln!(out, "{}", json!({"type": "receipt", "jws": jws}))?;
     out.flush()?;
-    Ok(JwkSet { keys: vec![jwk] })
+    Ok(ExportKeySet { keys: vec![jwk], receipt_keys: vec![receipt_jwk] })
 }

@@ -71,8 +71,13 @@ impl Runtime {
         let checkpoint_keys = shared::app::checkpoint_keys(store.as_ref(), checkpoint_signer.as_ref(), keys.jwks())
             .await
             .map_err(|e| e.to_string())?;
+        // Export receipts too, so that no key signs both kinds (SECURITY.md, who signs what).
+        let receipt_signer = Arc::new(LocalSigner::load_or_create(&data_dir.join("receipt-key.p8"))?);
+        let receipt_keys =
+            shared::ports::Signer::public_keys(receipt_signer.as_ref()).await.map_err(|e| e.to_string())?;
         let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key)
             .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
+            .and_then(|s| s.with_receipt_signer(receipt_signer, receipt_keys))
             .map_err(|e| e.to_string())?;
         Ok(Self {
             services,
@@ -102,7 +107,7 @@ impl Runtime {
     }
 }
 
-/// `local-api setup-aws`: creates the tables, a token key and a checkpoint key at the configured endpoint and
+/// `local-api setup-aws`: creates the tables, a token key, a checkpoint key and a receipt key at the configured endpoint and
 /// returns the settings as `export NAME=value` lines, for `eval "$(local-api setup-aws)"`.
 pub async fn setup_aws() -> Result<String, String> {
     let config = aws::sdk_config().await;
@@ -112,11 +117,13 @@ pub async fn setup_aws() -> Result<String, String> {
     let key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
     // Checkpoints get a key of their own, as on the stack: never one the tokens' set holds.
     let checkpoint_key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
+    // And receipts one of theirs.
+    let receipt_key = aws::create_signing_key(&kms).await.map_err(|e| e.to_string())?;
     // The key the Lambda functions that page seal cursors with (local-api keeps its own).
     let cursor_secret =
         aws::create_cursor_secret(&config, &format!("support-access-cursor-{}", uuid::Uuid::new_v4().simple())).await?;
     Ok(format!(
-        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport FIRST_USES_TABLE={}\nexport AUDIT_INTAKE_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
+        "export SUPPORT_ACCESS_BACKEND=aws\nexport CONSENTS_TABLE={}\nexport AUDIT_TABLE={}\nexport CHAIN_HEADS_TABLE={}\nexport CHECKPOINTS_TABLE={}\nexport ACCESS_REQUESTS_TABLE={}\nexport CONTROLS_TABLE={}\nexport FIRST_USES_TABLE={}\nexport AUDIT_INTAKE_TABLE={}\nexport KMS_KEY_ID={key}\nexport CHECKPOINT_KEY_ID={checkpoint_key}\nexport RECEIPT_KEY_ID={receipt_key}\nexport SUPPORT_ACCESS_CURSOR_SECRET_ARN={cursor_secret}\n",
         tables.consents,
         tables.audit,
         tables.heads,

@@ -119,13 +119,15 @@ struct Tally {
 /// 6 MB response limit with 2 MB to spare, whatever the events' free text holds.
 pub const EXPORT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The most store reads of events one export page makes (each at most
-/// [`EXPORT_READ_EVENTS`] events); a longer export only has more pages.
+/// The most store reads one export page makes, of events (each at most
+/// [`EXPORT_READ_EVENTS`]) and then of checkpoints (each at most
+/// [`EXPORT_READ_CHECKPOINTS`]) together; a longer export only has more pages.
 pub const EXPORT_PAGE_READS: usize = 100;
 
-/// How long an export page keeps starting reads of events: none starts after this, so a
-/// page ends within this plus one read (each read is one store call, on AWS bounded by the
-/// SDK's 5 s operation timeout), well inside API Gateway's 30 s integration timeout however
+/// How long an export page keeps starting reads: none starts after this, so a page ends
+/// within this plus one read (a read of events is one store call, on AWS bounded by the
+/// SDK's 5 s operation timeout; a read of checkpoints is one call per checkpoint of a user's
+/// export, or per stream of a full one, see `ChainArchive::checkpoints`), well inside API Gateway's 30 s integration timeout however
 /// slow the store answers. On DynamoDB a read of 500 events (at most 1 MB) takes tens of
 /// milliseconds, so the byte budget ends a page first; this bound is what holds when the
 /// store is slow (throttled, retrying, or a test server that walks a whole table per query).
@@ -134,6 +136,38 @@ pub const EXPORT_PAGE_TIME: std::time::Duration = std::time::Duration::from_secs
 /// Events asked for by one store read of an export (a DynamoDB query returns at most 1 MB,
 /// so maybe fewer; only an empty answer ends a stream).
 pub const EXPORT_READ_EVENTS: usize = 500;
+
+/// Checkpoints asked for by one store read of an export, each with its leaves (one for a
+/// user's export; every stream that moved in its interval for a full one): a long life of
+/// checkpoints (one an interval) is read this many at a time, from where the cursor stands,
+/// never all at once.
+pub const EXPORT_READ_CHECKPOINTS: usize = 100;
+
+/// The bounds of one export page: [`EXPORT_PAGE_BYTES`], [`EXPORT_PAGE_READS`],
+/// [`EXPORT_PAGE_TIME`], [`EXPORT_READ_EVENTS`] and [`EXPORT_READ_CHECKPOINTS`] by default
+/// (`Services::export_budget`); a test makes them small to force many pages out of a few
+/// events and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportBudget {
+    pub page_bytes: usize,
+    /// Store reads of one page, of events and of checkpoints together.
+    pub page_reads: usize,
+    pub page_time: std::time::Duration,
+    pub read_events: usize,
+    pub read_checkpoints: usize,
+}
+
+impl Default for ExportBudget {
+    fn default() -> Self {
+        Self {
+            page_bytes: EXPORT_PAGE_BYTES,
+            page_reads: EXPORT_PAGE_READS,
+            page_time: EXPORT_PAGE_TIME,
+            read_events: EXPORT_READ_EVENTS,
+            read_checkpoints: EXPORT_READ_CHECKPOINTS,
+        }
+    }
+}
 
 /// One page of `GET /audit/export`: whole JSON lines (each ending in `\n`), and the cursor
 /// of the next page, `None` on the last. The pages' concatenation is the export
@@ -160,12 +194,12 @@ fn enveloped_len(line: &str) -> usize {
 }
 
 impl ExportPage {
-    /// Appends `line` if the page has room for it (a page always takes its first line, so
-    /// every page moves the export on); `false` when the page is full. The caller takes a
-    /// line it appended into the receipt's digest.
-    fn push(&mut self, line: &str, bytes: &mut usize) -> bool {
+    /// Appends `line` if the page has room for it within `budget` bytes (a page always takes
+    /// its first line, so every page moves the export on); `false` when the page is full.
+    /// The caller takes a line it appended into the receipt's digest.
+    fn push(&mut self, line: &str, bytes: &mut usize, budget: usize) -> bool {
         let len = enveloped_len(line);
-        if self.count > 0 && *bytes + len > EXPORT_PAGE_BYTES {
+        if self.count > 0 && *bytes + len > budget {
             return false;
         }
         *bytes += len;
@@ -181,18 +215,21 @@ impl ExportPage {
 /// keep their own `type`; checkpoints are `{"type":"checkpoint","seq":…,"jws":…,"leaves":[…]}`,
 /// with only the exported streams' leaves and their inclusion proofs, so a user's export
 /// names nobody else; the last line is the receipt, `{"type":"receipt","jws":…}`
-/// (`support_access_verify::receipt`), signed with the checkpoint key over what the pages
-/// sent. A page holds at most [`EXPORT_PAGE_BYTES`], makes at most [`EXPORT_PAGE_READS`]
-/// reads of events and starts none after [`EXPORT_PAGE_TIME`], so no number of events (a
-/// flood of refusals) and no slow store makes an export fail: it only has more pages. Every
-/// read moves the export on (events sent, or a stream done), so a page that stops early
-/// still leaves the next one less to do.
+/// (`support_access_verify::receipt`), signed with the receipt key (never the checkpoint
+/// key) over what the pages sent. A page holds at most [`EXPORT_PAGE_BYTES`], makes at most
+/// [`EXPORT_PAGE_READS`] reads (of events, then of checkpoints, [`EXPORT_READ_CHECKPOINTS`]
+/// at a time) and starts none after [`EXPORT_PAGE_TIME`] (`Services::export_budget`), so no
+/// number of events (a flood of refusals) or of checkpoints (a long life) and no slow store
+/// makes an export fail: it only has more pages. Every read moves the export on (events or
+/// checkpoints sent, or a stream done), so a page that stops early still leaves the next one
+/// less to do.
 pub async fn export_page(
     services: &Services,
     scope: &ExportScope,
     cursor: Option<&str>,
 ) -> Result<ExportPage, ApiError> {
-    let deadline = tokio::time::Instant::now() + EXPORT_PAGE_TIME;
+    let budget = services.export_budget;
+    let deadline = tokio::time::Instant::now() + budget.page_time;
     let filter = ExportFilter { export: scope };
     let archive = services.chain_archive.as_ref();
     let invalid = || ApiError::InvalidRequest("cursor is not valid for this query".into());
@@ -215,21 +252,16 @@ pub async fn export_page(
         }
     };
     let ExportPosition { upto, at, streams, events, digest } = position;
-    let mut tally = Tally { streams, events, digest: LineDigest::from_hex(&digest).ok_or_else(invalid)? };
-    let mut page = ExportPage::default();
-    let mut bytes = 0;
+    let tally = Tally { streams, events, digest: LineDigest::from_hex(&digest).ok_or_else(invalid)? };
+    let mut fill = Fill { page: ExportPage::default(), bytes: 0, reads: 0, deadline, tally };
     let mut next = match at {
-        ExportAt::Events { stream, after } => {
-            events_page(services, scope, &mut page, &mut bytes, &mut tally, deadline, stream, after).await?
-        }
+        ExportAt::Events { stream, after } => events_page(services, scope, &mut fill, stream, after).await?,
         other => Some(other),
     };
-    let out_of_time = page.count > 0 && tokio::time::Instant::now() >= deadline;
-    if let Some(ExportAt::Checkpoints { after }) = next
-        && !out_of_time
-    {
-        next = checkpoints_page(services, scope, &mut page, &mut bytes, &mut tally, after, upto).await?;
+    if let Some(ExportAt::Checkpoints { after }) = next {
+        next = checkpoints_page(services, scope, &mut fill, after, upto).await?;
     }
+    let Fill { mut page, mut bytes, tally, .. } = fill;
     if let Some(ExportAt::Receipt) = next {
         let claims = ReceiptClaims {
             iss: services.policy.issuer.clone(),
@@ -244,9 +276,9 @@ pub async fn export_page(
             checkpoint: upto,
             digest: tally.digest.hex(),
         };
-        let jws = sign_jws(RECEIPT_TYPE, &claims, services.checkpoint_signer.as_ref()).await?;
+        let jws = sign_jws(RECEIPT_TYPE, &claims, services.receipt_signer.as_ref()).await?;
         let line = json!({"type": "receipt", "jws": jws}).to_string();
-        if page.push(&line, &mut bytes) {
+        if page.push(&line, &mut bytes, budget.page_bytes) {
             next = None;
         }
     }
@@ -258,28 +290,45 @@ pub async fn export_page(
     Ok(page)
 }
 
-/// Fills `page` with events from `stream` (past `after`), then the streams after it in the
-/// scope, until the page is full, has made [`EXPORT_PAGE_READS`] reads or `deadline` passed;
-/// where to go on from: still events, or the checkpoints' when every stream is done.
-#[allow(clippy::too_many_arguments)]
+/// A page being filled: its lines and their enveloped bytes, the store reads it made, when
+/// it must stop starting them, and the receipt's tally of what the export sent.
+struct Fill {
+    page: ExportPage,
+    bytes: usize,
+    reads: usize,
+    deadline: tokio::time::Instant,
+    tally: Tally,
+}
+
+impl Fill {
+    /// Whether the page may start another read: the first always (so every page moves the
+    /// export on), then until the budget's reads are made or the deadline passed.
+    fn may_read(&self, budget: &ExportBudget) -> bool {
+        self.reads == 0 || (self.reads < budget.page_reads && tokio::time::Instant::now() < self.deadline)
+    }
+
+    fn push(&mut self, line: &str, budget: &ExportBudget) -> bool {
+        self.page.push(line, &mut self.bytes, budget.page_bytes)
+    }
+}
+
+/// Fills the page with events from `stream` (past `after`), then the streams after it in
+/// the scope, while it may read and has room; where to go on from: still events, or the
+/// checkpoints' when every stream is done.
 async fn events_page(
     services: &Services,
     scope: &ExportScope,
-    page: &mut ExportPage,
-    bytes: &mut usize,
-    tally: &mut Tally,
-    deadline: tokio::time::Instant,
+    fill: &mut Fill,
     mut stream: String,
     mut after: u64,
 ) -> Result<Option<ExportAt>, ApiError> {
+    let budget = services.export_budget;
     let archive = services.chain_archive.as_ref();
     // A full export's streams, listed once per page (not once per stream it finishes).
     let mut streams: Option<Vec<String>> = None;
-    for read in 0..EXPORT_PAGE_READS {
-        if read > 0 && tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        let events = archive.stream_events(&stream, after, EXPORT_READ_EVENTS).await?;
+    while fill.may_read(&budget) {
+        fill.reads += 1;
+        let events = archive.stream_events(&stream, after, budget.read_events).await?;
         if events.is_empty() {
             // This stream is done: on to the next one of a full export, else the checkpoints.
             let next = match scope {
@@ -299,49 +348,57 @@ async fn events_page(
         }
         for event in events {
             let line = serde_json::to_string(&event).expect("an audit event serializes");
-            if !page.push(&line, bytes) {
+            if !fill.push(&line, &budget) {
                 return Ok(Some(ExportAt::Events { stream, after }));
             }
-            tally.digest.push_event(&event.hash);
+            fill.tally.digest.push_event(&event.hash);
             if after == 0 {
-                tally.streams += 1;
+                fill.tally.streams += 1;
             }
-            tally.events += 1;
+            fill.tally.events += 1;
             after = event.seq;
         }
     }
     Ok(Some(ExportAt::Events { stream, after }))
 }
 
-/// Fills `page` with the checkpoints past `after` (up to `upto`) that seal the scope's
-/// streams; where to go on from: still checkpoints, or the receipt when they are done.
+/// Fills the page with the checkpoints past `after` (up to `upto`) that seal the scope's
+/// streams, read [`ExportBudget::read_checkpoints`] at a time while the page may read and
+/// has room; where to go on from: still checkpoints, or the receipt when they are done.
 async fn checkpoints_page(
     services: &Services,
     scope: &ExportScope,
-    page: &mut ExportPage,
-    bytes: &mut usize,
-    tally: &mut Tally,
-    after: u64,
+    fill: &mut Fill,
+    mut after: u64,
     upto: u64,
 ) -> Result<Option<ExportAt>, ApiError> {
+    let budget = services.export_budget;
     let stream = match scope {
         ExportScope::All => None,
         ExportScope::User(user) => Some(user.as_str()),
         ExportScope::Unattributed => Some(UNATTRIBUTED_STREAM),
     };
-    let checkpoints = services.chain_archive.checkpoints(stream).await?;
-    let mut last = after;
-    for (checkpoint, leaves) in checkpoints {
-        let seq = checkpoint.claims.seq;
-        if seq <= after || seq > upto {
-            continue;
+    while after < upto {
+        if !fill.may_read(&budget) {
+            return Ok(Some(ExportAt::Checkpoints { after }));
         }
-        let value = json!({"type": "checkpoint", "seq": seq, "jws": checkpoint.jws, "leaves": leaves});
-        if !page.push(&value.to_string(), bytes) {
-            return Ok(Some(ExportAt::Checkpoints { after: last }));
+        fill.reads += 1;
+        let checkpoints = services.chain_archive.checkpoints(stream, after, budget.read_checkpoints).await?;
+        if checkpoints.is_empty() {
+            break;
         }
-        tally.digest.push_line(&value);
-        last = seq;
+        for (checkpoint, leaves) in checkpoints {
+            let seq = checkpoint.claims.seq;
+            if seq > upto {
+                return Ok(Some(ExportAt::Receipt));
+            }
+            let value = json!({"type": "checkpoint", "seq": seq, "jws": checkpoint.jws, "leaves": leaves});
+            if !fill.push(&value.to_string(), &budget) {
+                return Ok(Some(ExportAt::Checkpoints { after }));
+            }
+            fill.tally.digest.push_line(&value);
+            after = seq;
+        }
     }
     Ok(Some(ExportAt::Receipt))
 }
@@ -356,12 +413,13 @@ pub async fn checkpoint_keys(
     former: &JwkSet,
 ) -> Result<JwkSet, CheckpointError> {
     let mut keys = signer.public_keys().await?;
-    let signed: HashSet<String> = archive
-        .checkpoints(None)
-        .await?
-        .iter()
-        .filter_map(|(c, _)| jsonwebtoken::decode_header(&c.jws).ok()?.kid)
-        .collect();
+    let (mut signed, mut after) = (HashSet::new(), 0);
+    loop {
+        let read = archive.checkpoints(None, after, EXPORT_READ_CHECKPOINTS).await?;
+        let Some((last, _)) = read.last() else { break };
+        after = last.claims.seq;
+        signed.extend(read.iter().filter_map(|(c, _)| jsonwebtoken::decode_header(&c.jws).ok()?.kid));
+    }
     for jwk in &former.keys {
         let kid = jwk.common.key_id.as_deref().unwrap_or_default();
         if signed.contains(kid) && !keys.keys.iter().any(|k| k.common.key_id == jwk.common.key_id) {

@@ -45,6 +45,14 @@ pub struct Services {
     /// The public keys that verify checkpoints (`GET /.well-known/checkpoint-keys.json`), the
     /// keys that signed checkpoints already stored included.
     pub checkpoint_keys: Arc<JwkSet>,
+    /// Signs export receipts: a key of its own ([`Services::with_receipt_signer`]), never the
+    /// checkpoint key, so that whoever runs the export cannot sign a checkpoint (on AWS only
+    /// export-audit may sign with it, and it may sign nothing else). Defaults to `signer`,
+    /// whose receipts no verifier accepts (it is no receipt key).
+    pub receipt_signer: Arc<dyn Signer>,
+    /// The public keys that verify receipts, published beside the checkpoint keys in their
+    /// own member (`receipt_keys`, `support_access_verify::ExportKeySet`); none by default.
+    pub receipt_keys: Arc<JwkSet>,
     /// Tokens whose signature already verified with `keys`, until their `exp`: a token used
     /// again skips the ECDSA check, never the clock, consent or scope checks.
     pub verified: Arc<support_access_verify::VerifiedCache>,
@@ -52,6 +60,8 @@ pub struct Services {
     pub policy: Arc<Policy>,
     /// Authenticates audit cursors so a client cannot forge or edit one.
     pub cursor_key: Arc<CursorKey>,
+    /// The bounds of an export page (the defaults everywhere but in tests that force pages).
+    pub export_budget: super::ExportBudget,
 }
 
 impl Services {
@@ -79,12 +89,15 @@ impl Services {
             chain_archive: store,
             checkpoint_signer: signer.clone(),
             checkpoint_keys: Arc::new(keys.jwks().clone()),
+            receipt_signer: signer.clone(),
+            receipt_keys: Arc::new(JwkSet { keys: Vec::new() }),
             signer,
             keys: Arc::new(keys),
             verified: Arc::new(support_access_verify::VerifiedCache::default()),
             clock,
             policy: Arc::new(policy),
             cursor_key: Arc::new(cursor_key),
+            export_budget: super::ExportBudget::default(),
         }
     }
 
@@ -97,8 +110,35 @@ impl Services {
                 signer.key_id()
             )));
         }
+        if published(&self.receipt_keys, signer.key_id()) {
+            return Err(SignerError::Invalid(format!(
+                "the checkpoint key {} is also a receipt key: give each kind a key of its own",
+                signer.key_id()
+            )));
+        }
         self.checkpoint_signer = signer;
         self.checkpoint_keys = Arc::new(keys);
+        Ok(self)
+    }
+
+    /// Export receipts signed by `signer`, verified by `keys`. Refused if the key is also a
+    /// token key or a checkpoint key: then its holder could sign that kind too.
+    pub fn with_receipt_signer(mut self, signer: Arc<dyn Signer>, keys: JwkSet) -> Result<Self, SignerError> {
+        let kid = signer.key_id();
+        let other = if self.keys.contains(kid) {
+            Some("token")
+        } else if kid == self.checkpoint_signer.key_id() || published(&self.checkpoint_keys, kid) {
+            Some("checkpoint")
+        } else {
+            None
+        };
+        if let Some(other) = other {
+            return Err(SignerError::Invalid(format!(
+                "the receipt key {kid} is also a {other} key: give receipts a key of their own"
+            )));
+        }
+        self.receipt_signer = signer;
+        self.receipt_keys = Arc::new(keys);
         Ok(self)
     }
 
@@ -119,4 +159,9 @@ impl Services {
     pub async fn keys_of(signer: &dyn Signer) -> Result<KeyRing, SignerError> {
         Ok(KeyRing::from_jwks(signer.public_keys().await?)?)
     }
+}
+
+/// Whether `set` publishes a key named `kid`.
+fn published(set: &JwkSet, kid: &str) -> bool {
+    set.keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid))
 }

@@ -254,7 +254,10 @@ async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Re
         Route::QueryAudit => query_audit(req, services).await,
         Route::AccessLog => access_log(req, services).await,
         Route::Jwks => Ok(public_document(services.keys.jwks())),
-        Route::CheckpointKeys => Ok(public_document(&*services.checkpoint_keys)),
+        Route::CheckpointKeys => Ok(public_document(&support_access_verify::ExportKeySet {
+            keys: services.checkpoint_keys.keys.clone(),
+            receipt_keys: services.receipt_keys.keys.clone(),
+        })),
         Route::AuthorizationServerMetadata | Route::OpenIdConfiguration => issuer_metadata(&services.policy),
         Route::Whoami => whoami(req, services).await,
         Route::Introspect => introspect(req, services).await,

@@ -332,9 +332,18 @@ pub trait ChainArchive: Send + Sync {
     /// its `seq` yet; otherwise [`StoreError::Conflict`] and nothing written.
     async fn append_checkpoint(&self, checkpoint: &Checkpoint, leaves: &[ProvenLeaf]) -> Result<(), StoreError>;
 
-    /// For an export, oldest first: with `stream`, the checkpoints that sealed a head of it,
-    /// each with that stream's leaves only; without, every checkpoint with all its leaves.
-    async fn checkpoints(&self, stream: Option<&str>) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError>;
+    /// For an export, oldest first, the checkpoints with `seq > after`, at most `limit` of
+    /// them: with `stream`, those that sealed a head of it, each with that stream's leaves
+    /// only; without, every checkpoint with all its leaves. An export reads them `limit` at a
+    /// time from where its cursor stands (`app::EXPORT_READ_CHECKPOINTS`), so a long life of
+    /// checkpoints is never read at once; fewer than `limit` does not mean none is left, only
+    /// an empty answer does.
+    async fn checkpoints(
+        &self,
+        stream: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(Checkpoint, Vec<ProvenLeaf>)>, StoreError>;
 }
 
 /// The incident-response switches (`domain::controls`): read on every use, written only by

@@ -200,7 +200,7 @@ def body_of(response):
 
 FUNCTIONS = ("grant-consent", "get-consent", "mint-token", "authorizer", "introspect", "jwks", "query-audit",
              "access-log", "export-audit", "checkpoint", "revoke-consent", "expiry-recorder", "agent-requests",
-             "user-requests", "operator", "request-expiry", "notifier")
+             "user-requests", "operator", "request-expiry", "notifier", "sequencer")
 
 
 def read_env(path):
@@ -273,6 +273,7 @@ class Set:
         run("operator", api_event("GET", "/operator/emergency-stop", sub="op-1", groups="[operator]"))
         run("request-expiry", SCHEDULED)
         run("notifier", {"Records": []})  # nothing to publish: its set-up and the runtime alone
+        run("sequencer", {"Records": []})  # no user named: its set-up and the runtime alone
 
     def ratios(self):
         base = self.results["hello_lambda"]

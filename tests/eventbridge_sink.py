@@ -1,4 +1,4 @@
-"""What the EventBridge notification test needs from moto, through boto3 (installed with moto):
+"""What the notification and stream-function tests need from moto, through boto3 (installed with moto):
 
   setup ENDPOINT BUS          create the bus, an SQS queue and a rule sending every
                               support-access event on the bus to it; prints the queue URL

@@ -1,13 +1,14 @@
 //! Arbitrary bytes as a DynamoDB Streams event (the JSON Lambda receives), through
-//! `expiries_from_stream`. Beyond "never panics": records are judged one by one (a batch
-//! yields exactly what its records yield alone, in order), and an expiry only ever comes from
-//! a `REMOVE` by the DynamoDB service (TTL) or from a `MODIFY` whose replaced consent had
-//! already run out when the stream saw it, stamped with that record's time.
+//! `expiries_from_stream` and `intake_batch`. Beyond "never panics": records are judged one by
+//! one (a batch yields exactly what its records yield alone, in order), an expiry only ever
+//! comes from a `REMOVE` by the DynamoDB service (TTL) or from a `MODIFY` whose replaced
+//! consent had already run out when the stream saw it, stamped with that record's time, and
+//! only an `INSERT` names a stream to sequence (or is reported as naming none).
 #![no_main]
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use libfuzzer_sys::fuzz_target;
-use adapter_streams::expiries_from_stream;
+use adapter_streams::{IntakeBatch, expiries_from_stream, intake_batch};
 
 fn by_ttl(record: &EventRecord) -> bool {
     record.user_identity.as_ref().is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
@@ -35,4 +36,20 @@ fuzz_target!(|data: &[u8]| {
         one_by_one.extend(found);
     }
     assert_eq!(batch, one_by_one);
+
+    let intake = intake_batch(&event);
+    let mut merged = IntakeBatch::default();
+    for record in &event.records {
+        let mut alone = Event::default();
+        alone.records = vec![record.clone()];
+        let one = intake_batch(&alone);
+        let named = one.streams.values().map(Vec::len).sum::<usize>() + one.unreadable.len();
+        assert_eq!(named, usize::from(record.event_name == "INSERT"), "{record:?}");
+        for (stream, numbers) in one.streams {
+            assert!(!stream.is_empty());
+            merged.streams.entry(stream).or_default().extend(numbers);
+        }
+        merged.unreadable.extend(one.unreadable);
+    }
+    assert_eq!(intake, merged);
 });

@@ -124,6 +124,17 @@ EXPECTED = {
     | AUDIT_APPEND
     | HEADS
     | FAILED_BATCHES,
+    # The sequenced path (#18): the intake's stream, its items read and marked, conditional
+    # appends and the chain past the head, the head read and moved forward.
+    "SequencerFunction": {
+        (a, "AuditIntakeTable/stream")
+        for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+    }
+    | {("dynamodb:Query", "AuditIntakeTable"), ("dynamodb:UpdateItem", "AuditIntakeTable")}
+    | AUDIT_APPEND
+    | {("dynamodb:Query", "AuditTable")}
+    | {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:UpdateItem", "ChainHeadsTable")}
+    | FAILED_BATCHES,
 }
 
 WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
@@ -309,6 +320,15 @@ def test_the_rules_hold_whatever_the_table_says(template):
             if resource == "FirstUsesTable":
                 # The first-use claims are the notifier's alone, written only by a conditional put.
                 assert (function, action) == ("NotifierFunction", "dynamodb:PutItem"), f"{function} may {action} first uses"
+            if resource.startswith("AuditIntakeTable"):
+                # The intake is the sequencer's to read and mark (the writers' puts come with
+                # the switch to the sequenced path); no one deletes an intake item (TTL does).
+                assert function == "SequencerFunction", f"{function} may {action} the audit intake"
+                assert action not in {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}, action
+            if resource == "ChainHeadsTable" and action == "dynamodb:UpdateItem":
+                # Only the sequencer moves a head by update (forward only, on condition); the
+                # direct path's writers put the head in the transaction of their append.
+                assert function == "SequencerFunction", f"{function} may update chain heads"
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
@@ -330,7 +350,7 @@ def test_the_rules_hold_whatever_the_table_says(template):
             if action.startswith("s3:") or resource.startswith("FailedBatchesBucket"):
                 # The stream functions put failed batches; nothing reads or deletes them but an operator.
                 assert action in {"s3:PutObject", "s3:ListBucket"}, f"{function} may {action} {resource}"
-                assert function in {"ExpiryRecorderFunction", "NotifierFunction"}, f"{function} writes failed batches"
+                assert function in {"ExpiryRecorderFunction", "NotifierFunction", "SequencerFunction"}, f"{function} writes failed batches"
     for reader in ["GetConsentFunction", "QueryAuditFunction", "ExportAuditFunction", "AccessLogFunction", "JwksFunction"]:
         assert not {a for a, _ in roles[reader]} & (WRITES | {"dynamodb:ConditionCheckItem"}), reader
 
@@ -388,6 +408,19 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     # Kept retrying for 12 h, then sent whole to the failed-batches bucket before the stream
     # (24 h) trims it.
     assert notifier["MaximumRecordAgeInSeconds"] < 86400
+    sequencer = resources["SequencerFunction"]["Properties"]
+    intake_stream = sequencer["Events"]["IntakeStream"]["Properties"]
+    assert intake_stream["Stream"] == {"Fn::GetAtt": ["AuditIntakeTable", "StreamArn"]}
+    # Per-user order (Lambda keeps a partition key's records in order at any parallelization),
+    # a failed user's records reported and the others' kept, then bisected, retried, bounded
+    # in age, and kept whole in the failed-batches bucket; only new intake items trigger it.
+    assert intake_stream["ParallelizationFactor"] == 10 and intake_stream["MaximumBatchingWindowInSeconds"] == 0
+    assert intake_stream["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert intake_stream["BisectBatchOnFunctionError"] is True
+    assert 0 < intake_stream["MaximumRetryAttempts"] <= 10 and intake_stream["MaximumRecordAgeInSeconds"] < 86400
+    assert intake_stream["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}
+    assert [json.loads(f["Pattern"]) for f in intake_stream["FilterCriteria"]["Filters"]] == [{"eventName": ["INSERT"]}]
+    assert sequencer["Environment"]["Variables"]["AUDIT_INTAKE_TABLE"] == {"Ref": "AuditIntakeTable"}
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}
     for name in ["SigningKey", "CheckpointKey", "ReceiptKey"]:
@@ -411,6 +444,25 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["KMS_KEY_ID"] == {"Fn::If": ["OwnSigningKey", {"Ref": "SigningKey"}, {"Ref": "SigningKeyArn"}]}
     assert env["KMS_PUBLISHED_KEY_IDS"] == {"Fn::Join": [",", {"Ref": "PublishedKeyArns"}]}
+
+
+def test_the_functions_are_one_list(template):
+    """The template names the functions (scripts/build-lambdas builds what it names): they are
+    exactly the workspace's function crates but local-api (not a Lambda), and the crate table
+    of docs/development.md lists each, so a new function is never left unbuilt or unmentioned."""
+    import re
+
+    root = TEMPLATE.parents[1]
+    binaries = {
+        r["Metadata"]["BuildProperties"]["Binary"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+    crates = {p.name for p in (root / "functions").iterdir() if (p / "Cargo.toml").exists()} - {"local-api"}
+    assert binaries == crates, binaries ^ crates
+    row = next(line for line in (root / "docs" / "development.md").read_text().splitlines() if line.startswith("| `functions/<job>`"))
+    listed = set(re.findall(r"`([a-z-]+)`", row.split("|")[3].split(":", 1)[1]))
+    assert listed == binaries, listed ^ binaries
 
 
 def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_authorized(template):
@@ -534,7 +586,7 @@ def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
                 watched.add((stat["MetricName"], stat["Dimensions"][0]["Value"]["Ref"]))
     assert watched >= {(m, f) for f in FUNCTIONS for m in ["Errors", "Throttles"]}
     ages = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a.get("MetricName") == "IteratorAge"}
-    assert ages == {"ExpiryRecorderFunction", "NotifierFunction"}
+    assert ages == {"ExpiryRecorderFunction", "NotifierFunction", "SequencerFunction"}
     checkpoint = alarms["CheckpointAgeAlarm"]
     # N buckets of 2 minutes, N the interval in minutes: no success in two intervals.
     assert {m["MetricStat"]["Period"] for m in checkpoint["Metrics"] if "MetricStat" in m} == {120}
@@ -551,7 +603,7 @@ def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
 def test_every_stream_mapping_and_schedule_keeps_what_failed(template):
     resources = transformed(template)["Resources"]
     mappings = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
-    assert len(mappings) == 2
+    assert len(mappings) == 3
     for name, mapping in mappings.items():
         # The S3 destination keeps the batch itself, not just its position in the stream.
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}, name
@@ -630,6 +682,7 @@ def test_concurrency_reservations_and_caps_are_parameters_off_by_default(templat
         "RevokeConsentFunction": ("ReserveUserWrites", "UserWritesReservedConcurrency"),
         "AuthorizerFunction": ("CapAuthorizer", "AuthorizerMaxConcurrency"),
         "JwksFunction": ("CapPublicKeys", "PublicKeysMaxConcurrency"),
+        "SequencerFunction": ("CapSequencer", "SequencerMaxConcurrency"),
     }
     for function in FUNCTIONS:
         reserved = resources[function]["Properties"].get("ReservedConcurrentExecutions")

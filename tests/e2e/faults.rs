@@ -192,3 +192,128 @@ async fn each_operation_makes_the_fewest_aws_calls() {
     count("revoke", &["GetItem", "TransactWriteItems"], status).await;
     eprintln!("AWS calls per operation: {measured:#?}");
 }
+
+/// The event ids of `chain`, checked to be a verified chain numbered 1..n without repeats.
+fn checked(chain: &[Value], at: &str) -> std::collections::BTreeSet<String> {
+    verify_chains(chain).unwrap_or_else(|e| panic!("{at}: chain broken: {e}"));
+    let seqs: Vec<u64> = chain.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=chain.len() as u64).collect::<Vec<_>>(), "{at}");
+    let ids: std::collections::BTreeSet<String> =
+        chain.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), chain.len(), "{at}: an event appended twice");
+    ids
+}
+
+/// The sequenced path (#18): a use whose intake put outlasts its deadline is refused (503,
+/// through the API; `Unavailable`, at the port), and nothing is half-written: the consent is
+/// as it was, and whatever put still landed after its client gave up is one whole intake item,
+/// appended once (a use the app refused shown on the log: over-reporting, never under).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_whose_intake_put_outlasts_its_deadline_is_refused_and_lands_once_at_most() {
+    use e2e::aws_proxy::model::{Latency, Model, Span};
+    use shared::ports::{Deadline, StoreError};
+    use std::time::Duration;
+
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = AwsProxy::start(&upstream).await;
+    let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+    assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+    let token = app.mint("alice").await.str("access_token").to_owned();
+    app.settle().await;
+    let consent = app.consent("alice").await.unwrap();
+    let before = stream(&app, "alice").await;
+    assert_eq!(before.len(), 2, "the grant and the token's issue");
+
+    // Every item call takes 400 ms: after the consent read, less than that is left of the
+    // use's 700 ms for its put.
+    let slow = Model { latency: Latency { item: Span::ms(400.0, 400.0), ..Latency::ZERO }, ..Model::NONE };
+    proxy.set_model(slow);
+    let answer = app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await;
+    assert_eq!((answer.status, answer.slug()), (503, "unavailable"), "{}", answer.body);
+    // The port itself: a put given 100 ms of the 400 it takes.
+    let refused = app.intake().record(app.decided_use(&consent), Deadline::after(Duration::from_millis(100))).await;
+    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    proxy.set_model(Model::NONE);
+    // Whatever was still in flight has landed (or never will) well within this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(app.consent("alice").await, Some(consent), "the consent is untouched");
+    let landed = app.sequencer().pending("alice", 10).await.unwrap();
+    assert!(landed.len() <= 2, "{landed:?}");
+    assert!(landed.iter().all(|e| e.event_type == AuditEventType::TokenUsed), "{landed:?}");
+    app.settle().await;
+    let after = stream(&app, "alice").await;
+    checked(&after, "after the refused uses");
+    assert_eq!(after[..before.len()], before[..], "the chain before them unchanged");
+    let appended: Vec<&str> = after[before.len()..].iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(appended, vec!["token.used"; landed.len()], "each landed put appended once, nothing else");
+}
+
+/// A sequencer run that fails at any of its calls, every way (each fault once, as a blip the
+/// SDK retries, and from then on, as a crash at that point: a `DropAfter` is a run killed just
+/// after its call took effect), is completed by the next runs: every pending event lands on
+/// the chain once, in a chain that verifies, and nothing stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothing_is_doubled() {
+    use shared::ports::{Deadline, StoreError};
+    use std::time::Duration;
+
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = AwsProxy::start(&upstream).await;
+    let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+    assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+    // The grant past its hold: from here on only uses are pending, which are never held.
+    app.settle().await;
+    let consent = app.consent("alice").await.unwrap();
+    let alice = ["alice".to_owned()];
+    let record_uses = async || {
+        for _ in 0..2 {
+            app.intake().record(app.decided_use(&consent), Deadline::after(Duration::from_secs(2))).await.unwrap();
+        }
+    };
+    let drain = async |at: &str| {
+        for _ in 0..20 {
+            match app.sequencer().sequence_streams(&alice, 100).await {
+                Ok(run) if run.pending == 0 => return,
+                Ok(_) | Err(StoreError::Unavailable(_)) => {}
+                Err(e) => panic!("{at}: the next run: {e}"),
+            }
+        }
+        panic!("{at}: the next runs never drained the intake");
+    };
+
+    // A clean run: its calls.
+    record_uses().await;
+    proxy.clear();
+    let clean = app.sequencer().sequence_streams(&alice, 100).await.unwrap();
+    assert_eq!((clean.sequenced, clean.pending), (2, 0));
+    let calls = proxy.calls();
+    assert!(calls.iter().filter(|c| *c == "PutItem").count() == 2, "{calls:?}");
+    let mut uses = 2;
+    let mut cases = 0;
+    for (call, name) in calls.iter().enumerate() {
+        for fault in Fault::ALL {
+            for persistent in [false, true] {
+                cases += 1;
+                let at = format!("call {call} ({name}), {fault:?}, persistent {persistent}");
+                record_uses().await;
+                let before = checked(&stream(&app, "alice").await, &at);
+                proxy.arm(Plan { call, fault, persistent });
+                let outcome = app.sequencer().sequence_streams(&alice, 100).await;
+                let injected = proxy.disarm();
+                assert!(injected > 0, "{at}: the planned fault never happened");
+                assert!(matches!(outcome, Ok(_) | Err(StoreError::Unavailable(_))), "{at}: {outcome:?}");
+                drain(&at).await;
+                uses += 2;
+                let chain = stream(&app, "alice").await;
+                let after = checked(&chain, &at);
+                assert!(before.is_subset(&after), "{at}: an event left the chain");
+                assert_eq!(after.len(), before.len() + 2, "{at}: the two uses, once each");
+                assert_eq!(chain.iter().filter(|e| e["type"] == "token.used").count(), uses, "{at}");
+                assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "{at}");
+            }
+        }
+    }
+    eprintln!("{cases} sequencer fault cases over the calls {calls:?}");
+    assert!(cases >= 8 * 6, "every call of a run was enumerated");
+}

@@ -493,3 +493,92 @@ async fn a_set_up_that_fails_answers_503_and_is_tried_again() {
     assert_eq!((&lines[0]["decision"], &lines[0]["level"]), (&json!("failed"), &json!("ERROR")));
     assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "the cause is logged: {log}");
 }
+
+/// The sequencer function on its trigger (#18): a real batch of the `AuditIntake` table's
+/// stream (moto's records of the intake items a sequencing store wrote: alice's grant, a token
+/// and two uses; bob's grant), plus a record naming no user and a user (mallory) whose intake
+/// holds an item that does not parse. One invocation appends alice's and bob's events (their
+/// grants wait out the hold inside it: nothing else would trigger them again); the batch item
+/// failures are exactly mallory's record and the nameless one; the batch delivered again, to
+/// another instance, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequencer_appends_the_users_its_stream_batch_names_and_reports_only_the_failed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let app = TestApp::sequenced(Backend::Aws).await;
+    let env = app.function_env();
+    assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+    let token = app.mint("alice").await.str("access_token").to_owned();
+    for _ in 0..2 {
+        assert!(app.authorize(&token, "GET", "/orders").await.is_authorized);
+    }
+    assert_eq!(app.grant("bob", json!({"duration_seconds": 3600})).await.status, 201);
+    let (dynamodb, _) = e2e::aws_clients().await;
+    dynamodb
+        .put_item()
+        .table_name(&app.tables().intake)
+        .item("stream", AttributeValue::S("mallory".into()))
+        .item("order", AttributeValue::S("0000000000000000#poison".into()))
+        .item("decided_us", AttributeValue::N("1".into()))
+        .item("body", AttributeValue::S("{not an event".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(app.audit().await.is_empty(), "nothing on a chain before the sequencer runs");
+
+    let mut batch = e2e::stream_event(&app.tables().intake);
+    let records = batch["Records"].as_array_mut().unwrap();
+    assert_eq!(records.len(), 6, "one INSERT per intake item: {records:?}");
+    let mallory: Vec<Value> = records
+        .iter()
+        .filter(|r| r["dynamodb"]["Keys"]["stream"]["S"] == "mallory")
+        .map(|r| r["dynamodb"]["SequenceNumber"].clone())
+        .collect();
+    assert_eq!(mallory.len(), 1);
+    let mut nameless = records[0].clone();
+    nameless["dynamodb"]["Keys"] = json!({"order": {"S": "0000000000000000#nameless"}});
+    nameless["dynamodb"]["SequenceNumber"] = json!("900");
+    records.insert(1, nameless);
+    let failures = |answer: &Value| -> Vec<Value> {
+        let mut ids: Vec<Value> =
+            answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].clone()).collect();
+        ids.sort_by_key(|id| id.to_string());
+        ids
+    };
+    let mut expected = vec![mallory[0].clone(), json!("900")];
+    expected.sort_by_key(|id| id.to_string());
+
+    let (answers, log) = invoke_logged("sequencer", &env, vec![batch.clone()]).await;
+    assert_eq!(failures(&answers[0]), expected, "{answers:?}");
+    assert!(log.contains(r#""sequenced":5"#), "{log}");
+    let chain = |events: &[shared::domain::AuditEvent], user: &str| -> Vec<(u64, String)> {
+        let mut mine: Vec<_> =
+            events.iter().filter(|e| e.stream() == user).map(|e| (e.seq, e.event_type.as_str().to_owned())).collect();
+        mine.sort();
+        mine
+    };
+    let appended = app.audit().await;
+    let kinds = |pairs: &[(&str, u64)]| -> Vec<(u64, String)> {
+        pairs.iter().map(|(t, seq)| (*seq, (*t).to_owned())).collect()
+    };
+    assert_eq!(
+        chain(&appended, "alice"),
+        kinds(&[("consent.granted", 1), ("token.issued", 2), ("token.used", 3), ("token.used", 4)])
+    );
+    assert_eq!(chain(&appended, "bob"), kinds(&[("consent.granted", 1)]));
+    for user in ["alice", "bob"] {
+        assert!(app.sequencer().pending(user, 10).await.unwrap().is_empty(), "{user}: nothing left pending");
+    }
+    assert!(
+        matches!(app.sequencer().pending("mallory", 10).await, Err(shared::ports::StoreError::Corrupt(_))),
+        "mallory's poisoned item stays where it was, for an operator"
+    );
+
+    // Delivered again (the event source retries from the lowest failure), to a new instance.
+    let again = invoke("sequencer", &env, vec![batch]).await;
+    assert_eq!(failures(&again[0]), expected, "{again:?}");
+    let ids = |events: &[shared::domain::AuditEvent]| -> Vec<(String, u64, String)> {
+        events.iter().map(|e| (e.event_id.as_str().to_owned(), e.seq, e.hash.clone())).collect()
+    };
+    assert_eq!(ids(&app.audit().await), ids(&appended), "the same events, once each");
+}

@@ -298,20 +298,6 @@ async fn a_dead_receiver_changes_nothing_for_the_api_and_misses_nothing_once_bac
     assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
 }
 
-/// Runs `tests/eventbridge_sink.py` with the project's Python (which has boto3, from moto).
-fn sink(args: &[&str]) -> String {
-    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("the moto endpoint (scripts/test)");
-    let out = std::process::Command::new(e2e::python())
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eventbridge_sink.py"))
-        .arg(args[0])
-        .arg(&endpoint)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "eventbridge_sink.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
     use adapter_aws::{EventBridgePublisher, audit_events_from_stream};
@@ -319,7 +305,7 @@ async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
 
     let app = TestApp::on(Backend::Aws).await;
     let bus = format!("support-access-{}", uuid::Uuid::new_v4().simple());
-    let queue = sink(&["setup", &bus]).trim().to_owned();
+    let queue = e2e::moto_sink(&["setup", &bus]).trim().to_owned();
 
     // The steps, through the HTTP layer on DynamoDB and KMS.
     assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
@@ -333,8 +319,8 @@ async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
     assert_eq!(app.call(Event::new("DELETE", "/consents/current").user("alice")).await.status, 204);
 
     // What DynamoDB Streams delivers to the notifier, read from moto's stream of the table.
-    let records = sink(&["records", &app.tables().audit]);
-    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&records).unwrap();
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_value(e2e::stream_event(&app.tables().audit)).unwrap();
     let events: Vec<_> = audit_events_from_stream(&batch).into_iter().map(|(_, e)| e).collect();
     assert_eq!(events.len(), 6, "every committed event is in the stream: {events:?}");
     // A bus that does not exist: the batch fails at its first announced event, so the stream
@@ -348,7 +334,7 @@ async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
     shared::app::publish_committed(&events, app.dynamo().as_ref(), &publisher, &stats).await.unwrap();
     assert_eq!(stats.delivered(), 4);
 
-    let received: Vec<Value> = serde_json::from_str(&sink(&["receive", &queue, "4"])).unwrap();
+    let received: Vec<Value> = serde_json::from_str(&e2e::moto_sink(&["receive", &queue, "4"])).unwrap();
     let mut kinds: Vec<(String, String)> = received
         .iter()
         .map(|m| {

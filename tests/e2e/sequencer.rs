@@ -12,10 +12,7 @@ use std::time::Duration;
 
 use e2e::TestApp;
 use shared::app;
-use shared::domain::{
-    Actor, AgentId, AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Role, Scope,
-    UserId,
-};
+use shared::domain::{AuditEvent, AuditEventType, AuditFilter, Consent, ConsentDuration, Note, Policy, Scope, UserId};
 use shared::ports::{Clock, Deadline, StoreError};
 use support_access_verify::chain::verify_chains;
 
@@ -33,18 +30,6 @@ async fn grant(app: &TestApp, who: &str) -> Consent {
     app::grant_consent(app.services(), &user(who), duration, Scope::Read, Note::parse("sequencer").unwrap())
         .await
         .unwrap()
-}
-
-/// A use of `consent` decided now, as the authorizer records it.
-fn used(app: &TestApp, consent: &Consent) -> AuditEvent {
-    AuditEvent::new(
-        AuditEventType::TokenUsed,
-        app.clock.now(),
-        Some(consent.user_id.clone()),
-        Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
-    )
-    .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
-    .with_detail("GET /app/whoami")
 }
 
 async fn settle(app: &TestApp) {
@@ -72,7 +57,7 @@ fn kinds(chain: &[(String, String)]) -> Vec<&str> {
 async fn a_use_is_pending_until_sequenced_then_on_its_chain_once(app: TestApp) {
     let consent = grant(&app, "alice").await;
     for _ in 0..3 {
-        app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
+        app.intake().record(app.decided_use(&consent), deadline(&app)).await.unwrap();
     }
     let pending = app.sequencer().pending("alice", 100).await.unwrap();
     assert_eq!(pending.len(), 4, "the grant and three uses, pending");
@@ -115,7 +100,7 @@ async fn a_use_behind_a_held_change_still_precedes_the_earlier_change_it_belongs
     tokio::time::sleep(hold * 4 / 10).await;
     app::revoke_consent(app.services(), &user("alice")).await.unwrap();
     app.sequencer().sequence(1_000).await.unwrap();
-    app.intake().record(used(&app, &first), decided).await.unwrap();
+    app.intake().record(app.decided_use(&first), decided).await.unwrap();
     tokio::time::sleep(hold * 7 / 10).await;
     let run = app.sequencer().sequence(1_000).await.unwrap();
     assert_eq!((run.sequenced, run.pending), (2, 1), "the use and the second grant; the revoke is held");
@@ -139,7 +124,7 @@ async fn use_before_revoke(app: TestApp, limit: usize) {
         let run = app.sequencer().sequence(1_000).await.unwrap();
         assert_eq!((run.sequenced, run.pending), (0, 1), "the revoke is held");
     }
-    app.intake().record(used(&app, &consent), decided).await.unwrap();
+    app.intake().record(app.decided_use(&consent), decided).await.unwrap();
     assert_eq!(
         app.services().consent_reader.current(&user("alice"), app.clock.now()).await.unwrap(),
         None,
@@ -154,7 +139,7 @@ async fn a_use_past_its_deadline_is_refused_and_leaves_nothing(app: TestApp) {
     let consent = grant(&app, "alice").await;
     let late = Deadline::after(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2)).await;
-    let refused = app.intake().record(used(&app, &consent), late).await;
+    let refused = app.intake().record(app.decided_use(&consent), late).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 1, "only the grant");
     settle(&app).await;
@@ -167,7 +152,7 @@ async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
     let consent = grant(&app, "alice").await;
     let generous = Deadline::after(Duration::from_secs(60));
     tokio::time::sleep(app.sequencer_hold() + Duration::from_millis(20)).await;
-    let refused = app.intake().record(used(&app, &consent), generous).await;
+    let refused = app.intake().record(app.decided_use(&consent), generous).await;
     assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
@@ -175,7 +160,7 @@ async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
 
 async fn recording_an_event_again_changes_nothing(app: TestApp) {
     let consent = grant(&app, "alice").await;
-    let use_ = used(&app, &consent);
+    let use_ = app.decided_use(&consent);
     app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
     app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
     assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 2, "the grant and the use, once");
@@ -204,7 +189,7 @@ async fn racing_writers_and_sequencers_append_every_event_once(app: TestApp) {
     let mut writers = Vec::new();
     let mut ids = HashSet::new();
     for i in 0..USES {
-        let event = used(&app, &consents[i % 2]);
+        let event = app.decided_use(&consents[i % 2]);
         ids.insert(event.event_id.clone());
         let app = app.clone();
         writers.push(tokio::spawn(async move {
@@ -281,7 +266,7 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     settle(&app).await;
     let mut recorded = Vec::new();
     for _ in 0..5 {
-        let use_ = used(&app, &consent);
+        let use_ = app.decided_use(&consent);
         recorded.push(use_.event_id.clone());
         app.intake().record(use_, deadline(&app)).await.unwrap();
     }
@@ -302,8 +287,47 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1], "all sequenced, once");
 }
 
+/// The stream-driven entry point (the `sequencer` function's): a run over the streams named
+/// touches no other stream, and `sequence_named` appends a named stream whose last event is a
+/// held consent change in one call, running it again once the hold is over (nothing else
+/// would trigger it), while a stream it cannot read is reported and leaves the others' alone.
+async fn the_streams_named_are_sequenced_and_no_other(app: TestApp) {
+    let alice = grant(&app, "alice").await;
+    app.intake().record(app.decided_use(&alice), deadline(&app)).await.unwrap();
+    grant(&app, "bob").await;
+    let named = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    // A grant is a consent change, held from the run's first sight of it.
+    let first = app.sequencer().sequence_streams(&named(&["bob"]), 100).await.unwrap();
+    assert_eq!((first.sequenced, first.pending), (0, 1), "bob's grant held");
+    assert_eq!(app.sequencer().pending("alice", 10).await.unwrap().len(), 2, "alice was not named");
+
+    let hold = app.sequencer_hold();
+    let until = std::time::Instant::now() + 20 * hold;
+    let done = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "alice"]), hold, until).await;
+    assert_eq!((done.sequenced, done.failed.len(), done.unfinished.len()), (2, 0, 0), "{done:?}");
+    assert!(done.rounds >= 2, "alice's grant held by the first round, released by a later one: {done:?}");
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
+    assert!(chain(&app, "bob").await.is_empty(), "bob was not named");
+    assert_eq!(app.sequencer().pending("bob", 10).await.unwrap().len(), 1);
+
+    let done = app::sequence_named(app.sequencer().as_ref(), named(&["bob", "alice"]), hold, until).await;
+    assert_eq!((done.sequenced, done.failed.len(), done.unfinished.len()), (1, 0, 0), "{done:?}");
+    assert_eq!(kinds(&chain(&app, "bob").await), ["consent.granted"]);
+    // Named again (a redelivered trigger): nothing to do.
+    let again = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "bob"]), hold, until).await;
+    assert_eq!((again.sequenced, again.rounds), (0, 1), "{again:?}");
+    assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
+
+    // Too little time for a held change: the stream is unfinished, its events still pending.
+    grant(&app, "carol").await;
+    let short = app::sequence_named(app.sequencer().as_ref(), named(&["carol"]), hold, std::time::Instant::now()).await;
+    assert_eq!((short.sequenced, short.unfinished.clone()), (0, named(&["carol"])), "{short:?}");
+    assert_eq!(app.sequencer().pending("carol", 10).await.unwrap().len(), 1);
+}
+
 e2e::on_both_backends!(
     sequenced;
+    the_streams_named_are_sequenced_and_no_other,
     a_use_is_pending_until_sequenced_then_on_its_chain_once,
     a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,
     a_use_decided_before_a_revoke_precedes_it_whatever_the_runs_limit,
@@ -326,7 +350,7 @@ async fn a_use_landing_after_its_consents_end_is_appended_as_a_late_refusal_on_d
     app::revoke_consent(app.services(), &user("alice")).await.unwrap();
     settle(&app).await;
     // The late landing: recorded now, decided (as far as the store can tell) within its hold.
-    app.intake().record(used(&app, &consent), deadline(&app)).await.unwrap();
+    app.intake().record(app.decided_use(&consent), deadline(&app)).await.unwrap();
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "consent.revoked", "token.rejected"]);
     let events = app.services().chain_archive.stream_events("alice", 0, 10).await.unwrap();

@@ -453,6 +453,20 @@ impl TestApp {
         panic!("the sequencer never drained the intake");
     }
 
+    /// A use of `consent` by `agent-7`, decided now (`GET /app/whoami`), as the authorizer
+    /// records it through the intake (#18).
+    pub fn decided_use(&self, consent: &Consent) -> AuditEvent {
+        use shared::domain::{Actor, AgentId, AuditEventType, Role};
+        AuditEvent::new(
+            AuditEventType::TokenUsed,
+            self.clock.now(),
+            Some(consent.user_id.clone()),
+            Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+        )
+        .with_consent(&consent.consent_id, consent.scope, consent.expires_at)
+        .with_detail("GET /app/whoami")
+    }
+
     /// The intake of a [`TestApp::sequenced`] app.
     pub fn intake(&self) -> Arc<dyn shared::ports::AuditIntake> {
         match (&self.sqlite, &self.aws) {
@@ -475,6 +489,12 @@ impl TestApp {
     /// `via` (an [`aws_proxy::AwsProxy`]) when given.
     pub async fn on_aws(via: Option<&str>) -> Self {
         Self::aws_app(via, None).await
+    }
+
+    /// As [`TestApp::sequenced_with_hold`] on DynamoDB, the ports talking to the API server
+    /// through `via` (an [`aws_proxy::AwsProxy`]).
+    pub async fn sequenced_on_aws(via: &str, hold: Duration) -> Self {
+        Self::aws_app(Some(via), Some(hold)).await
     }
 
     /// As [`TestApp::on_aws`]; with `sequencer_hold`, a store that sequences its chains (#18).
@@ -1028,6 +1048,28 @@ macro_rules! on_both_backends {
 
 /// The project's Python (`SUPPORT_ACCESS_TEST_PYTHON`, else `./.venv`), which has PyJWT and
 /// boto3 (scripts/test installs them).
+/// Runs `tests/eventbridge_sink.py` (moto's EventBridge, SQS and DynamoDB Streams, through
+/// boto3) with the project's Python: `args` are its command and that command's arguments
+/// (the test server's endpoint goes between them); what it printed.
+pub fn moto_sink(args: &[&str]) -> String {
+    let endpoint = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("the moto endpoint (scripts/test)");
+    let out = std::process::Command::new(python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("eventbridge_sink.py"))
+        .arg(args[0])
+        .arg(&endpoint)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "eventbridge_sink.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every record of `table`'s DynamoDB stream on the test server so far, as the event a
+/// stream-triggered function receives (`{"Records": [...]}`).
+pub fn stream_event(table: &str) -> Value {
+    serde_json::from_str(&moto_sink(&["records", table])).unwrap()
+}
+
 pub fn python() -> PathBuf {
     let path = std::env::var_os("SUPPORT_ACCESS_TEST_PYTHON")
         .map(PathBuf::from)

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_http::{Request, RequestExt};
 use shared::app::{ApiError, CursorKey, Services};
@@ -47,6 +47,14 @@ pub fn init_tracing() {
         .with_span_list(false)
         .with_target(false)
         .init();
+}
+
+/// The instant `margin` before an invocation's deadline (`Lambda-Runtime-Deadline-Ms`, the
+/// context's `deadline`: milliseconds since the epoch), on this process's monotonic clock: how
+/// long a function that loops may keep going and still answer.
+pub fn until_deadline(deadline_ms: u64, margin: Duration) -> Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(margin)
 }
 
 type Build<T> = dyn Fn() -> Pin<Box<dyn Future<Output = Result<T, String>> + Send>> + Send + Sync;

@@ -36,7 +36,7 @@ pub use notify::{EventBridgePublisher, audit_events_from_stream};
 pub use provision::{create_cursor_secret, create_signing_key, create_tables};
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
-pub use adapter_streams::{ExpiryRecord, expiries_from_stream};
+pub use adapter_streams::{ExpiryRecord, IntakeBatch, expiries_from_stream, intake_batch};
 
 /// The SDK configuration every function builds once per cold start: the standard AWS
 /// environment (region, credentials, `AWS_ENDPOINT_URL`), with explicit timeouts and a
@@ -98,6 +98,15 @@ pub fn notifier_from_env() -> Result<lambda::Deferred<(DynamoStore, EventBridgeP
 pub fn store_from_env() -> lambda::Deferred<DynamoStore> {
     lambda::Deferred::start(|| async {
         Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env()))
+    })
+}
+
+/// The DynamoDB store of [`store_from_env`] as the `sequencer` function runs it: sequencing
+/// (its runs hold consent changes [`shared::ports::SEQUENCER_HOLD`]), [`lambda::Deferred`].
+pub fn sequencer_from_env() -> lambda::Deferred<DynamoStore> {
+    lambda::Deferred::start(|| async {
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env());
+        Ok(store.with_sequencer())
     })
 }
 

@@ -518,23 +518,6 @@ impl DynamoStore {
         Ok(SequencerRun { sequenced, pending: ordered.len() - sequenced })
     }
 
-    /// Runs the sequencer over `streams` (the Lambda's: the keys of its stream records),
-    /// appending at most `limit` events in all.
-    pub async fn sequence_streams(
-        &self,
-        streams: impl IntoIterator<Item = String>,
-        limit: usize,
-    ) -> Result<SequencerRun, StoreError> {
-        let Some(state) = self.sequencer.clone() else { return Ok(SequencerRun::default()) };
-        let mut run = SequencerRun::default();
-        for stream in streams {
-            let this = self.sequence_stream(&state, &stream, limit.saturating_sub(run.sequenced)).await?;
-            run.sequenced += this.sequenced;
-            run.pending += this.pending;
-        }
-        Ok(run)
-    }
-
     /// The streams with pending items, and how many each has: a `Scan` of the intake, for
     /// [`Sequencer::sequence`] (tests and operators; the function is driven by the stream).
     async fn pending_streams(&self) -> Result<BTreeMap<String, usize>, StoreError> {
@@ -615,7 +598,20 @@ impl Sequencer for DynamoStore {
                 run.pending += count;
                 continue;
             }
-            let this = self.sequence_streams([stream], limit - run.sequenced).await?;
+            let this = self.sequence_streams(&[stream], limit - run.sequenced).await?;
+            run.sequenced += this.sequenced;
+            run.pending += this.pending;
+        }
+        Ok(run)
+    }
+
+    /// The `sequencer` function's entry point: the streams are the keys of its batch of
+    /// intake stream records.
+    async fn sequence_streams(&self, streams: &[String], limit: usize) -> Result<SequencerRun, StoreError> {
+        let Some(state) = self.sequencer.clone() else { return Ok(SequencerRun::default()) };
+        let mut run = SequencerRun::default();
+        for stream in streams {
+            let this = self.sequence_stream(&state, stream, limit.saturating_sub(run.sequenced)).await?;
             run.sequenced += this.sequenced;
             run.pending += this.pending;
         }

@@ -115,15 +115,20 @@ struct RunInTx {
     moved: Vec<i64>,
 }
 
+/// One run over `only` the streams named, or over every stream with pending events.
 fn sequence_in(
     tx: &Connection,
+    only: Option<&[String]>,
     limit: usize,
     hold: Duration,
     seen: &HashMap<i64, Instant>,
 ) -> Result<RunInTx, StoreError> {
-    let streams: Vec<String> = {
-        let mut stmt = tx.prepare_cached("SELECT DISTINCT stream FROM audit_intake").map_err(unavailable)?;
-        stmt.query_map([], |r| r.get(0)).map_err(unavailable)?.collect::<Result<_, _>>().map_err(unavailable)?
+    let streams: Vec<String> = match only {
+        Some(named) => named.to_vec(),
+        None => {
+            let mut stmt = tx.prepare_cached("SELECT DISTINCT stream FROM audit_intake").map_err(unavailable)?;
+            stmt.query_map([], |r| r.get(0)).map_err(unavailable)?.collect::<Result<_, _>>().map_err(unavailable)?
+        }
     };
     let now = Instant::now();
     let (mut run, mut unseen, mut moved, mut budget) = (SequencerRun::default(), Vec::new(), Vec::new(), limit);
@@ -183,8 +188,19 @@ fn sequence_in(
             moved.push(id);
         }
     }
-    run.pending =
-        tx.query_row("SELECT COUNT(*) FROM audit_intake", [], |r| r.get::<_, i64>(0)).map_err(unavailable)? as usize;
+    let pending: i64 = match only {
+        None => tx.query_row("SELECT COUNT(*) FROM audit_intake", [], |r| r.get::<_, i64>(0)).map_err(unavailable)?,
+        Some(named) => {
+            let mut count =
+                tx.prepare_cached("SELECT COUNT(*) FROM audit_intake WHERE stream = ?1").map_err(unavailable)?;
+            let mut total = 0;
+            for stream in named {
+                total += count.query_row([stream], |r| r.get::<_, i64>(0)).map_err(unavailable)?;
+            }
+            total
+        }
+    };
+    run.pending = pending as usize;
     Ok(RunInTx { run, unseen, moved })
 }
 
@@ -208,13 +224,14 @@ impl AuditIntake for SqliteStore {
     }
 }
 
-#[async_trait]
-impl Sequencer for SqliteStore {
-    async fn sequence(&self, limit: usize) -> Result<SequencerRun, StoreError> {
+impl SqliteStore {
+    /// One sequencer run (one transaction) over `only` the streams named, or over all.
+    async fn sequence_run(&self, only: Option<Vec<String>>, limit: usize) -> Result<SequencerRun, StoreError> {
         let Some(state) = self.sequencer.clone() else { return Ok(SequencerRun::default()) };
         let seen = state.seen.lock().map_err(|_| StoreError::Unavailable("sequencer state poisoned".into()))?.clone();
         let hold = state.hold;
-        let RunInTx { run, unseen, moved } = self.transaction(move |tx| sequence_in(tx, limit, hold, &seen)).await?;
+        let RunInTx { run, unseen, moved } =
+            self.transaction(move |tx| sequence_in(tx, only.as_deref(), limit, hold, &seen)).await?;
         // Stamped only now: the transaction that saw them committed after they did, so the
         // stamp is not earlier than their commit.
         let stamped = Instant::now();
@@ -226,6 +243,17 @@ impl Sequencer for SqliteStore {
             seen.remove(&id);
         }
         Ok(run)
+    }
+}
+
+#[async_trait]
+impl Sequencer for SqliteStore {
+    async fn sequence(&self, limit: usize) -> Result<SequencerRun, StoreError> {
+        self.sequence_run(None, limit).await
+    }
+
+    async fn sequence_streams(&self, streams: &[String], limit: usize) -> Result<SequencerRun, StoreError> {
+        self.sequence_run(Some(streams.to_vec()), limit).await
     }
 
     async fn pending(&self, stream: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {

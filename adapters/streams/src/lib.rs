@@ -1,13 +1,19 @@
-//! Which DynamoDB Streams records of the `Consents` table are expiries. A TTL deletion is a
-//! `REMOVE` by the DynamoDB service itself (`userIdentity.type = Service`,
-//! `principalId = dynamodb.amazonaws.com`); a user's revoke is a `REMOVE` without that
-//! identity and is already audited. A consent replaced by a new grant after it had run out
+//! The DynamoDB Streams records the functions read, with the event types only (no AWS SDK):
+//! which records of the `Consents` table are expiries ([`expiries_from_stream`]), and which
+//! users a batch of the `AuditIntake` table's records names ([`intake_batch`]).
+//!
+//! An expiry: a TTL deletion is a `REMOVE` by the DynamoDB service itself
+//! (`userIdentity.type = Service`, `principalId = dynamodb.amazonaws.com`); a user's revoke is
+//! a `REMOVE` without that identity and is already audited. A consent replaced by a new grant after it had run out
 //! (before TTL got to it) shows as a `MODIFY` whose old image had expired: an expiry too.
 //!
-//! A feature of its own (`streams`, part of `aws`): reading records needs only the event types,
-//! so the fuzz harness parses them without compiling the AWS SDK.
+//! A crate of its own: reading records needs only the event types, so the fuzz harness
+//! parses them without compiling the AWS SDK.
+
+use std::collections::BTreeMap;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::Deserialize;
 
 use shared::domain::{Consent, ConsentId, Note, Scope, Timestamp, UserId};
@@ -68,4 +74,120 @@ pub fn expiries_from_stream(event: &Event) -> Vec<ExpiryRecord> {
         }
     }
     out
+}
+
+/// What a batch of `AuditIntake` stream records names: the streams (users, or the
+/// unattributed stream) with a new intake item, each with its records' sequence numbers, and
+/// the records that name none. The records are only a trigger: the sequencer reads each named
+/// stream's pending items from the table itself.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntakeBatch {
+    pub streams: BTreeMap<String, Vec<String>>,
+    /// Sequence numbers of `INSERT` records without a readable `stream` key: reported as
+    /// failed, so that after its retries the batch is kept (the failed-batches bucket) and an
+    /// operator sees it, instead of an intake item nobody sequences.
+    pub unreadable: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct IntakeKey {
+    stream: String,
+}
+
+/// The streams a batch of `AuditIntake` stream records names. Only `INSERT` records count:
+/// a `MODIFY` is the sequencer's own mark of a sequenced item, a `REMOVE` its TTL deletion.
+pub fn intake_batch(event: &Event) -> IntakeBatch {
+    let mut batch = IntakeBatch::default();
+    for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
+        let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
+        match serde_dynamo::from_item::<_, IntakeKey>(record.change.keys.clone()) {
+            Ok(key) if !key.stream.is_empty() => batch.streams.entry(key.stream).or_default().push(sequence_number),
+            Ok(_) => {
+                tracing::error!(event_id = %record.event_id, "intake stream record with an empty stream key");
+                batch.unreadable.push(sequence_number);
+            }
+            Err(e) => {
+                tracing::error!(event_id = %record.event_id, error = %e, "unreadable intake stream record");
+                batch.unreadable.push(sequence_number);
+            }
+        }
+    }
+    batch
+}
+
+impl IntakeBatch {
+    /// The answer to the event source: every record of the streams `retry` names, and every
+    /// unreadable record, as a batch item failure (the source delivers the batch again from
+    /// the lowest of them; the streams done meanwhile find nothing to do twice).
+    pub fn response<'a>(&self, retry: impl IntoIterator<Item = &'a String>) -> DynamoDbEventResponse {
+        let mut failed: Vec<&String> = retry.into_iter().filter_map(|s| self.streams.get(s)).flatten().collect();
+        failed.extend(&self.unreadable);
+        // Numeric order (sequence numbers are decimal strings of any length).
+        failed.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        failed.dedup();
+        let mut response = DynamoDbEventResponse::default();
+        for sequence_number in failed {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number.clone());
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(name: &str, sequence_number: &str, keys: serde_json::Value) -> serde_json::Value {
+        json!({
+            "eventID": format!("e{sequence_number}"),
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1795601760,
+                "Keys": keys,
+                "SequenceNumber": sequence_number,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_IMAGE"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/AuditIntake/stream/2026-12-03T10:00:00.000"
+        })
+    }
+
+    fn keys(stream: &str) -> serde_json::Value {
+        json!({"stream": {"S": stream}, "order": {"S": "0001795601760000000#e"}})
+    }
+
+    #[test]
+    fn a_batch_names_its_inserted_streams_and_reports_exactly_the_failed_ones() {
+        let event: Event = serde_json::from_value(json!({"Records": [
+            record("INSERT", "100", keys("alice")),
+            record("INSERT", "101", json!({"order": {"S": "x"}})),
+            record("INSERT", "102", keys("bob")),
+            record("MODIFY", "103", keys("carol")),
+            record("INSERT", "104", keys("alice")),
+            record("REMOVE", "105", keys("dave")),
+            record("INSERT", "106", json!({"stream": {"S": ""}, "order": {"S": "x"}})),
+            record("INSERT", "107", json!({"stream": {"BOOL": true}, "order": {"S": "x"}})),
+        ]}))
+        .unwrap();
+        let batch = intake_batch(&event);
+        assert_eq!(
+            batch.streams,
+            BTreeMap::from([("alice".into(), vec!["100".into(), "104".into()]), ("bob".into(), vec!["102".into()])])
+        );
+        assert_eq!(batch.unreadable, ["101", "106", "107"]);
+        let ids = |r: DynamoDbEventResponse| -> Vec<String> {
+            r.batch_item_failures.into_iter().filter_map(|f| f.item_identifier).collect()
+        };
+        assert_eq!(ids(batch.response([])), ["101", "106", "107"]);
+        assert_eq!(
+            ids(batch.response([&"alice".to_owned(), &"nobody".to_owned()])),
+            ["100", "101", "104", "106", "107"]
+        );
+    }
 }

@@ -14,6 +14,7 @@ mod expiry;
 mod mint;
 mod notify;
 mod operator;
+mod sequence;
 mod services;
 
 pub use access_request::{
@@ -37,4 +38,5 @@ pub use operator::{
     CONTROLS_CACHE_TTL, CachedControls, MAX_REVOCATION_SCAN, RevocationView, StopView, emergency_stop, engage_stop,
     lift_stop, revoke_agent_tokens, stopped,
 };
+pub use sequence::{SEQUENCER_PARALLEL_STREAMS, SEQUENCER_RUN_LIMIT, SequencedStreams, sequence_named};
 pub use services::Services;

@@ -98,6 +98,12 @@ pub trait Sequencer: Send + Sync {
     /// stream waits with it.
     async fn sequence(&self, limit: usize) -> Result<SequencerRun, StoreError>;
 
+    /// As [`Self::sequence`], over the streams named only: the entry point of a sequencer
+    /// driven by a trigger that names the streams with something new (on AWS the `sequencer`
+    /// function, whose batch of intake stream records names users). `pending` counts what
+    /// those streams still hold.
+    async fn sequence_streams(&self, streams: &[String], limit: usize) -> Result<SequencerRun, StoreError>;
+
     /// The pending events of `stream`, in the order the sequencer will append them
     /// (unsealed: `seq` 0, no hashes), at most `limit`.
     async fn pending(&self, stream: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;

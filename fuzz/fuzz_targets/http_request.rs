@@ -673,7 +673,9 @@ fuzz_target!(|input: Input| {
     match resolved {
         Some(Route::MintToken) => assert!(in_group("support"), "minted for {:?}", spec.claims),
         Some(Route::QueryAudit | Route::ExportAudit) => assert!(in_group("auditor"), "audit for {:?}", spec.claims),
-        Some(Route::Introspect) => assert!(in_group("introspect"), "introspected for {:?}", spec.claims),
+        Some(Route::Introspect | Route::ReportUse) => {
+            assert!(in_group("introspect"), "introspected or reported a use for {:?}", spec.claims)
+        }
         Some(Route::FileAccessRequest | Route::AgentAccessRequests) => {
             assert!(in_group("support"), "access requests for {:?}", spec.claims)
         }

@@ -74,8 +74,10 @@ EXPECTED = {
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
+    # Introspection reads; a reported use (POST /introspect/uses) is written as the
+    # authorizer writes one, so the same permissions as the authorizer's, and no more.
     "IntrospectFunction": TOKEN_PUBLIC_KEYS
-    | {("dynamodb:GetItem", "ConsentsTable")}
+    | {("dynamodb:GetItem", "ConsentsTable"), ("dynamodb:ConditionCheckItem", "ConsentsTable")}
     | AUDIT_APPEND
     | HEADS
     | CONTROLS_READ,
@@ -246,6 +248,13 @@ def test_every_function_has_exactly_its_permissions(template):
     assert set(roles) == set(EXPECTED), "every function is accounted for"
     for function, role in roles.items():
         assert grants(role) == EXPECTED[function], function
+
+
+def test_a_reported_use_is_written_with_exactly_the_authorizers_permissions(template):
+    # POST /introspect/uses records a use as the authorizer does (app::report_use calls
+    # app::authorize): the introspect function may do what the authorizer does, nothing more.
+    roles = roles_by_function(template)
+    assert grants(roles["IntrospectFunction"]) == grants(roles["AuthorizerFunction"])
 
 
 def managed_policies(role: dict, tracing_on: bool) -> list:

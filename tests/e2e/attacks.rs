@@ -1,7 +1,7 @@
 //! The JWT attack matrix: one row per attack, each token run through every entry point (the
-//! local `/app/whoami` route, the Lambda authorizer, `POST /introspect`), each proving the
-//! refusal and the audit event it leaves (its reason code; attributed to the user only when
-//! the signature verified). Rows just within the leeway prove the boundary from the other side.
+//! local `/app/whoami` route, the Lambda authorizer, `POST /introspect`, a use reported on
+//! `POST /introspect/uses`), each proving the refusal and the audit event it leaves (its
+//! reason code; attributed to the user only when the signature verified). Rows just within the leeway prove the boundary from the other side.
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -343,6 +343,9 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
         let introspected = app.introspect(&token).await;
         let after_introspect = app.audit().await;
         assert_eq!(introspected.status, 200, "{row}: {introspected:?}");
+        // 4. A use reported by a resource server, with the same method and path.
+        let reported = app.report_use(&token, method, PATH).await;
+        let after_report = app.audit().await;
 
         match expect {
             Accepted => {
@@ -355,6 +358,9 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                     assert_eq!(newest(events).event_type, AuditEventType::TokenUsed, "{row} via {entry}");
                 }
                 assert_eq!(after_introspect, after_authorizer, "{row}: introspection is not a use");
+                assert_eq!(reported.status, 200, "{row}: {reported:?}");
+                assert_eq!(reported.str("user_id"), "alice");
+                assert_eq!(newest(&after_report).event_type, AuditEventType::TokenUsed, "{row} via the report");
             }
             Refused { code, attributed } => {
                 assert_eq!((whoami.status, whoami.slug()), (401, "unauthenticated"), "{row}");
@@ -369,6 +375,10 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                 }
                 let via = newest(&after_introspect).detail.clone().unwrap();
                 assert_eq!(via, format!("{code} introspect by {RESOURCE_SERVER}"), "{row}");
+                assert_eq!((reported.status, reported.slug()), (403, "use-refused"), "{row}: {reported:?}");
+                assert_refusal(newest(&after_report), code, attributed, "report", &row);
+                let via = newest(&after_report).detail.clone().unwrap();
+                assert_eq!(via, format!("{code} {method} {PATH} reported by {RESOURCE_SERVER}"), "{row}");
             }
             ScopeRefused => {
                 assert_eq!((whoami.status, whoami.slug()), (403, "forbidden"), "{row}");
@@ -381,6 +391,8 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                     "{row}: the resource server gets the scope and enforces it"
                 );
                 assert_eq!(after_introspect, after_authorizer, "{row}: introspection writes nothing");
+                assert_eq!((reported.status, reported.slug()), (403, "use-refused"), "{row}: {reported:?}");
+                assert_refusal(newest(&after_report), "scope", true, "report", &row);
             }
         }
         // Whatever the token said, the user's own access log still reads.
@@ -389,5 +401,7 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
         // Exactly one token event per use (reading an expired consent also records its expiry).
         assert_eq!(token_events(&after_whoami), before + 1, "{row}: whoami writes one token event");
         assert_eq!(token_events(&after_authorizer), before + 2, "{row}: the authorizer writes one token event");
+        let introspected_events = token_events(&after_introspect);
+        assert_eq!(token_events(&after_report), introspected_events + 1, "{row}: a report writes one token event");
     }
 }

@@ -310,6 +310,17 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
         (body(&introspected[0])["active"].clone(), body(&introspected[0])["act"]["sub"].clone()),
         (json!(true), json!("agent-7"))
     );
+    // The same function takes the resource server's report of a use, recorded as the
+    // authorizer records one (with the conditional write its role is granted for it).
+    let report = json!({"token": token, "method": "GET", "path": "/orders/7"});
+    let asked = Event::new("POST", "/introspect/uses").caller("rs-1", "[introspect]").json(report).to_json();
+    let (reported, log) = invoke_logged("introspect", &env, vec![asked]).await;
+    assert_eq!(reported[0]["statusCode"], 200, "{reported:?}");
+    assert_eq!(
+        (body(&reported[0])["user_id"].clone(), body(&reported[0])["consent_id"].clone()),
+        (json!("alice"), consent["consent_id"].clone())
+    );
+    assert_eq!(request_lines(&log)[0]["route"], "POST /introspect/uses", "{log}");
 
     let revoked = invoke("revoke-consent", &env, vec![alice("DELETE", "/consents/current").to_json()]).await;
     assert_eq!(revoked[0]["statusCode"], 204);
@@ -329,10 +340,12 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let rest = invoke("query-audit", &paging_env, vec![next.to_json()]).await;
     let kinds: Vec<String> =
         body(&rest[0])["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds, ["token.rejected", "token.used", "token.issued", "consent.granted"]);
+    assert_eq!(kinds, ["token.used", "token.rejected", "token.used", "token.issued", "consent.granted"]);
 
     let log = invoke("access-log", &paging_env, vec![alice("GET", "/me/access-log").to_json()]).await;
-    assert_eq!(body(&log[0])["events"].as_array().unwrap().len(), 6);
+    let events = body(&log[0])["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 7);
+    assert_eq!(events[2]["detail"], "GET /orders/7 reported by rs-1", "the reported use on the user's log");
 
     // Access requests page too: an agent's list, then the user's, each cursor opened by
     // another instance (another process), as a client's next page may reach one.

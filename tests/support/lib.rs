@@ -874,6 +874,13 @@ impl TestApp {
             .await
     }
 
+    /// `POST /introspect/uses`: [`RESOURCE_SERVER`] reports that it served `method` on `path`
+    /// with `token`.
+    pub async fn report_use(&self, token: &str, method: &str, path: &str) -> Answer {
+        let report = json!({"token": token, "method": method, "path": path});
+        self.call(Event::new("POST", "/introspect/uses").caller(RESOURCE_SERVER, "[introspect]").json(report)).await
+    }
+
     /// Every audit event, newest first (all pages).
     pub async fn audit(&self) -> Vec<AuditEvent> {
         let mut all = Vec::new();

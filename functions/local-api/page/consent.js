@@ -359,10 +359,16 @@
     }
   }
 
-  /** What a use or refusal was for: `GET /path` in words, or the introspection. */
+  /**
+   * What a use or refusal was for: `GET /path` in words (with the resource server that
+   * reported it, `GET /path reported by rs-1`), or the introspection.
+   */
   function useWords(rest) {
-    const m = /^([A-Z]+) (\/\S*)$/.exec(rest);
-    if (m) return (['GET', 'HEAD', 'OPTIONS'].includes(m[1]) ? 'looked at ' : 'changed data through ') + m[1] + ' ' + m[2];
+    const m = /^([A-Z]+) (\/\S*)(?: reported by (\S+))?$/.exec(rest);
+    if (m) {
+      const by = m[3] ? ' (reported by ' + m[3] + ')' : '';
+      return (['GET', 'HEAD', 'OPTIONS'].includes(m[1]) ? 'looked at ' : 'changed data through ') + m[1] + ' ' + m[2] + by;
+    }
     const by = /^introspect by (.+)$/.exec(rest);
     if (by) return 'had its token checked by ' + by[1];
     return rest;

@@ -1,7 +1,8 @@
 //! Whether an impersonation token works right now, for every entry point: the local demo
-//! route, the Lambda authorizer ([`authorize`]) and `POST /introspect` ([`introspect`]). Both
-//! run the same checks (the verifier crate's, then the live consent); they differ only in
-//! what a token's use means and so in what they audit.
+//! route, the Lambda authorizer ([`authorize`]), `POST /introspect` ([`introspect`]) and a
+//! resource server's report of a use ([`report_use`], which is `authorize`). All run the same
+//! checks (the verifier crate's, then the live consent); they differ only in what a token's
+//! use means and so in what they audit.
 
 use http::Method;
 use serde::Serialize;
@@ -138,8 +139,8 @@ pub async fn authorize(
 /// Audit: an introspection is a question about a token, not a use of it: the resource server
 /// that asks may ask again for every request or cache the answer, and only it knows which
 /// method and path the token was presented for. So an active answer writes nothing here
-/// (writing `token.used` would both miss real uses and invent some); the use belongs on the
-/// resource server's own log. A refusal is written as `token.rejected` (detail
+/// (writing `token.used` would both miss real uses and invent some); the resource server
+/// reports the use itself, with its method and path ([`report_use`]). A refusal is written as `token.rejected` (detail
 /// `<code> introspect by <resource server>`), exactly as on the other entry points, because a
 /// forged, stale or revoked token shown to any of the app's servers is a security signal
 /// that must reach the user's log or the unattributed stream. There is no method here, so no
@@ -157,6 +158,35 @@ pub async fn introspect(
             Ok(None)
         }
     }
+}
+
+/// How many characters of a use's path its detail keeps ([`authorize`] truncates its `path`
+/// argument to this many).
+const USE_DETAIL_PATH_CHARS: usize = 256;
+
+/// `POST /introspect/uses`: `resource_server` (a caller in the introspect group) reports that
+/// it served `method` on `path` with `bearer`. The report is [`authorize`] itself, called with
+/// the reporter appended to the path, so a reported use passes the same checks and the same
+/// scope rule, is recorded as the same `token.used` in the same way (and follows the store's
+/// sequencing where that is on), and a refusal is the same `token.rejected`; the detail reads
+/// `<METHOD> <path> reported by <resource server>` (a refusal's, `<code> <METHOD> <path>
+/// reported by <resource server>`), the path cut so that the reporter always fits.
+///
+/// Presenting the token is the point: a resource server records a use only of a token it
+/// holds, so it cannot invent uses of tokens it never saw, nor report for a user or agent
+/// other than the token's. `path` must hold no whitespace (the caller validates it), so the
+/// last ` reported by ` of a detail is the reporter's.
+pub async fn report_use(
+    services: &Services,
+    bearer: &str,
+    method: &Method,
+    path: &str,
+    resource_server: &AgentId,
+) -> Result<Authorized, AuthorizeError> {
+    let by = format!(" reported by {resource_server}");
+    // An AgentId is at most 128 ASCII characters, so at least 115 of the path remain.
+    let path = truncate(path, USE_DETAIL_PATH_CHARS - by.len());
+    authorize(services, bearer, method, &format!("{path}{by}")).await
 }
 
 fn agent(claims: &ImpersonationClaims) -> Actor {

@@ -19,6 +19,12 @@ pub enum ApiError {
     /// An impersonation token was refused; why is on the audit log, not in the answer.
     #[error("the impersonation token was refused")]
     TokenRefused,
+    /// A resource server reported a use (`POST /introspect/uses`) of a token that may not be
+    /// used for it: refused exactly as the authorizer refuses it, and audited as
+    /// `token.rejected`; why is on the audit log, not in the answer (as an introspection's
+    /// `"active": false`). The caller's own identity was fine, hence 403 and not 401.
+    #[error("the token may not be used for this request; the refusal is on the audit log")]
+    UseRefused,
     #[error("{0}")]
     Forbidden(&'static str),
     /// The caller is not in the group the route needs (`Caller::require_group`). The group is

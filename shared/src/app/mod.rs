@@ -22,7 +22,7 @@ pub use access_request::{
     expire_requests, file_request, user_requests,
 };
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
-pub use authorize::{AuthorizeError, Authorized, authorize, introspect};
+pub use authorize::{AuthorizeError, Authorized, authorize, introspect, report_use};
 pub use checkpoint::{
     CheckpointError, EXPORT_PAGE_BYTES, EXPORT_PAGE_READS, EXPORT_PAGE_TIME, EXPORT_READ_CHECKPOINTS,
     EXPORT_READ_EVENTS, ExportBudget, ExportPage, ExportScope, checkpoint_keys, checkpoint_now, export_page,

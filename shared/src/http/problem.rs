@@ -22,6 +22,7 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             (StatusCode::UNAUTHORIZED, "unauthenticated", "Not authenticated")
         }
         ApiError::Forbidden(_) | ApiError::MissingGroup(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+        ApiError::UseRefused => (StatusCode::FORBIDDEN, "use-refused", "Use refused"),
         ApiError::NoConsent => (StatusCode::FORBIDDEN, "no-consent", "No active consent"),
         ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
         ApiError::MethodNotAllowed { .. } => {
@@ -114,6 +115,7 @@ mod tests {
             ApiError::Unauthenticated,
             ApiError::UnauthenticatedHint("x".into()),
             ApiError::TokenRefused,
+            ApiError::UseRefused,
             ApiError::Forbidden("x"),
             ApiError::MissingGroup("support".into()),
             ApiError::NoConsent,
@@ -135,6 +137,7 @@ mod tests {
                 | ApiError::Unauthenticated
                 | ApiError::UnauthenticatedHint(_)
                 | ApiError::TokenRefused
+                | ApiError::UseRefused
                 | ApiError::Forbidden(_)
                 | ApiError::MissingGroup(_)
                 | ApiError::NoConsent

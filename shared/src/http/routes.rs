@@ -41,6 +41,9 @@ pub enum Route {
     Whoami,
     /// `POST /introspect`: RFC 7662 token introspection for resource servers outside AWS.
     Introspect,
+    /// `POST /introspect/uses`: a resource server reports a use of a token it was shown
+    /// (method and path), recorded as the authorizer records one.
+    ReportUse,
     /// `GET /audit/export[?user_id=...|stream=unattributed][&cursor=...]`: one user's stream (or
     /// the unattributed one, or all) and its checkpoints, as JSON Lines in pages.
     ExportAudit,
@@ -87,6 +90,7 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::Jwks, &["GET", "HEAD"], "/.well-known/jwks.json"),
     (Route::Whoami, &[], "/app/whoami"),
     (Route::Introspect, &["POST"], "/introspect"),
+    (Route::ReportUse, &["POST"], "/introspect/uses"),
     (Route::FileAccessRequest, &["POST"], "/access-requests"),
     (Route::AgentAccessRequests, &["GET"], "/access-requests"),
     (Route::MyAccessRequests, &["GET"], "/me/access-requests"),
@@ -261,6 +265,7 @@ async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Re
         Route::AuthorizationServerMetadata | Route::OpenIdConfiguration => issuer_metadata(&services.policy),
         Route::Whoami => whoami(req, services).await,
         Route::Introspect => introspect(req, services).await,
+        Route::ReportUse => report_use(req, services).await,
         Route::ExportAudit => export_audit(req, services).await,
         Route::FileAccessRequest => file_access_request(req, services).await,
         Route::AgentAccessRequests => agent_access_requests(req, services).await,
@@ -732,6 +737,69 @@ async fn introspect(req: &Request, services: &Services) -> Result<Response<Body>
     Ok(json(StatusCode::OK, &view))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UseReportBody {
+    token: String,
+    method: String,
+    path: String,
+}
+
+/// The longest path a use report may name, in bytes (the detail keeps its first 115 or more
+/// characters, `app::report_use`).
+const MAX_REPORTED_PATH_BYTES: usize = 2048;
+
+/// A reported use's method: one of the methods an HTTP API routes (the route table's own),
+/// spelled exactly, in capitals.
+fn reported_method(method: &str) -> Result<Method, ApiError> {
+    METHOD_ORDER
+        .iter()
+        .find(|m| **m == method)
+        .map(|m| Method::from_bytes(m.as_bytes()).expect("the listed methods are valid"))
+        .ok_or_else(|| ApiError::InvalidRequest(format!("method must be one of {}", METHOD_ORDER.join(", "))))
+}
+
+/// A reported use's path: the request's path as the resource server received it, starting
+/// with `/`, at most [`MAX_REPORTED_PATH_BYTES`], visible ASCII only (percent-encode the
+/// rest, as on the wire) and no query or fragment, which may carry secrets the user's log
+/// must not keep. No space, so the reporter that follows it in the detail is unambiguous.
+fn reported_path(path: &str) -> Result<&str, ApiError> {
+    let invalid = |why: &str| Err(ApiError::InvalidRequest(format!("path {why}")));
+    if !path.starts_with('/') {
+        return invalid("must start with /");
+    }
+    if path.len() > MAX_REPORTED_PATH_BYTES {
+        return invalid(&format!("must be at most {MAX_REPORTED_PATH_BYTES} bytes"));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
+        return invalid("must be visible ASCII (percent-encoded) without a query or fragment");
+    }
+    Ok(path)
+}
+
+/// `POST /introspect/uses`: a resource server in the introspect group (as for
+/// `POST /introspect`) reports that it served `method` on `path` with `token`. 200 with the
+/// authorizer's context (`user_id`, `acting_agent`, `scope`, `consent_id`, `jti`) once the use
+/// is recorded as `token.used`; 403 `use-refused` when the token may not be used so (refused
+/// and audited as on the authorizer, why only on the log); 503 when the check or the write
+/// could not complete. The body is checked whole before the token is read.
+async fn report_use(req: &Request, services: &Services) -> Result<Response<Body>, ApiError> {
+    let caller = caller(req, services)?;
+    caller.require_group(&services.policy.introspect_group)?;
+    let resource_server = caller.agent_id()?;
+    let body: UseReportBody = json_body(req)?;
+    let method = reported_method(&body.method)?;
+    let path = reported_path(&body.path)?;
+    if body.token.is_empty() {
+        return Err(ApiError::InvalidRequest("token must not be empty".into()));
+    }
+    match app::report_use(services, &body.token, &method, path, &resource_server).await {
+        Ok(used) => Ok(json(StatusCode::OK, &used)),
+        Err(AuthorizeError::Rejected(_)) => Err(ApiError::UseRefused),
+        Err(AuthorizeError::Unavailable(e)) => Err(e.into()),
+    }
+}
+
 #[derive(Serialize)]
 struct WhoamiView {
     user_id: UserId,
@@ -766,6 +834,8 @@ mod tests {
         assert_eq!(Route::resolve(&Method::POST, "/introspect").unwrap(), Route::Introspect);
         assert_eq!(Route::resolve(&Method::HEAD, "/.well-known/jwks.json").unwrap(), Route::Jwks);
         assert_eq!(allow_of(Route::resolve(&Method::GET, "/introspect")), "POST");
+        assert_eq!(Route::resolve(&Method::POST, "/introspect/uses/").unwrap(), Route::ReportUse);
+        assert_eq!(allow_of(Route::resolve(&Method::GET, "/introspect/uses")), "POST");
         assert_eq!(allow_of(Route::resolve(&Method::GET, "/consents")), "POST");
         assert_eq!(allow_of(Route::resolve(&Method::PUT, "/consents/current")), "GET, DELETE");
         assert_eq!(allow_of(Route::resolve(&Method::DELETE, "/access-requests")), "GET, POST");
@@ -796,6 +866,36 @@ mod tests {
             "/me/access-requests/a/b/approve",
         ] {
             assert!(matches!(Route::resolve(&Method::POST, missing), Err(ApiError::NotFound(_))), "{missing}");
+        }
+    }
+
+    #[test]
+    fn a_reported_use_names_a_known_method_and_a_bare_visible_path() {
+        for m in METHOD_ORDER {
+            assert_eq!(reported_method(m).unwrap().as_str(), *m);
+        }
+        for bad in ["get", "TRACE", "CONNECT", "", " GET", "GET ", "PROPFIND"] {
+            assert!(matches!(reported_method(bad), Err(ApiError::InvalidRequest(_))), "{bad:?}");
+        }
+        let longest = format!("/{}", "a".repeat(MAX_REPORTED_PATH_BYTES - 1));
+        for good in ["/", "/orders/42", "/a%20b/~x:y@z!$&'()*+,;=", longest.as_str()] {
+            assert_eq!(reported_path(good).unwrap(), good);
+        }
+        let too_long = format!("{longest}a");
+        for bad in [
+            "",
+            "orders",
+            "//\u{e9}",
+            "/a b",
+            "/a\tb",
+            "/a\nb",
+            "/orders?token=secret",
+            "/orders#top",
+            "/caf\u{e9}",
+            "/a\u{7f}",
+            too_long.as_str(),
+        ] {
+            assert!(matches!(reported_path(bad), Err(ApiError::InvalidRequest(_))), "{bad:?}");
         }
     }
 

@@ -139,6 +139,35 @@ EXPECTED = {
     | FAILED_BATCHES,
 }
 
+# With SequencedAudit on (#18), the same functions on the other audit path: every writer puts
+# its events into the intake (one PutItem, in its transaction or alone) and neither appends
+# nor touches a chain head; the authorizer no longer checks the consent in a transaction (its
+# consistent read decides); the expiry recorder keeps its marker in ChainHeads; a user's log
+# (access-log, query-audit) reads the user's pending events and the head they start above.
+INTAKE_PUT = {("dynamodb:PutItem", "AuditIntakeTable")}
+PENDING_READ = {("dynamodb:Query", "AuditIntakeTable"), ("dynamodb:GetItem", "ChainHeadsTable")}
+
+
+def on_the_sequenced_path(function: str, granted: set) -> set:
+    if function == "SequencerFunction":
+        return granted
+    if AUDIT_APPEND <= granted:
+        granted = (granted - AUDIT_APPEND - HEADS) | INTAKE_PUT
+    if function == "AuthorizerFunction":
+        granted = granted - {("dynamodb:ConditionCheckItem", "ConsentsTable")}
+    if function == "ExpiryRecorderFunction":
+        granted = granted | {("dynamodb:PutItem", "ChainHeadsTable")}
+    if function in {"AccessLogFunction", "QueryAuditFunction"}:
+        granted = granted | PENDING_READ
+    return granted
+
+
+EXPECTED_SEQUENCED = {f: on_the_sequenced_path(f, g) for f, g in EXPECTED.items()}
+# Spelled out for the hot path: a use is a consent read and one put.
+assert EXPECTED_SEQUENCED["AuthorizerFunction"] == TOKEN_PUBLIC_KEYS | CONTROLS_READ | INTAKE_PUT | {
+    ("dynamodb:GetItem", "ConsentsTable")
+}
+
 WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 
 
@@ -197,23 +226,25 @@ def resource_name(ref) -> str:
     raise AssertionError(f"resource {ref!r} is not a resource of this template")
 
 
-def statements(policy: dict) -> list:
-    """A policy's statements, a conditional one (Fn::If, e.g. the published keys) included."""
+def statements(policy: dict, sequenced: bool = False) -> list:
+    """A policy's statements, a conditional one (Fn::If, e.g. the published keys) included;
+    one on the audit path (SequencedAuditOn) as `sequenced` says."""
     out = []
     listed = policy["PolicyDocument"]["Statement"]
     for statement in listed if isinstance(listed, list) else [listed]:
         if set(statement) == {"Fn::If"}:
-            _, yes, no = statement["Fn::If"]
-            out += [branch for branch in (yes, no) if branch != {"Ref": "AWS::NoValue"}]
+            condition, yes, no = statement["Fn::If"]
+            branches = ((yes if sequenced else no),) if condition == "SequencedAuditOn" else (yes, no)
+            out += [branch for branch in branches if branch != {"Ref": "AWS::NoValue"}]
         else:
             out.append(statement)
     return out
 
 
-def grants(role: dict) -> set:
+def grants(role: dict, sequenced: bool = False) -> set:
     out = set()
     for policy in role["Properties"].get("Policies", []):
-        for statement in statements(policy):
+        for statement in statements(policy, sequenced):
             assert statement["Effect"] == "Allow", statement
             assert "NotAction" not in statement and "NotResource" not in statement, statement
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -248,6 +279,18 @@ def test_every_function_has_exactly_its_permissions(template):
     assert set(roles) == set(EXPECTED), "every function is accounted for"
     for function, role in roles.items():
         assert grants(role) == EXPECTED[function], function
+        assert grants(role, sequenced=True) == EXPECTED_SEQUENCED[function], f"{function}, sequenced"
+
+
+def test_the_audit_path_is_one_parameter_read_by_every_function(template):
+    """SequencedAudit (true/false) sets SEQUENCED_AUDIT (1/0) for every function, which reads
+    it once at its cold start; the roles follow the same condition (see the test above)."""
+    param = template["Parameters"]["SequencedAudit"]
+    assert param["AllowedValues"] == ["true", "false"] and param["Default"] in param["AllowedValues"]
+    assert template["Conditions"]["SequencedAuditOn"] == {"Fn::Equals": [{"Ref": "SequencedAudit"}, "true"]}
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["SEQUENCED_AUDIT"] == {"Fn::If": ["SequencedAuditOn", "1", "0"]}
+    assert env["AUDIT_INTAKE_TABLE"] == {"Ref": "AuditIntakeTable"}
 
 
 def test_a_reported_use_is_written_with_exactly_the_authorizers_permissions(template):
@@ -290,7 +333,12 @@ def test_tracing_is_off_by_default_and_adds_only_the_x_ray_write_policy(template
 
 
 def test_the_rules_hold_whatever_the_table_says(template):
-    roles = {f: grants(r) for f, r in roles_by_function(template).items()}
+    for sequenced in [False, True]:
+        rules_hold(template, sequenced)
+
+
+def rules_hold(template: dict, sequenced: bool):
+    roles = {f: grants(r, sequenced) for f, r in roles_by_function(template).items()}
     for function, granted in roles.items():
         for action, resource in granted:
             if resource.endswith("/stream"):
@@ -330,10 +378,21 @@ def test_the_rules_hold_whatever_the_table_says(template):
                 # The first-use claims are the notifier's alone, written only by a conditional put.
                 assert (function, action) == ("NotifierFunction", "dynamodb:PutItem"), f"{function} may {action} first uses"
             if resource.startswith("AuditIntakeTable"):
-                # The intake is the sequencer's to read and mark (the writers' puts come with
-                # the switch to the sequenced path); no one deletes an intake item (TTL does).
-                assert function == "SequencerFunction", f"{function} may {action} the audit intake"
-                assert action not in {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}, action
+                # The intake is the sequencer's to read and mark; the writers may only put
+                # into it (on the sequenced path), a user's log only read it; no one deletes
+                # an intake item (TTL does).
+                if function == "SequencerFunction":
+                    assert action in {"dynamodb:Query", "dynamodb:UpdateItem"} or resource.endswith("/stream"), action
+                elif function in {"AccessLogFunction", "QueryAuditFunction"}:
+                    assert sequenced and action == "dynamodb:Query", f"{function} may {action} the audit intake"
+                else:
+                    assert sequenced and action == "dynamodb:PutItem", f"{function} may {action} the audit intake"
+            if sequenced and resource == "AuditTable" and action in WRITES:
+                # On the sequenced path the sequencer alone appends.
+                assert function == "SequencerFunction", f"{function} appends to the audit log"
+            if sequenced and resource == "ChainHeadsTable" and action in WRITES:
+                # And alone moves a head; the expiry recorder puts only its markers (`~expired#`).
+                assert function in {"SequencerFunction", "ExpiryRecorderFunction"}, f"{function} writes chain heads"
             if resource == "ChainHeadsTable" and action == "dynamodb:UpdateItem":
                 # Only the sequencer moves a head by update (forward only, on condition); the
                 # direct path's writers put the head in the transaction of their append.
@@ -372,6 +431,14 @@ def test_a_widened_role_is_caught(template):
         test_the_rules_hold_whatever_the_table_says(widened)
     with pytest.raises(AssertionError):
         test_every_function_has_exactly_its_permissions(widened)
+    # A writer that could read the intake on the sequenced path (only the sequencer and a
+    # user's log may).
+    widened = copy.deepcopy(template)
+    statements = widened["Resources"]["MintTokenFunction"]["Properties"]["Policies"][0]["Statement"]
+    query = {"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": {"Fn::GetAtt": ["AuditIntakeTable", "Arn"]}}
+    statements.append({"Fn::If": ["SequencedAuditOn", query, {"Ref": "AWS::NoValue"}]})
+    with pytest.raises(AssertionError):
+        test_the_rules_hold_whatever_the_table_says(widened)
 
 
 def test_storage_is_protected_and_the_audit_log_retained(template):

@@ -595,3 +595,54 @@ async fn the_sequencer_appends_the_users_its_stream_batch_names_and_reports_only
     };
     assert_eq!(ids(&app.audit().await), ids(&appended), "the same events, once each");
 }
+
+/// `SEQUENCED_AUDIT=1` (the template's `SequencedAudit`) puts the deployed functions on the
+/// sequenced path (#18): the grant, the mint and the authorizer's use each land in the
+/// intake, nothing on a chain, and the user's access log shows them pending; then the
+/// sequencer function, given the intake's stream batch, appends them. A value other than 1
+/// or 0 stops a function at init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequenced_audit_puts_the_functions_on_the_intake_and_the_sequencer_appends() {
+    let app = TestApp::sequenced(Backend::Aws).await;
+    let mut env = app.function_env();
+    env.push(("SEQUENCED_AUDIT".into(), "1".into()));
+    let config = e2e::sdk_config_for(&e2e::aws_endpoint()).await;
+    let secret = format!("cursor-{}", uuid::Uuid::new_v4().simple());
+    let mut paging_env = env.clone();
+    paging_env.push((
+        "SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(),
+        adapter_aws::create_cursor_secret(&config, &secret).await.unwrap(),
+    ));
+
+    let grant = Event::new("POST", "/consents").user("alice").json(json!({"duration_seconds": 3600}));
+    assert_eq!(invoke("grant-consent", &env, vec![grant.to_json()]).await[0]["statusCode"], 201);
+    let mint = Event::new("POST", "/tokens")
+        .caller("agent-7", "[support]")
+        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
+    let token =
+        body(&invoke("mint-token", &env, vec![mint.to_json()]).await[0])["access_token"].as_str().unwrap().to_owned();
+    let ask = serde_json::to_value(authorizer_event(Some(&token), "GET", "/orders")).unwrap();
+    assert_eq!(invoke("authorizer", &env, vec![ask]).await[0]["isAuthorized"], true);
+
+    assert!(app.audit().await.is_empty(), "nothing appended by the writers themselves");
+    let pending: Vec<String> =
+        app.sequencer().pending("alice", 10).await.unwrap().iter().map(|e| e.event_type.as_str().to_owned()).collect();
+    assert_eq!(pending, ["consent.granted", "token.issued", "token.used"]);
+    let log = Event::new("GET", "/me/access-log").user("alice").to_json();
+    let log = invoke("access-log", &paging_env, vec![log]).await;
+    assert_eq!(log[0]["statusCode"], 200, "{log:?}");
+    assert_eq!(body(&log[0])["events"].as_array().map(Vec::len), Some(3), "{log:?}");
+
+    let batch = e2e::stream_event(&app.tables().intake);
+    let answers = invoke("sequencer", &env, vec![batch]).await;
+    assert_eq!(answers[0]["batchItemFailures"], json!([]), "{answers:?}");
+    let mut chain: Vec<(u64, String)> =
+        app.audit().await.iter().map(|e| (e.seq, e.event_type.as_str().to_owned())).collect();
+    chain.sort();
+    let expected = [(1, "consent.granted"), (2, "token.issued"), (3, "token.used")];
+    assert_eq!(chain, expected.map(|(seq, t)| (seq, t.to_owned())));
+
+    let key = ("KMS_KEY_ID".to_owned(), "1234abcd-12ab-34cd-56ef-1234567890ab".to_owned());
+    let log = stops_at_init("authorizer", &[key, ("SEQUENCED_AUDIT".into(), "yes".into())]).await;
+    assert!(log.contains("SEQUENCED_AUDIT"), "{log}");
+}

@@ -357,3 +357,78 @@ async fn a_use_landing_after_its_consents_end_is_appended_as_a_late_refusal_on_d
     assert_eq!(events[2].detail.as_deref(), Some("late GET /app/whoami"));
     assert_eq!(events[2].consent_id.as_ref(), Some(&consent.consent_id));
 }
+
+/// While a deploy switches the audit path, functions of both releases run side by side: old
+/// ones append directly (the event and its chain head in one transaction: the old
+/// authorizer's use under its consent, or any other append) while new ones record into the
+/// intake and the sequencer appends. Whichever takes a seq first, the other moves on from it:
+/// one chain comes out, every event on it once, gapless and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_appends_racing_the_sequencer_keep_one_chain_on_dynamodb() {
+    use shared::ports::{AuditAppender, TokenLedger};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const EACH: usize = 12;
+    let app = Arc::new(TestApp::sequenced(e2e::Backend::Aws).await);
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let old = Arc::new(app.direct_store());
+    let (mut direct, mut recorded, mut ids) = (Vec::new(), Vec::new(), HashSet::new());
+    for i in 0..EACH {
+        let event = app.decided_use(&consent);
+        ids.insert(event.event_id.clone());
+        let (old, live, now) = (old.clone(), consent.clone(), app.services().clock.now());
+        direct.push(tokio::spawn(async move {
+            let id = event.event_id.clone();
+            match i % 2 {
+                0 => old.record_under_consent(&live, now, event).await.unwrap(),
+                _ => old.append(event).await.unwrap(),
+            };
+            id
+        }));
+        let event = app.decided_use(&consent);
+        ids.insert(event.event_id.clone());
+        let app = app.clone();
+        recorded.push(tokio::spawn(async move {
+            let id = event.event_id.clone();
+            match app.intake().record(event, deadline(&app)).await {
+                Ok(()) => Some(id),
+                // moto serializes every call: a put may outlast its deadline (and still land).
+                Err(StoreError::Unavailable(_)) => None,
+                Err(e) => panic!("{e}"),
+            }
+        }));
+    }
+    let writing = Arc::new(AtomicBool::new(true));
+    let sequencer = {
+        let (app, writing) = (app.clone(), writing.clone());
+        tokio::spawn(async move {
+            while writing.load(Ordering::Relaxed) {
+                match app.sequencer().sequence(5).await {
+                    Ok(_) | Err(StoreError::Unavailable(_)) => {}
+                    Err(e) => panic!("the sequencer met the direct appends: {e}"),
+                }
+            }
+        })
+    };
+    let mut accepted = HashSet::new();
+    for w in direct {
+        accepted.insert(w.await.unwrap());
+    }
+    for w in recorded {
+        accepted.extend(w.await.unwrap());
+    }
+    writing.store(false, Ordering::Relaxed);
+    sequencer.await.unwrap();
+    settle(&app).await;
+    let events = app.services().chain_archive.stream_events("alice", 0, 10_000).await.unwrap();
+    let kinds_seen = chain(&app, "alice").await;
+    assert_eq!(kinds_seen[0].0, "consent.granted");
+    let mut seen = HashSet::new();
+    for e in events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed) {
+        assert!(seen.insert(e.event_id.clone()), "{} appended twice", e.event_id);
+    }
+    assert_eq!(events.len(), 1 + seen.len(), "the grant, then uses only");
+    assert!(accepted.is_subset(&seen), "every accepted use landed");
+    assert!(seen.is_subset(&ids), "nothing else landed");
+    assert!(accepted.len() >= EACH + EACH / 2, "the direct appends and most puts were accepted: {}", accepted.len());
+}

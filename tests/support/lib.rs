@@ -592,6 +592,13 @@ impl TestApp {
         self.aws.as_ref().expect("an AWS backend").store.clone()
     }
 
+    /// A store on the same tables that appends each event directly (no intake): a function of
+    /// the release before, still running while a deploy turns `SequencedAudit` on.
+    pub fn direct_store(&self) -> DynamoStore {
+        let aws = self.aws.as_ref().expect("an AWS backend");
+        DynamoStore::new(aws.dynamodb.clone(), aws.tables.clone()).with_append_budget(Duration::from_secs(60))
+    }
+
     /// Makes KMS unreachable for signing (a signer whose endpoint refuses connections): every
     /// `Sign` fails from now on, as in a KMS outage.
     pub async fn break_signing_key(&mut self) {

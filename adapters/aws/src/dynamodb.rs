@@ -190,9 +190,9 @@ impl DynamoStore {
         }
     }
 
-    /// The last `seq` and `hash` of `stream` (0 and the genesis for a new stream), read
-    /// consistently.
-    async fn head(&self, stream: &str) -> Result<(u64, String), StoreError> {
+    /// The `ChainHeads` item of `stream` (none for a new stream), read consistently: the
+    /// appender and the sequencer each parse what they need of it.
+    pub(super) async fn head_item(&self, stream: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -202,8 +202,14 @@ impl DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        let Some(item) = out.item() else { return Ok((0, GENESIS.to_owned())) };
-        head_of(item).ok_or_else(|| corrupt_head(stream))
+        Ok(out.item)
+    }
+
+    /// The last `seq` and `hash` of `stream` (0 and the genesis for a new stream), read
+    /// consistently.
+    async fn head(&self, stream: &str) -> Result<(u64, String), StoreError> {
+        let Some(item) = self.head_item(stream).await? else { return Ok((0, GENESIS.to_owned())) };
+        head_of(&item).ok_or_else(|| corrupt_head(stream))
     }
 
     /// Writes `own` (the caller's conditioned items) with `event` at the end of its stream, in

@@ -94,19 +94,56 @@ pub fn notifier_from_env() -> Result<lambda::Deferred<(DynamoStore, EventBridgeP
 }
 
 /// The DynamoDB store on the tables named by the environment (see [`Tables::from_env`]),
+/// on the audit path `SEQUENCED_AUDIT` names ([`sequenced_audit_from_env`]),
 /// [`lambda::Deferred`].
-pub fn store_from_env() -> lambda::Deferred<DynamoStore> {
-    lambda::Deferred::start(|| async {
-        Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env()))
-    })
+pub fn store_from_env() -> Result<lambda::Deferred<DynamoStore>, String> {
+    let sequenced = sequenced_audit_from_env()?;
+    Ok(lambda::Deferred::start(move || async move {
+        Ok(audit_store(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env(), sequenced))
+    }))
+}
+
+/// Whether this deployment records its audit events through the intake and the `sequencer`
+/// function (#18; the template's `SequencedAudit`): `SEQUENCED_AUDIT` is `1` (yes) or `0` or
+/// unset (no: each write appends to its chain at once); anything else is an error that stops
+/// the function at init. Read once per process.
+pub fn sequenced_audit_from_env() -> Result<bool, String> {
+    match std::env::var("SEQUENCED_AUDIT") {
+        Err(_) => Ok(false),
+        Ok(v) if v == "0" => Ok(false),
+        Ok(v) if v == "1" => Ok(true),
+        Ok(v) => Err(format!("SEQUENCED_AUDIT: 1 or 0, not {v:?}")),
+    }
+}
+
+/// The store every function writes with: when `sequenced`, each audit event (grant, revoke,
+/// mint, requests, expiry, appends) goes into the intake for the sequencer; else it is
+/// appended to its chain in the write itself.
+fn audit_store(client: aws_sdk_dynamodb::Client, tables: Tables, sequenced: bool) -> DynamoStore {
+    let store = DynamoStore::new(client, tables);
+    if sequenced { store.with_sequencer() } else { store }
+}
+
+/// The one switch between the two audit paths, for the functions' services and the AWS
+/// bench's instances alike: `store` as [`audit_store`] makes it, and `services` built on it
+/// with, when `sequenced`, the authorizer recording each use with one put into the intake
+/// ([`Services::with_audit_intake`]) instead of a transaction on the chain head.
+pub fn on_audit_path(
+    client: aws_sdk_dynamodb::Client,
+    tables: Tables,
+    sequenced: bool,
+    services: impl FnOnce(Arc<DynamoStore>) -> Services,
+) -> Services {
+    let store = Arc::new(audit_store(client, tables, sequenced));
+    let built = services(store.clone());
+    if sequenced { built.with_audit_intake(store) } else { built }
 }
 
 /// The DynamoDB store of [`store_from_env`] as the `sequencer` function runs it: sequencing
 /// (its runs hold consent changes [`shared::ports::SEQUENCER_HOLD`]), [`lambda::Deferred`].
 pub fn sequencer_from_env() -> lambda::Deferred<DynamoStore> {
     lambda::Deferred::start(|| async {
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env());
-        Ok(store.with_sequencer())
+        Ok(audit_store(aws_sdk_dynamodb::Client::new(&sdk_config().await), Tables::from_env(), true))
     })
 }
 
@@ -154,7 +191,8 @@ impl CursorSource {
 /// `CHECKPOINT_PUBLISHED_KEY_IDS` in the checkpoint keys' own set, never in the tokens' one
 /// (without it, by `KMS_KEY_ID`: the checkpoint function's only key). With `RECEIPT_KEY_ID`,
 /// export receipts are signed by that key, published with `RECEIPT_PUBLISHED_KEY_IDS` in the
-/// checkpoint keys' document, in its own member (`receipt_keys`).
+/// checkpoint keys' document, in its own member (`receipt_keys`). The audit path from
+/// `SEQUENCED_AUDIT` ([`sequenced_audit_from_env`]).
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
     key_id: String,
@@ -162,6 +200,7 @@ pub struct AwsSettings {
     checkpoint: Option<(String, Vec<String>)>,
     receipt: Option<(String, Vec<String>)>,
     tables: Tables,
+    sequenced: bool,
 }
 
 impl AwsSettings {
@@ -174,7 +213,8 @@ impl AwsSettings {
         };
         let checkpoint = optional("CHECKPOINT_KEY_ID", "CHECKPOINT_PUBLISHED_KEY_IDS")?;
         let receipt = optional("RECEIPT_KEY_ID", "RECEIPT_PUBLISHED_KEY_IDS")?;
-        Ok(Self { key_id, published, checkpoint, receipt, tables: Tables::from_env() })
+        let sequenced = sequenced_audit_from_env()?;
+        Ok(Self { key_id, published, checkpoint, receipt, tables: Tables::from_env(), sequenced })
     }
 
     /// Whether export receipts are signed by a key of their own.
@@ -216,7 +256,6 @@ pub async fn services(
     cursor: CursorSource,
     verifies: bool,
 ) -> Result<Services, String> {
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(config), settings.tables.clone()));
     let kms = aws_sdk_kms::Client::new(config);
     let signer = KmsSigner::new(kms.clone(), &settings.key_id, &settings.published)
         .map_err(|e| format!("KMS_KEY_ID / KMS_PUBLISHED_KEY_IDS: {e}"))?;
@@ -242,8 +281,11 @@ pub async fn services(
     )?;
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).
-    let mut services = Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
-        .with_cached_controls(shared::app::CONTROLS_CACHE_TTL);
+    let client = aws_sdk_dynamodb::Client::new(config);
+    let mut services = on_audit_path(client, settings.tables.clone(), settings.sequenced, |store| {
+        Services::new(store, Arc::new(signer), keys, clock, policy, cursor_key)
+    })
+    .with_cached_controls(shared::app::CONTROLS_CACHE_TTL);
     if let (Some(signer), Some(keys)) = (checkpoint_signer, checkpoint_keys) {
         services = services.with_checkpoint_signer(Arc::new(signer), keys).map_err(|e| e.to_string())?;
     }

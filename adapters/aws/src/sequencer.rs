@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::dynamodb::{Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, n, s, unavailable};
@@ -139,8 +140,19 @@ fn in_decision_order(mut pending: Vec<Pending>) -> Vec<Pending> {
         .collect()
 }
 
-fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
+/// Whether a conditional write landed: `Ok(false)` when its condition failed, which for
+/// every conditional write here means the item is already as wanted (recorded, marked,
+/// appended or moved by another run), so nothing is left to do.
+fn landed<T, E, R>(sent: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 /// A stream's chain head as the sequencer reads it.
@@ -254,11 +266,8 @@ impl DynamoStore {
                 .expression_attribute_names("#s", "stream")
                 .send()
                 .await;
-            return match sent {
-                Ok(_) => Ok(events),
-                Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(events),
-                Err(e) => Err(unavailable(e)),
-            };
+            // Already recorded: a repeated put changes nothing.
+            return landed(sent).map(|_| events);
         }
         let started = Instant::now();
         for attempt in 0.. {
@@ -285,16 +294,7 @@ impl DynamoStore {
     }
 
     async fn chain_head(&self, stream: &str) -> Result<Head, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.heads)
-            .key("stream", s(stream))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.head_item(stream).await? else {
             return Ok(Head {
                 seq: 0,
                 hash: support_access_verify::chain::GENESIS.to_owned(),
@@ -302,9 +302,9 @@ impl DynamoStore {
                 consents: ChainConsents::default(),
             });
         };
-        let (seq, hash) = head_of(item).ok_or_else(|| corrupt_head(stream))?;
+        let (seq, hash) = head_of(&item).ok_or_else(|| corrupt_head(stream))?;
         let floor_at = item.get("floor_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-        Ok(Head { seq, hash, floor_at, consents: ChainConsents::of(item) })
+        Ok(Head { seq, hash, floor_at, consents: ChainConsents::of(&item) })
     }
 
     /// Every item of one key range, oldest first, read consistently.
@@ -388,11 +388,7 @@ impl DynamoStore {
             .expression_attribute_values(":e", n(expires))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        landed(sent).map(|_| ())
     }
 
     /// One run over one stream (see the module's documentation): appends at most `limit`.
@@ -461,11 +457,9 @@ impl DynamoStore {
                 .expression_attribute_names("#s", "stream")
                 .send()
                 .await;
-            match sent {
-                Ok(_) => {}
+            if !landed(sent)? {
                 // Another run appended this seq first: it carries on from here.
-                Err(e) if e.as_service_error().is_some_and(conditional_failed) => break,
-                Err(e) => return Err(unavailable(e)),
+                break;
             }
             consents.follow(&event);
             (seq, hash) = (event.seq, event.hash.clone());
@@ -503,12 +497,8 @@ impl DynamoStore {
                 .expression_attribute_values(":e", AttributeValue::L(consents.ended.iter().map(|c| s(c)).collect()))
                 .send()
                 .await;
-            match sent {
-                Ok(_) => {}
-                // A racing run moved it further: its head covers this run's appends.
-                Err(e) if e.as_service_error().is_some_and(conditional_failed) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
+            // Not landed: a racing run moved it further, and its head covers this run's appends.
+            landed(sent)?;
         }
         if let Ok(mut seen) = state.seen.lock() {
             for (order, _) in &appended {
@@ -579,12 +569,8 @@ impl AuditIntake for DynamoStore {
             .config_override(aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            // Already recorded (pending, or sequenced and marked): nothing changes.
-            Err(e) if e.as_service_error().is_some_and(conditional_failed) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        // Not landed: already recorded (pending, or sequenced and marked), nothing changes.
+        landed(sent).map(|_| ())
     }
 }
 

@@ -12,7 +12,7 @@ use shared::app::record_expiry;
 async fn main() -> Result<(), Error> {
     init_tracing();
     // Only storage: this function never signs, verifies or pages.
-    let ledger = store_from_env();
+    let ledger = store_from_env()?;
     let ledger = &ledger;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let ledger = ledger.get().await?;

@@ -768,8 +768,9 @@ async fn main() {
             }
             // d' at R for the whole run; while it has errors, R halves (at most three times).
             let mut rate = if rate == 0.0 { 25.0 } else { rate };
+            let mut reference = Run::default();
             for attempt in 0..4 {
-                let reference = uses(&authorizer, &valid, (rate * d_seconds) as usize, Some(rate)).await;
+                reference = uses(&authorizer, &valid, (rate * d_seconds) as usize, Some(rate)).await;
                 let clean = reference.outcomes.get("allowed").copied().unwrap_or(0) == reference.latencies.len();
                 eprintln!("d'{tag}: {rate}/s for {d_seconds} s: {:?}", reference.outcomes);
                 if clean || attempt == 3 {
@@ -796,6 +797,25 @@ async fn main() {
             sequential.stats = BTreeMap::new();
             print(&format!("d. {rate}/s garbage tokens, {d_seconds} s{tag}"), &flood, &mut notes);
             print(&format!("d. beside it: another user's sequential uses{tag}"), &sequential, &mut notes);
+            // The targets of #18 item 3: what a garbage request stores against a valid use, and
+            // the bystander's p99 against d'.
+            let stored = |run: &Run| {
+                let ops = run.latencies.len().max(1) as f64;
+                let wcu: f64 = run.stats.values().map(|s| s.write_units).sum();
+                let bytes: u64 = run.stats.values().map(|s| s.bytes_written).sum();
+                (wcu / ops, bytes as f64 / ops)
+            };
+            let ((garbage_wcu, garbage_bytes), (use_wcu, use_bytes)) = (stored(&flood), stored(&reference));
+            notes.push(format!(
+                "d{tag}: per garbage request {garbage_wcu:.3} WCU and {garbage_bytes:.0} bytes written, per valid use (d') \
+                 {use_wcu:.2} WCU and {use_bytes:.0} bytes: {:.3}x and {:.3}x (target <= 0.1x); another user's p99 \
+                 under the flood {:.0} ms, {:.2}x d''s {:.0} ms (target <= 1.2x)",
+                garbage_wcu / use_wcu.max(f64::MIN_POSITIVE),
+                garbage_bytes / use_bytes.max(f64::MIN_POSITIVE),
+                sequential.percentile(0.99).as_secs_f64() * 1e3,
+                sequential.percentile(0.99).as_secs_f64() / reference.percentile(0.99).as_secs_f64().max(f64::MIN_POSITIVE),
+                reference.percentile(0.99).as_secs_f64() * 1e3,
+            ));
         }
     }
 

@@ -408,10 +408,13 @@ async fn forged_tokens_are_refused_and_audited_without_naming_anyone() {
         let before = app.audit().await.len();
         let answer = app.call(Event::new("POST", "/app/whoami").anonymous().bearer(forged)).await;
         assert_eq!((answer.status, answer.slug()), (401, "unauthenticated"));
+        // Counted in this process's window (the first at once), written by the window's flush.
+        shared::app::flush_refusals(app.services()).await.unwrap();
         let events = app.audit().await;
         assert_eq!(events.len(), before + 1);
         assert_eq!(events[0].event_type, AuditEventType::TokenRejected);
         assert_eq!(events[0].user_id, None, "an unverified token names no user");
+        assert_eq!(shared::app::refused_in(&events[0]), Some(1), "{:?}", events[0].detail);
     }
     let missing = app.call(Event::new("GET", "/app/whoami").anonymous()).await;
     assert_eq!((missing.status, missing.slug()), (401, "unauthenticated"));

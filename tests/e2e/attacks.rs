@@ -307,10 +307,28 @@ fn newest(events: &[AuditEvent]) -> &AuditEvent {
     events.first().expect("an event was written")
 }
 
+/// The whole log, newest first, once this process's unattributed refusals are written (they
+/// are counted per window, `shared::app::flush_refusals`).
+async fn flushed(app: &TestApp) -> Vec<AuditEvent> {
+    shared::app::flush_refusals(app.services()).await.unwrap();
+    app.audit().await
+}
+
+/// What a refusal event says of its one refusal: its detail, or for an unattributed one (a
+/// window of one refusal here) the sample of its window.
+fn refusal_detail(event: &AuditEvent, attributed: bool) -> &str {
+    let detail = event.detail.as_deref().unwrap_or_default();
+    if attributed {
+        return detail;
+    }
+    assert_eq!(shared::app::refused_in(event), Some(1), "{detail}");
+    detail.split_once("; sample: ").map_or("", |(_, sample)| sample)
+}
+
 /// The refusal event of one entry point: its type, reason code, and who it names.
 fn assert_refusal(event: &AuditEvent, code: &str, attributed: bool, entry: &str, row: &str) {
     assert_eq!(event.event_type, AuditEventType::TokenRejected, "{row} via {entry}: {event:?}");
-    let detail = event.detail.as_deref().unwrap_or_default();
+    let detail = refusal_detail(event, attributed);
     assert_eq!(detail.split(' ').next(), Some(code), "{row} via {entry}: detail {detail:?}");
     if attributed {
         assert_eq!(event.user_id.as_ref().map(|u| u.as_str()), Some("alice"), "{row} via {entry}");
@@ -335,13 +353,13 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
 
         // 1. The local API's demo route.
         let whoami = app.call(e2e::Event::new(method, PATH).anonymous().bearer(&token)).await;
-        let after_whoami = app.audit().await;
+        let after_whoami = flushed(&app).await;
         // 2. The Lambda authorizer, with the same method and path.
         let authorizer = app.authorize(&token, method, PATH).await;
-        let after_authorizer = app.audit().await;
+        let after_authorizer = flushed(&app).await;
         // 3. Introspection by a resource server.
         let introspected = app.introspect(&token).await;
-        let after_introspect = app.audit().await;
+        let after_introspect = flushed(&app).await;
         assert_eq!(introspected.status, 200, "{row}: {introspected:?}");
         // 4. A use reported by a resource server, with the same method and path.
         let reported = app.report_use(&token, method, PATH).await;
@@ -373,7 +391,7 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                 {
                     assert_refusal(newest(events), code, attributed, entry, &row);
                 }
-                let via = newest(&after_introspect).detail.clone().unwrap();
+                let via = refusal_detail(newest(&after_introspect), attributed);
                 assert_eq!(via, format!("{code} introspect by {RESOURCE_SERVER}"), "{row}");
                 assert_eq!((reported.status, reported.slug()), (403, "use-refused"), "{row}: {reported:?}");
                 assert_refusal(newest(&after_report), code, attributed, "report", &row);

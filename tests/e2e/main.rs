@@ -24,5 +24,6 @@ mod local_api_flow;
 mod look_alike_roles;
 mod notifications;
 mod races;
+mod refusals;
 mod sequencer;
 mod verify_remote;

@@ -205,7 +205,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             Arc::default(),
         ));
     }
-    local_api::serve_limited(listener, runtime, cli.max_connections as usize, shutdown_signal()).await;
+    // Unattributed refusals are written per window by a task, never by the refused request;
+    // on a graceful shutdown the open window is written too (a crash loses it: SECURITY.md).
+    tokio::spawn(shared::app::flush_refusals_every(runtime.services.clone()));
+    local_api::serve_limited(listener, runtime.clone(), cli.max_connections as usize, shutdown_signal()).await;
+    match shared::app::flush_refusals(&runtime.services).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(refusals = n, "wrote the unattributed refusals of the last window"),
+        Err(e) => tracing::error!(error = %e, "the last window of unattributed refusals could not be written"),
+    }
     Ok(())
 }
 

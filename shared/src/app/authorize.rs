@@ -79,7 +79,9 @@ async fn check(
 
 /// Decides one use of an impersonation token for `method` on `path`: the shared checks, then
 /// the scope (`read` passes only GET, HEAD and OPTIONS). Every decision is audited,
-/// `token.used` or `token.rejected`, and the audit write is committed before the answer. A
+/// `token.used` or `token.rejected`, and the audit write is committed before the answer,
+/// but for refusals of tokens whose signature failed: those are counted and written per
+/// window ([`super::flush_refusals`]), never by the refused request on its own. A
 /// use is recorded on condition that the consent is still live, so a revoke that commits
 /// between the check and the write turns the use into a refusal; or, where the store
 /// sequences its chains (`Services::audit_intake`), as one write by a deadline taken before
@@ -193,23 +195,25 @@ fn agent(claims: &ImpersonationClaims) -> Actor {
     Actor { sub: claims.act.sub.clone(), role: Role::Support }
 }
 
-/// Appends `token.rejected`: to the user's stream when the claims are authentic, else to the
-/// unattributed one with an unknown actor.
+/// Records a refusal: with authentic claims, `token.rejected` appended to the user's stream
+/// before the answer; without (the signature failed: anyone can send such a token), counted
+/// in this process's tally, written with the other refusals of its window to the
+/// unattributed stream (`super::refusals`), so that a flood never writes per request.
 async fn rejected(
     services: &Services,
     rejection: Rejection,
     claims: Option<&ImpersonationClaims>,
     detail: String,
 ) -> Result<(), StoreError> {
-    let now = services.clock.now();
     debug_assert_eq!(claims.is_some(), rejection.after_signature(), "{rejection:?}");
-    let event = match claims {
-        Some(c) => AuditEvent::new(AuditEventType::TokenRejected, now, Some(c.sub.clone()), agent(c))
-            .with_consent(&c.cid, c.scope, token::expires_at(c))
-            .with_jti(&c.jti),
-        None => AuditEvent::new(AuditEventType::TokenRejected, now, None, Actor::unknown()),
-    }
-    .with_detail(detail);
+    let Some(c) = claims else {
+        super::refusals::count_refusal(services, rejection.code(), &detail).await;
+        return Ok(());
+    };
+    let event = AuditEvent::new(AuditEventType::TokenRejected, services.clock.now(), Some(c.sub.clone()), agent(c))
+        .with_consent(&c.cid, c.scope, token::expires_at(c))
+        .with_jti(&c.jti)
+        .with_detail(detail);
     services.audit_appender.append(event).await.map(|_| ())
 }
 

@@ -14,6 +14,7 @@ mod expiry;
 mod mint;
 mod notify;
 mod operator;
+mod refusals;
 mod sequence;
 mod services;
 
@@ -37,6 +38,10 @@ pub use notify::{RelayError, RelaySettings, RelayStats, publish_committed, relay
 pub use operator::{
     CONTROLS_CACHE_TTL, CachedControls, MAX_REVOCATION_SCAN, RevocationView, StopView, emergency_stop, engage_stop,
     lift_stop, revoke_agent_tokens, stopped,
+};
+pub use refusals::{
+    REFUSAL_SAMPLE_CHARS, REFUSAL_WINDOW_COUNT, REFUSAL_WINDOW_SECONDS, RefusalTally, flush_refusals,
+    flush_refusals_every, refused_in,
 };
 pub use sequence::{SEQUENCER_PARALLEL_STREAMS, SEQUENCER_RUN_LIMIT, SequencedStreams, sequence_named};
 pub use services::Services;

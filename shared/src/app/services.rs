@@ -32,6 +32,9 @@ pub struct Services {
     /// by a deadline, no condition. `None` (every store until its sequencer runs): a use is
     /// recorded on condition that the consent is still live ([`TokenLedger`]).
     pub audit_intake: Option<Arc<dyn AuditIntake>>,
+    /// The unattributed refusals counted in this process and not yet written
+    /// ([`super::RefusalTally`]): one per process, shared by every clone.
+    pub refusals: Arc<super::RefusalTally>,
     /// Signs tokens.
     pub signer: Arc<dyn Signer>,
     /// The verification keys of tokens (the JWK Set), fetched once from the signer. Never a
@@ -86,6 +89,7 @@ impl Services {
             pending_requests: store.clone(),
             controls: store.clone(),
             audit_intake: None,
+            refusals: Arc::default(),
             chain_archive: store,
             checkpoint_signer: signer.clone(),
             checkpoint_keys: Arc::new(keys.jwks().clone()),

@@ -64,6 +64,8 @@ pub struct OpStats {
     /// Capacity units DynamoDB would bill for the calls that succeeded.
     pub read_units: f64,
     pub write_units: f64,
+    /// Bytes of the whole items the calls that succeeded put (updates and deletes count 0).
+    pub bytes_written: u64,
     /// Refused by the throughput model (a partition's or the KMS quota).
     pub throttled: u64,
     /// Refused by the conflict model.
@@ -539,6 +541,7 @@ async fn forward(
         if status.is_success() {
             let writes: f64 = touches.iter().map(Touch::write_units).sum();
             s.stat(&op).write_units += writes;
+            s.stat(&op).bytes_written += touches.iter().map(|t| t.bytes as u64).sum::<u64>();
             if s.sizes.len() >= REMEMBERED_SIZES {
                 s.sizes.clear();
             }

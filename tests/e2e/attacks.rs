@@ -363,7 +363,7 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
         assert_eq!(introspected.status, 200, "{row}: {introspected:?}");
         // 4. A use reported by a resource server, with the same method and path.
         let reported = app.report_use(&token, method, PATH).await;
-        let after_report = app.audit().await;
+        let after_report = flushed(&app).await;
 
         match expect {
             Accepted => {
@@ -395,7 +395,7 @@ async fn every_attack_is_refused_on_every_entry_point_and_audited_with_its_reaso
                 assert_eq!(via, format!("{code} introspect by {RESOURCE_SERVER}"), "{row}");
                 assert_eq!((reported.status, reported.slug()), (403, "use-refused"), "{row}: {reported:?}");
                 assert_refusal(newest(&after_report), code, attributed, "report", &row);
-                let via = newest(&after_report).detail.clone().unwrap();
+                let via = refusal_detail(newest(&after_report), attributed);
                 assert_eq!(via, format!("{code} {method} {PATH} reported by {RESOURCE_SERVER}"), "{row}");
             }
             ScopeRefused => {

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
+use super::archive::{MOVED_SET, MarkMoved};
 use super::dynamodb::{Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, n, s, unavailable};
 use super::items::{AuditItem, Item, audit_item, get_n, get_s};
 use shared::domain::{AuditEvent, EventId};
@@ -489,7 +490,10 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.tables.heads)
                 .key("stream", s(stream))
-                .update_expression("SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e")
+                .update_expression(format!(
+                    "SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e, {MOVED_SET}"
+                ))
+                .mark_moved(stream, newest_at)
                 .condition_expression("attribute_not_exists(#s) OR #q < :q")
                 .expression_attribute_names("#q", "seq")
                 .expression_attribute_names("#h", "hash")

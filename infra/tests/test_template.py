@@ -58,7 +58,11 @@ EXPECTED = {
     | {("kms:GetPublicKey", "CheckpointKey"), ("kms:GetPublicKey", "CheckpointPublishedKeys")}
     | {("kms:GetPublicKey", "ReceiptKey"), ("kms:GetPublicKey", "ReceiptPublishedKeys")},
     "CheckpointFunction": {
-        ("dynamodb:Scan", "ChainHeadsTable"),
+        # The moved heads by their sparse index, never a Scan; unmarked once sealed.
+        ("dynamodb:Query", "ChainHeadsTable/index/moved"),
+        ("dynamodb:BatchGetItem", "ChainHeadsTable"),
+        ("dynamodb:UpdateItem", "ChainHeadsTable"),
+        ("dynamodb:BatchGetItem", "CheckpointsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
         ("dynamodb:GetItem", "CheckpointsTable"),
         ("dynamodb:PutItem", "CheckpointsTable"),
@@ -300,6 +304,34 @@ def test_a_reported_use_is_written_with_exactly_the_authorizers_permissions(temp
     assert grants(roles["IntrospectFunction"]) == grants(roles["AuthorizerFunction"])
 
 
+def test_the_checkpoint_touches_only_the_marks_of_a_head(template):
+    """The checkpoint may update a chain head only to remove its marks: the attributes it may
+    name are the key, the seq its condition reads and the two marks; it never reads back."""
+    role = roles_by_function(template)["CheckpointFunction"]
+    updates = [
+        s
+        for p in role["Properties"]["Policies"]
+        for s in statements(p)
+        if "dynamodb:UpdateItem" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    assert len(updates) == 1 and updates[0]["Action"] == ["dynamodb:UpdateItem"], updates
+    assert updates[0]["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:Attributes": ["stream", "seq", "moved_shard", "moved_at"]},
+        "StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"},
+    }
+
+
+def test_the_chain_heads_index_of_moved_heads_is_sparse_and_keys_only(template):
+    heads = template["Resources"]["ChainHeadsTable"]["Properties"]
+    (index,) = heads["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "moved"
+    assert index["KeySchema"] == [
+        {"AttributeName": "moved_shard", "KeyType": "HASH"},
+        {"AttributeName": "moved_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+
+
 def managed_policies(role: dict, tracing_on: bool) -> list:
     """The role's managed policies, a conditional one resolved as the Tracing parameter says."""
     out = []
@@ -395,8 +427,9 @@ def rules_hold(template: dict, sequenced: bool):
                 assert function in {"SequencerFunction", "ExpiryRecorderFunction"}, f"{function} writes chain heads"
             if resource == "ChainHeadsTable" and action == "dynamodb:UpdateItem":
                 # Only the sequencer moves a head by update (forward only, on condition); the
-                # direct path's writers put the head in the transaction of their append.
-                assert function == "SequencerFunction", f"{function} may update chain heads"
+                # direct path's writers update it in the transaction of their append; the
+                # checkpoint only unmarks it (see test_the_checkpoint_touches_only_the_marks_of_a_head).
+                assert function in {"SequencerFunction", "CheckpointFunction"}, f"{function} may update chain heads"
             if resource == "CheckpointsTable" and action in WRITES:
                 assert (function, action) == ("CheckpointFunction", "dynamodb:PutItem"), f"{function} may {action} checkpoints"
             if action == "kms:GetPublicKey":
@@ -664,10 +697,19 @@ def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
     ages = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms.values() if a.get("MetricName") == "IteratorAge"}
     assert ages == {"ExpiryRecorderFunction", "NotifierFunction", "SequencerFunction"}
     checkpoint = alarms["CheckpointAgeAlarm"]
-    # N buckets of 2 minutes, N the interval in minutes: no success in two intervals.
-    assert {m["MetricStat"]["Period"] for m in checkpoint["Metrics"] if "MetricStat" in m} == {120}
+    # N buckets of 2 minutes, N the interval in minutes: in two intervals no run reported (a
+    # failed run writes no metrics) or each left a head unsealed for two intervals.
+    stats = [m["MetricStat"] for m in checkpoint["Metrics"] if "MetricStat" in m]
+    assert [(s["Period"], s["Stat"], s["Metric"]["MetricName"]) for s in stats] == [(120, "Maximum", "UnsealedAgeSeconds")]
+    assert stats[0]["Metric"]["Namespace"] == "SupportAccess"
+    assert stats[0]["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "CheckpointFunction"}}]
+    expression = [m for m in checkpoint["Metrics"] if "Expression" in m]
+    assert expression[0]["Expression"] == {"Fn::Sub": "age / (60 * ${CheckpointIntervalMinutes})"}
+    assert (checkpoint["Threshold"], checkpoint["ComparisonOperator"]) == (2, "GreaterThanOrEqualToThreshold")
     assert checkpoint["EvaluationPeriods"] == checkpoint["DatapointsToAlarm"] == {"Ref": "CheckpointIntervalMinutes"}
     assert checkpoint["TreatMissingData"] == "breaching"
+    # The function runs shorter than the shortest interval: two runs never overlap.
+    assert resources["CheckpointFunction"]["Properties"]["Timeout"] < 60 * template["Parameters"]["CheckpointIntervalMinutes"]["MinValue"]
     schedule = resources["CheckpointFunction"]["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"]
     assert schedule == {"Fn::Sub": "rate(${CheckpointIntervalMinutes} minutes)"}
     # The dashboard's alarm widget shows every alarm.

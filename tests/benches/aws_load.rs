@@ -545,6 +545,9 @@ async fn seed_heads(direct: &aws_sdk_dynamodb::Client, tables: &Tables, n: usize
                 ("seq".to_owned(), AttributeValue::N("3".into())),
                 ("hash".to_owned(), AttributeValue::S(hash)),
                 ("at".to_owned(), AttributeValue::N(now.to_string())),
+                // Marked moved, as a writer of the head marks it (any index partition will do).
+                ("moved_shard".to_owned(), AttributeValue::N((i % 32).to_string())),
+                ("moved_at".to_owned(), AttributeValue::N(now.to_string())),
             ])
         })
         .collect();
@@ -827,9 +830,16 @@ async fn main() {
             let instance = deployment.instance_with(batch_timeouts()).await.unwrap();
             let timeout = (Duration::from_secs(60), "checkpoint function's timeout");
             let run = once(&deployment, Duration::from_secs(400), timeout, async {
-                match app::checkpoint_now(&instance).await {
-                    Ok(Some(c)) => format!("checkpoint of {} heads", c.claims.size),
-                    Ok(None) => "nothing to seal".into(),
+                // As the function runs: checkpoints until its deadline (less its margin).
+                let until = Some(Instant::now() + timeout.0.saturating_sub(app::CHECKPOINT_RUN_MARGIN));
+                match app::checkpoint_all(&instance, until).await {
+                    Ok(run) => format!(
+                        "{} checkpoints sealing {} heads, {} left{}",
+                        run.made.len(),
+                        run.sealed,
+                        run.left,
+                        if run.more_left { " and more" } else { "" }
+                    ),
                     Err(e) => format!("failed: {e}"),
                 }
             })

@@ -799,7 +799,82 @@ async fn a_long_life_of_checkpoints_comes_in_pages_that_verify(mut app: TestApp)
     }
 }
 
+/// More moved heads than a checkpoint holds: one checkpoint seals the heads that moved first
+/// (at most the bound), a run makes as many as it takes and seals every one, a run whose time
+/// is up makes none and reports what it left (how many, since when), and the next run
+/// finishes; every export verifies.
+async fn a_run_over_the_bound_makes_several_checkpoints_oldest_first_and_carries_over(app: TestApp) {
+    const BOUND: usize = 3;
+    let users = ["u-ash", "u-birch", "u-cedar", "u-dogwood", "u-elm", "u-fir", "u-gum"];
+    for who in users {
+        grant(&app, who, minutes(60)).await;
+        app.clock.advance(1);
+    }
+    let archive = app.services().chain_archive.as_ref();
+    let signer = app.services().checkpoint_signer.as_ref();
+    let issuer = app.services().policy.issuer.clone();
+    let first = app::make_checkpoint(archive, signer, &issuer, app.clock.now(), BOUND).await.unwrap().unwrap();
+    assert_eq!(first.claims.size, BOUND as u64);
+    let sealed = archive.checkpoints(None, 0, 10).await.unwrap();
+    let mut names: Vec<_> = sealed[0].1.iter().map(|l| l.leaf.stream.clone()).collect();
+    names.sort();
+    assert_eq!(names, users[..BOUND], "the heads that moved first, first");
+
+    // Out of time: nothing made, what is left reported (the oldest since the 4th grant).
+    let past = Some(std::time::Instant::now());
+    let late = app::checkpoint_run(archive, signer, &issuer, app.clock.as_ref(), BOUND, past).await.unwrap();
+    assert!(late.made.is_empty());
+    assert_eq!((late.left, late.more_left), (BOUND as u64, true), "{late:?}");
+    assert_eq!(late.oldest_left, Some(T0 + BOUND as i64), "{late:?}");
+    assert_eq!(late.latest_iat, Some(first.claims.iat));
+
+    // The next run seals the rest, several checkpoints of at most the bound.
+    app.clock.advance(60);
+    let run = app::checkpoint_run(archive, signer, &issuer, app.clock.as_ref(), BOUND, None).await.unwrap();
+    assert_eq!(run.made.iter().map(|c| c.claims.size).collect::<Vec<_>>(), [3, 1], "{run:?}");
+    assert_eq!(run.made.iter().map(|c| c.claims.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!((run.sealed, run.left, run.more_left, run.oldest_left), (4, 0, false, None));
+    assert_eq!(run.latest_iat, Some(app.clock.now().unix()));
+    assert!(archive.moved_heads(None, 100).await.unwrap().heads.is_empty(), "every head sealed");
+    assert!(app::checkpoint_all(app.services(), None).await.unwrap().made.is_empty(), "nothing moved, nothing made");
+
+    let strict = support_access_cli::Options::default();
+    for scope in [app::ExportScope::All, app::ExportScope::User(user("u-gum"))] {
+        let (text, _) = app.export_pages(&scope).await;
+        support_access_cli::verify_export(&text, &app.export_keys(), strict)
+            .unwrap_or_else(|e| panic!("{scope:?}: {e}"));
+    }
+}
+
+/// A head that moves after a checkpoint read it stays moved when that checkpoint lands and
+/// unmarks its heads (it was sealed at the older `seq`), and the next checkpoint seals its new
+/// head; a head that did not move is unmarked.
+async fn a_head_that_moves_while_being_sealed_stays_moved(app: TestApp) {
+    grant(&app, "alice", minutes(60)).await;
+    grant(&app, "bob", minutes(60)).await;
+    let archive = app.services().chain_archive.as_ref();
+    let latest = archive.latest_checkpoint().await.unwrap();
+    let read = archive.moved_heads(latest.as_ref(), 100).await.unwrap();
+    let heads: Vec<_> = read.heads.iter().map(|m| m.head.clone()).collect();
+    assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("alice", 1), ("bob", 1)]);
+    // alice moves to #2 while the checkpoint of #1 is being made.
+    app::revoke_consent(app.services(), &user("alice")).await.unwrap();
+    let services = app.services();
+    let (signer, issuer) = (services.checkpoint_signer.as_ref(), &services.policy.issuer);
+    let first = app::seal_heads(archive, signer, issuer, app.clock.now(), latest, heads).await.unwrap().unwrap();
+    assert_eq!(first.claims.size, 2);
+    let left = archive.moved_heads(Some(&first), 100).await.unwrap();
+    assert_eq!(left.heads.iter().map(|m| (m.head.stream.as_str(), m.head.seq)).collect::<Vec<_>>(), [("alice", 2)]);
+    let next = app::checkpoint_now(app.services()).await.unwrap().expect("alice #2");
+    assert_eq!(next.claims.size, 1);
+    assert!(archive.moved_heads(Some(&next), 100).await.unwrap().heads.is_empty());
+    let (text, _) = app.export_pages(&app::ExportScope::All).await;
+    support_access_cli::verify_export(&text, &app.export_keys(), support_access_cli::Options::default()).unwrap();
+}
+
 e2e::on_both_backends!(
+    a_run_over_the_bound_makes_several_checkpoints_oldest_first_and_carries_over,
+    a_head_that_moves_while_being_sealed_stays_moved,
     a_long_life_of_checkpoints_comes_in_pages_that_verify,
     grant_replace_revoke,
     mint_with_and_without_consent_and_the_jwk_set_verifies_it,
@@ -815,3 +890,57 @@ e2e::on_both_backends!(
     a_filtered_time_query_finds_matches_behind_many_others,
     a_tokens_first_use_is_claimed_once_and_a_retried_one_announced,
 );
+
+/// On DynamoDB a checkpoint run reads the moved heads by their index: no Scan, and a number
+/// of calls bounded by the heads it seals (not by the table): one Query per index partition,
+/// a `BatchGetItem` per 100 heads (and per 100 of their leaves), a transaction per 100 leaves,
+/// an `UpdateItem` per head unmarked. A head moved before the upgrade (no mark) is found by
+/// the one-off marking, which does scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_queries_the_moved_heads_and_never_scans_on_dynamodb() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
+    let app = TestApp::on_aws(Some(&proxy.endpoint)).await;
+    for who in ["alice", "bob", "carol"] {
+        grant(&app, who, minutes(60)).await;
+    }
+    proxy.clear();
+    let run = app::checkpoint_all(app.services(), None).await.unwrap();
+    assert_eq!((run.made.len(), run.sealed), (1, 3));
+    let calls = proxy.calls();
+    let count = |op: &str| calls.iter().filter(|c| c.as_str() == op).count();
+    assert_eq!(count("Scan"), 0, "{calls:?}");
+    // Two rounds of index queries (the second finds nothing), three unmarkings.
+    assert_eq!(
+        count("Query") - 2 * adapter_aws::MOVED_SHARDS as usize,
+        2,
+        "and two of the latest checkpoint: {calls:?}"
+    );
+    assert_eq!(count("UpdateItem"), 3, "{calls:?}");
+
+    // A head written before heads were marked: unseen until the one-off marking.
+    let store = app.dynamo();
+    let heads = &app.tables().heads;
+    let (direct, _) = e2e::aws_clients().await;
+    direct
+        .update_item()
+        .table_name(heads)
+        .key("stream", aws_sdk_dynamodb::types::AttributeValue::S("alice".into()))
+        .update_expression("REMOVE moved_shard, moved_at")
+        .send()
+        .await
+        .unwrap();
+    app::revoke_consent(app.services(), &user("bob")).await.unwrap();
+    direct
+        .update_item()
+        .table_name(heads)
+        .key("stream", aws_sdk_dynamodb::types::AttributeValue::S("bob".into()))
+        .update_expression("REMOVE moved_shard, moved_at")
+        .send()
+        .await
+        .unwrap();
+    assert!(app::checkpoint_all(app.services(), None).await.unwrap().made.is_empty(), "unmarked: unseen");
+    assert_eq!(store.mark_unsealed_heads(app.clock.now().unix()).await.unwrap(), 1, "bob #2 alone is unsealed");
+    let run = app::checkpoint_all(app.services(), None).await.unwrap();
+    assert_eq!(run.sealed, 1);
+}

@@ -379,8 +379,9 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/support-access-checkpoint"], "detail": {}
     });
     let sealed = invoke("checkpoint", &checkpoint_env, vec![scheduled.clone(), scheduled]).await;
-    assert_eq!(sealed[0]["checkpoint"], 1, "{sealed:?}");
-    assert_eq!(sealed[1]["checkpoint"], Value::Null, "nothing moved since: no second checkpoint");
+    assert_eq!(sealed[0]["checkpoints"], serde_json::json!([1]), "{sealed:?}");
+    assert_eq!(sealed[0]["left"], 0, "{sealed:?}");
+    assert_eq!(sealed[1]["checkpoints"], serde_json::json!([]), "nothing moved since: no second checkpoint");
 
     let export = Event::new("GET", "/audit/export").caller("aud-1", "[auditor]").query("user_id=alice");
     // As the stack wires it: the receipt that ends the export is signed with the receipt key.

@@ -691,6 +691,9 @@ impl TestApp {
                     ("seq".to_owned(), AttributeValue::N(last.seq.to_string())),
                     ("hash".to_owned(), AttributeValue::S(last.hash.clone())),
                     ("at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
+                    // Marked moved, as the writers mark a head (any index partition will do).
+                    ("moved_shard".to_owned(), AttributeValue::N("0".into())),
+                    ("moved_at".to_owned(), AttributeValue::N(last.at.unix().to_string())),
                 ]);
                 dynamodb.put_item().table_name(&aws.tables.heads).set_item(Some(head)).send().await.unwrap();
             }
@@ -995,11 +998,15 @@ impl shared::ports::ChainArchive for ProbedArchive {
     async fn latest_checkpoint(&self) -> Result<Option<shared::ports::Checkpoint>, shared::ports::StoreError> {
         self.inner.latest_checkpoint().await
     }
-    async fn unsealed_heads(
+    async fn moved_heads(
         &self,
         latest: Option<&shared::ports::Checkpoint>,
-    ) -> Result<Vec<shared::ports::Leaf>, shared::ports::StoreError> {
-        self.inner.unsealed_heads(latest).await
+        limit: usize,
+    ) -> Result<shared::ports::MovedHeads, shared::ports::StoreError> {
+        self.inner.moved_heads(latest, limit).await
+    }
+    async fn unmark_sealed(&self, heads: &[shared::ports::Leaf]) -> Result<(), shared::ports::StoreError> {
+        self.inner.unmark_sealed(heads).await
     }
     async fn append_checkpoint(
         &self,

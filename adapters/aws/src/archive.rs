@@ -7,24 +7,72 @@
 //!   index and inclusion proof. Leaves are written before their checkpoint (a tree can hold
 //!   more than one transaction's 100 items), so a leaf whose checkpoint never landed with the
 //!   same root is an orphan of a failed run, and every read ignores it.
+//!
+//! Which heads moved since they were sealed is kept on the `ChainHeads` items themselves:
+//! every write that moves a head sets `moved_shard` (0..[`MOVED_SHARDS`], by the stream's
+//! hash) and, unless already set, `moved_at` ([`MarkMoved`], the one way to do it), keys of
+//! the sparse index [`Tables::MOVED_INDEX`] (keys only). A checkpoint queries that index
+//! (never a Scan), reads the heads consistently, and once it landed removes both attributes
+//! from each head still at the sealed `seq` (a head that moved again stays marked).
 
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem};
+use futures_util::{StreamExt, TryStreamExt};
 
-use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, corrupt_head, head_of, s, unavailable};
+use super::Tables;
+use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, corrupt_head, head_of, n, s, unavailable};
 use super::items::{AuditItem, Item, corrupt, get_n, get_s};
 use shared::domain::AuditEvent;
-use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, ProvenLeaf, StoreError};
+use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError};
 
 const CHECKPOINT_PK: &str = "checkpoint";
-/// A checkpoint that has not been signed for this long before the latest one cannot have
-/// missed a head: heads written earlier than `latest.iat - HEAD_LOOKBACK_SECONDS` were sealed
-/// already. The margin covers clock skew between functions and transactions in flight.
-const HEAD_LOOKBACK_SECONDS: i64 = 900;
 /// Items per transaction (DynamoDB's limit is 100).
 const LEAVES_PER_TRANSACTION: usize = 100;
+/// Transactions of leaves, reads of heads and unmarkings in flight at once.
+const PARALLEL_CALLS: usize = 32;
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const KEYS_PER_BATCH_GET: usize = 100;
+
+/// Partitions of the sparse index of moved heads: each index partition takes about 1,000
+/// writes a second, and a head is written to the index only when it is marked or unmarked,
+/// so 32 of them keep up with heads first moving at 32,000 a second.
+pub const MOVED_SHARDS: u32 = 32;
+
+/// The part of a head's `SET` that marks it moved (see [`MarkMoved`]).
+pub(crate) const MOVED_SET: &str = "moved_shard = :moved_shard, moved_at = if_not_exists(moved_at, :moved_at)";
+
+/// The index partition of `stream`'s head: FNV-1a, stable across builds (any value would do,
+/// the checkpoint reads every partition, but one stream keeps one).
+fn moved_shard(stream: &str) -> u32 {
+    let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % u64::from(MOVED_SHARDS)) as u32
+}
+
+/// Marks a head moved, in the same update that moves it: every writer of a head (the direct
+/// path's transaction, the sequencer's update) adds [`MOVED_SET`] to its `SET` and calls
+/// this with the time of the newest event it appends. `moved_at` keeps the first move since
+/// the last seal, so a head that keeps moving is not pushed back behind quieter ones.
+pub(crate) trait MarkMoved: Sized {
+    fn mark_moved(self, stream: &str, at: i64) -> Self;
+}
+
+macro_rules! mark_moved {
+    ($($builder:ty),*) => {$(
+        impl MarkMoved for $builder {
+            fn mark_moved(self, stream: &str, at: i64) -> Self {
+                self.expression_attribute_values(":moved_shard", n(i64::from(moved_shard(stream))))
+                    .expression_attribute_values(":moved_at", n(at))
+            }
+        }
+    )*};
+}
+
+mark_moved!(
+    aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder
+);
 
 fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
@@ -199,24 +247,19 @@ impl DynamoStore {
         Ok(0)
     }
 
-    /// Every chain head (not the expiry markers that share the table), optionally only those
-    /// that moved at or after `since` (Unix seconds).
-    async fn heads(&self, since: Option<i64>) -> Result<Vec<Leaf>, StoreError> {
+    /// Every chain head (not the expiry markers that share the table): a Scan, for a full
+    /// export's list of streams and the one-off marking of [`Self::mark_unsealed_heads`],
+    /// never for a checkpoint.
+    async fn heads(&self) -> Result<Vec<Leaf>, StoreError> {
         let mut heads = Vec::new();
         let mut start = None;
         loop {
-            let mut scan = self
+            let scan = self
                 .client
                 .scan()
                 .table_name(&self.tables.heads)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take());
-            if let Some(since) = since {
-                scan = scan
-                    .filter_expression("#at >= :since")
-                    .expression_attribute_names("#at", "at")
-                    .expression_attribute_values(":since", AttributeValue::N(since.to_string()));
-            }
             let page = scan.send().await.map_err(unavailable)?;
             for item in page.items() {
                 let stream = get_s(item, "chain heads table", "stream")?;
@@ -234,12 +277,127 @@ impl DynamoStore {
         heads.sort();
         Ok(heads)
     }
+
+    /// Marks moved every head past what a checkpoint sealed of it: once, after an upgrade
+    /// from a version that did not mark heads (`local-api mark-unsealed-heads`; see
+    /// docs/operators.md). A Scan and one query per head, as the checkpoint did before; safe
+    /// to repeat and to run beside the writers (a head marked already keeps its `moved_at`).
+    /// Returns how many it marked.
+    pub async fn mark_unsealed_heads(&self, now: i64) -> Result<usize, StoreError> {
+        let mut marked = 0;
+        for head in self.heads().await? {
+            if head.seq > self.last_sealed(&head.stream).await? {
+                self.client
+                    .update_item()
+                    .table_name(&self.tables.heads)
+                    .key("stream", s(&head.stream))
+                    .update_expression(format!("SET {MOVED_SET}"))
+                    .mark_moved(&head.stream, now)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+
+    /// The oldest marked streams of one index partition, and whether more are left.
+    async fn moved_of_shard(&self, shard: u32, limit: usize) -> Result<(Vec<String>, bool), StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.tables.heads)
+            .index_name(Tables::MOVED_INDEX)
+            .key_condition_expression("moved_shard = :shard")
+            .expression_attribute_values(":shard", n(i64::from(shard)))
+            .scan_index_forward(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let streams =
+            page.items().iter().map(|i| Ok(str_of_head(i, "stream")?.to_owned())).collect::<Result<_, _>>()?;
+        Ok((streams, page.last_evaluated_key().is_some()))
+    }
+
+    /// The items of `table` at `keys`, read consistently (`BatchGetItem`, 100 keys a call,
+    /// 32 calls in flight; keys the service left unprocessed asked again after a pause).
+    async fn batch_get(&self, table: &str, keys: Vec<Item>, projection: &str) -> Result<Vec<Item>, StoreError> {
+        let names = [("#s", "stream"), ("#q", "seq"), ("#h", "hash")];
+        // Collected first: a lazy map's closure would make this future not `Send` for every lifetime.
+        let chunks: Vec<Vec<Item>> = keys.chunks(KEYS_PER_BATCH_GET).map(<[Item]>::to_vec).collect();
+        let reads: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| async move {
+                let mut request = KeysAndAttributes::builder().set_keys(Some(chunk)).consistent_read(true);
+                request = request.projection_expression(projection);
+                for (name, attribute) in names.iter().filter(|(name, _)| projection.contains(name)) {
+                    request = request.expression_attribute_names(*name, *attribute);
+                }
+                let mut request = Some(request.build().map_err(|e| StoreError::Unavailable(e.to_string()))?);
+                let (mut items, mut attempt) = (Vec::new(), 0u32);
+                while let Some(keys) = request.take() {
+                    let out =
+                        self.client.batch_get_item().request_items(table, keys).send().await.map_err(unavailable)?;
+                    items.extend(out.responses().and_then(|r| r.get(table)).into_iter().flatten().cloned());
+                    request = out.unprocessed_keys().and_then(|u| u.get(table)).cloned();
+                    if request.is_some() {
+                        // Throttled keys: back off a little, as the SDK does for whole calls.
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(6))).await;
+                    }
+                }
+                Ok::<_, StoreError>(items)
+            })
+            .collect();
+        let items: Vec<Vec<Item>> =
+            futures_util::stream::iter(reads).buffer_unordered(PARALLEL_CALLS).try_collect().await?;
+        Ok(items.into_iter().flatten().collect())
+    }
+
+    /// The heads of `streams` read consistently, those still marked moved, with `moved_at`,
+    /// less those `latest` sealed at their current `seq`.
+    async fn marked_heads(
+        &self,
+        streams: &[String],
+        latest: Option<&Checkpoint>,
+    ) -> Result<Vec<MovedHead>, StoreError> {
+        let keys = streams.iter().map(|stream| HashMap::from([("stream".to_owned(), s(stream))])).collect();
+        let mut heads = Vec::new();
+        for item in self.batch_get(&self.tables.heads, keys, "#s, #q, #h, moved_at").await? {
+            // Unmarked since the index was read (it lags its table): sealed already.
+            let Some(moved_at) = item.get("moved_at") else { continue };
+            let stream = str_of_head(&item, "stream")?;
+            let (seq, hash) = head_of(&item).ok_or_else(|| corrupt_head(stream))?;
+            let moved_at = moved_at.as_n().ok().and_then(|n| n.parse().ok()).ok_or_else(|| corrupt_head(stream))?;
+            heads.push(MovedHead { head: Leaf { stream: stream.to_owned(), seq, hash }, moved_at });
+        }
+        let Some(latest) = latest else { return Ok(heads) };
+        // A run that landed `latest` unmarks its heads after it landed: until it did, they
+        // still look moved. Their leaves in `latest` say so (one key each, no query).
+        let sk = format!("{}#{}", seq_key(latest.claims.seq), latest.claims.root);
+        let keys = heads
+            .iter()
+            .map(|h| HashMap::from([("pk".to_owned(), s(&leaf_pk(&h.head.stream))), ("sk".to_owned(), s(&sk))]))
+            .collect();
+        let mut sealed = std::collections::HashSet::new();
+        for item in self.batch_get(&self.tables.checkpoints, keys, "#s, #q").await? {
+            sealed.insert((str_of(&item, "stream")?.to_owned(), num_of(&item, "seq")?));
+        }
+        heads.retain(|h| !sealed.contains(&(h.head.stream.clone(), h.head.seq)));
+        Ok(heads)
+    }
+}
+
+fn str_of_head<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_s(item, "chain heads table", name)
 }
 
 #[async_trait]
 impl ChainArchive for DynamoStore {
     async fn streams(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.heads(None).await?.into_iter().map(|h| h.stream).collect())
+        Ok(self.heads().await?.into_iter().map(|h| h.stream).collect())
     }
 
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
@@ -264,15 +422,56 @@ impl ChainArchive for DynamoStore {
         self.partition(CHECKPOINT_PK, false, Some(1)).await?.first().map(checkpoint_of).transpose()
     }
 
-    async fn unsealed_heads(&self, latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError> {
-        let since = latest.map(|c| c.claims.iat - HEAD_LOOKBACK_SECONDS);
-        let mut unsealed = Vec::new();
-        for head in self.heads(since).await? {
-            if head.seq > self.last_sealed(&head.stream).await? {
-                unsealed.push(head);
-            }
+    /// One query of each index partition (in parallel) for its oldest marked streams (twice
+    /// its share of `limit`), the oldest `limit` of them, then their heads read consistently
+    /// (`BatchGetItem`, 100 a call), and their leaves in `latest` likewise: about
+    /// `limit / 25 + 34` calls, whatever the table holds.
+    async fn moved_heads(&self, latest: Option<&Checkpoint>, limit: usize) -> Result<MovedHeads, StoreError> {
+        if limit == 0 {
+            return Ok(MovedHeads::default());
         }
-        Ok(unsealed)
+        let per_shard = limit.div_ceil(MOVED_SHARDS as usize) * 2;
+        let shards =
+            futures_util::future::try_join_all((0..MOVED_SHARDS).map(|shard| self.moved_of_shard(shard, per_shard)))
+                .await?;
+        let mut more = shards.iter().any(|(_, more)| *more);
+        let streams: Vec<String> = shards.into_iter().flat_map(|(streams, _)| streams).collect();
+        let mut heads = self.marked_heads(&streams, latest).await?;
+        heads.sort_by(|a, b| (a.moved_at, &a.head.stream).cmp(&(b.moved_at, &b.head.stream)));
+        if heads.len() > limit {
+            heads.truncate(limit);
+            more = true;
+        }
+        Ok(MovedHeads { heads, more })
+    }
+
+    /// One conditional `UpdateItem` a head (32 in flight): `REMOVE` the mark if the head is
+    /// still at the sealed `seq`; a failed condition is a head that moved again, left marked.
+    async fn unmark_sealed(&self, heads: &[Leaf]) -> Result<(), StoreError> {
+        let unmark: Vec<_> = heads
+            .iter()
+            .map(|head| (head.stream.clone(), head.seq))
+            .map(|(stream, seq)| async move {
+                let sent = self
+                    .client
+                    .update_item()
+                    .table_name(&self.tables.heads)
+                    .key("stream", s(&stream))
+                    .update_expression("REMOVE moved_shard, moved_at")
+                    .condition_expression("#q = :q")
+                    .expression_attribute_names("#q", "seq")
+                    .expression_attribute_values(":q", n(seq as i64))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+                    Err(e) => Err(unavailable(e)),
+                }
+            })
+            .collect();
+        futures_util::stream::iter(unmark).buffer_unordered(PARALLEL_CALLS).try_collect::<Vec<()>>().await?;
+        Ok(())
     }
 
     async fn append_checkpoint(&self, checkpoint: &Checkpoint, leaves: &[ProvenLeaf]) -> Result<(), StoreError> {
@@ -285,23 +484,35 @@ impl ChainArchive for DynamoStore {
                     .build(),
             )
         };
-        for chunk in leaves.chunks(LEAVES_PER_TRANSACTION) {
-            let items = chunk
-                .iter()
-                .map(|l| Ok(TransactWriteItem::builder().put(new(leaf_item(checkpoint, l))?).build()))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => {}
-                // A racing checkpointer wrote the very same leaves (same seq, same root) first.
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
-                    return Err(StoreError::Conflict(format!(
-                        "checkpoint {} is being written by another run",
-                        checkpoint.claims.seq
-                    )));
+        // The leaves in parallel transactions of conditional puts (not BatchWriteItem, whose
+        // permission would also allow deletes): none is visible before the checkpoint item,
+        // written last, lands.
+        let chunks = leaves
+            .chunks(LEAVES_PER_TRANSACTION)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|l| Ok(TransactWriteItem::builder().put(new(leaf_item(checkpoint, l))?).build()))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let writes: Vec<_> = chunks
+            .into_iter()
+            .map(|items| async move {
+                match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                    Ok(_) => Ok(()),
+                    // A racing checkpointer wrote the very same leaves (same seq, same root) first.
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
+                        Err(StoreError::Conflict(format!(
+                            "checkpoint {} is being written by another run",
+                            checkpoint.claims.seq
+                        )))
+                    }
+                    Err(e) => Err(unavailable(e)),
                 }
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
+            })
+            .collect();
+        futures_util::stream::iter(writes).buffer_unordered(PARALLEL_CALLS).try_collect::<Vec<()>>().await?;
         let c = &checkpoint.claims;
         let mut items = vec![
             TransactWriteItem::builder()

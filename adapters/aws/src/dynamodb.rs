@@ -12,11 +12,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use support_access_verify::chain::GENESIS;
 
+use super::archive::{MOVED_SET, MarkMoved};
 use super::items::{
     AuditItem, ConsentItem, Item, at_key_bounds, audit_item, consent_item, month_of, time_buckets, user_key,
 };
@@ -51,6 +52,9 @@ impl Tables {
     pub const AGENT_INDEX: &'static str = "by-agent";
     /// On `AccessRequests`: the pending requests by deadline (sparse), for the sweep.
     pub const PENDING_INDEX: &'static str = "pending-by-deadline";
+    /// On `ChainHeads`: the heads that moved since a checkpoint sealed them (sparse, keys
+    /// only), by `moved_shard` and `moved_at`; see `archive`.
+    pub const MOVED_INDEX: &'static str = "moved";
 
     /// The names from the environment, with the SAM template's defaults.
     pub fn from_env() -> Self {
@@ -252,23 +256,25 @@ impl DynamoStore {
                 sealed.push(event);
             }
             let newest = sealed.last().expect("at least one event");
-            let head = Put::builder()
+            let head = Update::builder()
                 .table_name(&self.tables.heads)
-                .item("stream", s(&stream))
-                .item("seq", n(newest.seq as i64))
-                .item("hash", s(&newest.hash))
-                // When the head moved, so the checkpointer can look only at recent heads.
-                .item("at", n(newest.at.unix()))
+                .key("stream", s(&stream))
+                .update_expression(format!("SET #q = :q, #h = :h, #at = :at, {MOVED_SET}"))
+                .expression_attribute_names("#q", "seq")
+                .expression_attribute_names("#h", "hash")
+                .expression_attribute_names("#at", "at")
+                .expression_attribute_values(":q", n(newest.seq as i64))
+                .expression_attribute_values(":h", s(&newest.hash))
+                .expression_attribute_values(":at", n(newest.at.unix()))
+                .mark_moved(&stream, newest.at.unix())
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
             let head = if last == 0 {
                 head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream")
             } else {
-                head.condition_expression("#q = :last")
-                    .expression_attribute_names("#q", "seq")
-                    .expression_attribute_values(":last", n(last as i64))
+                head.condition_expression("#q = :last").expression_attribute_values(":last", n(last as i64))
             };
             let mut items = own.clone();
-            items.push(TransactWriteItem::builder().put(built(head.build())?).build());
+            items.push(TransactWriteItem::builder().update(built(head.build())?).build());
             for event in &sealed {
                 let audit = Put::builder()
                     .table_name(&self.tables.audit)

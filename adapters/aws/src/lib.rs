@@ -28,6 +28,7 @@ use shared::ports::Clock;
 use shared::ports::Signer;
 use shared::token::KeyRing;
 
+pub use archive::MOVED_SHARDS;
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
 pub use items::audit_item;

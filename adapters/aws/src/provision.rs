@@ -24,17 +24,21 @@ fn attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, St
 }
 
 fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    gsi_of(name, pk, sk, ProjectionType::All)
+}
+
+fn gsi_of(name: &str, pk: &str, sk: &str, projection: ProjectionType) -> Result<GlobalSecondaryIndex, StoreError> {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .key_schema(key(pk, KeyType::Hash)?)
         .key_schema(key(sk, KeyType::Range)?)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .projection(Projection::builder().projection_type(projection).build())
         .build()
         .map_err(|e| failed("index", e))
 }
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads`, `Checkpoints` and `AccessRequests`
+/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads` (with the sparse index of moved heads), `Checkpoints` and `AccessRequests`
 /// (by user and id, with the agent index and the sparse index of pending requests; TTL on
 /// `purge_at`), `Controls` (the operators' switches, TTL on `expires_at`) and `FirstUses` (each
 /// token's first-use claim by `jti`, TTL on `expires_at`) and `AuditIntake` (decided events
@@ -88,7 +92,11 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .table_name(&tables.heads)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr("stream", S)?)
+        .attribute_definitions(attr("moved_shard", N)?)
+        .attribute_definitions(attr("moved_at", N)?)
         .key_schema(key("stream", KeyType::Hash)?)
+        // The heads that moved since a checkpoint sealed them (sparse: only marked heads).
+        .global_secondary_indexes(gsi_of(Tables::MOVED_INDEX, "moved_shard", "moved_at", ProjectionType::KeysOnly)?)
         .send()
         .await
         .map_err(|e| failed("create chain heads table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

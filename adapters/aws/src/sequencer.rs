@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
+use super::archive::{MOVED_SET, MarkMoved};
 use super::dynamodb::{Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, n, s, unavailable};
 use super::items::{AuditItem, Item, audit_item, get_n, get_s};
 use shared::domain::{AuditEvent, EventId};
@@ -483,7 +484,10 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.tables.heads)
                 .key("stream", s(stream))
-                .update_expression("SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e")
+                .update_expression(format!(
+                    "SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e, {MOVED_SET}"
+                ))
+                .mark_moved(stream, newest_at)
                 .condition_expression("attribute_not_exists(#s) OR #q < :q")
                 .expression_attribute_names("#q", "seq")
                 .expression_attribute_names("#h", "hash")

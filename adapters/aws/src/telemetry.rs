@@ -150,6 +150,60 @@ pub fn log_request(summary: &Summary, context: Option<&Context>, latency: Durati
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
+/// The line of one checkpoint run (see `shared::app::CheckpointRun`), at `now`: a log line
+/// and, in the same object, an EMF directive that makes the metrics the checkpoint alarm
+/// watches, by `FunctionName`: `UnsealedAgeSeconds` (how long the oldest moved head left
+/// unsealed has waited, 0 when none is left: a run that cannot keep up shows here),
+/// `UnsealedHeads` (moved heads left for the next run; at least this many when
+/// `unsealed_more`), `CheckpointAgeSeconds` (since the newest checkpoint was signed),
+/// `SealedHeads` and `Checkpoints` (made by this run). A run that failed writes no line: the
+/// alarm treats a missing value as breaching.
+pub fn checkpoint_line(
+    run: &shared::app::CheckpointRun,
+    function_name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let settings = settings();
+    let age = |at: Option<i64>| at.map_or(0, |at| (now.timestamp() - at).max(0));
+    let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+    serde_json::json!({
+        "level": if run.left > 0 { "WARN" } else { "INFO" },
+        "message": "checkpoint run",
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "service": settings.service,
+        "FunctionName": function_name,
+        "checkpoints": run.made.iter().map(|c| c.claims.seq).collect::<Vec<_>>(),
+        "Checkpoints": run.made.len(),
+        "SealedHeads": run.sealed,
+        "UnsealedHeads": run.left,
+        "unsealed_more": run.more_left,
+        "UnsealedAgeSeconds": age(run.oldest_left),
+        "CheckpointAgeSeconds": age(run.latest_iat),
+        "_aws": {
+            "Timestamp": now.timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": settings.namespace,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    metric("UnsealedAgeSeconds", "Seconds"),
+                    metric("UnsealedHeads", "Count"),
+                    metric("CheckpointAgeSeconds", "Seconds"),
+                    metric("SealedHeads", "Count"),
+                    metric("Checkpoints", "Count"),
+                ],
+            }],
+        },
+    })
+    .to_string()
+}
+
+/// Writes the checkpoint run's line to stdout in one write (see [`checkpoint_line`]).
+pub fn log_checkpoint_run(run: &shared::app::CheckpointRun, function_name: &str) {
+    let mut line = checkpoint_line(run, function_name, chrono::Utc::now());
+    line.push('\n');
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -241,5 +295,37 @@ mod tests {
             assert!(units.contains(&metric["Unit"].as_str().unwrap()), "{metric}");
         }
         assert_eq!(v["requests"], 1);
+    }
+
+    #[test]
+    fn a_checkpoint_run_is_one_line_of_emf_metrics_by_function() {
+        let now = chrono::DateTime::from_timestamp(1_795_600_800, 0).unwrap();
+        let run = shared::app::CheckpointRun {
+            made: Vec::new(),
+            sealed: 2048,
+            left: 10,
+            more_left: true,
+            oldest_left: Some(1_795_600_800 - 700),
+            latest_iat: Some(1_795_600_800 - 5),
+        };
+        let text = checkpoint_line(&run, "checkpoint-fn", now);
+        assert!(!text.contains('\n'));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["level"], "WARN", "heads left over");
+        assert_eq!(v["UnsealedAgeSeconds"], 700);
+        assert_eq!(v["CheckpointAgeSeconds"], 5);
+        assert_eq!(v["UnsealedHeads"], 10);
+        assert_eq!(v["SealedHeads"], 2048);
+        assert_eq!(v["FunctionName"], "checkpoint-fn");
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "SupportAccess");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["FunctionName"]]));
+        // Every metric named is a number in the same object, as EMF requires.
+        for m in directive["Metrics"].as_array().unwrap() {
+            assert!(v[m["Name"].as_str().unwrap()].is_number(), "{m}");
+        }
+        let quiet = shared::app::CheckpointRun::default();
+        let v: Value = serde_json::from_str(&checkpoint_line(&quiet, "f", now)).unwrap();
+        assert_eq!((v["level"].as_str(), v["UnsealedAgeSeconds"].as_i64()), (Some("INFO"), Some(0)));
     }
 }

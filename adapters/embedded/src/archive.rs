@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, unavailable};
 use shared::domain::AuditEvent;
-use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, ProvenLeaf, StoreError};
+use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError};
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -95,25 +95,41 @@ impl ChainArchive for SqliteStore {
         .await
     }
 
-    /// Every stream whose last `seq` is past the last one sealed for it; SQLite answers this
-    /// in one query, so `latest` is not needed to narrow it.
-    async fn unsealed_heads(&self, _latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError> {
-        self.read(|tx| {
+    /// Every stream whose last `seq` is past the last one sealed for it, by the time of its
+    /// first unsealed event; SQLite answers this in one query over the leaves, so nothing is
+    /// marked or unmarked (nor sealed twice: `latest` is not needed).
+    async fn moved_heads(&self, _latest: Option<&Checkpoint>, limit: usize) -> Result<MovedHeads, StoreError> {
+        self.read(move |tx| {
             let mut stmt = tx
                 .prepare(
-                    "SELECT a.stream, a.seq, a.hash FROM audit a
-                     JOIN (SELECT stream, MAX(seq) AS seq FROM audit GROUP BY stream) h
-                       ON a.stream = h.stream AND a.seq = h.seq
-                     WHERE h.seq > COALESCE((SELECT MAX(l.seq) FROM checkpoint_leaves l WHERE l.stream = h.stream), 0)
-                     ORDER BY a.stream",
+                    "WITH h AS (SELECT stream, MAX(seq) AS seq FROM audit GROUP BY stream),
+                          s AS (SELECT stream, MAX(seq) AS sealed FROM checkpoint_leaves GROUP BY stream)
+                     SELECT a.stream, a.seq, a.hash, f.at FROM h
+                     JOIN audit a ON a.stream = h.stream AND a.seq = h.seq
+                     LEFT JOIN s ON s.stream = h.stream
+                     JOIN audit f ON f.stream = h.stream AND f.seq = COALESCE(s.sealed, 0) + 1
+                     WHERE h.seq > COALESCE(s.sealed, 0)
+                     ORDER BY f.at, a.stream LIMIT ?1",
                 )
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map([], |r| Ok(Leaf { stream: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, hash: r.get(2)? }))
+                .query_map(params![limit.saturating_add(1) as i64], |r| {
+                    Ok(MovedHead {
+                        head: Leaf { stream: r.get(0)?, seq: r.get::<_, i64>(1)? as u64, hash: r.get(2)? },
+                        moved_at: r.get(3)?,
+                    })
+                })
                 .map_err(unavailable)?;
-            rows.collect::<Result<_, _>>().map_err(unavailable)
+            let mut heads: Vec<MovedHead> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
+            let more = heads.len() > limit;
+            heads.truncate(limit);
+            Ok(MovedHeads { heads, more })
         })
         .await
+    }
+
+    async fn unmark_sealed(&self, _heads: &[Leaf]) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn append_checkpoint(&self, checkpoint: &Checkpoint, leaves: &[ProvenLeaf]) -> Result<(), StoreError> {
@@ -212,6 +228,12 @@ mod tests {
         s.append(e).await.unwrap();
     }
 
+    async fn unsealed(s: &SqliteStore) -> Vec<Leaf> {
+        let moved = s.moved_heads(None, 100).await.unwrap();
+        assert!(!moved.more);
+        moved.heads.into_iter().map(|m| m.head).collect()
+    }
+
     fn checkpoint(seq: u64) -> Checkpoint {
         let claims =
             CheckpointClaims { iss: "x".into(), seq, iat: 0, prev: String::new(), root: String::new(), size: 1 };
@@ -224,7 +246,13 @@ mod tests {
         append(&s, "alice").await;
         append(&s, "alice").await;
         append(&s, "bob").await;
-        let heads = s.unsealed_heads(None).await.unwrap();
+        let first = s.moved_heads(None, 1).await.unwrap();
+        assert_eq!(
+            first.heads.iter().map(|h| (h.head.stream.as_str(), h.head.seq)).collect::<Vec<_>>(),
+            [("alice", 2)]
+        );
+        assert!(first.more, "bob is left past the limit");
+        let heads = unsealed(&s).await;
         assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("alice", 2), ("bob", 1)]);
         let leaves: Vec<_> = heads
             .into_iter()
@@ -232,9 +260,9 @@ mod tests {
             .map(|(i, leaf)| ProvenLeaf { leaf, index: i as u64, proof: vec![] })
             .collect();
         s.append_checkpoint(&checkpoint(1), &leaves).await.unwrap();
-        assert!(s.unsealed_heads(None).await.unwrap().is_empty());
+        assert!(unsealed(&s).await.is_empty());
         append(&s, "bob").await;
-        let heads = s.unsealed_heads(None).await.unwrap();
+        let heads = unsealed(&s).await;
         assert_eq!(heads.iter().map(|h| (h.stream.as_str(), h.seq)).collect::<Vec<_>>(), [("bob", 2)]);
         let for_bob = s.checkpoints(Some("bob"), 0, 10).await.unwrap();
         assert_eq!(for_bob.len(), 1);

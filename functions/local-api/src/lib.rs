@@ -33,7 +33,7 @@ mod page;
 mod runtime;
 pub mod webhook;
 
-pub use runtime::{Runtime, setup_aws};
+pub use runtime::{Runtime, mark_unsealed_heads, setup_aws};
 
 /// How long a client may take to send a request's headers, and how long a kept-alive
 /// connection may sit idle between requests (hyper runs one timer for both).
@@ -264,16 +264,20 @@ pub async fn relay_notifications(
     shared::app::relay_forever(outbox, first_uses, publisher, "webhook".to_owned(), settings, stats).await
 }
 
-/// Seals the audit log into a signed checkpoint every `every` until the process ends (on AWS,
-/// an EventBridge schedule runs the `checkpoint` function instead). The first tick is one
-/// period after start, so a short-lived process does not sign on every start.
+/// Seals the audit log into signed checkpoints every `every` until the process ends (on AWS,
+/// an EventBridge schedule runs the `checkpoint` function instead), each run for at most half
+/// a period (the rest is left to the next). The first tick is one period after start, so a
+/// short-lived process does not sign on every start.
 pub async fn checkpoint_every(runtime: Arc<Runtime>, every: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         ticker.tick().await;
-        match shared::app::checkpoint_now(&runtime.services).await {
-            Ok(Some(c)) => tracing::info!(seq = c.claims.seq, heads = c.claims.size, "checkpoint made"),
-            Ok(None) => {}
+        let until = std::time::Instant::now() + every / 2;
+        match shared::app::checkpoint_all(&runtime.services, Some(until)).await {
+            Ok(run) if !run.made.is_empty() || run.left > 0 => {
+                tracing::info!(checkpoints = run.made.len(), heads = run.sealed, left = run.left, "checkpoints made")
+            }
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "checkpoint failed"),
         }
     }

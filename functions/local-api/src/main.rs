@@ -68,8 +68,12 @@ enum Command {
     /// Create the DynamoDB tables and a KMS signing key at the configured AWS endpoint and
     /// print the settings as `export` lines: `eval "$(local-api setup-aws)"`.
     SetupAws,
-    /// Seal the audit log now: a signed checkpoint over every chain head that moved since the
-    /// last one (the server also does this every --checkpoint-seconds).
+    /// Once after upgrading an AWS deployment from a version that did not mark moved chain
+    /// heads: mark every head a checkpoint has not sealed yet, so the next checkpoints do
+    /// (docs/operators.md, "Checkpoints"). Reads the AWS settings from the environment.
+    MarkUnsealedHeads,
+    /// Seal the audit log now: signed checkpoints over every chain head that moved since the
+    /// last one, at most 1,024 heads each (the server also does this every --checkpoint-seconds).
     Checkpoint,
     /// Print an identity token from the dev identity provider that this local API accepts.
     DevToken {
@@ -130,6 +134,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         print!("{}", local_api::setup_aws().await?);
         return Ok(());
     }
+    if let Some(Command::MarkUnsealedHeads) = cli.command {
+        let marked = local_api::mark_unsealed_heads(clock.now().unix()).await?;
+        println!("marked {marked} chain heads that no checkpoint has sealed yet");
+        return Ok(());
+    }
     if let Some(Command::DevToken { sub, groups, ttl_seconds, amr, signed_in_seconds_ago }) = cli.command {
         // Only the data directory's identity key is needed, whatever the backend.
         let (runtime, created) = Runtime::embedded_identity(&data_dir)?;
@@ -170,11 +179,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     runtime.cors = cors;
     let runtime = Arc::new(runtime);
     let Some(listener) = listener else {
-        match shared::app::checkpoint_now(&runtime.services).await.map_err(|e| format!("checkpoint failed: {e}"))? {
-            Some(c) => {
-                println!("checkpoint {} sealed {} chain heads (root {})", c.claims.seq, c.claims.size, c.claims.root)
-            }
-            None => println!("nothing to seal: no chain moved since the last checkpoint"),
+        let run = shared::app::checkpoint_all(&runtime.services, None)
+            .await
+            .map_err(|e| format!("checkpoint failed: {e}"))?;
+        for c in &run.made {
+            println!("checkpoint {} sealed {} chain heads (root {})", c.claims.seq, c.claims.size, c.claims.root)
+        }
+        if run.made.is_empty() {
+            println!("nothing to seal: no chain moved since the last checkpoint");
         }
         return Ok(());
     };

@@ -107,6 +107,15 @@ impl Runtime {
     }
 }
 
+/// `local-api mark-unsealed-heads`: once after upgrading a deployment from a version whose
+/// writers did not mark the chain heads they moved, marks every head past what a checkpoint
+/// sealed of it (docs/operators.md, "Checkpoints"); returns how many.
+pub async fn mark_unsealed_heads(now: i64) -> Result<usize, String> {
+    let config = aws::sdk_config().await;
+    let store = aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), Tables::from_env());
+    store.mark_unsealed_heads(now).await.map_err(|e| e.to_string())
+}
+
 /// `local-api setup-aws`: creates the tables, a token key, a checkpoint key and a receipt key at the configured endpoint and
 /// returns the settings as `export NAME=value` lines, for `eval "$(local-api setup-aws)"`.
 pub async fn setup_aws() -> Result<String, String> {

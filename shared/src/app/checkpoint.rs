@@ -14,8 +14,7 @@ use support_access_verify::receipt::{LineDigest, RECEIPT_TYPE, ReceiptClaims, em
 
 use super::Services;
 use crate::domain::{Timestamp, UserId};
-use crate::ports::Signer;
-use crate::ports::{ChainArchive, Checkpoint, SignerError, StoreError};
+use crate::ports::{ChainArchive, Checkpoint, Clock, Leaf, Signer, SignerError, StoreError};
 use crate::token::sign_jws;
 
 use super::ApiError;
@@ -30,22 +29,52 @@ pub enum CheckpointError {
     Signer(#[from] SignerError),
 }
 
-/// Seals every chain head that moved since the latest checkpoint into a new one, signed by
-/// `signer` and linked to the latest. Returns `None` when nothing moved (no empty checkpoint
-/// is made). Two runs racing for the same `seq` cannot both land: the loser gets
-/// [`StoreError::Conflict`] and the next run seals what it missed.
+/// The most heads one checkpoint seals. A full export carries each checkpoint as one line
+/// with every leaf and its inclusion proof (about 1 KB a leaf at this size: a stream name, a
+/// hash and 10 proof hashes), so at most about 1 MB (993,276 bytes enveloped) however many streams moved: well under
+/// an export page's [`EXPORT_PAGE_BYTES`]. More moved heads make more checkpoints.
+pub const MAX_LEAVES_PER_CHECKPOINT: usize = 1024;
+
+/// What a checkpoint run keeps of its function's time for the last checkpoint it starts
+/// (one of [`MAX_LEAVES_PER_CHECKPOINT`] heads takes well under a second on DynamoDB) and
+/// its metrics: it starts none past its deadline less this.
+pub const CHECKPOINT_RUN_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Seals the heads that moved first (at most `limit` of them, see
+/// [`ChainArchive::moved_heads`]) into a new checkpoint, signed by `signer` and linked to the
+/// latest, then unmarks them. Returns `None` when nothing moved (no empty checkpoint is made).
+/// Two runs racing for the same `seq` cannot both land: the loser gets
+/// [`StoreError::Conflict`] and the next run seals what it missed. A crash after the
+/// checkpoint landed and before the unmarking only has those heads sealed once more later.
 pub async fn make_checkpoint(
     archive: &dyn ChainArchive,
     signer: &dyn Signer,
     issuer: &str,
     now: Timestamp,
+    limit: usize,
 ) -> Result<Option<Checkpoint>, CheckpointError> {
+    // The latest first: a run that lands a checkpoint between the two reads makes this one's
+    // `seq` taken (a conflict), never a second seal of the heads it sealed.
     let latest = archive.latest_checkpoint().await?;
-    let heads = archive.unsealed_heads(latest.as_ref()).await?;
+    let moved = archive.moved_heads(latest.as_ref(), limit).await?;
+    seal_heads(archive, signer, issuer, now, latest, moved.heads.into_iter().map(|m| m.head).collect()).await
+}
+
+/// Seals `heads` (as [`ChainArchive::moved_heads`] found them, after `latest` was read) into
+/// the checkpoint after `latest`, then unmarks them: the step [`make_checkpoint`] and
+/// [`checkpoint_run`] repeat.
+pub async fn seal_heads(
+    archive: &dyn ChainArchive,
+    signer: &dyn Signer,
+    issuer: &str,
+    now: Timestamp,
+    latest: Option<Checkpoint>,
+    heads: Vec<Leaf>,
+) -> Result<Option<Checkpoint>, CheckpointError> {
     if heads.is_empty() {
         return Ok(None);
     }
-    let tree = seal_leaves(heads);
+    let tree = seal_leaves(heads.clone());
     let claims = CheckpointClaims {
         iss: issuer.to_owned(),
         seq: latest.as_ref().map_or(1, |c| c.claims.seq + 1),
@@ -57,7 +86,56 @@ pub async fn make_checkpoint(
     let jws = sign_jws(CHECKPOINT_TYPE, &claims, signer).await?;
     let checkpoint = Checkpoint { claims, jws };
     archive.append_checkpoint(&checkpoint, &tree.leaves).await?;
+    archive.unmark_sealed(&heads).await?;
     Ok(Some(checkpoint))
+}
+
+/// What one checkpoint run did, and what it left: the figures of the checkpoint function's
+/// metrics (a late or failed run shows in them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointRun {
+    /// The checkpoints made, oldest first.
+    pub made: Vec<Checkpoint>,
+    /// Heads sealed by them.
+    pub sealed: u64,
+    /// Moved heads left for the next run (at least this many when `more_left`).
+    pub left: u64,
+    pub more_left: bool,
+    /// When the oldest head left first moved (Unix seconds), if any is left.
+    pub oldest_left: Option<i64>,
+    /// When the newest checkpoint (made now or before) was signed, if any exists.
+    pub latest_iat: Option<i64>,
+}
+
+/// Makes checkpoints of at most `limit` heads each, the heads that moved first first, until
+/// nothing moved or `until` passed (checked before each checkpoint, so a run ends within
+/// `until` plus one checkpoint's time: the caller keeps that much margin); the rest is left
+/// to the next run. The scheduled form (the `checkpoint` function); see [`CheckpointRun`].
+pub async fn checkpoint_run(
+    archive: &dyn ChainArchive,
+    signer: &dyn Signer,
+    issuer: &str,
+    clock: &dyn Clock,
+    limit: usize,
+    until: Option<std::time::Instant>,
+) -> Result<CheckpointRun, CheckpointError> {
+    let mut run = CheckpointRun::default();
+    loop {
+        let latest = archive.latest_checkpoint().await?;
+        run.latest_iat = latest.as_ref().map(|c| c.claims.iat);
+        let moved = archive.moved_heads(latest.as_ref(), limit).await?;
+        if moved.heads.is_empty() || until.is_some_and(|u| std::time::Instant::now() >= u) {
+            run.left = moved.heads.len() as u64;
+            run.more_left = moved.more;
+            run.oldest_left = moved.heads.iter().map(|m| m.moved_at).min();
+            break;
+        }
+        let heads: Vec<Leaf> = moved.heads.into_iter().map(|m| m.head).collect();
+        let Some(made) = seal_heads(archive, signer, issuer, clock.now(), latest, heads).await? else { break };
+        run.sealed += made.claims.size;
+        run.made.push(made);
+    }
+    Ok(run)
 }
 
 /// What one export covers. It is sealed into the export's cursors (as the filter), so a
@@ -429,14 +507,54 @@ pub async fn checkpoint_keys(
     Ok(keys)
 }
 
-/// Seals pending heads now: the on-demand form (`local-api checkpoint`), with the ports'
-/// own checkpoint signer, issuer and clock.
+/// Seals the heads that moved first now, at most [`MAX_LEAVES_PER_CHECKPOINT`], into one
+/// checkpoint: the on-demand form (`local-api checkpoint`), with the ports' own checkpoint
+/// signer, issuer and clock. `None` when nothing moved.
 pub async fn checkpoint_now(services: &Services) -> Result<Option<Checkpoint>, CheckpointError> {
     make_checkpoint(
         services.chain_archive.as_ref(),
         services.checkpoint_signer.as_ref(),
         &services.policy.issuer,
         services.clock.now(),
+        MAX_LEAVES_PER_CHECKPOINT,
     )
     .await
+}
+
+/// Seals every moved head, [`MAX_LEAVES_PER_CHECKPOINT`] a checkpoint, until nothing moved or
+/// `until` passed, with the ports' own checkpoint signer, issuer and clock.
+pub async fn checkpoint_all(
+    services: &Services,
+    until: Option<std::time::Instant>,
+) -> Result<CheckpointRun, CheckpointError> {
+    checkpoint_run(
+        services.chain_archive.as_ref(),
+        services.checkpoint_signer.as_ref(),
+        &services.policy.issuer,
+        services.clock.as_ref(),
+        MAX_LEAVES_PER_CHECKPOINT,
+        until,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bound on leaves keeps the largest checkpoint line of a full export (every leaf a
+    /// stream name of the longest an id may be, each `"` counted twice as the page does) under
+    /// a third of a page: a checkpoint never makes a page over its budget.
+    #[test]
+    fn the_largest_checkpoint_line_fits_well_inside_a_page() {
+        let heads = (0..MAX_LEAVES_PER_CHECKPOINT)
+            .map(|i| Leaf { stream: format!("{i:0>128}"), seq: u64::MAX, hash: "f".repeat(64) })
+            .collect();
+        let tree = seal_leaves(heads);
+        let jws = "x".repeat(1024);
+        let line = json!({"type": "checkpoint", "seq": u64::MAX, "jws": jws, "leaves": tree.leaves}).to_string();
+        let size = enveloped_len(&line);
+        assert!(size < EXPORT_PAGE_BYTES / 3, "{size} bytes");
+        assert!(size > 900_000, "the estimate in MAX_LEAVES_PER_CHECKPOINT's comment: {size}");
+    }
 }

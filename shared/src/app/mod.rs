@@ -25,9 +25,9 @@ pub use access_request::{
 pub use audit_query::{AuditPageView, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, query_audit};
 pub use authorize::{AuthorizeError, Authorized, authorize, introspect, report_use};
 pub use checkpoint::{
-    CheckpointError, EXPORT_PAGE_BYTES, EXPORT_PAGE_READS, EXPORT_PAGE_TIME, EXPORT_READ_CHECKPOINTS,
-    EXPORT_READ_EVENTS, ExportBudget, ExportPage, ExportScope, checkpoint_keys, checkpoint_now, export_page,
-    make_checkpoint,
+    CHECKPOINT_RUN_MARGIN, CheckpointError, CheckpointRun, EXPORT_PAGE_BYTES, EXPORT_PAGE_READS, EXPORT_PAGE_TIME,
+    EXPORT_READ_CHECKPOINTS, EXPORT_READ_EVENTS, ExportBudget, ExportPage, ExportScope, MAX_LEAVES_PER_CHECKPOINT,
+    checkpoint_all, checkpoint_keys, checkpoint_now, checkpoint_run, export_page, make_checkpoint, seal_heads,
 };
 pub use consent::{current_consent, grant_consent, revoke_consent};
 pub use cursor::CursorKey;

@@ -305,6 +305,22 @@ pub struct Checkpoint {
     pub jws: String,
 }
 
+/// A chain head that moved past what a checkpoint sealed of it, and when it first moved
+/// since (Unix seconds, the time of the event that moved it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedHead {
+    pub head: Leaf,
+    pub moved_at: i64,
+}
+
+/// What [`ChainArchive::moved_heads`] found: the oldest moved heads, and whether more are
+/// left past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MovedHeads {
+    pub heads: Vec<MovedHead>,
+    pub more: bool,
+}
+
 /// Whole chains, oldest first, and the signed checkpoints that seal their heads (see
 /// `support_access_verify::checkpoint`). Checkpoints, like events, are only ever appended.
 #[async_trait]
@@ -323,10 +339,19 @@ pub trait ChainArchive: Send + Sync {
     /// The newest checkpoint, if any was made.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 
-    /// The head of every stream that moved past what a checkpoint last sealed of it.
-    /// `latest` is [`ChainArchive::latest_checkpoint`], which an adapter may use to look
-    /// only at streams written since.
-    async fn unsealed_heads(&self, latest: Option<&Checkpoint>) -> Result<Vec<Leaf>, StoreError>;
+    /// The heads of at most `limit` streams that moved past what a checkpoint last sealed of
+    /// them, those that moved first (since their last seal) first. Never a walk of every
+    /// stream: on DynamoDB a head that moves is marked in the same write (a sparse index,
+    /// `moved`), read here by a query and unmarked by [`ChainArchive::unmark_sealed`]; on
+    /// SQLite one query against the sealed leaves. A head that `latest` (the newest
+    /// checkpoint) sealed at its current `seq` is left out: a racing run that landed it may
+    /// not have unmarked it yet.
+    async fn moved_heads(&self, latest: Option<&Checkpoint>, limit: usize) -> Result<MovedHeads, StoreError>;
+
+    /// After the checkpoint that sealed `heads` landed: each of them that did not move since
+    /// is no longer moved (one that moved again stays so, and is sealed by a later one).
+    /// Where "moved" is derived from the leaves (SQLite), nothing to do.
+    async fn unmark_sealed(&self, heads: &[Leaf]) -> Result<(), StoreError>;
 
     /// Appends `checkpoint` with its tree's leaves, on condition that no checkpoint holds
     /// its `seq` yet; otherwise [`StoreError::Conflict`] and nothing written.

@@ -8,6 +8,7 @@ mod archive;
 mod controls;
 mod der;
 mod dynamodb;
+mod identity;
 mod items;
 mod kms;
 pub mod lambda;
@@ -30,6 +31,7 @@ use shared::token::KeyRing;
 
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
+pub use identity::{SdkHttpGet, identity_from_env};
 pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::{EventBridgePublisher, audit_events_from_stream};

@@ -111,8 +111,8 @@ impl JwksSource for Discovery {
         if document.issuer != self.issuer {
             return Err(format!("the discovery document names issuer {:?}, not {:?}", document.issuer, self.issuer));
         }
-        let https = document.jwks_uri.starts_with("https://");
-        if !https && !(self.issuer.starts_with("http://") && document.jwks_uri.starts_with("http://")) {
+        let local = self.issuer.starts_with("http://") && document.jwks_uri.starts_with("http://");
+        if !(document.jwks_uri.starts_with("https://") || local) {
             return Err(format!("jwks_uri {:?} is not https", document.jwks_uri));
         }
         let set: Value = parse_document(&self.http.get(&document.jwks_uri).await?, "JWK Set")?;

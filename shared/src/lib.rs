@@ -11,6 +11,7 @@
 pub mod app;
 pub mod domain;
 pub mod http;
+pub mod identity;
 pub mod ports;
 pub mod token;
 

@@ -54,7 +54,8 @@ async fn the_whole_flow_grant_mint_use_revoke_then_refusal_is_on_the_audit_log()
     assert_eq!(whoami.status, 200, "{whoami:?}");
     assert_eq!(
         whoami.body,
-        json!({"user_id": "alice", "acting_agent": "agent-7", "scope": "read", "consent_id": consent_id})
+        json!({"user_id": "alice", "acting_agent": "agent-7", "scope": "read", "consent_id": consent_id,
+               "jti": minted.body["jti"]})
     );
 
     let write = app.call(Event::new("POST", "/app/whoami").anonymous().bearer(&token)).await;

@@ -647,3 +647,149 @@ async fn sequenced_audit_puts_the_functions_on_the_intake_and_the_sequencer_appe
     let log = stops_at_init("authorizer", &[key, ("SEQUENCED_AUDIT".into(), "yes".into())]).await;
     assert!(log.contains("SEQUENCED_AUDIT"), "{log}");
 }
+
+/// An OpenID provider on loopback: its discovery document and JWK Set over http (as an https
+/// provider serves them), counting the key set's fetches, and tokens signed by its key.
+struct TestIdp {
+    issuer: String,
+    key: jsonwebtoken::EncodingKey,
+    kid: String,
+    jwks_fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TestIdp {
+    async fn start() -> Self {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new())
+                .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let jwk = shared::token::es256_public_jwk(pair.public_key().as_ref()).unwrap();
+        let kid = jwk.common.key_id.clone().unwrap();
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}).to_string();
+        let jwks = json!({"keys": [jwk, {"kty": "oct", "kid": "an-hmac-key", "k": "c2VjcmV0"}]}).to_string();
+        let jwks_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fetches = jwks_fetches.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (discovery, jwks, fetches) = (discovery.clone(), jwks.clone(), fetches.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let body = match req.uri().path() {
+                            "/.well-known/openid-configuration" => Some(discovery.clone()),
+                            "/keys" => {
+                                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                Some(jwks.clone())
+                            }
+                            _ => None,
+                        };
+                        async move {
+                            let mut response =
+                                hyper::Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
+                            if body.is_none() {
+                                *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { issuer, key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), kid, jwks_fetches }
+    }
+
+    /// An identity token with `claims` over the usual ones (this issuer, audience `app-client`,
+    /// valid for an hour; a `null` removes one), signed by this provider's key under `kid`.
+    fn token_with(&self, kid: &str, claims: Value) -> String {
+        let now = unix_now();
+        let mut all = json!({"iss": self.issuer, "aud": "app-client", "sub": "alice", "iat": now, "exp": now + 3600,
+                             "cognito:groups": ["support"]});
+        let all_claims = all.as_object_mut().unwrap();
+        all_claims.extend(claims.as_object().unwrap().clone());
+        all_claims.retain(|_, v| !v.is_null());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &all, &self.key).unwrap()
+    }
+
+    fn token(&self, claims: Value) -> String {
+        self.token_with(&self.kid.clone(), claims)
+    }
+}
+
+/// The app API's one authorizer, through the Runtime API with the HTTP API's real authorizer
+/// events: the user's own identity token (verified against the provider the stack names, its
+/// keys found from its discovery document and fetched once) passes with `user_id` alone and
+/// is not audited; an agent's impersonation token passes with the five keys as before; an
+/// identity token of another audience, issuer, an expired one, one with an unknown key, and one
+/// whose `sub` is the service's own actor name are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizer_takes_the_user_s_identity_token_and_the_impersonation_token_in_one_context() {
+    let app = TestApp::on(Backend::Aws).await;
+    let idp = TestIdp::start().await;
+    let mut env = app.function_env();
+    env.push(("SUPPORT_ACCESS_IDENTITY_ISSUER".into(), idp.issuer.clone()));
+    env.push(("SUPPORT_ACCESS_IDENTITY_AUDIENCE".into(), "app-client".into()));
+    let grant = Event::new("POST", "/consents")
+        .user("alice")
+        .json(json!({"duration_seconds": 3600, "scope": "full"}))
+        .to_json();
+    assert_eq!(invoke("grant-consent", &env, vec![grant]).await[0]["statusCode"], 201);
+    let mint = Event::new("POST", "/tokens")
+        .caller("agent-7", "[support]")
+        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
+        .to_json();
+    let minted = invoke("mint-token", &env, vec![mint]).await;
+    let impersonation = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
+
+    let now = unix_now();
+    let tokens = [
+        idp.token(json!({})),
+        impersonation.clone(),
+        // A Cognito access token: no `aud`, its `client_id` is the app client.
+        idp.token(json!({"aud": null, "client_id": "app-client", "sub": "bob"})),
+        idp.token(json!({"aud": "another-app"})),
+        idp.token(json!({"iss": "https://another-idp.example.com"})),
+        idp.token(json!({"exp": now - 120, "iat": now - 3720})),
+        idp.token_with("a-key-nobody-published", json!({})),
+        idp.token(json!({"sub": "support-access"})),
+    ];
+    let mut events: Vec<Value> = tokens
+        .iter()
+        .map(|t| serde_json::to_value(authorizer_event(Some(t), "DELETE", "/orders/42")).unwrap())
+        .collect();
+    events.push(serde_json::to_value(authorizer_event(Some(&tokens[0]), "GET", "/orders")).unwrap());
+    let (decided, log) = invoke_logged("authorizer", &env, events).await;
+    let allowed: Vec<bool> = decided.iter().map(|d| d["isAuthorized"].as_bool().unwrap()).collect();
+    assert_eq!(allowed, [true, true, true, false, false, false, false, false, true], "{decided:?}\n{log}");
+    assert_eq!(decided[0]["context"], json!({"user_id": "alice"}));
+    assert_eq!(decided[2]["context"], json!({"user_id": "bob"}));
+    let context = decided[1]["context"].as_object().unwrap();
+    let mut keys: Vec<&str> = context.keys().map(String::as_str).collect();
+    keys.sort();
+    let mut expected = shared::http::CONTEXT_KEYS.to_vec();
+    expected.sort();
+    assert_eq!((keys, &context["acting_agent"]), (expected, &json!("agent-7")));
+    // The keys were fetched once, and once more for the unknown `kid`, at most: not per token.
+    let fetches = idp.jwks_fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&fetches), "{fetches} fetches of the key set");
+    let lines = request_lines(&log);
+    assert_eq!(["role", "user"].map(|k| lines[0][k].clone()), [json!("user"), json!("alice")]);
+    // Only the agent's use is on alice's log; her own requests are hers.
+    let used: Vec<_> = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == shared::domain::AuditEventType::TokenUsed)
+        .map(|e| e.actor.sub.as_str().to_owned())
+        .collect();
+    assert_eq!(used, ["agent-7"]);
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}

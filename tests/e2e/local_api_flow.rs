@@ -166,6 +166,65 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     api.stop().await;
 }
 
+/// The demo route, as the app API's authorizer: the user's own identity token and an agent's
+/// impersonation token both pass, each answered in the one context shape (`acting_agent` and
+/// the rest only when impersonated); only the impersonation token's use is audited.
+#[tokio::test]
+async fn the_demo_route_takes_the_user_s_identity_token_and_the_impersonation_token_in_one_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let (alice, agent, auditor) =
+        (api.token("alice", &[]), api.token("agent-7", &["support"]), api.token("aud-1", &["auditor"]));
+    let whoami = format!("{}/app/whoami", api.base);
+
+    // Alice's own token: her identity, every method (her own request has no scope).
+    for request in [http.get(&whoami), http.post(&whoami), http.delete(&whoami)] {
+        let (status, who) = send(request.bearer_auth(&alice)).await;
+        assert_eq!((status, &who), (200, &json!({"user_id": "alice"})));
+    }
+
+    let (status, consent) = send(
+        http.post(format!("{}/consents", api.base))
+            .bearer_auth(&alice)
+            .json(&json!({"duration_seconds": 3600, "scope": "read"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{consent}");
+    let (status, minted) = send(
+        http.post(format!("{}/tokens", api.base))
+            .bearer_auth(&agent)
+            .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    let (status, who) = send(http.get(&whoami).bearer_auth(minted["access_token"].as_str().unwrap())).await;
+    assert_eq!(
+        (status, who),
+        (
+            200,
+            json!({"user_id": "alice", "acting_agent": "agent-7", "scope": "read",
+                   "consent_id": consent["consent_id"], "jti": minted["jti"]})
+        )
+    );
+
+    // Refused: another provider's token (another key), a reserved sub, an expired token.
+    let foreign = adapter_embedded::DevIdentityProvider::generate().issue("alice", &[], SystemClock.now(), 3600);
+    let reserved = api.token("support-access", &[]);
+    let expired = api.runtime.identity.issue("alice", &[], SystemClock.now().plus_seconds(-7200), 3600);
+    for token in [&foreign, &reserved, &expired] {
+        let (status, _) = send(http.get(&whoami).bearer_auth(token)).await;
+        assert_eq!(status, 401);
+    }
+
+    // Alice's own requests are not on her log: the one use there is the agent's.
+    let (status, audit) = send(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["token.used", "token.issued", "consent.granted"]);
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn a_restart_on_the_same_data_directory_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,9 @@ pub struct Needs {
     /// It signs export receipts (export-audit), so `RECEIPT_KEY_ID` is required: without it
     /// its `KMS_KEY_ID` would sign, and no verifier accepts a receipt but by a receipt key.
     pub receipt_key: bool,
+    /// It verifies the app's identity tokens itself (the authorizer), from the identity
+    /// provider the environment names (`crate::identity_from_env`), when it names one.
+    pub identity: bool,
 }
 
 /// JSON logs to stdout, which Lambda ships to CloudWatch, in Powertools' keys (`level`,
@@ -109,15 +112,21 @@ pub fn services_from_env(needs: Needs) -> Result<Deferred<Services>, String> {
     if needs.receipt_key && !settings.has_receipt_key() {
         return Err("RECEIPT_KEY_ID: required (this function signs export receipts)".to_owned());
     }
+    let identity = match needs.identity {
+        true => crate::identity_from_env()?.map(Arc::new),
+        false => None,
+    };
     Ok(Deferred::start(move || {
-        let (settings, policy) = (settings.clone(), policy.clone());
+        let (settings, policy, identity) = (settings.clone(), policy.clone(), identity.clone());
         // A function that never pages gets a random key: its cursors are never handed out.
         let cursor = cursor_secret
             .clone()
             .map_or_else(|| CursorSource::Key(Box::new(CursorKey::generate())), CursorSource::Secret);
         async move {
             let config = crate::sdk_config().await;
-            crate::services(&settings, &config, policy, Arc::new(SystemClock), cursor, needs.public_keys).await
+            let services =
+                crate::services(&settings, &config, policy, Arc::new(SystemClock), cursor, needs.public_keys).await?;
+            Ok(Services { identity, ..services })
         }
     }))
 }
@@ -157,14 +166,15 @@ async fn serve(
     .await
 }
 
-/// The impersonation-token authorizer's whole life: as [`serve_http`], every authorizer
-/// event decided by [`shared::http::decide`] (fails closed while its set-up cannot be made).
+/// The app API's authorizer's whole life: as [`serve_http`], every authorizer event (an
+/// impersonation token, or the user's own identity token) decided by [`shared::http::decide`] (fails closed while its set-up cannot be made).
 pub async fn serve_authorizer() -> Result<(), lambda_http::Error> {
     use lambda_http::lambda_runtime::{self, LambdaEvent};
     use shared::lambda_events::{ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request};
     init_tracing();
     // The JWK Set is fetched once per process; the live consent check runs on every call.
-    let services = services_from_env(Needs { public_keys: true, ..Needs::default() })?;
+    // The identity provider's keys are fetched on the first identity token, and cached.
+    let services = services_from_env(Needs { public_keys: true, identity: true, ..Needs::default() })?;
     let services = &services;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use jsonwebtoken::jwk::AlgorithmParameters;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 use super::files::{new_p256_pkcs8, p256_key_file, secret_file_error};
 use shared::domain::{SignIn, Timestamp};
+use shared::identity::{IdentityVerifier, StaticJwks};
 use shared::token::es256_public_jwk;
 
 pub const DEV_ISSUER: &str = "support-access-dev-idp";
@@ -31,6 +32,8 @@ pub enum IdentityError {
 pub struct DevIdentityProvider {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Its public key, `kid` its thumbprint (which every token it issues names).
+    jwk: Jwk,
 }
 
 impl DevIdentityProvider {
@@ -51,7 +54,7 @@ impl DevIdentityProvider {
             unreachable!("es256_public_jwk makes EC keys")
         };
         let decoding = DecodingKey::from_ec_components(&ec.x, &ec.y).map_err(|e| e.to_string())?;
-        Ok(Self { encoding: EncodingKey::from_ec_der(der), decoding })
+        Ok(Self { encoding: EncodingKey::from_ec_der(der), decoding, jwk })
     }
 
     /// An identity token for `sub` in `groups`, valid for `ttl_seconds` from `now`, signed in
@@ -83,8 +86,16 @@ impl DevIdentityProvider {
         if let Some(at) = sign_in.auth_time {
             claims["auth_time"] = serde_json::json!(at.unix());
         }
-        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
-            .expect("ES256 signing with a valid key")
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = self.jwk.common.key_id.clone();
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("ES256 signing with a valid key")
+    }
+
+    /// The verifier of this provider's tokens as the service runs it where it verifies identity
+    /// tokens itself (the demo route; the app API's authorizer on AWS), on this provider's key.
+    pub fn verifier(&self) -> IdentityVerifier {
+        let keys = StaticJwks(JwkSet { keys: vec![self.jwk.clone()] });
+        IdentityVerifier::new(DEV_ISSUER, DEV_AUDIENCE, std::sync::Arc::new(keys))
     }
 
     /// The claims of a valid identity token (signature, `iss`, `aud`, `exp`), or why not.

@@ -1,5 +1,6 @@
 //! What local-api runs on. The dev identity provider and the cursor key always live in the
-//! data directory (local-api plays API Gateway's JWT authorizer); the stores and the signer
+//! data directory (local-api plays API Gateway's JWT authorizer, and the demo route takes
+//! its identity tokens as the app API's authorizer takes the real provider's); the stores and the signer
 //! are either the embedded default (SQLite and a local key there too) or DynamoDB and KMS at
 //! the standard AWS endpoint settings (`AWS_ENDPOINT_URL`, region, credentials).
 
@@ -78,7 +79,8 @@ impl Runtime {
         let services = Services::new(store.clone(), signer, keys, clock, policy, cursor_key)
             .with_checkpoint_signer(checkpoint_signer, checkpoint_keys)
             .and_then(|s| s.with_receipt_signer(receipt_signer, receipt_keys))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_identity(identity.verifier());
         Ok(Self {
             services,
             identity,
@@ -94,7 +96,8 @@ impl Runtime {
     /// [`aws::services_from_env`].
     pub async fn aws(data_dir: &Path, policy: Policy, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let (identity, cursor_key) = prepare(data_dir)?;
-        let services = aws::services_from_env(policy, clock, cursor_key, true).await?;
+        let services =
+            aws::services_from_env(policy, clock, cursor_key, true).await?.with_identity(identity.verifier());
         Ok(Self {
             services,
             identity,

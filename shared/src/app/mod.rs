@@ -3,6 +3,7 @@
 //! and domain values already parsed at the edge, so the same code serves every Lambda, the
 //! local API and the tests.
 
+mod access;
 mod access_request;
 mod audit_query;
 mod authorize;
@@ -18,6 +19,7 @@ mod refusals;
 mod sequence;
 mod services;
 
+pub use access::{Access, AccessContext, authorize_bearer};
 pub use access_request::{
     MAX_SWEPT_REQUESTS, RequestListing, RequestPageView, agent_requests, approve_request, deny_request,
     expire_requests, file_request, user_requests,

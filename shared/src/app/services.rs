@@ -65,6 +65,9 @@ pub struct Services {
     pub cursor_key: Arc<CursorKey>,
     /// The bounds of an export page (the defaults everywhere but in tests that force pages).
     pub export_budget: super::ExportBudget,
+    /// The app's identity provider, where the service verifies its tokens itself (the app
+    /// API's authorizer, the demo route): `None` where only API Gateway's JWT authorizer does.
+    pub identity: Option<Arc<crate::identity::IdentityVerifier>>,
 }
 
 impl Services {
@@ -102,6 +105,7 @@ impl Services {
             policy: Arc::new(policy),
             cursor_key: Arc::new(cursor_key),
             export_budget: super::ExportBudget::default(),
+            identity: None,
         }
     }
 
@@ -144,6 +148,13 @@ impl Services {
         self.receipt_signer = signer;
         self.receipt_keys = Arc::new(keys);
         Ok(self)
+    }
+
+    /// Identity tokens of the app's identity provider accepted beside impersonation tokens
+    /// where the service verifies them itself ([`super::authorize_bearer`]).
+    pub fn with_identity(mut self, verifier: crate::identity::IdentityVerifier) -> Self {
+        self.identity = Some(Arc::new(verifier));
+        self
     }
 
     /// Uses recorded through `intake` (a store whose sequencer runs, #18).

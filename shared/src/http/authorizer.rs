@@ -11,18 +11,22 @@ use std::borrow::Cow;
 use lambda_http::aws_lambda_events::apigw::{
     ApiGatewayV2CustomAuthorizerSimpleResponse, ApiGatewayV2CustomAuthorizerV2Request,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::summary::{Decision, Summary};
 
 use crate::app::Services;
 use crate::app::{self, AuthorizeError};
+use crate::domain::AgentId;
 
 /// The keys of the context an allowed request carries to the integration
-/// (`$context.authorizer.<key>`, or `requestContext.authorizer.lambda` in a Lambda).
+/// (`$context.authorizer.<key>`, or `requestContext.authorizer.lambda` in a Lambda): all of
+/// them for an impersonation token, `user_id` alone for the user's own identity token
+/// ([`app::Access::context`]).
 pub const CONTEXT_KEYS: [&str; 5] = ["user_id", "acting_agent", "scope", "consent_id", "jti"];
 
-/// Decides one request: allowed with the context keys of [`CONTEXT_KEYS`], or denied with an
+/// Decides one request, an impersonation token or (where configured) the user's own identity
+/// token ([`app::authorize_bearer`]): allowed with the context keys of [`CONTEXT_KEYS`], or denied with an
 /// empty context (API Gateway answers the client 403; why is on the audit log). Fails closed:
 /// no token, a malformed event or an unreachable store all deny.
 pub async fn authorize_request(
@@ -44,18 +48,14 @@ pub async fn decide(
     };
     let http = &event.request_context.http;
     let path = event.raw_path.as_deref().filter(|p| !p.is_empty()).or(http.path.as_deref()).unwrap_or("/");
-    match app::authorize(services, &token, &http.method, path).await {
-        Ok(who) => {
+    match app::authorize_bearer(services, &token, &http.method, path).await {
+        Ok(access) => {
             let mut response = ApiGatewayV2CustomAuthorizerSimpleResponse::default();
             response.is_authorized = true;
-            response.context = json!({
-                "user_id": who.user_id,
-                "acting_agent": who.acting_agent,
-                "scope": who.scope,
-                "consent_id": who.consent_id,
-                "jti": who.jti,
-            });
-            let summary = summary(Decision::Allowed, Some(who.user_id.as_str()), Some(who.acting_agent.as_str()));
+            let context = access.context();
+            response.context = serde_json::to_value(&context).expect("the context always serializes");
+            let agent = context.acting_agent.as_ref().map(AgentId::as_str);
+            let summary = summary(Decision::Allowed, Some(context.user_id.as_str()), agent);
             (response, summary)
         }
         Err(AuthorizeError::Rejected(_)) => (deny(), summary(Decision::Refused, None, None)),
@@ -76,7 +76,8 @@ pub fn undecided(
     (deny(), summary(event, Decision::Failed, None, None))
 }
 
-/// The authorizer's summary: an allowed token's user and acting agent (a support agent).
+/// The authorizer's summary: an allowed token's user and acting agent (a support agent), or
+/// the user alone for their own identity token.
 fn summary(
     event: &ApiGatewayV2CustomAuthorizerV2Request,
     decision: Decision,
@@ -85,7 +86,12 @@ fn summary(
 ) -> Summary {
     Summary {
         route: Cow::Borrowed("authorizer"),
-        role: if agent.is_some() { "support" } else { "anonymous" }.to_owned(),
+        role: match (user, agent) {
+            (_, Some(_)) => "support",
+            (Some(_), None) => "user",
+            (None, None) => "anonymous",
+        }
+        .to_owned(),
         user: user.map(str::to_owned),
         agent: agent.map(str::to_owned),
         decision,

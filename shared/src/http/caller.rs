@@ -143,7 +143,7 @@ fn same_claim(token: Option<&Value>, context: Option<&String>) -> bool {
 /// A list claim of the token itself: a JSON array's strings, each whole (a group named
 /// `tier1 support` is that one group), or a string read as a comma list; anything else is no
 /// entries.
-fn token_list(value: Option<&Value>) -> Vec<String> {
+pub(crate) fn token_list(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::Array(items)) => {
             items.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned).collect()

@@ -13,6 +13,7 @@ mod summary;
 
 pub use authorizer::{CONTEXT_KEYS, authorize_request, bearer_token, decide, undecided};
 pub use body::MAX_BODY_BYTES;
+pub(crate) use caller::token_list;
 pub use caller::{Caller, parse_groups};
 pub use cors::Cors;
 pub use problem::{PROBLEM_CONTENT_TYPE, problem_type};

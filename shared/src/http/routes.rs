@@ -667,8 +667,8 @@ async fn whoami(req: &Request, services: &Services) -> Result<Response<Body>, Ap
         .and_then(|v| v.to_str().ok())
         .and_then(super::bearer_token)
         .ok_or(ApiError::Unauthenticated)?;
-    match app::authorize(services, bearer, req.method(), req.uri().path()).await {
-        Ok(who) => Ok(json(StatusCode::OK, &WhoamiView::from(who))),
+    match app::authorize_bearer(services, bearer, req.method(), req.uri().path()).await {
+        Ok(access) => Ok(json(StatusCode::OK, &access.context())),
         Err(AuthorizeError::Rejected(Rejection::Scope)) => {
             Err(ApiError::Forbidden("the token's scope does not allow this method"))
         }
@@ -797,20 +797,6 @@ async fn report_use(req: &Request, services: &Services) -> Result<Response<Body>
         Ok(used) => Ok(json(StatusCode::OK, &used)),
         Err(AuthorizeError::Rejected(_)) => Err(ApiError::UseRefused),
         Err(AuthorizeError::Unavailable(e)) => Err(e.into()),
-    }
-}
-
-#[derive(Serialize)]
-struct WhoamiView {
-    user_id: UserId,
-    acting_agent: AgentId,
-    scope: Scope,
-    consent_id: crate::domain::ConsentId,
-}
-
-impl From<app::Authorized> for WhoamiView {
-    fn from(a: app::Authorized) -> Self {
-        Self { user_id: a.user_id, acting_agent: a.acting_agent, scope: a.scope, consent_id: a.consent_id }
     }
 }
 

@@ -423,8 +423,11 @@ def rules_hold(template: dict, sequenced: bool):
                 # On the sequenced path the sequencer alone appends.
                 assert function == "SequencerFunction", f"{function} appends to the audit log"
             if sequenced and resource == "ChainHeadsTable" and action in WRITES:
-                # And alone moves a head; the expiry recorder puts only its markers (`~expired#`).
-                assert function in {"SequencerFunction", "ExpiryRecorderFunction"}, f"{function} writes chain heads"
+                # And alone moves a head; the expiry recorder puts only its markers (`~expired#`),
+                # the checkpoint only unmarks a sealed head (its `moved_*` attributes).
+                assert function in {"SequencerFunction", "ExpiryRecorderFunction", "CheckpointFunction"}, (
+                    f"{function} writes chain heads"
+                )
             if resource == "ChainHeadsTable" and action == "dynamodb:UpdateItem":
                 # Only the sequencer moves a head by update (forward only, on condition); the
                 # direct path's writers update it in the transaction of their append; the

@@ -201,6 +201,22 @@ fn body(response: &Value) -> Value {
     serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
+/// alice grants `consent` and agent-7 (support) mints a token for her, each through its
+/// function binary (on the system clock the authorizer runs on): the consent as granted and
+/// the token.
+async fn grant_and_mint(env: &[(String, String)], consent: Value) -> (Value, String) {
+    let grant = Event::new("POST", "/consents").user("alice").json(consent).to_json();
+    let granted = invoke("grant-consent", env, vec![grant]).await;
+    assert_eq!(granted[0]["statusCode"], 201, "{granted:?}");
+    let mint = Event::new("POST", "/tokens")
+        .caller("agent-7", "[support]")
+        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
+        .to_json();
+    let minted = invoke("mint-token", env, vec![mint]).await;
+    assert_eq!(minted[0]["statusCode"], 201, "{minted:?}");
+    (body(&granted[0]), body(&minted[0])["access_token"].as_str().unwrap().to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_function_serves_its_job_through_the_runtime_api() {
     let app = TestApp::on(Backend::Aws).await;
@@ -215,21 +231,9 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     ));
 
     let alice = |method: &str, path: &str| Event::new(method, path).user("alice");
-    let grant = alice("POST", "/consents").json(json!({"duration_seconds": 3600, "note": "via Lambda"})).to_json();
-    let granted = invoke("grant-consent", &env, vec![grant]).await;
-    assert_eq!(granted[0]["statusCode"], 201, "{granted:?}");
-    let consent = body(&granted[0]);
-
+    let (consent, token) = grant_and_mint(&env, json!({"duration_seconds": 3600, "note": "via Lambda"})).await;
     let read = invoke("get-consent", &env, vec![alice("GET", "/consents/current").to_json()]).await;
     assert_eq!((read[0]["statusCode"].clone(), body(&read[0])), (json!(200), consent.clone()));
-
-    let mint = Event::new("POST", "/tokens")
-        .caller("agent-7", "[support]")
-        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
-        .to_json();
-    let minted = invoke("mint-token", &env, vec![mint]).await;
-    assert_eq!(minted[0]["statusCode"], 201, "{minted:?}");
-    let token = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
 
     // As the stack wires it: checkpoints have a key of their own, which the checkpoint
     // function signs with and the jwks function publishes in its own set only; receipts have
@@ -417,14 +421,7 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
 async fn the_operator_function_stops_and_revokes_and_the_authorizer_obeys() {
     let app = TestApp::on(Backend::Aws).await;
     let env = app.function_env();
-    // Granted and minted by the functions, on the system clock the authorizer runs on.
-    let grant = Event::new("POST", "/consents").user("alice").json(json!({"duration_seconds": 3600}));
-    assert_eq!(invoke("grant-consent", &env, vec![grant.to_json()]).await[0]["statusCode"], 201);
-    let mint = Event::new("POST", "/tokens")
-        .caller("agent-7", "[support]")
-        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
-    let token =
-        body(&invoke("mint-token", &env, vec![mint.to_json()]).await[0])["access_token"].as_str().unwrap().to_owned();
+    let (_, token) = grant_and_mint(&env, json!({"duration_seconds": 3600})).await;
     let ask = || serde_json::to_value(authorizer_event(Some(&token), "GET", "/orders")).unwrap();
     let operator = |method: &str, path: &str| Event::new(method, path).caller("op-1", "[operator]");
 
@@ -615,13 +612,7 @@ async fn sequenced_audit_puts_the_functions_on_the_intake_and_the_sequencer_appe
         adapter_aws::create_cursor_secret(&config, &secret).await.unwrap(),
     ));
 
-    let grant = Event::new("POST", "/consents").user("alice").json(json!({"duration_seconds": 3600}));
-    assert_eq!(invoke("grant-consent", &env, vec![grant.to_json()]).await[0]["statusCode"], 201);
-    let mint = Event::new("POST", "/tokens")
-        .caller("agent-7", "[support]")
-        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}));
-    let token =
-        body(&invoke("mint-token", &env, vec![mint.to_json()]).await[0])["access_token"].as_str().unwrap().to_owned();
+    let (_, token) = grant_and_mint(&env, json!({"duration_seconds": 3600})).await;
     let ask = serde_json::to_value(authorizer_event(Some(&token), "GET", "/orders")).unwrap();
     assert_eq!(invoke("authorizer", &env, vec![ask]).await[0]["isAuthorized"], true);
 
@@ -734,17 +725,7 @@ async fn the_authorizer_takes_the_user_s_identity_token_and_the_impersonation_to
     let mut env = app.function_env();
     env.push(("SUPPORT_ACCESS_IDENTITY_ISSUER".into(), idp.issuer.clone()));
     env.push(("SUPPORT_ACCESS_IDENTITY_AUDIENCE".into(), "app-client".into()));
-    let grant = Event::new("POST", "/consents")
-        .user("alice")
-        .json(json!({"duration_seconds": 3600, "scope": "full"}))
-        .to_json();
-    assert_eq!(invoke("grant-consent", &env, vec![grant]).await[0]["statusCode"], 201);
-    let mint = Event::new("POST", "/tokens")
-        .caller("agent-7", "[support]")
-        .json(json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"}))
-        .to_json();
-    let minted = invoke("mint-token", &env, vec![mint]).await;
-    let impersonation = body(&minted[0])["access_token"].as_str().unwrap().to_owned();
+    let (_, impersonation) = grant_and_mint(&env, json!({"duration_seconds": 3600, "scope": "full"})).await;
 
     let now = unix_now();
     let tokens = [

@@ -282,9 +282,19 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     }
     let uses = AuditFilter { event_type: Some(AuditEventType::TokenUsed), ..by_alice.clone() };
     assert_eq!(all_pages(&app, uses, 2).await.len(), 5, "filters apply to pending events too");
+    // As the API serves the page: each pending event says so, and a sealed one says nothing.
+    let marks = |page: &app::AuditPageView| -> Vec<Option<serde_json::Value>> {
+        let served = serde_json::to_value(page).unwrap();
+        served["events"].as_array().unwrap().iter().map(|e| e.get("pending").cloned()).collect()
+    };
+    let page = app::query_audit(app.services(), by_alice.clone(), 50, None).await.unwrap();
+    let pending = Some(serde_json::Value::Bool(true));
+    assert_eq!(marks(&page), [vec![pending; 5], vec![None]].concat(), "\"pending\": true on the pending only");
     settle(&app).await;
-    let log = all_pages(&app, by_alice, 4).await;
+    let log = all_pages(&app, by_alice.clone(), 4).await;
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 5, 4, 3, 2, 1], "all sequenced, once");
+    let page = app::query_audit(app.services(), by_alice, 50, None).await.unwrap();
+    assert_eq!(marks(&page), vec![None; 6], "sequenced: no marker");
 }
 
 /// The stream-driven entry point (the `sequencer` function's): a run over the streams named

@@ -436,6 +436,8 @@
     const what = cell('What happened', 'what');
     what.textContent = sentence(e);
     what.title = String(e.type);
+    // Decided but not yet sealed into the tamper-evident log (#18): said, not hidden.
+    if (e.pending === true) what.append(' ', make('span', '(pending: not yet sealed into the log)', 'pending'));
     const who = cell('Who', 'actor-cell');
     const actor = e.actor || {};
     who.append(make('span', actor.sub || '?', 'actor'), ' ',

@@ -12,6 +12,9 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// One page of `GET /audit` or `GET /me/access-log`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditPageView {
+    /// On a sequencing store, a user's pending events come first ([`AuditEvent::is_pending`]):
+    /// each is served with `"pending": true`, which no sealed event carries.
+    #[serde(serialize_with = "marked_pending")]
     pub events: Vec<AuditEvent>,
     /// Opaque; `null` on the last page.
     pub next_cursor: Option<String>,
@@ -34,4 +37,19 @@ pub async fn query_audit(
         events: page.events,
         next_cursor: page.next.map(|position| services.cursor_key.seal(&filter, position)),
     })
+}
+
+/// An event as the API serves it: `"pending": true` beside its own fields while it awaits the
+/// sequencer. A view only: the event's hash covers its own fields ([`AuditEvent::seal`]), never
+/// this marker.
+#[derive(Serialize)]
+struct Marked<'a> {
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
+}
+
+fn marked_pending<S: serde::Serializer>(events: &[AuditEvent], out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(events.iter().map(|event| Marked { event, pending: event.is_pending() }))
 }

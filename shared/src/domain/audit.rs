@@ -215,6 +215,13 @@ impl AuditEvent {
         self.user_id.as_ref().map_or(support_access_verify::chain::UNATTRIBUTED_STREAM, |u| u.as_str())
     }
 
+    /// Whether the event is decided but not yet on its chain (#18: a sequencing store's intake
+    /// holds it until the sequencer appends it): unsealed, `seq` 0, for a chain's first event
+    /// is sealed at 1.
+    pub fn is_pending(&self) -> bool {
+        self.seq == 0
+    }
+
     /// The event as appended at `seq` after the event whose hash is `prev_hash` (the chain's
     /// genesis for the first): both set, and `hash` computed over the canonical encoding.
     pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {

@@ -279,7 +279,12 @@ pub fn event_row(event: &Value) -> String {
         .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
         .collect::<Vec<_>>()
         .join(" ");
-    row(text("at"), text("type"), text("user_id"), event["actor"]["sub"].as_str().unwrap_or("-"), &about)
+    // A pending event (decided, not yet on its chain) says so, in the type column it changes.
+    let kind = match event["pending"].as_bool() {
+        Some(true) => format!("{} (pending)", text("type")),
+        _ => text("type").to_owned(),
+    };
+    row(text("at"), &kind, text("user_id"), event["actor"]["sub"].as_str().unwrap_or("-"), &about)
 }
 
 /// One access request as a table row: id, user, status, scope and duration, and when it was
@@ -522,6 +527,15 @@ mod tests {
         assert_eq!((busy.exit(), busy.to_string().contains("request id")), (Exit::Unavailable, false));
         assert_eq!(ApiError::Status { status: 429, body: String::new(), request_id: None }.exit(), Exit::Unavailable);
         assert_eq!(ApiError::Endpoint("x".into()).exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn a_pending_event_says_so_and_a_sealed_one_does_not() {
+        let event = serde_json::json!({"type": "token.used", "user_id": "alice", "actor": {"sub": "agent-7"}});
+        assert!(!event_row(&event).contains("pending"));
+        let mut pending = event.clone();
+        pending["pending"] = serde_json::Value::Bool(true);
+        assert!(event_row(&pending).contains("token.used (pending)"), "{}", event_row(&pending));
     }
 
     #[test]

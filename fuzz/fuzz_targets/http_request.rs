@@ -5,7 +5,8 @@
 //! bearer token. One embedded store on a fixed clock serves input after input (a fresh one
 //! every 10 000, so exports, which read the whole log, stay fast); the seeds (`fuzz/seeds.py`)
 //! are one request per route that gets through. Whatever comes in: no panic, no 5xx, every
-//! 4xx is a problem+json with a `type` and its own `status`, and no route answers success to
+//! 4xx is a problem+json with a `type` and its own `status` (the token endpoint's, RFC 6749's
+//! error JSON with a known `error`), and no route answers success to
 //! a caller without the group it needs (or, on `/app/whoami`, without the service's token).
 #![no_main]
 
@@ -67,6 +68,14 @@ const KEYS: &[&str] = &[
     "type",
     "limit",
     "cursor",
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "requested_subject",
+    "audience",
+    "resource",
+    "requested_token_type",
+    "actor_token",
 ];
 const TEXTS: &[&str] = &[
     "alice",
@@ -89,6 +98,9 @@ const TEXTS: &[&str] = &[
     "101",
     "0",
     "-1",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "support-access-app",
 ];
 const NUMBERS: &[i64] = &[900, 899, 3600, 604_800, 604_801, 0, -1, i64::MAX, i64::MIN];
 const SUBS: &[&str] = &["alice", "bob", "agent-7", "auditor-1", "rs-1", " ", "al ice", "ALICE"];
@@ -271,7 +283,10 @@ impl App {
             let keys = Services::keys_of(signer.as_ref()).await.unwrap();
             let clock = std::sync::Arc::new(FixedClock::at(Timestamp::from_unix(T0)));
             let store = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
+            // The token endpoint's identity provider: one whose key no input holds, so that no
+            // subject token verifies (a token exchange never succeeds here; its refusals are fuzzed).
             Services::new(store, signer, keys, clock, policy, CursorKey::generate())
+                .with_identity(adapter_embedded::DevIdentityProvider::generate().verifier())
         });
         let mut app =
             App { rt, services, template: serde_json::from_str(FIXTURE).unwrap(), token: "".into(), cursor: "".into() };
@@ -422,6 +437,12 @@ fn valid(key: &str, app: &App) -> Value {
         "type" => json!("token.issued"),
         "limit" => json!("10"),
         "cursor" => json!(app.cursor),
+        "grant_type" => json!("urn:ietf:params:oauth:grant-type:token-exchange"),
+        "subject_token_type" => json!("urn:ietf:params:oauth:token-type:id_token"),
+        "requested_subject" => json!("alice"),
+        "audience" => json!("support-access-app"),
+        // An identity token of no provider the service trusts: the service's own token.
+        "subject_token" => json!(app.token),
         _ => json!("x"),
     }
 }
@@ -648,6 +669,15 @@ fuzz_target!(|input: Input| {
     let body: &[u8] = response.body().as_ref();
     let shown = String::from_utf8_lossy(body);
     assert!(status < 500, "{status} {shown}");
+    if status >= 400 && resolved == Some(Route::TokenExchange) {
+        // The token endpoint answers RFC 6749's error JSON, not problem+json.
+        assert_eq!(content_type, "application/json", "{status} {shown}");
+        let error: Value = serde_json::from_slice(body).expect("an OAuth error is JSON");
+        let codes = ["invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_scope", "invalid_target"];
+        assert!(error["error"].as_str().is_some_and(|e| codes.contains(&e)), "{shown}");
+        assert!(error["error_description"].as_str().is_some_and(|d| d.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\')), "{shown}");
+        return;
+    }
     if status >= 400 {
         assert_eq!(content_type, PROBLEM_CONTENT_TYPE, "{status} {shown}");
         let problem: Value = serde_json::from_slice(body).expect("a problem is JSON");
@@ -672,6 +702,7 @@ fuzz_target!(|input: Input| {
     let in_group = |name: &str| groups.iter().any(|g| g == name);
     match resolved {
         Some(Route::MintToken) => assert!(in_group("support"), "minted for {:?}", spec.claims),
+        Some(Route::TokenExchange) => panic!("a token exchange succeeded with no verifiable subject token: {shown}"),
         Some(Route::QueryAudit | Route::ExportAudit) => assert!(in_group("auditor"), "audit for {:?}", spec.claims),
         Some(Route::Introspect | Route::ReportUse) => {
             assert!(in_group("introspect"), "introspected or reported a use for {:?}", spec.claims)

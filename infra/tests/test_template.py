@@ -593,12 +593,38 @@ def test_every_function_is_a_rust_arm64_binary_and_every_route_but_jwks_is_autho
                 auth = event["Properties"].get("Auth", {})
                 public = auth.get("Authorizer") == "NONE"
                 public_paths = {
+                    # The token exchange: its caller's identity token is in the body, verified
+                    # by the function (test_the_token_exchange_verifies_the_identity_token_itself).
+                    "/token",
                     "/.well-known/jwks.json",
                     "/.well-known/checkpoint-keys.json",
                     "/.well-known/oauth-authorization-server",
                     "/.well-known/openid-configuration",
                 }
                 assert public == (event["Properties"]["Path"] in public_paths), name
+
+
+def test_the_token_exchange_verifies_the_identity_token_itself(template):
+    # POST /token has no JWT authorizer in front, so its function must know the identity
+    # provider the authorizer trusts, the same parameters, and only it and the app API's
+    # authorizer take them (no other function verifies an identity token).
+    resources = template["Resources"]
+    provider = {
+        "SUPPORT_ACCESS_IDENTITY_ISSUER": {"Ref": "IdentityIssuer"},
+        "SUPPORT_ACCESS_IDENTITY_AUDIENCE": {"Ref": "IdentityAudience"},
+    }
+    verifying = set()
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        env = resource["Properties"].get("Environment", {}).get("Variables", {})
+        if any(variable in env for variable in provider):
+            assert {k: env[k] for k in provider} == provider, name
+            verifying.add(name)
+    assert verifying == {"MintTokenFunction", "AuthorizerFunction"}, verifying
+    events = resources["MintTokenFunction"]["Properties"]["Events"]
+    exchange = next(e["Properties"] for e in events.values() if e["Properties"]["Path"] == "/token")
+    assert (exchange["Method"], exchange["Auth"]["Authorizer"]) == ("POST", "NONE")
 
 
 def test_every_policy_variable_is_a_parameter_and_step_up_is_off_by_default(template):

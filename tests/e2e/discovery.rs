@@ -74,9 +74,9 @@ async fn the_issuer_is_local_apis_url_and_its_metadata_leads_to_the_keys_that_ve
     assert_eq!(metadata["issuer"], base.as_str());
     assert_eq!(metadata["jwks_uri"], format!("{base}/.well-known/jwks.json"));
     assert_eq!(metadata["introspection_endpoint"], format!("{base}/introspect"));
-    assert_eq!(metadata["grant_types_supported"], json!([]));
+    assert_eq!(metadata["grant_types_supported"], json!(["urn:ietf:params:oauth:grant-type:token-exchange"]));
     assert_eq!(metadata["id_token_signing_alg_values_supported"], json!(["ES256"]));
-    assert!(metadata.get("token_endpoint").is_none(), "no OAuth grant is served yet");
+    assert_eq!(metadata["token_endpoint"], format!("{base}/token"), "RFC 8693 token exchange");
 
     // An issuer-only verifier: the issuer, then its metadata, then the keys.
     let verifier =

@@ -771,6 +771,96 @@ async fn the_authorizer_takes_the_user_s_identity_token_and_the_impersonation_to
     assert_eq!(used, ["agent-7"]);
 }
 
+/// The token exchange (`POST /token`, RFC 8693) through the Runtime API, served by the mint
+/// function beside `POST /tokens`, with API Gateway's real event for the route: no authorizer
+/// (the route has none: the agent's identity token is the form's `subject_token`) and the form
+/// body base64-encoded, as API Gateway passes a form on. The function verifies the token
+/// against the provider the stack names and mints by `POST /tokens`' own use case: the token
+/// passes the app API's authorizer, and the refusals answer RFC 6749's error JSON, the one
+/// `POST /tokens` audits (no consent) audited alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mint_function_exchanges_the_agent_s_identity_token_from_a_base64_form() {
+    use base64::Engine;
+    let app = TestApp::on(Backend::Aws).await;
+    let idp = TestIdp::start().await;
+    let mut env = app.function_env();
+    env.push(("SUPPORT_ACCESS_IDENTITY_ISSUER".into(), idp.issuer.clone()));
+    env.push(("SUPPORT_ACCESS_IDENTITY_AUDIENCE".into(), "app-client".into()));
+    let grant = Event::new("POST", "/consents").user("alice").json(json!({"duration_seconds": 3600})).to_json();
+    assert_eq!(invoke("grant-consent", &env, vec![grant]).await[0]["statusCode"], 201);
+
+    let exchange = |subject_token: &str, user: &str| {
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", subject_token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            ("requested_subject", user),
+            ("reason", "ticket 4411: billing page broken"),
+        ])
+        .unwrap();
+        let mut event = Event::new("POST", "/token")
+            .anonymous()
+            .header("content-type", "application/x-www-form-urlencoded")
+            .to_json();
+        event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(form));
+        event["isBase64Encoded"] = json!(true);
+        event
+    };
+    let agent = idp.token(json!({"sub": "agent-7", "amr": ["pwd", "mfa"], "auth_time": unix_now()}));
+    let events = vec![
+        exchange(&agent, "alice"),
+        exchange(&agent, "bob"),
+        exchange(&idp.token(json!({"sub": "agent-8", "cognito:groups": ["supporters"]})), "alice"),
+        exchange(&idp.token(json!({"sub": "agent-7", "aud": "another-app"})), "alice"),
+    ];
+    let (answers, log) = invoke_logged("mint-token", &env, events).await;
+    assert_eq!(answers[0]["statusCode"], 200, "{answers:?}");
+    let minted = body(&answers[0]);
+    assert_eq!(
+        (&minted["issued_token_type"], &minted["token_type"]),
+        (&json!("urn:ietf:params:oauth:token-type:access_token"), &json!("Bearer"))
+    );
+    assert_eq!(answers[0]["headers"]["pragma"], "no-cache", "{:?}", answers[0]);
+    let errors: Vec<_> = answers[1..].iter().map(|a| (a["statusCode"].clone(), body(a)["error"].clone())).collect();
+    assert_eq!(
+        errors,
+        [
+            (json!(400), json!("invalid_grant")),
+            (json!(400), json!("invalid_request")),
+            (json!(400), json!("invalid_request"))
+        ]
+    );
+    let lines = request_lines(&log);
+    assert_eq!(
+        ["route", "role", "agent", "status"].map(|k| lines[0][k].clone()),
+        [json!("POST /token"), json!("support"), json!("agent-7"), json!(200)],
+        "{log}"
+    );
+    for part in agent.split('.').skip(1) {
+        assert!(!log.contains(part), "the subject token in the log: {log}");
+    }
+
+    let token = minted["access_token"].as_str().unwrap();
+    let decided = invoke(
+        "authorizer",
+        &env,
+        vec![serde_json::to_value(authorizer_event(Some(token), "GET", "/orders")).unwrap()],
+    )
+    .await;
+    assert_eq!(
+        (&decided[0]["isAuthorized"], &decided[0]["context"]["acting_agent"]),
+        (&json!(true), &json!("agent-7"))
+    );
+    let audit: Vec<_> = app
+        .audit()
+        .await
+        .into_iter()
+        .map(|e| (e.event_type.as_str().to_owned(), e.user_id.map(|u| u.as_str().to_owned()), e.detail))
+        .collect();
+    assert!(audit.iter().any(|(t, u, _)| t == "token.issued" && u.as_deref() == Some("alice")), "{audit:?}");
+    assert!(audit.contains(&("token.denied".into(), Some("bob".into()), Some("no-consent".into()))), "{audit:?}");
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

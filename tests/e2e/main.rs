@@ -26,4 +26,5 @@ mod notifications;
 mod races;
 mod refusals;
 mod sequencer;
+mod token_exchange;
 mod verify_remote;

@@ -32,7 +32,7 @@ pub struct Needs {
     /// It signs export receipts (export-audit), so `RECEIPT_KEY_ID` is required: without it
     /// its `KMS_KEY_ID` would sign, and no verifier accepts a receipt but by a receipt key.
     pub receipt_key: bool,
-    /// It verifies the app's identity tokens itself (the authorizer), from the identity
+    /// It verifies the app's identity tokens itself (the authorizer, the token exchange), from the identity
     /// provider the environment names (`crate::identity_from_env`), when it names one.
     pub identity: bool,
 }

@@ -63,6 +63,17 @@ pub enum ApiError {
     RequestNotPending(crate::domain::RequestStatus),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
+    /// Token exchange (`POST /token`): a `grant_type` other than RFC 8693's, the only grant
+    /// this issuer serves (RFC 6749 `unsupported_grant_type`).
+    #[error("grant_type must be urn:ietf:params:oauth:grant-type:token-exchange, the only grant served")]
+    UnsupportedGrantType,
+    /// Token exchange: an `audience` or `resource` this issuer mints no token for (RFC 8693
+    /// `invalid_target`).
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// Token exchange: a `scope` that is none of this service's (RFC 6749 `invalid_scope`).
+    #[error("{0}")]
+    InvalidScope(String),
 }
 
 impl From<ValidationError> for ApiError {

@@ -73,6 +73,18 @@ impl Caller {
         Ok(Self { sub: sub.clone(), groups, sign_in })
     }
 
+    /// The caller an identity token names that the service verified itself (the token
+    /// exchange's `subject_token`, `crate::identity`): the same `sub`, groups and sign-in as
+    /// [`Caller::from_request`] reads from the same token behind API Gateway's JWT authorizer,
+    /// here from its JSON claims directly (lists as arrays, `auth_time` a number).
+    pub fn from_identity(identity: &crate::identity::IdentityClaims, policy: &Policy) -> Self {
+        let sign_in = SignIn {
+            amr: identity.list("amr"),
+            auth_time: identity.claims.get("auth_time").and_then(Value::as_i64).map(Timestamp::from_unix),
+        };
+        Self { sub: identity.sub.clone(), groups: identity.list(&policy.groups_claim), sign_in }
+    }
+
     /// The caller's `sub`, as authenticated (for the request's log line).
     pub fn sub(&self) -> &str {
         &self.sub

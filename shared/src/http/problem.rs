@@ -38,6 +38,11 @@ fn parts(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::SelfApproval => (StatusCode::FORBIDDEN, "self-approval", "Self-approval refused"),
         ApiError::RequestNotPending(_) => (StatusCode::CONFLICT, "request-not-pending", "Request not pending"),
         ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+        // Only the token endpoint refuses so, in OAuth's shape ([`oauth_error_response`]);
+        // anywhere else they would be a request's fault like any other.
+        ApiError::UnsupportedGrantType | ApiError::InvalidTarget(_) | ApiError::InvalidScope(_) => {
+            (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request")
+        }
     }
 }
 
@@ -91,6 +96,84 @@ pub(crate) fn problem_response(error: &ApiError, request_id: &str) -> Response<B
     response
 }
 
+/// The RFC 6749 section 5.2 error code (and status) of `error` at the token endpoint
+/// (`POST /token`, RFC 8693), the same errors as everywhere else seen through OAuth's eyes.
+/// RFC 8693 section 2.2.2 says a request that is not valid, or whose `subject_token` is
+/// invalid or unacceptable by policy, is `invalid_request`: so are a subject who is not in
+/// the support group, whose `sub` is reserved, or whose sign-in misses the step-up policy.
+/// What the grant itself refuses (no live consent, self-impersonation, the service switched
+/// off or stopped) is `invalid_grant`: the user's consent is the grant. `invalid_client` never
+/// applies (a public client: the subject token is the credential), and a dependency that
+/// failed is 503 `temporarily_unavailable`, whose cause goes to the log only. No wildcard: a
+/// new error does not compile until it is mapped here too.
+fn oauth_parts(e: &ApiError) -> (StatusCode, &'static str) {
+    let invalid_request = (StatusCode::BAD_REQUEST, "invalid_request");
+    let invalid_grant = (StatusCode::BAD_REQUEST, "invalid_grant");
+    match e {
+        ApiError::InvalidRequest(_)
+        | ApiError::PayloadTooLarge { .. }
+        | ApiError::Unauthenticated
+        | ApiError::UnauthenticatedHint(_)
+        | ApiError::TokenRefused
+        | ApiError::UseRefused
+        | ApiError::Forbidden(_)
+        | ApiError::MissingGroup(_)
+        | ApiError::StepUpRequired(_)
+        | ApiError::NotFound(_)
+        | ApiError::MethodNotAllowed { .. } => invalid_request,
+        ApiError::NoConsent
+        | ApiError::SelfImpersonation
+        | ApiError::SelfApproval
+        | ApiError::FeatureDisabled
+        | ApiError::EmergencyStop
+        | ApiError::Conflict(_)
+        | ApiError::RequestNotPending(_) => invalid_grant,
+        ApiError::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        ApiError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+        ApiError::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
+        ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+    }
+}
+
+/// `text` in the characters RFC 6749 allows in `error_description` (visible ASCII and space,
+/// without `"` and `\`); any other becomes `?`.
+fn oauth_description(text: &str) -> String {
+    text.chars().map(|c| if matches!(c, ' '..='~') && c != '"' && c != '\\' { c } else { '?' }).collect()
+}
+
+/// The token endpoint's error response for `error` (RFC 6749 section 5.2): `error` and
+/// `error_description`, and, as extension members, `problem_type` (the problem `type` the
+/// rest of the API answers for the same error, so a client tells a step-up from a missing
+/// group without parsing prose) and `request_id`. Never cached (section 5.1).
+pub(crate) fn oauth_error_response(error: &ApiError, request_id: &str) -> Response<Body> {
+    let (status, code) = oauth_parts(error);
+    let description = match error {
+        ApiError::Unavailable(cause) => {
+            tracing::error!(request_id, cause, "dependency unavailable");
+            "a dependency is unavailable; nothing was changed, try again shortly".to_owned()
+        }
+        ApiError::MissingGroup(group) => format!("the subject token's identity is not in the group {group}"),
+        other => other.to_string(),
+    };
+    let body = serde_json::json!({
+        "error": code,
+        "error_description": oauth_description(&description),
+        "problem_type": problem_type(parts(error).1),
+        "request_id": request_id,
+    });
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::PRAGMA, "no-cache")
+        .body(Body::from(body.to_string()))
+        .expect("a static status and headers always build");
+    if let ApiError::Unavailable(_) = error {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +213,9 @@ mod tests {
             ApiError::SelfApproval,
             ApiError::RequestNotPending(crate::domain::RequestStatus::Denied),
             ApiError::Unavailable("x".into()),
+            ApiError::UnsupportedGrantType,
+            ApiError::InvalidTarget("x".into()),
+            ApiError::InvalidScope("x".into()),
         ];
         for e in &all {
             match e {
@@ -151,7 +237,10 @@ mod tests {
                 | ApiError::SelfImpersonation
                 | ApiError::SelfApproval
                 | ApiError::RequestNotPending(_)
-                | ApiError::Unavailable(_) => {}
+                | ApiError::Unavailable(_)
+                | ApiError::UnsupportedGrantType
+                | ApiError::InvalidTarget(_)
+                | ApiError::InvalidScope(_) => {}
             }
         }
         all
@@ -203,5 +292,37 @@ mod tests {
     fn every_slug_is_the_last_segment_of_its_type() {
         let t = problem_type("no-consent");
         assert_eq!(t.rsplit('/').next(), Some("no-consent"));
+    }
+
+    #[test]
+    fn every_error_has_an_oauth_code_and_the_token_endpoint_s_own_have_theirs() {
+        for e in one_of_each() {
+            let r = oauth_error_response(&e, "req-4");
+            let v: serde_json::Value = serde_json::from_slice(r.body().as_ref()).unwrap();
+            let expected_status = if matches!(e, ApiError::Unavailable(_)) { 503 } else { 400 };
+            assert_eq!(r.status(), expected_status, "{e:?}");
+            assert_eq!(
+                (r.headers()[header::CACHE_CONTROL].to_str().unwrap(), r.headers()[header::PRAGMA].to_str().unwrap()),
+                ("no-store", "no-cache")
+            );
+            assert_eq!(v["problem_type"], problem_type(parts(&e).1), "{e:?}");
+            assert_eq!(v["request_id"], "req-4");
+            let description = v["error_description"].as_str().unwrap();
+            assert!(description.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'), "{description:?}");
+        }
+        let code = |e: ApiError| oauth_parts(&e).1;
+        assert_eq!(code(ApiError::UnsupportedGrantType), "unsupported_grant_type");
+        assert_eq!(code(ApiError::InvalidTarget("x".into())), "invalid_target");
+        assert_eq!(code(ApiError::InvalidScope("x".into())), "invalid_scope");
+        assert_eq!(code(ApiError::NoConsent), "invalid_grant");
+        assert_eq!(code(ApiError::MissingGroup("support".into())), "invalid_request");
+        assert_eq!(code(ApiError::Unavailable("x".into())), "temporarily_unavailable");
+        let hostile =
+            oauth_error_response(&ApiError::InvalidRequest("the form is not valid: \"caf\u{e9}\"\n".into()), "r");
+        let v: serde_json::Value = serde_json::from_slice(hostile.body().as_ref()).unwrap();
+        assert_eq!(v["error_description"], "the form is not valid: ?caf???");
+        let unavailable = oauth_error_response(&ApiError::Unavailable("ThrottlingException: arn:aws:x".into()), "r");
+        assert!(!std::str::from_utf8(unavailable.body().as_ref()).unwrap().contains("arn:"));
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -73,6 +73,9 @@ pub enum Route {
     /// `GET /.well-known/openid-configuration`: the same document where OpenID Connect
     /// Discovery looks for it.
     OpenIdConfiguration,
+    /// `POST /token`: the issuer's OAuth token endpoint, RFC 8693 token exchange only: the
+    /// agent's identity token in, an impersonation token out, by `POST /tokens`' use case.
+    TokenExchange,
 }
 
 /// The route table: every route with the methods it takes (none listed: any method) and
@@ -103,6 +106,7 @@ const TABLE: &[(Route, &[&str], &str)] = &[
     (Route::CheckpointKeys, &["GET", "HEAD"], "/.well-known/checkpoint-keys.json"),
     (Route::AuthorizationServerMetadata, &["GET", "HEAD"], "/.well-known/oauth-authorization-server"),
     (Route::OpenIdConfiguration, &["GET", "HEAD"], "/.well-known/openid-configuration"),
+    (Route::TokenExchange, &["POST"], "/token"),
 ];
 
 /// The order methods are listed in an `Allow` header.
@@ -157,8 +161,10 @@ impl Route {
     }
 
     /// Whether API Gateway runs the identity (JWT) authorizer on this route, as the template
-    /// says: every route but the public documents (key sets, the issuer's metadata) and the
-    /// demo resource, which the impersonation token's own Lambda authorizer guards instead.
+    /// says: every route but the public documents (key sets, the issuer's metadata), the
+    /// demo resource, which the impersonation token's own Lambda authorizer guards instead,
+    /// and the token endpoint, whose caller's identity token comes in the body
+    /// (`subject_token`), verified by the function itself.
     pub fn takes_identity(self) -> bool {
         !matches!(
             self,
@@ -167,6 +173,7 @@ impl Route {
                 | Self::AuthorizationServerMetadata
                 | Self::OpenIdConfiguration
                 | Self::Whoami
+                | Self::TokenExchange
         )
     }
 }
@@ -234,7 +241,10 @@ pub async fn answer(
     let known = Caller::from_request(&req, &services.policy).ok();
     req.extensions_mut().insert(KnownCaller(known.clone()));
     let response = dispatch(route, &req, services).await.unwrap_or_else(|e| problem_response(&e, &request_id(&req)));
-    let caller = known.as_ref().map(|c| (c, &*services.policy));
+    // A handler that authenticates its caller itself (the token endpoint) names them on its
+    // response, for the log line.
+    let verified = response.extensions().get::<KnownCaller>().and_then(|k| k.0.as_ref());
+    let caller = known.as_ref().or(verified).map(|c| (c, &*services.policy));
     let summary = Summary::of_http(route.label(), caller, response.status().as_u16(), correlation_id);
     (response, summary)
 }
@@ -276,6 +286,7 @@ async fn dispatch(route: Route, req: &Request, services: &Services) -> Result<Re
         Route::EngageEmergencyStop => engage_emergency_stop(req, services).await,
         Route::LiftEmergencyStop => lift_emergency_stop(req, services).await,
         Route::RevokeAgentTokens => revoke_agent_tokens(req, services).await,
+        Route::TokenExchange => Ok(token_exchange(req, services).await),
     }
 }
 
@@ -312,12 +323,11 @@ fn json_with<T: Serialize + ?Sized>(status: StatusCode, body: &T, cache_control:
 
 /// The issuer's metadata: RFC 8414 authorization server metadata, served as it is at both
 /// well-known paths so that issuer-only configurations (OpenID Connect Discovery first, as
-/// most libraries try) find it. Only what holds today is listed: the keys, introspection,
-/// ES256. No `token_endpoint`: `POST /tokens` takes this API's own JSON, not an OAuth grant,
-/// so none is advertised until an OAuth grant exists (RFC 8693 token exchange, not built), and
-/// `grant_types_supported` is empty rather than left out, since left out means
-/// `authorization_code` and `implicit` (RFC 8414 section 2). Neither is there an
-/// authorization endpoint: this is not an OpenID provider, and the OpenID-only members say
+/// most libraries try) find it. Only what holds: the keys, introspection, ES256, and the
+/// token endpoint (`POST /token`) with its one grant, RFC 8693 token exchange, for public
+/// clients (`none`: the agent's identity token in the body is the credential, so no client
+/// secret is issued or checked). Neither is there an authorization endpoint: this is not an
+/// OpenID provider (`response_types_supported` is empty), and the OpenID-only members say
 /// what a library reading them needs (ES256, public subjects). A bare-name issuer has no
 /// well-known location: 404.
 #[derive(Serialize)]
@@ -325,7 +335,9 @@ struct IssuerMetadata<'a> {
     issuer: &'a str,
     jwks_uri: String,
     introspection_endpoint: String,
-    grant_types_supported: [&'static str; 0],
+    token_endpoint: String,
+    grant_types_supported: [&'static str; 1],
+    token_endpoint_auth_methods_supported: [&'static str; 1],
     response_types_supported: [&'static str; 0],
     subject_types_supported: [&'static str; 1],
     id_token_signing_alg_values_supported: [&'static str; 1],
@@ -339,7 +351,9 @@ fn issuer_metadata(policy: &crate::domain::Policy) -> Result<Response<Body>, Api
         issuer,
         jwks_uri: format!("{issuer}{}", Route::Jwks.path()),
         introspection_endpoint: format!("{issuer}{}", Route::Introspect.path()),
-        grant_types_supported: [],
+        token_endpoint: format!("{issuer}{}", Route::TokenExchange.path()),
+        grant_types_supported: [TOKEN_EXCHANGE_GRANT],
+        token_endpoint_auth_methods_supported: ["none"],
         response_types_supported: [],
         subject_types_supported: ["public"],
         id_token_signing_alg_values_supported: ["ES256"],
@@ -409,6 +423,211 @@ async fn mint_token(req: &Request, services: &Services) -> Result<Response<Body>
     let reason = Reason::parse(&body.reason)?;
     let minted = app::mint_token(services, &agent, caller.sign_in(), &user, reason).await?;
     Ok(json(StatusCode::CREATED, &minted))
+}
+
+/// RFC 8693's grant type, the only one the token endpoint serves.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The `subject_token_type`s the identity verifier takes: the identity provider's ID token,
+/// its access token (Cognito's, whose audience is its `client_id`), or any JWT of it.
+const SUBJECT_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+    "urn:ietf:params:oauth:token-type:jwt",
+];
+/// What an impersonation token is, in RFC 8693's words: an access token of this issuer, and a
+/// JWT. A `requested_token_type` must be one of them; the answer's `issued_token_type` is the
+/// one asked for (`access_token` when none was).
+const ISSUED_TOKEN_TYPES: [&str; 2] =
+    ["urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:jwt"];
+
+/// The token exchange request's parameters (RFC 8693 section 2.1), read from the form's pairs:
+/// a parameter sent empty is absent and one this endpoint does not know is ignored (RFC 6749
+/// section 3.2); any other but `audience` sent twice is refused (section 3.1), `audience`
+/// may repeat (RFC 8693).
+#[derive(Default)]
+struct ExchangeParams {
+    grant_type: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    requested_subject: Option<String>,
+    reason: Option<String>,
+    scope: Option<String>,
+    requested_token_type: Option<String>,
+    actor_token: Option<String>,
+    actor_token_type: Option<String>,
+    audience: Vec<String>,
+    resource: Vec<String>,
+}
+
+impl ExchangeParams {
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut p = Self::default();
+        for (name, value) in pairs {
+            if value.is_empty() {
+                continue;
+            }
+            let slot = match name.as_str() {
+                "audience" => {
+                    p.audience.push(value);
+                    continue;
+                }
+                "resource" => {
+                    p.resource.push(value);
+                    continue;
+                }
+                "grant_type" => &mut p.grant_type,
+                "subject_token" => &mut p.subject_token,
+                "subject_token_type" => &mut p.subject_token_type,
+                "requested_subject" => &mut p.requested_subject,
+                "reason" => &mut p.reason,
+                "scope" => &mut p.scope,
+                "requested_token_type" => &mut p.requested_token_type,
+                "actor_token" => &mut p.actor_token,
+                "actor_token_type" => &mut p.actor_token_type,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(ApiError::InvalidRequest(format!("{name} must not be sent more than once")));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// What a valid exchange asks for, every parameter checked before the subject token is
+/// read: the grant, the subject token and its type, no actor token (delegation by an actor
+/// token is not served: the agent acts as the user in their own name, which the minted
+/// token's `act` says), the audience (this service's own, `Policy::audience`; no `resource`,
+/// which names no app this service knows), the scope (one of this service's: the token still
+/// carries the consent's, which the user chose, RFC 6749 section 3.3), the token type, and
+/// the user (`requested_subject`, as Keycloak names it) and `reason`, as `POST /tokens` takes them.
+struct Exchange {
+    subject_token: String,
+    user: UserId,
+    reason: Reason,
+    issued_token_type: &'static str,
+}
+
+fn exchange_request(p: ExchangeParams, policy: &crate::domain::Policy) -> Result<Exchange, ApiError> {
+    let missing = |name: &str| ApiError::InvalidRequest(format!("{name} is required"));
+    match p.grant_type.as_deref() {
+        None => return Err(missing("grant_type")),
+        Some(TOKEN_EXCHANGE_GRANT) => {}
+        Some(_) => return Err(ApiError::UnsupportedGrantType),
+    }
+    if p.actor_token.is_some() || p.actor_token_type.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "actor_token is not supported: the subject token's identity acts as the requested_subject itself".into(),
+        ));
+    }
+    let subject_token = p.subject_token.ok_or_else(|| missing("subject_token"))?;
+    match p.subject_token_type.as_deref() {
+        None => return Err(missing("subject_token_type")),
+        Some(t) if SUBJECT_TOKEN_TYPES.contains(&t) => {}
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "subject_token_type must be one of {}",
+                SUBJECT_TOKEN_TYPES.join(", ")
+            )));
+        }
+    }
+    let issued_token_type = match p.requested_token_type.as_deref() {
+        None => ISSUED_TOKEN_TYPES[0],
+        Some(t) => ISSUED_TOKEN_TYPES.iter().copied().find(|i| *i == t).ok_or_else(|| {
+            ApiError::InvalidRequest(format!("requested_token_type must be one of {}", ISSUED_TOKEN_TYPES.join(", ")))
+        })?,
+    };
+    if !p.resource.is_empty() {
+        return Err(ApiError::InvalidTarget(format!(
+            "resource is not supported: name the app by audience ({})",
+            policy.audience
+        )));
+    }
+    if p.audience.iter().any(|a| *a != policy.audience) {
+        return Err(ApiError::InvalidTarget(format!("the only audience is {}", policy.audience)));
+    }
+    if let Some(scope) = p.scope.as_deref()
+        && Scope::parse(scope).is_err()
+    {
+        return Err(ApiError::InvalidScope(
+            "scope must be one of read, full (the token carries the consent's scope)".into(),
+        ));
+    }
+    let user = UserId::parse(p.requested_subject.as_deref().ok_or_else(|| missing("requested_subject"))?)
+        .map_err(|e| ApiError::InvalidRequest(format!("requested_subject: {e}")))?;
+    let reason = Reason::parse(p.reason.as_deref().ok_or_else(|| missing("reason"))?)?;
+    Ok(Exchange { subject_token, user, reason, issued_token_type })
+}
+
+/// RFC 8693 section 2.2.1's answer, with `POST /tokens`' own members beside it.
+#[derive(Serialize)]
+struct ExchangedToken {
+    access_token: String,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: Scope,
+    expires_at: Timestamp,
+    jti: crate::domain::Jti,
+    consent_id: crate::domain::ConsentId,
+}
+
+/// `POST /token`: RFC 8693 token exchange. The agent's identity token (`subject_token`) is
+/// verified here against the identity provider (`Services::identity`, as the app API's
+/// authorizer verifies a user's), then the request is `POST /tokens`' own: the support group,
+/// then `app::mint_token` unchanged (its consent, reason, step-up and audit rules). 200 with
+/// the token; every refusal in RFC 6749's shape ([`super::problem::oauth_error_response`]).
+/// The caller, once verified, is on the response for the log line.
+async fn token_exchange(req: &Request, services: &Services) -> Response<Body> {
+    let mut verified = None;
+    let mut response = exchange(req, services, &mut verified)
+        .await
+        .unwrap_or_else(|e| super::problem::oauth_error_response(&e, &request_id(req)));
+    response.extensions_mut().insert(KnownCaller(verified));
+    response
+}
+
+async fn exchange(
+    req: &Request,
+    services: &Services,
+    verified: &mut Option<Caller>,
+) -> Result<Response<Body>, ApiError> {
+    let request = exchange_request(ExchangeParams::from_pairs(form_body(req)?)?, &services.policy)?;
+    let verifier = services
+        .identity
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no identity provider is configured to verify subject tokens".into()))?;
+    let identity = match verifier.verify(&request.subject_token, services.clock.now().unix()).await {
+        Ok(identity) => identity,
+        Err(crate::identity::IdentityRejection::Unavailable(e)) => {
+            return Err(ApiError::Unavailable(format!("identity provider: {e}")));
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "subject_token refused");
+            return Err(ApiError::InvalidRequest(
+                "subject_token is not a valid identity token of the identity provider".into(),
+            ));
+        }
+    };
+    let caller = verified.insert(Caller::from_identity(&identity, &services.policy));
+    caller.require_group(&services.policy.support_group)?;
+    let agent = caller.agent_id()?;
+    let minted = app::mint_token(services, &agent, caller.sign_in(), &request.user, request.reason).await?;
+    let mut response = json(
+        StatusCode::OK,
+        &ExchangedToken {
+            access_token: minted.access_token,
+            issued_token_type: request.issued_token_type,
+            token_type: minted.token_type,
+            expires_in: minted.expires_in,
+            scope: minted.scope,
+            expires_at: minted.expires_at,
+            jti: minted.jti,
+            consent_id: minted.consent_id,
+        },
+    );
+    response.headers_mut().insert(header::PRAGMA, http::HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -994,7 +1213,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issuer_metadata_names_the_issuer_its_keys_and_introspection_and_no_grant() {
+    fn the_issuer_metadata_names_the_issuer_its_keys_introspection_and_the_token_exchange_grant() {
         let policy = crate::domain::Policy { issuer: "https://support.example.com".into(), ..Default::default() };
         let response = issuer_metadata(&policy).unwrap();
         assert_eq!(response.headers()[header::CACHE_CONTROL], KEY_SET_CACHE_CONTROL);
@@ -1005,7 +1224,9 @@ mod tests {
                 "issuer": "https://support.example.com",
                 "jwks_uri": "https://support.example.com/.well-known/jwks.json",
                 "introspection_endpoint": "https://support.example.com/introspect",
-                "grant_types_supported": [],
+                "token_endpoint": "https://support.example.com/token",
+                "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+                "token_endpoint_auth_methods_supported": ["none"],
                 "response_types_supported": [],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
@@ -1035,6 +1256,68 @@ mod tests {
         taken.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
         taken.dedup();
         assert_eq!(taken, crate::http::cors::ALLOW_METHODS);
+    }
+
+    fn exchange_of(pairs: &[(&str, &str)]) -> Result<Exchange, ApiError> {
+        let pairs = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        exchange_request(ExchangeParams::from_pairs(pairs)?, &crate::domain::Policy::default())
+    }
+
+    const VALID: [(&str, &str); 5] = [
+        ("grant_type", TOKEN_EXCHANGE_GRANT),
+        ("subject_token", "eyJ.x.y"),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+        ("requested_subject", "alice"),
+        ("reason", "ticket 4411: billing page broken"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)], without: &str) -> Vec<(&'static str, &'static str)> {
+        VALID.iter().copied().filter(|(k, _)| *k != without).chain(extra.iter().copied()).collect()
+    }
+
+    #[test]
+    fn a_token_exchange_request_is_checked_whole_and_each_refusal_has_its_oauth_error() {
+        let ok = exchange_of(&VALID).unwrap();
+        assert_eq!((ok.user.as_str(), ok.issued_token_type), ("alice", ISSUED_TOKEN_TYPES[0]));
+        // Unknown parameters are ignored, empty ones are absent, audience may repeat.
+        let ok = exchange_of(&with(
+            &[
+                ("client_id", "support-tool"),
+                ("scope", ""),
+                ("audience", "support-access-app"),
+                ("audience", "support-access-app"),
+                ("scope", "read"),
+                ("requested_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ],
+            "",
+        ))
+        .unwrap();
+        assert_eq!(ok.issued_token_type, "urn:ietf:params:oauth:token-type:jwt");
+        let refused = |pairs: Vec<(&str, &str)>| exchange_of(&pairs).err().unwrap_or_else(|| panic!("{pairs:?}"));
+        assert!(matches!(
+            refused(with(&[("grant_type", "client_credentials")], "grant_type")),
+            ApiError::UnsupportedGrantType
+        ));
+        assert!(matches!(refused(with(&[("audience", "another-app")], "")), ApiError::InvalidTarget(_)));
+        assert!(matches!(refused(with(&[("resource", "https://app.example.com")], "")), ApiError::InvalidTarget(_)));
+        assert!(matches!(refused(with(&[("scope", "read full")], "")), ApiError::InvalidScope(_)));
+        assert!(matches!(refused(with(&[("scope", "admin")], "")), ApiError::InvalidScope(_)));
+        for bad in [
+            with(&[], "grant_type"),
+            with(&[], "subject_token"),
+            with(&[], "subject_token_type"),
+            with(&[], "requested_subject"),
+            with(&[], "reason"),
+            with(&[("actor_token", "eyJ.a.b")], ""),
+            with(&[("actor_token_type", "urn:ietf:params:oauth:token-type:id_token")], ""),
+            with(&[("subject_token_type", "urn:ietf:params:oauth:token-type:saml2")], "subject_token_type"),
+            with(&[("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token")], ""),
+            with(&[("requested_subject", "al ice")], "requested_subject"),
+            with(&[("reason", "x")], "reason"),
+            with(&[("requested_subject", "bob")], ""),
+        ] {
+            assert!(matches!(refused(bad.clone()), ApiError::InvalidRequest(_)), "{bad:?}");
+        }
     }
 
     #[test]

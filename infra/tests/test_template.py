@@ -47,8 +47,10 @@ EXPECTED = {
     "AccessLogFunction": {("dynamodb:Query", "AuditTable")} | CURSOR_SECRET,
     "ExportAuditFunction": {
         ("dynamodb:Query", "AuditTable"),
+        # The streams a Scan page at a time; a checkpoint's leaves by their index.
         ("dynamodb:Scan", "ChainHeadsTable"),
         ("dynamodb:Query", "CheckpointsTable"),
+        ("dynamodb:Query", "CheckpointsTable/index/leaves-by-checkpoint"),
         ("dynamodb:GetItem", "CheckpointsTable"),
         # The receipt that ends every export, with a key of its own (never the checkpoint key).
         ("kms:Sign", "ReceiptKey"),
@@ -330,6 +332,22 @@ def test_the_chain_heads_index_of_moved_heads_is_sparse_and_keys_only(template):
         {"AttributeName": "moved_at", "KeyType": "RANGE"},
     ]
     assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+
+
+def test_the_checkpoints_index_of_leaves_is_keyed_by_attributes_every_leaf_already_has(template):
+    """A full export reads a checkpoint's leaves with one query of this index; its keys are
+    attributes every leaf was always written with, so an upgraded stack's leaves are
+    backfilled into it by DynamoDB, and a checkpoint item (without them) is not in it."""
+    checkpoints = template["Resources"]["CheckpointsTable"]["Properties"]
+    (index,) = checkpoints["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "leaves-by-checkpoint"
+    assert index["KeySchema"] == [
+        {"AttributeName": "checkpoint", "KeyType": "HASH"},
+        {"AttributeName": "leaf_index", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in checkpoints["AttributeDefinitions"]}
+    assert (types["checkpoint"], types["leaf_index"]) == ("N", "N")
 
 
 def managed_policies(role: dict, tracing_on: bool) -> list:

@@ -799,6 +799,91 @@ async fn a_long_life_of_checkpoints_comes_in_pages_that_verify(mut app: TestApp)
     }
 }
 
+/// Appends one refusal to each of `count` users' streams (`u-000`, `u-001`, ...) and one to
+/// the unattributed stream, `parallel` at a time.
+async fn many_streams(app: &TestApp, count: usize) {
+    use futures::StreamExt;
+    let appender = app.services().audit_appender.clone();
+    let now = app.clock.now();
+    let event = |who: Option<UserId>| AuditEvent::new(AuditEventType::TokenDenied, now, who, Actor::system());
+    let events: Vec<_> = (0..count).map(|i| event(Some(user(&format!("u-{i:03}"))))).chain([event(None)]).collect();
+    futures::stream::iter(events.into_iter().map(|e| {
+        let appender = appender.clone();
+        async move { appender.append(e).await.unwrap() }
+    }))
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await;
+}
+
+/// Every page of a full export from `cursor` on: (the page's lines, the cursor it was read
+/// from).
+async fn pages_from(app: &TestApp, mut cursor: Option<String>) -> Vec<(String, Option<String>)> {
+    let mut pages = Vec::new();
+    loop {
+        let page = app::export_page(app.services(), &app::ExportScope::All, cursor.as_deref()).await.unwrap();
+        pages.push((page.lines, cursor));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+    }
+}
+
+/// A full export across many streams (300 and the unattributed one, sealed by one
+/// checkpoint; 100 on the DynamoDB test server, which answers a call in tens of milliseconds
+/// on a busy machine) with a small budget lists the streams a few at a time over many pages, and the
+/// pages verify end to end, each stream once; an export resumed from a cursor in the middle of
+/// the listing sends exactly the pages the first one did from there; a stream created while an
+/// export runs is either in it (whole, and counted by its receipt) or not at all.
+async fn a_full_export_of_many_streams_lists_them_a_page_at_a_time_and_verifies(mut app: TestApp) {
+    let streams = if app.on_dynamodb() { 100 } else { 300 };
+    many_streams(&app, streams).await;
+    let run = app::checkpoint_all(app.services(), None).await.unwrap();
+    assert_eq!(run.sealed, streams as u64 + 1);
+    let budget = app::ExportBudget { page_reads: 7, read_streams: 5, read_checkpoints: 1, ..Default::default() };
+    app.set_export_budget(budget);
+    let pages = pages_from(&app, None).await;
+    assert!(pages.len() >= streams / 7, "{} pages", pages.len());
+    let text: String = pages.iter().map(|(lines, _)| lines.as_str()).collect();
+    let strict = support_access_cli::Options::default();
+    let report = support_access_cli::verify_export(&text, &app.export_keys(), strict).unwrap();
+    assert_eq!((report.heads.len(), report.events), (streams + 1, streams + 1));
+    assert_eq!(report.receipt.streams, streams as u64 + 1);
+
+    // Resumed from the middle: the same lines from there on (the receipt aside: its
+    // signature may differ).
+    let middle = pages.len() / 2;
+    let lines = |pages: &[(String, Option<String>)]| {
+        let text: String = pages.iter().map(|(lines, _)| lines.as_str()).collect();
+        text.lines().filter(|l| !l.contains(r#""type":"receipt""#)).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let resumed = pages_from(&app, pages[middle].1.clone()).await;
+    assert_eq!(lines(&resumed), lines(&pages[middle..]));
+
+    // A stream created mid-export: in it whole or not at all, the receipt saying which.
+    let mut cursor = pages[middle].1.clone();
+    let mut text: String = pages[..middle].iter().map(|(lines, _)| lines.as_str()).collect();
+    for (i, who) in ["a-early", "zz-late"].into_iter().enumerate() {
+        app.clock.advance(1);
+        let event = AuditEvent::new(AuditEventType::TokenDenied, app.clock.now(), Some(user(who)), Actor::system());
+        app.services().audit_appender.append(event).await.unwrap();
+        if i == 0 {
+            let page = app::export_page(app.services(), &app::ExportScope::All, cursor.as_deref()).await.unwrap();
+            text.push_str(&page.lines);
+            cursor = page.next_cursor;
+        }
+    }
+    for (lines, _) in pages_from(&app, cursor).await {
+        text.push_str(&lines);
+    }
+    let unsealed = support_access_cli::Options { allow_unsealed: true };
+    let report = support_access_cli::verify_export(&text, &app.export_keys(), unsealed).unwrap();
+    let late = ["a-early", "zz-late"].iter().filter(|s| report.heads.contains_key(**s)).count();
+    assert_eq!(report.heads.len(), streams + 1 + late);
+    assert_eq!(report.receipt.streams, (streams + 1 + late) as u64);
+}
+
 /// More moved heads than a checkpoint holds: one checkpoint seals the heads that moved first
 /// (at most the bound), a run makes as many as it takes and seals every one, a run whose time
 /// is up makes none and reports what it left (how many, since when), and the next run
@@ -873,6 +958,7 @@ async fn a_head_that_moves_while_being_sealed_stays_moved(app: TestApp) {
 }
 
 e2e::on_both_backends!(
+    a_full_export_of_many_streams_lists_them_a_page_at_a_time_and_verifies,
     a_run_over_the_bound_makes_several_checkpoints_oldest_first_and_carries_over,
     a_head_that_moves_while_being_sealed_stays_moved,
     a_long_life_of_checkpoints_comes_in_pages_that_verify,
@@ -943,4 +1029,45 @@ async fn a_checkpoint_queries_the_moved_heads_and_never_scans_on_dynamodb() {
     assert_eq!(store.mark_unsealed_heads(app.clock.now().unix()).await.unwrap(), 1, "bob #2 alone is unsealed");
     let run = app::checkpoint_all(app.services(), None).await.unwrap();
     assert_eq!(run.sealed, 1);
+}
+
+/// On DynamoDB a page of the export of every stream makes a number of calls bounded by its
+/// budget, not by the number of streams: the streams are listed a Scan page at a time from
+/// where the cursor stands (never a Scan of every head per page), and a checkpoint's leaves
+/// are read by the leaves' index with one query (never one query per stream). 100 streams
+/// sealed by one checkpoint; the bound is the page's reads, each one call, a read of
+/// checkpoints one more call per checkpoint, plus the latest checkpoint and the receipt's
+/// signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_export_page_makes_calls_bounded_by_its_budget_not_the_streams_on_dynamodb() {
+    const STREAMS: usize = 100;
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
+    let mut app = TestApp::on_aws(Some(&proxy.endpoint)).await;
+    many_streams(&app, STREAMS).await;
+    assert_eq!(app::checkpoint_all(app.services(), None).await.unwrap().sealed, STREAMS as u64 + 1);
+    let budget = app::ExportBudget { page_reads: 10, read_checkpoints: 2, ..Default::default() };
+    app.set_export_budget(budget);
+    let bound = budget.page_reads * (1 + budget.read_checkpoints) + 2;
+    let (mut text, mut cursor, mut most, mut units) = (String::new(), None::<String>, 0, 0.0_f64);
+    loop {
+        proxy.clear();
+        let page = app::export_page(app.services(), &app::ExportScope::All, cursor.as_deref()).await.unwrap();
+        let calls = proxy.calls();
+        assert!(calls.len() <= bound, "{} calls in a page (bound {bound}): {calls:?}", calls.len());
+        assert!(
+            !calls.iter().any(|c| c == "Scan") || calls.iter().filter(|c| *c == "Scan").count() <= budget.page_reads
+        );
+        most = most.max(calls.len());
+        units = units.max(proxy.stats().values().map(|s| s.read_units).sum());
+        text.push_str(&page.lines);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    eprintln!("{STREAMS} streams: at most {most} calls and {units} read units a page");
+    let report =
+        support_access_cli::verify_export(&text, &app.export_keys(), support_access_cli::Options::default()).unwrap();
+    assert_eq!(report.heads.len(), STREAMS + 1);
 }

@@ -582,6 +582,11 @@ impl TestApp {
         }
     }
 
+    /// Whether this app runs on DynamoDB and KMS (the test server), rather than embedded.
+    pub fn on_dynamodb(&self) -> bool {
+        self.aws.is_some()
+    }
+
     /// The DynamoDB tables (an AWS backend).
     pub fn tables(&self) -> &Tables {
         &self.aws.as_ref().expect("an AWS backend").tables
@@ -983,8 +988,12 @@ pub struct ProbedArchive {
 
 #[async_trait::async_trait]
 impl shared::ports::ChainArchive for ProbedArchive {
-    async fn streams(&self) -> Result<Vec<String>, shared::ports::StoreError> {
-        self.inner.streams().await
+    async fn list_streams(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<shared::ports::StreamsPage, shared::ports::StoreError> {
+        self.inner.list_streams(after, limit).await
     }
     async fn stream_events(
         &self,

@@ -8,6 +8,15 @@
 //!   more than one transaction's 100 items), so a leaf whose checkpoint never landed with the
 //!   same root is an orphan of a failed run, and every read ignores it.
 //!
+//! A stream's leaves are read by their partition (a user's export); a checkpoint's leaves by
+//! the index [`Tables::LEAVES_INDEX`] (`checkpoint`, `leaf_index`; every attribute), one
+//! query per checkpoint however many streams it sealed (a full export). The index is built
+//! from attributes every leaf always had, so DynamoDB backfills it for the leaves stored
+//! before it existed: nothing to migrate.
+//!
+//! A full export lists the streams from `ChainHeads` a Scan page at a time, each page resumed
+//! at the key of the last stream it reached (see [`ChainArchive::list_streams`]).
+//!
 //! Which heads moved since they were sealed is kept on the `ChainHeads` items themselves:
 //! every write that moves a head sets `moved_shard` (0..[`MOVED_SHARDS`], by the stream's
 //! hash) and, unless already set, `moved_at` ([`MarkMoved`], the one way to do it), keys of
@@ -15,7 +24,7 @@
 //! (never a Scan), reads the heads consistently, and once it landed removes both attributes
 //! from each head still at the sealed `seq` (a head that moved again stays marked).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem};
@@ -25,7 +34,9 @@ use super::Tables;
 use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, corrupt_head, head_of, n, s, unavailable};
 use super::items::{AuditItem, Item, corrupt, get_n, get_s};
 use shared::domain::AuditEvent;
-use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError};
+use shared::ports::{
+    ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError, StreamsPage,
+};
 
 const CHECKPOINT_PK: &str = "checkpoint";
 /// Items per transaction (DynamoDB's limit is 100).
@@ -34,6 +45,17 @@ const LEAVES_PER_TRANSACTION: usize = 100;
 const PARALLEL_CALLS: usize = 32;
 /// Keys per `BatchGetItem` (DynamoDB's limit).
 const KEYS_PER_BATCH_GET: usize = 100;
+/// The most leaves one read of every checkpoint's leaves returns (see
+/// [`ChainArchive::checkpoints`]): as many checkpoints as hold this many together, at least
+/// one; four of the largest, about 4 MB, about what one export page holds.
+const LEAVES_PER_READ: u64 = 4096;
+/// Checkpoints whose leaves are read at once.
+const PARALLEL_CHECKPOINTS: usize = 8;
+/// How often a checkpoint's leaves are read again while the index shows fewer than it signs:
+/// the index lags its table (a fraction of a second), and a checkpoint lands just after its
+/// leaves. Past that, the leaves found are what the store holds (one deleted, which `verify`
+/// names).
+const INDEX_LAG_RETRIES: u32 = 3;
 
 /// Partitions of the sparse index of moved heads: each index partition takes about 1,000
 /// writes a second, and a head is written to the index only when it is marked or unmarked,
@@ -247,9 +269,8 @@ impl DynamoStore {
         Ok(0)
     }
 
-    /// Every chain head (not the expiry markers that share the table): a Scan, for a full
-    /// export's list of streams and the one-off marking of [`Self::mark_unsealed_heads`],
-    /// never for a checkpoint.
+    /// Every chain head (not the expiry markers that share the table): a Scan of the whole
+    /// table, for the one-off marking of [`Self::mark_unsealed_heads`] alone.
     async fn heads(&self) -> Result<Vec<Leaf>, StoreError> {
         let mut heads = Vec::new();
         let mut start = None;
@@ -300,6 +321,48 @@ impl DynamoStore {
             }
         }
         Ok(marked)
+    }
+
+    /// The leaves of `checkpoint` (those made with its root: orphans of a failed run left
+    /// out), by leaf index: one query of [`Tables::LEAVES_INDEX`] (more for over 1 MB, about
+    /// 1,000 leaves), asked again up to [`INDEX_LAG_RETRIES`] times while it finds fewer than
+    /// the checkpoint signs.
+    async fn leaves_of(&self, checkpoint: &Checkpoint) -> Result<Vec<ProvenLeaf>, StoreError> {
+        let c = &checkpoint.claims;
+        let mut attempt = 0;
+        loop {
+            let (mut leaves, mut start) = (Vec::new(), None);
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.tables.checkpoints)
+                    .index_name(Tables::LEAVES_INDEX)
+                    .key_condition_expression("#c = :c")
+                    .expression_attribute_names("#c", "checkpoint")
+                    .expression_attribute_values(":c", AttributeValue::N(c.seq.to_string()))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in page.items() {
+                    let (_, root, leaf) = leaf_of(item)?;
+                    if root == c.root {
+                        leaves.push(leaf);
+                    }
+                }
+                match page.last_evaluated_key() {
+                    Some(key) => start = Some(key.clone()),
+                    None => break,
+                }
+            }
+            if leaves.len() as u64 >= c.size || attempt == INDEX_LAG_RETRIES {
+                leaves.sort_by_key(|l| l.index);
+                return Ok(leaves);
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
     }
 
     /// The oldest marked streams of one index partition, and whether more are left.
@@ -396,8 +459,30 @@ fn str_of_head<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 
 #[async_trait]
 impl ChainArchive for DynamoStore {
-    async fn streams(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.heads().await?.into_iter().map(|h| h.stream).collect())
+    /// One consistent Scan page of `ChainHeads` (the stream names alone), from the key of
+    /// `after`; the expiry markers that share the table are left out.
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<StreamsPage, StoreError> {
+        let page = self
+            .client
+            .scan()
+            .table_name(&self.tables.heads)
+            .consistent_read(true)
+            .projection_expression("#s")
+            .expression_attribute_names("#s", "stream")
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(after.map(|after| HashMap::from([("stream".to_owned(), s(after))])))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut streams = Vec::new();
+        for item in page.items() {
+            let stream = str_of_head(item, "stream")?;
+            if !stream.starts_with(EXPIRY_MARKER_PREFIX) {
+                streams.push(stream.to_owned());
+            }
+        }
+        let next = page.last_evaluated_key().map(|key| str_of_head(key, "stream").map(str::to_owned)).transpose()?;
+        Ok(StreamsPage { streams, next })
     }
 
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
@@ -551,36 +636,19 @@ impl ChainArchive for DynamoStore {
             return self.committed_leaves(stream, after, limit).await;
         }
         let (items, _) = self.range(CHECKPOINT_PK, &seq_key(after + 1), None, Some(limit), None).await?;
-        let checkpoints: Vec<Checkpoint> = items.iter().map(checkpoint_of).collect::<Result<_, _>>()?;
-        let (Some(first), Some(last)) = (checkpoints.first(), checkpoints.last()) else { return Ok(Vec::new()) };
-        let (from, to) = (seq_key(first.claims.seq), format!("{}#~", seq_key(last.claims.seq)));
-        let roots: HashMap<u64, &str> = checkpoints.iter().map(|c| (c.claims.seq, c.claims.root.as_str())).collect();
-        // Each stream's leaves of these checkpoints alone (the sort key starts with the
-        // checkpoint's seq; a root is hex, below `~`), orphans left out.
-        let mut leaves: BTreeMap<u64, Vec<ProvenLeaf>> = BTreeMap::new();
-        for stream in self.streams().await? {
-            let mut start = None;
-            loop {
-                let (items, next) = self.range(&leaf_pk(&stream), &from, Some(&to), None, start).await?;
-                for item in &items {
-                    let (seq, root, leaf) = leaf_of(item)?;
-                    if roots.get(&seq) == Some(&root.as_str()) {
-                        leaves.entry(seq).or_default().push(leaf);
-                    }
-                }
-                match next {
-                    Some(key) => start = Some(key),
-                    None => break,
-                }
-            }
-        }
-        Ok(checkpoints
-            .into_iter()
-            .map(|checkpoint| {
-                let mut mine = leaves.remove(&checkpoint.claims.seq).unwrap_or_default();
-                mine.sort_by_key(|l| l.index);
-                (checkpoint, mine)
-            })
-            .collect())
+        let mut checkpoints: Vec<Checkpoint> = items.iter().map(checkpoint_of).collect::<Result<_, _>>()?;
+        // As many as hold `LEAVES_PER_READ` leaves together (at least one), each checkpoint's
+        // leaves by the index: never a query per stream.
+        let mut leaves = 0;
+        let keep = checkpoints.iter().position(|c| {
+            leaves += c.claims.size;
+            leaves > LEAVES_PER_READ
+        });
+        checkpoints.truncate(keep.map_or(checkpoints.len(), |keep| keep.max(1)));
+        // Collected first: a lazy map's closure would make this future not `Send` for every lifetime.
+        let reads: Vec<_> = checkpoints.iter().map(|c| self.leaves_of(c)).collect();
+        let leaves: Vec<Vec<ProvenLeaf>> =
+            futures_util::stream::iter(reads).buffered(PARALLEL_CHECKPOINTS).try_collect().await?;
+        Ok(checkpoints.into_iter().zip(leaves).collect())
     }
 }

@@ -55,6 +55,10 @@ impl Tables {
     /// On `ChainHeads`: the heads that moved since a checkpoint sealed them (sparse, keys
     /// only), by `moved_shard` and `moved_at`; see `archive`.
     pub const MOVED_INDEX: &'static str = "moved";
+    /// On `Checkpoints`: the sealed heads (leaves) by `checkpoint` and `leaf_index` (sparse:
+    /// a checkpoint item has neither), so a full export reads a checkpoint's leaves with one
+    /// query, not one per stream; see `archive`.
+    pub const LEAVES_INDEX: &'static str = "leaves-by-checkpoint";
 
     /// The names from the environment, with the SAM template's defaults.
     pub fn from_env() -> Self {

@@ -38,7 +38,8 @@ fn gsi_of(name: &str, pk: &str, sk: &str, projection: ProjectionType) -> Result<
 }
 
 /// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads` (with the sparse index of moved heads), `Checkpoints` and `AccessRequests`
+/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads` (with the sparse index of moved heads), `Checkpoints` (with the index of leaves by
+/// checkpoint) and `AccessRequests`
 /// (by user and id, with the agent index and the sparse index of pending requests; TTL on
 /// `purge_at`), `Controls` (the operators' switches, TTL on `expires_at`) and `FirstUses` (each
 /// token's first-use claim by `jti`, TTL on `expires_at`) and `AuditIntake` (decided events
@@ -106,8 +107,12 @@ pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr("pk", S)?)
         .attribute_definitions(attr("sk", S)?)
+        .attribute_definitions(attr("checkpoint", N)?)
+        .attribute_definitions(attr("leaf_index", N)?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        // The leaves by checkpoint (sparse: only leaves have these attributes), whole.
+        .global_secondary_indexes(gsi(Tables::LEAVES_INDEX, "checkpoint", "leaf_index")?)
         .send()
         .await
         .map_err(|e| failed("create checkpoints table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

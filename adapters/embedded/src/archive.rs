@@ -7,7 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::store::{SqliteStore, unavailable};
 use shared::domain::AuditEvent;
-use shared::ports::{ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError};
+use shared::ports::{
+    ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError, StreamsPage,
+};
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -54,11 +56,26 @@ fn leaves_where(
 
 #[async_trait]
 impl ChainArchive for SqliteStore {
-    async fn streams(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare("SELECT DISTINCT stream FROM audit ORDER BY stream").map_err(unavailable)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(unavailable)?;
-            rows.collect::<Result<_, _>>().map_err(unavailable)
+    /// The next `limit` stream names past `after`, by name: one index seek each (the
+    /// `(stream, seq)` key's), never a walk of the events of a long stream.
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<StreamsPage, StoreError> {
+        let after = after.unwrap_or_default().to_owned();
+        self.read(move |tx| {
+            let mut stmt = tx
+                .prepare(
+                    "WITH RECURSIVE listed(stream, n) AS (
+                         SELECT (SELECT MIN(stream) FROM audit WHERE stream > ?1), 1
+                         UNION ALL
+                         SELECT (SELECT MIN(stream) FROM audit WHERE stream > listed.stream), n + 1 FROM listed
+                         WHERE listed.stream IS NOT NULL AND n < ?2
+                     )
+                     SELECT stream FROM listed WHERE stream IS NOT NULL",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| r.get(0)).map_err(unavailable)?;
+            let streams: Vec<String> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
+            let next = (streams.len() >= limit).then(|| streams.last().cloned()).flatten();
+            Ok(StreamsPage { streams, next })
         })
         .await
     }

@@ -3,7 +3,7 @@
 //! and the export that carries chains and checkpoints for `support-access verify`. The
 //! format is `support_access_verify::checkpoint`'s.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use support_access_verify::receipt::{LineDigest, RECEIPT_TYPE, ReceiptClaims, em
 
 use super::Services;
 use crate::domain::{Timestamp, UserId};
-use crate::ports::{ChainArchive, Checkpoint, Clock, Leaf, Signer, SignerError, StoreError};
+use crate::ports::{ChainArchive, Checkpoint, Clock, Leaf, Signer, SignerError, StoreError, StreamsPage};
 use crate::token::sign_jws;
 
 use super::ApiError;
@@ -155,6 +155,11 @@ pub enum ExportScope {
 #[derive(Serialize)]
 struct ExportFilter<'a> {
     export: &'a ExportScope,
+    /// How a full export lists its streams: `"paged"` since it lists them a page at a time in
+    /// the store's order ([`ChainArchive::list_streams`]), so a cursor of a full export made
+    /// before (which listed them sorted) is refused rather than resumed in another order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams: Option<&'static str>,
 }
 
 /// Where the next page of an export starts, and what the pages before it sent (sealed inside
@@ -179,6 +184,9 @@ struct ExportPosition {
 enum ExportAt {
     /// The events of `stream` with `seq > after`, then those of the streams after it.
     Events { stream: String, after: u64 },
+    /// A full export between streams: the streams listed after `after` (from the first when
+    /// `None`), see [`ChainArchive::list_streams`].
+    Streams { after: Option<String> },
     /// The checkpoints with `seq > after` and `seq <= upto`.
     Checkpoints { after: u64 },
     /// Only the receipt is left.
@@ -198,14 +206,16 @@ struct Tally {
 pub const EXPORT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most store reads one export page makes, of events (each at most
-/// [`EXPORT_READ_EVENTS`]) and then of checkpoints (each at most
-/// [`EXPORT_READ_CHECKPOINTS`]) together; a longer export only has more pages.
+/// [`EXPORT_READ_EVENTS`]), of a full export's streams (each at most [`EXPORT_READ_STREAMS`])
+/// and then of checkpoints (each at most [`EXPORT_READ_CHECKPOINTS`]) together; a longer
+/// export only has more pages.
 pub const EXPORT_PAGE_READS: usize = 100;
 
 /// How long an export page keeps starting reads: none starts after this, so a page ends
 /// within this plus one read (a read of events is one store call, on AWS bounded by the
-/// SDK's 5 s operation timeout; a read of checkpoints is one call per checkpoint of a user's
-/// export, or per stream of a full one, see `ChainArchive::checkpoints`), well inside API Gateway's 30 s integration timeout however
+/// SDK's 5 s operation timeout; a read of checkpoints is one call per checkpoint, of the
+/// user's leaves or of the checkpoint's, see `ChainArchive::checkpoints`; a listing of
+/// streams one call), well inside API Gateway's 30 s integration timeout however
 /// slow the store answers. On DynamoDB a read of 500 events (at most 1 MB) takes tens of
 /// milliseconds, so the byte budget ends a page first; this bound is what holds when the
 /// store is slow (throttled, retrying, or a test server that walks a whole table per query).
@@ -215,6 +225,11 @@ pub const EXPORT_PAGE_TIME: std::time::Duration = std::time::Duration::from_secs
 /// so maybe fewer; only an empty answer ends a stream).
 pub const EXPORT_READ_EVENTS: usize = 500;
 
+/// Streams listed by one store read of a full export (on DynamoDB a Scan page of this many
+/// chain heads, a few kilobytes): each needs a read of its events besides, so a page seldom
+/// finishes more than [`EXPORT_PAGE_READS`] of them, and a page lists at most this many ahead.
+pub const EXPORT_READ_STREAMS: usize = 100;
+
 /// Checkpoints asked for by one store read of an export, each with its leaves (one for a
 /// user's export; every stream that moved in its interval for a full one): a long life of
 /// checkpoints (one an interval) is read this many at a time, from where the cursor stands,
@@ -222,7 +237,8 @@ pub const EXPORT_READ_EVENTS: usize = 500;
 pub const EXPORT_READ_CHECKPOINTS: usize = 100;
 
 /// The bounds of one export page: [`EXPORT_PAGE_BYTES`], [`EXPORT_PAGE_READS`],
-/// [`EXPORT_PAGE_TIME`], [`EXPORT_READ_EVENTS`] and [`EXPORT_READ_CHECKPOINTS`] by default
+/// [`EXPORT_PAGE_TIME`], [`EXPORT_READ_EVENTS`], [`EXPORT_READ_STREAMS`] and
+/// [`EXPORT_READ_CHECKPOINTS`] by default
 /// (`Services::export_budget`); a test makes them small to force many pages out of a few
 /// events and checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +248,7 @@ pub struct ExportBudget {
     pub page_reads: usize,
     pub page_time: std::time::Duration,
     pub read_events: usize,
+    pub read_streams: usize,
     pub read_checkpoints: usize,
 }
 
@@ -242,6 +259,7 @@ impl Default for ExportBudget {
             page_reads: EXPORT_PAGE_READS,
             page_time: EXPORT_PAGE_TIME,
             read_events: EXPORT_READ_EVENTS,
+            read_streams: EXPORT_READ_STREAMS,
             read_checkpoints: EXPORT_READ_CHECKPOINTS,
         }
     }
@@ -308,7 +326,7 @@ pub async fn export_page(
 ) -> Result<ExportPage, ApiError> {
     let budget = services.export_budget;
     let deadline = tokio::time::Instant::now() + budget.page_time;
-    let filter = ExportFilter { export: scope };
+    let filter = ExportFilter { export: scope, streams: matches!(scope, ExportScope::All).then_some("paged") };
     let archive = services.chain_archive.as_ref();
     let invalid = || ApiError::InvalidRequest("cursor is not valid for this query".into());
     let position = match cursor {
@@ -319,10 +337,7 @@ pub async fn export_page(
         None => {
             let upto = archive.latest_checkpoint().await?.map_or(0, |c| c.claims.seq);
             let at = match scope {
-                ExportScope::All => match archive.streams().await?.into_iter().min() {
-                    Some(stream) => ExportAt::Events { stream, after: 0 },
-                    None => ExportAt::Checkpoints { after: 0 },
-                },
+                ExportScope::All => ExportAt::Streams { after: None },
                 ExportScope::User(user) => ExportAt::Events { stream: user.as_str().to_owned(), after: 0 },
                 ExportScope::Unattributed => ExportAt::Events { stream: UNATTRIBUTED_STREAM.to_owned(), after: 0 },
             };
@@ -333,7 +348,9 @@ pub async fn export_page(
     let tally = Tally { streams, events, digest: LineDigest::from_hex(&digest).ok_or_else(invalid)? };
     let mut fill = Fill { page: ExportPage::default(), bytes: 0, reads: 0, deadline, tally };
     let mut next = match at {
-        ExportAt::Events { stream, after } => events_page(services, scope, &mut fill, stream, after).await?,
+        at @ (ExportAt::Events { .. } | ExportAt::Streams { .. }) => {
+            events_page(services, scope, &mut fill, at).await?
+        }
         other => Some(other),
     };
     if let Some(ExportAt::Checkpoints { after }) = next {
@@ -390,54 +407,71 @@ impl Fill {
     }
 }
 
-/// Fills the page with events from `stream` (past `after`), then the streams after it in
-/// the scope, while it may read and has room; where to go on from: still events, or the
-/// checkpoints' when every stream is done.
+/// Fills the page with events from where `at` stands (a stream past a `seq`, or a full
+/// export's listing of streams past a position), stream after stream of the scope, while it
+/// may read and has room; where to go on from: still events (or the listing), or the
+/// checkpoints' when every stream is done. A full export lists its streams
+/// [`ExportBudget::read_streams`] at a time ([`ChainArchive::list_streams`], each listing one
+/// read of the page's), from where the cursor stands: a page's work never grows with the
+/// number of streams.
 async fn events_page(
     services: &Services,
     scope: &ExportScope,
     fill: &mut Fill,
-    mut stream: String,
-    mut after: u64,
+    mut at: ExportAt,
 ) -> Result<Option<ExportAt>, ApiError> {
     let budget = services.export_budget;
     let archive = services.chain_archive.as_ref();
-    // A full export's streams, listed once per page (not once per stream it finishes).
-    let mut streams: Option<Vec<String>> = None;
-    while fill.may_read(&budget) {
-        fill.reads += 1;
-        let events = archive.stream_events(&stream, after, budget.read_events).await?;
-        if events.is_empty() {
-            // This stream is done: on to the next one of a full export, else the checkpoints.
-            let next = match scope {
-                ExportScope::All => {
-                    if streams.is_none() {
-                        streams = Some(archive.streams().await?);
-                    }
-                    streams.iter().flatten().filter(|s| **s > stream).min().cloned()
-                }
-                _ => None,
-            };
-            match next {
-                Some(next) => (stream, after) = (next, 0),
-                None => return Ok(Some(ExportAt::Checkpoints { after: 0 })),
-            }
-            continue;
+    // The streams this page listed and has not started yet, and where the listing goes on
+    // from after them (`None` until the page lists; `Some(None)` once every stream is listed).
+    let mut listed: VecDeque<String> = VecDeque::new();
+    let mut listing: Option<Option<String>> = None;
+    loop {
+        if !fill.may_read(&budget) {
+            return Ok(Some(at));
         }
-        for event in events {
-            let line = serde_json::to_string(&event).expect("an audit event serializes");
-            if !fill.push(&line, &budget) {
-                return Ok(Some(ExportAt::Events { stream, after }));
+        match at {
+            ExportAt::Streams { after } => {
+                fill.reads += 1;
+                let StreamsPage { streams, next } = archive.list_streams(after.as_deref(), budget.read_streams).await?;
+                listed = streams.into();
+                at = match (listed.pop_front(), next.clone()) {
+                    (Some(first), _) => ExportAt::Events { stream: first, after: 0 },
+                    (None, Some(next)) => ExportAt::Streams { after: Some(next) },
+                    (None, None) => return Ok(Some(ExportAt::Checkpoints { after: 0 })),
+                };
+                listing = Some(next);
             }
-            fill.tally.digest.push_event(&event.hash);
-            if after == 0 {
-                fill.tally.streams += 1;
+            ExportAt::Events { stream, mut after } => {
+                fill.reads += 1;
+                let events = archive.stream_events(&stream, after, budget.read_events).await?;
+                if events.is_empty() {
+                    // This stream is done: on to the next one of a full export, else the checkpoints.
+                    at = match (scope, listed.pop_front(), &listing) {
+                        (ExportScope::All, Some(next), _) => ExportAt::Events { stream: next, after: 0 },
+                        (ExportScope::All, None, None) => ExportAt::Streams { after: Some(stream) },
+                        (ExportScope::All, None, Some(Some(next))) => ExportAt::Streams { after: Some(next.clone()) },
+                        _ => return Ok(Some(ExportAt::Checkpoints { after: 0 })),
+                    };
+                    continue;
+                }
+                for event in events {
+                    let line = serde_json::to_string(&event).expect("an audit event serializes");
+                    if !fill.push(&line, &budget) {
+                        return Ok(Some(ExportAt::Events { stream, after }));
+                    }
+                    fill.tally.digest.push_event(&event.hash);
+                    if after == 0 {
+                        fill.tally.streams += 1;
+                    }
+                    fill.tally.events += 1;
+                    after = event.seq;
+                }
+                at = ExportAt::Events { stream, after };
             }
-            fill.tally.events += 1;
-            after = event.seq;
+            other => return Ok(Some(other)),
         }
     }
-    Ok(Some(ExportAt::Events { stream, after }))
 }
 
 /// Fills the page with the checkpoints past `after` (up to `upto`) that seal the scope's

@@ -321,13 +321,28 @@ pub struct MovedHeads {
     pub more: bool,
 }
 
+/// One page of [`ChainArchive::list_streams`]: the streams, and where the listing goes on
+/// from (`None`: every stream was listed). On DynamoDB a page may name no stream and still
+/// have a `next` (the Scan read only expiry markers, which share the heads' table).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamsPage {
+    pub streams: Vec<String>,
+    pub next: Option<String>,
+}
+
 /// Whole chains, oldest first, and the signed checkpoints that seal their heads (see
 /// `support_access_verify::checkpoint`). Checkpoints, like events, are only ever appended.
 #[async_trait]
 pub trait ChainArchive: Send + Sync {
-    /// Every stream that holds an event, sorted. On DynamoDB a scan of the chain heads (one
-    /// item a stream): a full export lists them once per page.
-    async fn streams(&self) -> Result<Vec<String>, StoreError>;
+    /// At most `limit` of the streams that hold an event, listed after the position `after`
+    /// (a stream this listing returned, or its [`StreamsPage::next`]; from the first when
+    /// `None`): one store call, so a full export lists a bounded page at a time and resumes
+    /// from its cursor, never listing every stream at once. The order is the store's own and
+    /// stable: SQLite sorts by name; DynamoDB lists in its Scan order of the chain heads (by
+    /// the hash of the stream's name), resuming the Scan at `after`'s key. A listing run to
+    /// its end names every stream that held an event when it began exactly once; a stream
+    /// created while it runs may be named or not, depending on where it lands in the order.
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<StreamsPage, StoreError>;
 
     /// The events of `stream` with `seq > after_seq`, by `seq` ascending, at most `limit`:
     /// one store call (on DynamoDB one `Query`, at most 1 MB), never a loop of them, so an
@@ -359,10 +374,12 @@ pub trait ChainArchive: Send + Sync {
 
     /// For an export, oldest first, the checkpoints with `seq > after`, at most `limit` of
     /// them: with `stream`, those that sealed a head of it, each with that stream's leaves
-    /// only; without, every checkpoint with all its leaves. An export reads them `limit` at a
-    /// time from where its cursor stands (`app::EXPORT_READ_CHECKPOINTS`), so a long life of
-    /// checkpoints is never read at once; fewer than `limit` does not mean none is left, only
-    /// an empty answer does.
+    /// only; without, every checkpoint with all its leaves, read by checkpoint (never one read
+    /// per stream: on DynamoDB one query of the leaves' index per checkpoint, and no more
+    /// checkpoints than hold 4,096 leaves together, at least one, about one page). An
+    /// export reads them `limit` at a time from where its cursor stands
+    /// (`app::EXPORT_READ_CHECKPOINTS`), so a long life of checkpoints is never read at once;
+    /// fewer than `limit` does not mean none is left, only an empty answer does.
     async fn checkpoints(
         &self,
         stream: Option<&str>,

@@ -335,8 +335,73 @@ async fn the_streams_named_are_sequenced_and_no_other(app: TestApp) {
     assert_eq!(app.sequencer().pending("carol", 10).await.unwrap().len(), 1);
 }
 
+/// How many uses of one busy user are pending at once in the batch tests.
+const BUSY: usize = 250;
+
+/// One busy user's `BUSY` uses, pending at once behind their grant (already on the chain),
+/// are appended by one run, each once, in a chain that verifies; a run again (a redelivered
+/// batch) and a repeated put of a use already appended change nothing. With `proxy` (on
+/// DynamoDB): the run appends them in `ceil(BUSY / 49)` transactions (49 events, their 49
+/// marks and the head: 99 actions each) and no single-item write, and the repeated run
+/// reads and writes nothing else.
+async fn busy_user(app: &TestApp, proxy: Option<&e2e::aws_proxy::AwsProxy>) {
+    use futures::StreamExt;
+    let consent = grant(app, "alice").await;
+    settle(app).await;
+    let uses: Vec<_> = (0..BUSY).map(|_| app.decided_use(&consent)).collect();
+    futures::stream::iter(uses.clone())
+        .for_each_concurrent(8, |u| async move {
+            app.intake().record(u, Deadline::after(Duration::from_secs(30))).await.unwrap()
+        })
+        .await;
+    let alice = ["alice".to_owned()];
+    if let Some(proxy) = proxy {
+        proxy.clear();
+    }
+    let run = app.sequencer().sequence_streams(&alice, 1_000).await.unwrap();
+    assert_eq!((run.sequenced, run.pending), (BUSY, 0));
+    let count = |calls: &[String], name: &str| calls.iter().filter(|c| *c == name).count();
+    if let Some(proxy) = proxy {
+        let calls = proxy.calls();
+        let per = adapter_aws::SEQUENCER_EVENTS_PER_TRANSACTION;
+        assert_eq!(per, 49);
+        assert_eq!(count(&calls, "TransactWriteItems"), BUSY.div_ceil(per), "{calls:?}");
+        assert_eq!(count(&calls, "PutItem") + count(&calls, "UpdateItem"), 0, "{calls:?}");
+    }
+    let appended = app.services().chain_archive.stream_events("alice", 0, 10_000).await.unwrap();
+    assert_eq!(kinds(&chain(app, "alice").await)[1..], vec!["token.used"; BUSY][..]);
+    let ids: HashSet<_> = appended.iter().skip(1).map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids, uses.iter().map(|u| u.event_id.clone()).collect(), "every use once");
+
+    if let Some(proxy) = proxy {
+        proxy.clear();
+    }
+    let again = app.sequencer().sequence_streams(&alice, 1_000).await.unwrap();
+    assert_eq!((again.sequenced, again.pending), (0, 0), "a redelivered batch changes nothing");
+    if let Some(proxy) = proxy {
+        assert_eq!(proxy.calls(), ["GetItem", "Query", "Query"], "a redelivered batch only reads");
+    }
+    app.intake().record(uses[BUSY / 2].clone(), deadline(app)).await.unwrap();
+    assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "a repeated put is already sequenced");
+    app.sequencer().sequence_streams(&alice, 1_000).await.unwrap();
+    assert_eq!(app.services().chain_archive.stream_events("alice", 0, 10_000).await.unwrap(), appended);
+}
+
+async fn a_busy_users_pending_events_are_appended_by_one_run_once(app: TestApp) {
+    busy_user(&app, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_users_pending_events_take_one_transaction_per_49_on_dynamodb() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
+    let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+    busy_user(&app, Some(&proxy)).await;
+}
+
 e2e::on_both_backends!(
     sequenced;
+    a_busy_users_pending_events_are_appended_by_one_run_once,
     the_streams_named_are_sequenced_and_no_other,
     a_use_is_pending_until_sequenced_then_on_its_chain_once,
     a_use_decided_before_a_revoke_precedes_it_even_when_it_lands_after,

@@ -168,7 +168,12 @@ pub(super) fn cancellation(
 /// A random wait before attempt `attempt` of a contended write: up to `2 ms * 2^attempt`,
 /// capped at 50 ms ("full jitter").
 pub(super) async fn backoff(attempt: u32) {
-    let ceiling = (BACKOFF_BASE_MS << attempt.min(10)).min(BACKOFF_CAP_MS);
+    jittered_backoff(attempt, BACKOFF_BASE_MS, BACKOFF_CAP_MS).await;
+}
+
+/// A random wait before attempt `attempt`: up to `base_ms * 2^attempt`, capped at `cap_ms`.
+pub(super) async fn jittered_backoff(attempt: u32, base_ms: u64, cap_ms: u64) {
+    let ceiling = (base_ms << attempt.min(10)).min(cap_ms);
     let random = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
     tokio::time::sleep(Duration::from_millis(random % (ceiling + 1))).await;
 }
@@ -218,6 +223,17 @@ impl DynamoStore {
     async fn head(&self, stream: &str) -> Result<(u64, String), StoreError> {
         let Some(item) = self.head_item(stream).await? else { return Ok((0, GENESIS.to_owned())) };
         head_of(&item).ok_or_else(|| corrupt_head(stream))
+    }
+
+    /// `event`'s `Audit` item, on condition its `seq` is free: the one way any writer, direct
+    /// or sequencer, takes a place on a chain.
+    pub(super) fn audit_put(&self, event: &AuditEvent) -> Result<TransactWriteItem, StoreError> {
+        let audit = Put::builder()
+            .table_name(&self.tables.audit)
+            .set_item(Some(audit_item(event)))
+            .condition_expression("attribute_not_exists(#s)")
+            .expression_attribute_names("#s", "stream");
+        Ok(TransactWriteItem::builder().put(built(audit.build())?).build())
     }
 
     /// Writes `own` (the caller's conditioned items) with `event` at the end of its stream, in
@@ -280,12 +296,7 @@ impl DynamoStore {
             let mut items = own.clone();
             items.push(TransactWriteItem::builder().update(built(head.build())?).build());
             for event in &sealed {
-                let audit = Put::builder()
-                    .table_name(&self.tables.audit)
-                    .set_item(Some(audit_item(event)))
-                    .condition_expression("attribute_not_exists(#s)")
-                    .expression_attribute_names("#s", "stream");
-                items.push(TransactWriteItem::builder().put(built(audit.build())?).build());
+                items.push(self.audit_put(event)?);
             }
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => {

@@ -269,6 +269,26 @@ impl TryFrom<&Item> for RequestItem {
     }
 }
 
+/// DynamoDB's size of an item: each attribute's name and value in bytes (a number about half
+/// its digits, plus one; a list or map 3 bytes plus its elements, a map's names included).
+pub(super) fn item_bytes(item: &Item) -> usize {
+    item.iter().map(|(name, v)| name.len() + value_bytes(v)).sum()
+}
+
+fn value_bytes(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(l) => l.iter().map(String::len).sum(),
+        AttributeValue::Ns(l) => l.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_bytes(v)).sum::<usize>(),
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value_bytes(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,21 +309,6 @@ mod tests {
         assert_eq!(item["at_key"].as_s().unwrap(), "001795600800#alice#000000000042");
         assert!(item["time_bucket"].as_s().unwrap().starts_with("2026-11#"));
         assert_eq!(AuditItem::try_from(&item).unwrap().0, e);
-    }
-
-    /// DynamoDB's size of an item: each attribute's name and value in bytes (a number about
-    /// half its digits, plus one).
-    fn item_bytes(item: &Item) -> usize {
-        item.iter()
-            .map(|(name, v)| {
-                name.len()
-                    + match v {
-                        AttributeValue::S(s) => s.len(),
-                        AttributeValue::N(n) => n.len().div_ceil(2) + 1,
-                        _ => unreachable!("audit items hold strings and numbers"),
-                    }
-            })
-            .sum()
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::{EventBridgePublisher, audit_events_from_stream};
 pub use provision::{create_cursor_secret, create_signing_key, create_tables};
+pub use sequencer::SEQUENCER_EVENTS_PER_TRANSACTION;
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
 pub use adapter_streams::{ExpiryRecord, IntakeBatch, expiries_from_stream, intake_batch};

@@ -18,19 +18,26 @@
 //! 2. reads the stream's pending items (consistent Query from the head's `floor_at`),
 //!    sorts them by decision time, applies [`decision_order`] and cuts at the first
 //!    consent-ending event held less than the hold since this process first saw it;
-//! 3. appends them one by one, each a `PutItem` into `Audit` on condition its `seq` is free;
-//!    the first failed condition means another run got there: it stops (its appends so far
-//!    are a prefix of the same chain, since every run reads the head before the pending items);
-//! 4. marks each appended intake item sequenced (`seq`, and `expires_at` for TTL) instead of
-//!    deleting it: a retried put of an event already on its chain then still finds its item
-//!    and changes nothing (a delete would let it land as a second use);
-//! 5. moves the head forward (condition: only forward), with the new `floor_at`, the oldest
-//!    decision second a pending item can still have, so reads skip the marked items below it.
+//! 3. marks sequenced the intake items of the events it adopted (`seq`, and `expires_at` for
+//!    TTL), before anything moves the head past them;
+//! 4. appends the pending events in transactions of at most [`SEQUENCER_EVENTS_PER_TRANSACTION`], each
+//!    one `TransactWriteItems` of the events' `Audit` items (on condition their `seq` is
+//!    free), their intake items' marks (on condition they are still pending) and the head
+//!    (on condition it is still the one the previous transaction left, or this run read),
+//!    with the new `floor_at`, the oldest decision second a pending item can still have, so
+//!    reads skip the marked items below it. A failed condition means another run (or a
+//!    direct writer, during a deploy) got there first: the run reads again, from the new
+//!    head, and carries on from there; a transaction that only met another one on its items,
+//!    or throttling, is sent again as it is (its conditions still decide).
 //!
-//! Marks before the head: a run that crashes after its appends leaves events past the head,
-//! which the next run adopts (step 1); one that crashes after the marks leaves nothing pending
-//! twice. The stamps of first sight live in memory: another process sees an event anew and
-//! only holds it once more.
+//! Marks instead of deletes: a retried put of an event already on its chain still finds its
+//! item and changes nothing (a delete would let it land as a second use). Each transaction
+//! appends, marks and moves the head at once, so nothing is pending after it is on the chain,
+//! and no head is behind a chain this version wrote; events past the head are still adopted
+//! (step 1), written by a run of the previous version (one `PutItem` per event, the marks,
+//! then the head), which may run beside this one during a deploy. A redelivered batch finds
+//! its items marked, and changes nothing. The stamps of first sight live in memory: another
+//! process sees an event anew and only holds it once more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -38,11 +45,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::archive::{MOVED_SET, MarkMoved};
-use super::dynamodb::{Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, n, s, unavailable};
-use super::items::{AuditItem, Item, audit_item, get_n, get_s};
+use super::dynamodb::{
+    Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
+};
+use super::items::{AuditItem, Item, audit_item, get_n, get_s, item_bytes};
 use shared::domain::{AuditEvent, EventId};
 use shared::ports::{
     AuditIntake, AuditPage, AuditQuery, AuditReader, Deadline, SEQUENCER_HOLD, Sequencer, SequencerRun, StoreError,
@@ -68,6 +78,31 @@ const FLOOR_WINDOW_SECONDS: i64 = 5;
 /// How long a sequenced intake item stays (TTL removes it later, free): far longer than any
 /// put can take to land after its decision.
 const SEQUENCED_RETENTION_SECONDS: i64 = 24 * 3600;
+
+/// How many events one append transaction carries: each is two of its actions (the event's
+/// `Audit` item and its intake item's mark), and the head one more: 2 x 49 + 1 = 99 of the
+/// 100 actions DynamoDB allows in one `TransactWriteItems`.
+pub const SEQUENCER_EVENTS_PER_TRANSACTION: usize = 49;
+
+/// The bytes of items one append transaction may carry: DynamoDB's 4 MB, less room for the
+/// head. An event is at most about 3 KB and its intake item about twice that, so the count
+/// binds first (49 such events: under 0.5 MB); this keeps an unforeseen large event from
+/// failing a whole run.
+const TRANSACTION_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// How often an append transaction is sent again when it met another transaction on one of
+/// its items (`TransactionConflict`: a racing run, or a checkpoint sealing the head), and
+/// when a partition was over its throughput (`ThrottlingError`), before the run gives up as
+/// unavailable (the stream delivers its records again).
+const CONFLICT_RESENDS: u32 = 8;
+const THROTTLE_RESENDS: u32 = 3;
+/// Backoff after throttling: up to 100 ms, 200 ms, 400 ms (a partition refills each second).
+const THROTTLE_BACKOFF_BASE_MS: u64 = 100;
+const THROTTLE_BACKOFF_CAP_MS: u64 = 1_000;
+
+/// How many times a run reads its stream again after another run took a `seq` or moved the
+/// head first; then it answers what it did, and the rest is left pending for the next run.
+const MAX_PASSES: u32 = 8;
 
 impl DynamoStore {
     /// Events go through the intake and the sequencer ([`Sequencer::sequence`] appends
@@ -156,8 +191,72 @@ where
     }
 }
 
+fn sequenced_expiry() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) + SEQUENCED_RETENTION_SECONDS
+}
+
+/// Where a run has got to on a stream's chain: what the head says once it moves there.
+#[derive(Clone)]
+struct Moved {
+    seq: u64,
+    hash: String,
+    /// The newest decision second on the chain this run appended or adopted (`i64::MIN`:
+    /// none yet).
+    newest_at: i64,
+    /// The oldest decision second a pending item can still have.
+    floor_at: i64,
+    consents: ChainConsents,
+}
+
+impl Moved {
+    /// Past `event`, appended or adopted.
+    fn follow(&mut self, event: &AuditEvent) {
+        self.consents.follow(event);
+        (self.seq, self.hash) = (event.seq, event.hash.clone());
+        self.newest_at = self.newest_at.max(event.at.unix());
+    }
+}
+
+/// How a pass over a stream ended.
+enum Pass {
+    Done(SequencerRun),
+    /// Another writer took a `seq` or moved the head first, after this pass appended
+    /// `sequenced`: read again.
+    Lost(SequencerRun),
+}
+
+/// What a cancelled append transaction says, in the order its reasons are weighed.
+enum Refused {
+    /// A condition failed: another run (or a direct writer) took a `seq`, marked an item or
+    /// moved the head first. Read again from the new head; never send it again.
+    Lost,
+    /// Another transaction was on one of its items at the time: nothing was written.
+    Conflict,
+    /// A partition over its throughput: nothing was written.
+    Throttled,
+    Failed(StoreError),
+}
+
+fn refusal(e: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>) -> Refused {
+    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
+        return Refused::Failed(unavailable(e));
+    };
+    let codes: Vec<&str> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+    if codes.contains(&"ConditionalCheckFailed") {
+        Refused::Lost
+    } else if codes.contains(&"TransactionConflict") {
+        Refused::Conflict
+    } else if codes.iter().any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded")) {
+        Refused::Throttled
+    } else {
+        Refused::Failed(StoreError::Unavailable(format!("append transaction cancelled: {codes:?}")))
+    }
+}
+
 /// A stream's chain head as the sequencer reads it.
 struct Head {
+    /// Whether the stream has a head item yet.
+    exists: bool,
     seq: u64,
     hash: String,
     /// The oldest decision second a pending item of the stream can have (none: read all).
@@ -297,6 +396,7 @@ impl DynamoStore {
     async fn chain_head(&self, stream: &str) -> Result<Head, StoreError> {
         let Some(item) = self.head_item(stream).await? else {
             return Ok(Head {
+                exists: false,
                 seq: 0,
                 hash: support_access_verify::chain::GENESIS.to_owned(),
                 floor_at: None,
@@ -305,7 +405,7 @@ impl DynamoStore {
         };
         let (seq, hash) = head_of(&item).ok_or_else(|| corrupt_head(stream))?;
         let floor_at = item.get("floor_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-        Ok(Head { seq, hash, floor_at, consents: ChainConsents::of(&item) })
+        Ok(Head { exists: true, seq, hash, floor_at, consents: ChainConsents::of(&item) })
     }
 
     /// Every item of one key range, oldest first, read consistently.
@@ -371,10 +471,9 @@ impl DynamoStore {
         Ok(in_decision_order(self.pending_items(stream, head.floor_at).await?))
     }
 
-    /// Marks the intake item `order` of `stream` sequenced at `seq`.
+    /// Marks the intake item `order` of `stream` sequenced at `seq`: an event adopted from a
+    /// run of the previous version (whose own mark may have landed already: same values).
     async fn mark_sequenced(&self, stream: &str, order: &str, seq: u64) -> Result<(), StoreError> {
-        let expires = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-            + SEQUENCED_RETENTION_SECONDS;
         let sent = self
             .client
             .update_item()
@@ -386,33 +485,139 @@ impl DynamoStore {
             .expression_attribute_names("#q", "seq")
             .expression_attribute_names("#s", "stream")
             .expression_attribute_values(":q", n(seq as i64))
-            .expression_attribute_values(":e", n(expires))
+            .expression_attribute_values(":e", n(sequenced_expiry()))
             .send()
             .await;
         landed(sent).map(|_| ())
     }
 
-    /// One run over one stream (see the module's documentation): appends at most `limit`.
+    /// The mark of the pending intake item `order` of `stream`, appended at `seq`, in the
+    /// transaction that appends it: on condition it is still pending (a racing run that
+    /// appended it first marked it, and this transaction must lose).
+    fn mark_in_transaction(&self, stream: &str, order: &str, seq: u64) -> Result<TransactWriteItem, StoreError> {
+        let mark = Update::builder()
+            .table_name(&self.tables.intake)
+            .key("stream", s(stream))
+            .key("order", s(order))
+            .update_expression("SET #q = :q, expires_at = :e")
+            .condition_expression("attribute_exists(#s) AND attribute_not_exists(#q)")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(":q", n(seq as i64))
+            .expression_attribute_values(":e", n(sequenced_expiry()));
+        Ok(TransactWriteItem::builder().update(built(mark.build())?).build())
+    }
+
+    /// The head of `stream` moved to `to` in an append transaction, on condition it is still
+    /// `from` (`None`: no head yet).
+    fn head_in_transaction(
+        &self,
+        stream: &str,
+        from: Option<&(u64, String)>,
+        to: &Moved,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let head = Update::builder()
+            .table_name(&self.tables.heads)
+            .key("stream", s(stream))
+            .update_expression(format!(
+                "SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e, {MOVED_SET}"
+            ))
+            .mark_moved(stream, to.newest_at)
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_names("#h", "hash")
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":q", n(to.seq as i64))
+            .expression_attribute_values(":h", s(&to.hash))
+            .expression_attribute_values(":at", n(to.newest_at))
+            .expression_attribute_values(":f", n(to.floor_at))
+            .expression_attribute_values(":l", s(to.consents.live.as_deref().unwrap_or_default()))
+            .expression_attribute_values(":e", AttributeValue::L(to.consents.ended.iter().map(|c| s(c)).collect()));
+        let head = match from {
+            None => head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream"),
+            Some((seq, hash)) => head
+                .condition_expression("#q = :last AND #h = :last_hash")
+                .expression_attribute_values(":last", n(*seq as i64))
+                .expression_attribute_values(":last_hash", s(hash)),
+        };
+        Ok(TransactWriteItem::builder().update(built(head.build())?).build())
+    }
+
+    /// Sends one append transaction: `Ok(true)` once it landed, `Ok(false)` when a condition
+    /// failed (another writer got there first: read again, never resend), sent again as it
+    /// is after a conflict with another transaction or throttling, a few times each.
+    async fn send_appends(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        let (mut conflicts, mut throttles) = (0, 0);
+        loop {
+            let sent = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let Err(e) = sent else { return Ok(true) };
+            match refusal(e) {
+                Refused::Lost => return Ok(false),
+                Refused::Conflict if conflicts < CONFLICT_RESENDS => {
+                    backoff(conflicts).await;
+                    conflicts += 1;
+                }
+                Refused::Throttled if throttles < THROTTLE_RESENDS => {
+                    jittered_backoff(throttles, THROTTLE_BACKOFF_BASE_MS, THROTTLE_BACKOFF_CAP_MS).await;
+                    throttles += 1;
+                }
+                Refused::Conflict => {
+                    return Err(StoreError::Unavailable(format!("append transaction in conflict {conflicts} times")));
+                }
+                Refused::Throttled => {
+                    return Err(StoreError::Unavailable(format!("append transaction throttled {throttles} times")));
+                }
+                Refused::Failed(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One run over one stream (see the module's documentation): appends at most `limit`,
+    /// reading the stream again whenever another run got a `seq` or the head first.
     async fn sequence_stream(
         &self,
         state: &SequencerState,
         stream: &str,
         limit: usize,
     ) -> Result<SequencerRun, StoreError> {
+        let mut sequenced = 0;
+        for pass in 1.. {
+            match self.sequence_pass(state, stream, limit.saturating_sub(sequenced)).await? {
+                Pass::Done(run) => return Ok(SequencerRun { sequenced: sequenced + run.sequenced, ..run }),
+                Pass::Lost(run) => {
+                    sequenced += run.sequenced;
+                    if pass >= MAX_PASSES {
+                        // Another run keeps winning: it appends what this one would have.
+                        return Ok(SequencerRun { sequenced, ..run });
+                    }
+                    backoff(pass).await;
+                }
+            }
+        }
+        unreachable!("the passes end")
+    }
+
+    /// One pass of a run: reads the head, the chain past it and the pending items, and
+    /// appends them (module documentation, steps 1 to 4).
+    async fn sequence_pass(&self, state: &SequencerState, stream: &str, limit: usize) -> Result<Pass, StoreError> {
         // 1. The head, then what a run appended past it: both before the pending items, so
         // every event this run sees pending and another run appended sits past this head.
         let head = self.chain_head(stream).await?;
         let adopted = self.chain_after(stream, head.seq).await?;
-        let (mut seq, mut hash) = (head.seq, head.hash.clone());
-        let mut newest_at = None;
-        let mut consents = head.consents.clone();
+        let mut at = Moved {
+            seq: head.seq,
+            hash: head.hash.clone(),
+            newest_at: i64::MIN,
+            floor_at: 0,
+            consents: head.consents.clone(),
+        };
         for event in &adopted {
-            if event.seq != seq + 1 || event.prev_hash != hash {
-                return Err(StoreError::Corrupt(format!("chain {stream}: seq {} does not follow {seq}", event.seq)));
+            if event.seq != at.seq + 1 || event.prev_hash != at.hash {
+                return Err(StoreError::Corrupt(format!(
+                    "chain {stream}: seq {} does not follow {}",
+                    event.seq, at.seq
+                )));
             }
-            consents.follow(event);
-            (seq, hash) = (event.seq, event.hash.clone());
-            newest_at = newest_at.max(Some(event.at.unix()));
+            at.follow(event);
         }
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
@@ -425,7 +630,7 @@ impl DynamoStore {
         let (done, pending): (Vec<Pending>, Vec<Pending>) =
             all.into_iter().partition(|p| adopted.contains_key(&p.event.event_id));
         // A late use is judged against the chain before the batch, whose own ends order it.
-        let pending = pending.into_iter().map(|p| Pending { event: consents.judge(p.event), ..p }).collect();
+        let pending = pending.into_iter().map(|p| Pending { event: at.consents.judge(p.event), ..p }).collect();
         let ordered = in_decision_order(pending);
         let key = |p: &Pending| (stream.to_owned(), p.order.clone());
         let cut = {
@@ -444,72 +649,51 @@ impl DynamoStore {
             cut
         };
 
-        // 3. Appended one at a time, each on condition its seq is free.
-        let mut appended: Vec<(String, u64)> =
-            done.iter().map(|p| (p.order.clone(), adopted[&p.event.event_id])).collect();
-        for p in &ordered[..cut.min(limit)] {
-            let event = p.event.clone().seal(seq + 1, &hash);
-            let sent = self
-                .client
-                .put_item()
-                .table_name(&self.tables.audit)
-                .set_item(Some(audit_item(&event)))
-                .condition_expression("attribute_not_exists(#s)")
-                .expression_attribute_names("#s", "stream")
-                .send()
-                .await;
-            if !landed(sent)? {
-                // Another run appended this seq first: it carries on from here.
-                break;
-            }
-            consents.follow(&event);
-            (seq, hash) = (event.seq, event.hash.clone());
-            newest_at = newest_at.max(Some(event.at.unix()));
-            appended.push((p.order.clone(), event.seq));
-        }
-        let sequenced = appended.len() - done.len();
-
-        // 4. Marked, before the head moves past them.
+        // 3. The adopted events' items marked, before any head moves past them.
         futures_util::future::try_join_all(
-            appended.iter().map(|(order, seq)| self.mark_sequenced(stream, order, *seq)),
+            done.iter().map(|p| self.mark_sequenced(stream, &p.order, adopted[&p.event.event_id])),
         )
         .await?;
 
-        // 5. The head, forward only, with the floor of what can still be pending.
-        if let Some(newest_at) = newest_at {
-            let left = ordered[sequenced..].iter().map(|p| p.event.at.unix()).min();
-            let floor_at = left.map_or(newest_at - FLOOR_WINDOW_SECONDS, |l| l.min(newest_at - FLOOR_WINDOW_SECONDS));
-            let sent = self
-                .client
-                .update_item()
-                .table_name(&self.tables.heads)
-                .key("stream", s(stream))
-                .update_expression(format!(
-                    "SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e, {MOVED_SET}"
-                ))
-                .mark_moved(stream, newest_at)
-                .condition_expression("attribute_not_exists(#s) OR #q < :q")
-                .expression_attribute_names("#q", "seq")
-                .expression_attribute_names("#h", "hash")
-                .expression_attribute_names("#at", "at")
-                .expression_attribute_names("#s", "stream")
-                .expression_attribute_values(":q", n(seq as i64))
-                .expression_attribute_values(":h", s(&hash))
-                .expression_attribute_values(":at", n(newest_at))
-                .expression_attribute_values(":f", n(floor_at))
-                .expression_attribute_values(":l", s(consents.live.as_deref().unwrap_or_default()))
-                .expression_attribute_values(":e", AttributeValue::L(consents.ended.iter().map(|c| s(c)).collect()))
-                .send()
-                .await;
-            // Not landed: a racing run moved it further, and its head covers this run's appends.
-            landed(sent)?;
+        // 4. Appended in transactions, each with its marks and the head; the first (or the
+        // only one, when the run only adopted) on condition the head is as read.
+        let todo = &ordered[..cut.min(limit)];
+        let mut last = head.exists.then(|| (head.seq, head.hash.clone()));
+        let mut head_behind = at.seq != head.seq;
+        let (mut from, mut lost) = (0, false);
+        while from < todo.len() || head_behind {
+            // At most SEQUENCER_EVENTS_PER_TRANSACTION events and TRANSACTION_BYTES of items (each event
+            // its `Audit` item and its intake item), and at least one event when any is left.
+            let (mut next, mut items, mut bytes, mut to) = (at.clone(), Vec::new(), 0, from);
+            while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_TRANSACTION {
+                let p = &todo[to];
+                let event = p.event.clone().seal(next.seq + 1, &next.hash);
+                bytes += item_bytes(&audit_item(&event)) + item_bytes(&intake_item(&p.event, p.decided_us)?);
+                if to > from && bytes > TRANSACTION_BYTES {
+                    break;
+                }
+                items.push(self.audit_put(&event)?);
+                items.push(self.mark_in_transaction(stream, &p.order, event.seq)?);
+                next.follow(&event);
+                to += 1;
+            }
+            let left = ordered[to..].iter().map(|p| p.event.at.unix()).min();
+            next.floor_at = next.newest_at.saturating_sub(FLOOR_WINDOW_SECONDS).min(left.unwrap_or(i64::MAX));
+            items.push(self.head_in_transaction(stream, last.as_ref(), &next)?);
+            if !self.send_appends(items).await? {
+                lost = true;
+                break;
+            }
+            last = Some((next.seq, next.hash.clone()));
+            (at, from, head_behind) = (next, to, false);
         }
         if let Ok(mut seen) = state.seen.lock() {
-            for (order, _) in &appended {
-                seen.remove(&(stream.to_owned(), order.clone()));
+            for p in done.iter().chain(&todo[..from]) {
+                seen.remove(&key(p));
             }
         }
-        Ok(SequencerRun { sequenced, pending: ordered.len() - sequenced })
+        let run = SequencerRun { sequenced: from, pending: ordered.len() - from };
+        Ok(if lost { Pass::Lost(run) } else { Pass::Done(run) })
     }
 
     /// The streams with pending items, and how many each has: a `Scan` of the intake, for

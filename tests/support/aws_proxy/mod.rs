@@ -42,10 +42,28 @@ pub enum Fault {
     DropBefore,
     /// The call is forwarded and done, then the connection closes without the answer.
     DropAfter,
+    /// A `TransactWriteItems` cancelled with `TransactionConflict` on every item (another
+    /// transaction on them; nothing written, the SDK does not retry it).
+    Conflict,
+    /// A `TransactWriteItems` cancelled with `ThrottlingError` on every item (a partition
+    /// over its throughput; nothing written, the SDK does not retry it).
+    CancelledThrottled,
 }
 
 impl Fault {
     pub const ALL: [Self; 4] = [Self::Throttle, Self::ServerError, Self::DropBefore, Self::DropAfter];
+    /// The cancellations a transaction meets besides failed conditions.
+    pub const CANCELLATIONS: [Self; 2] = [Self::Conflict, Self::CancelledThrottled];
+
+    /// Every fault a call of operation `name` can meet: [`Fault::ALL`], and for a
+    /// `TransactWriteItems` its [`Fault::CANCELLATIONS`] too.
+    pub fn for_call(name: &str) -> Vec<Self> {
+        let mut faults = Self::ALL.to_vec();
+        if name == "TransactWriteItems" {
+            faults.extend(Self::CANCELLATIONS);
+        }
+        faults
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,6 +412,16 @@ async fn forward(
         Some(Fault::Throttle) => return Ok(aws_error(400, "ThrottlingException")),
         Some(Fault::ServerError) => return Ok(aws_error(500, "InternalServerError")),
         Some(Fault::DropBefore) => return Err(Dropped),
+        Some(fault @ (Fault::Conflict | Fault::CancelledThrottled)) => {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let actions = request["TransactItems"].as_array().map_or(1, Vec::len);
+            return Ok(match fault {
+                Fault::Conflict => {
+                    cancelled(actions, &|_| true, "TransactionConflict", "Transaction is ongoing for the item")
+                }
+                _ => cancelled(actions, &|_| true, "ThrottlingError", THROTTLED),
+            });
+        }
         _ => {}
     }
     let data_plane = matches!(

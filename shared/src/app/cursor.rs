@@ -4,7 +4,7 @@
 //! filter (another user's log or list, say). A filter is any value that serializes; each
 //! listing's filter has its own shape, so one listing's cursor never opens for another.
 
-use aws_lc_rs::{hmac, rand};
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
@@ -32,9 +32,13 @@ impl CursorKey {
         Self::from_bytes(&Self::random_bytes())
     }
 
+    /// From the operating system's CSPRNG (`getrandom(2)`), not aws-lc's: aws-lc seeds its
+    /// DRBG on first use from CPU jitter, tens of milliseconds of CPU, and a function that
+    /// never pages makes its throwaway key in the set-up its first request waits for
+    /// (`adapter_aws::lambda::services_from_env`); BENCHMARKS.md, "Cold start".
     pub fn random_bytes() -> [u8; Self::LEN] {
         let mut bytes = [0u8; Self::LEN];
-        rand::fill(&mut bytes).expect("the system RNG is available");
+        getrandom::fill(&mut bytes).expect("the system RNG is available");
         bytes
     }
 

@@ -97,7 +97,11 @@ assert inactive.active is False
 # The issuer's metadata: local-api's issuer is its URL, and the document names its keys.
 metadata = expect("the issuer's metadata", openid_configuration.sync_detailed(client=rs), 200, IssuerMetadata)
 assert (metadata.issuer, metadata.jwks_uri) == (API, f"{API}/.well-known/jwks.json"), metadata
-assert metadata.grant_types_supported == [] and metadata.id_token_signing_alg_values_supported == ["ES256"], metadata
+assert metadata.id_token_signing_alg_values_supported == ["ES256"], metadata
+# The token endpoint and its one grant, RFC 8693 token exchange, for public clients.
+assert metadata.token_endpoint == f"{API}/token", metadata
+assert [str(g) for g in metadata.grant_types_supported] == ["urn:ietf:params:oauth:grant-type:token-exchange"], metadata
+assert [str(m) for m in metadata.token_endpoint_auth_methods_supported] == ["none"], metadata
 
 # Refusals, each a typed Problem.
 expect_problem(

@@ -87,7 +87,9 @@ async function main() {
   check(
     metadata.issuer === API &&
       metadata.jwks_uri === `${API}/.well-known/jwks.json` &&
-      metadata.grant_types_supported.length === 0,
+      metadata.token_endpoint === `${API}/token` &&
+      JSON.stringify(metadata.grant_types_supported) === '["urn:ietf:params:oauth:grant-type:token-exchange"]' &&
+      JSON.stringify(metadata.token_endpoint_auth_methods_supported) === '["none"]',
     `metadata: ${JSON.stringify(metadata)}`,
   );
 

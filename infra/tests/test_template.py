@@ -848,6 +848,7 @@ def test_concurrency_reservations_and_caps_are_parameters_off_by_default(templat
         "AuthorizerFunction": ("CapAuthorizer", "AuthorizerMaxConcurrency"),
         "JwksFunction": ("CapPublicKeys", "PublicKeysMaxConcurrency"),
         "SequencerFunction": ("CapSequencer", "SequencerMaxConcurrency"),
+        "MintTokenFunction": ("CapMint", "MintMaxConcurrency"),
     }
     for function in FUNCTIONS:
         reserved = resources[function]["Properties"].get("ReservedConcurrentExecutions")

@@ -133,7 +133,104 @@ async fn where_a_task_writes_them_it_writes_a_due_window_at_once_and_an_open_one
     assert_eq!(app::refused_in(&events[0]), Some(2));
 }
 
+/// Where no task writes them (a Lambda instance), a window that came due is written by the
+/// next request of any kind, a valid use included: an instance that gets only valid requests
+/// after a refusal does not keep it (and lose it when retired).
+async fn a_due_window_is_written_by_the_next_request_a_valid_use_included(app: TestApp) {
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let token = app.mint("alice").await.str("access_token").to_owned();
+    assert!(!app.authorize("garbage", "GET", "/app/orders").await.is_authorized, "written at once: the first");
+    for _ in 0..2 {
+        assert!(!app.authorize("a.b.c", "GET", "/app/orders").await.is_authorized);
+    }
+    assert!(app.authorize(&token, "GET", "/app/orders").await.is_authorized);
+    assert_eq!(app.services().refusals.open(), 2, "the window is not due yet: kept");
+    app.clock.advance(REFUSAL_WINDOW_SECONDS);
+    assert!(app.authorize(&token, "GET", "/app/orders").await.is_authorized, "a valid use");
+    assert_eq!(app.services().refusals.open(), 0, "written by the valid use");
+    let events = unattributed(&app).await;
+    assert_eq!(events.iter().filter_map(app::refused_in).collect::<Vec<_>>(), [2, 1], "newest first");
+    let alice = app.audit().await.into_iter().filter(|e| e.event_type == AuditEventType::TokenUsed).count();
+    assert_eq!(alice, 2, "both uses recorded");
+}
+
 e2e::on_both_backends!(
+    a_due_window_is_written_by_the_next_request_a_valid_use_included,
     a_flood_of_forged_tokens_writes_one_event_per_window_counting_every_refusal,
     a_refused_authentic_token_is_still_its_users_own_event_written_before_the_answer,
 );
+
+/// The write of a due window runs beside the request's own work, not before it: a flush whose
+/// write cannot finish until the request's consent read has begun (a slow store, made
+/// deterministic: the write waits for that read, at most 10 s) still lets the read begin,
+/// and the valid use is allowed and its window written. Done one after the other, the read
+/// would begin only once the write gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_window_is_written_beside_a_valid_requests_work_not_before_it() {
+    use shared::domain::{Consent, Timestamp, UserId};
+    use shared::ports::{AuditAppender, ConsentReader, StoreError};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::Notify;
+
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+    struct SlowAppender {
+        inner: Arc<dyn AuditAppender>,
+        log: Log,
+        read_begun: Arc<Notify>,
+    }
+    #[async_trait::async_trait]
+    impl AuditAppender for SlowAppender {
+        async fn append(&self, event: AuditEvent) -> Result<AuditEvent, StoreError> {
+            self.log.lock().unwrap().push("write begins");
+            let waited = tokio::time::timeout(Duration::from_secs(10), self.read_begun.notified()).await;
+            self.log.lock().unwrap().push(if waited.is_ok() { "write ends" } else { "write gives up" });
+            self.inner.append(event).await
+        }
+    }
+    struct WatchedReader {
+        inner: Arc<dyn ConsentReader>,
+        log: Log,
+        read_begun: Arc<Notify>,
+    }
+    #[async_trait::async_trait]
+    impl ConsentReader for WatchedReader {
+        async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
+            self.log.lock().unwrap().push("consent read begins");
+            self.read_begun.notify_one();
+            self.inner.current(user, now).await
+        }
+    }
+
+    let app = TestApp::new().await;
+    app.grant("alice", json!({"duration_seconds": 3600})).await;
+    let token = app.mint("alice").await.str("access_token").to_owned();
+    assert!(!app.authorize("garbage", "GET", "/app/orders").await.is_authorized, "written at once: the first");
+    assert!(!app.authorize("a.b.c", "GET", "/app/orders").await.is_authorized);
+    app.clock.advance(REFUSAL_WINDOW_SECONDS);
+
+    let (log, read_begun) = (Log::default(), Arc::new(Notify::new()));
+    let services = shared::app::Services {
+        audit_appender: Arc::new(SlowAppender {
+            inner: app.services().audit_appender.clone(),
+            log: log.clone(),
+            read_begun: read_begun.clone(),
+        }),
+        consent_reader: Arc::new(WatchedReader {
+            inner: app.services().consent_reader.clone(),
+            log: log.clone(),
+            read_begun,
+        }),
+        ..app.services().clone()
+    };
+    let allowed = app::authorize(&services, &token, &http::Method::GET, "/app/orders").await;
+    assert!(allowed.is_ok(), "{allowed:?}");
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log == ["write begins", "consent read begins", "write ends"]
+            || log == ["consent read begins", "write begins", "write ends"],
+        "{log:?}"
+    );
+    assert_eq!(app.services().refusals.open(), 0, "the window was written by the valid use");
+    assert_eq!(unattributed(&app).await.iter().filter_map(app::refused_in).collect::<Vec<_>>(), [1, 1]);
+}

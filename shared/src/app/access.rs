@@ -79,7 +79,10 @@ pub async fn authorize_bearer(
     if let Some(verifier) = &services.identity
         && !identity::is_impersonation_token(bearer)
     {
-        match verifier.verify(bearer, services.clock.now().unix()).await {
+        // A valid identity token writes a due window of unattributed refusals as an
+        // impersonation token does (`authorize`), beside its own check.
+        let verify = verifier.verify(bearer, services.clock.now().unix());
+        match super::refusals::beside_due_refusals(services, verify).await {
             Ok(claims) => match UserId::parse(&claims.sub) {
                 Ok(user) if !Actor::is_reserved(&claims.sub) => return Ok(Access::User(user)),
                 _ => tracing::warn!("identity token whose sub is no usable user id; refused"),

@@ -87,7 +87,19 @@ async fn check(
 /// sequences its chains (`Services::audit_intake`), as one write by a deadline taken before
 /// the consent read, which the sequencer places before any revoke that committed after that
 /// read (docs/design.md, "Decide now, sequence later").
+///
+/// Writes this process's window of unattributed refusals beside its own work, if one is due
+/// (`super::refusals`).
 pub async fn authorize(
+    services: &Services,
+    bearer: &str,
+    method: &Method,
+    path: &str,
+) -> Result<Authorized, AuthorizeError> {
+    super::refusals::beside_due_refusals(services, decide_use(services, bearer, method, path)).await
+}
+
+async fn decide_use(
     services: &Services,
     bearer: &str,
     method: &Method,
@@ -147,19 +159,24 @@ pub async fn authorize(
 /// forged, stale or revoked token shown to any of the app's servers is a security signal
 /// that must reach the user's log or the unattributed stream. There is no method here, so no
 /// scope check: the answer carries `scope` and the resource server enforces it.
+///
+/// Writes this process's window of unattributed refusals beside its own work, if one is due.
 pub async fn introspect(
     services: &Services,
     bearer: &str,
     resource_server: &AgentId,
 ) -> Result<Option<ImpersonationClaims>, StoreError> {
-    match check(services, bearer, services.clock.now()).await? {
-        Ok((claims, _)) => Ok(Some(claims)),
-        Err((rejection, claims)) => {
-            let detail = format!("{} introspect by {resource_server}", rejection.code());
-            rejected(services, rejection, claims.as_ref(), detail).await?;
-            Ok(None)
+    super::refusals::beside_due_refusals(services, async {
+        match check(services, bearer, services.clock.now()).await? {
+            Ok((claims, _)) => Ok(Some(claims)),
+            Err((rejection, claims)) => {
+                let detail = format!("{} introspect by {resource_server}", rejection.code());
+                rejected(services, rejection, claims.as_ref(), detail).await?;
+                Ok(None)
+            }
         }
-    }
+    })
+    .await
 }
 
 /// How many characters of a use's path its detail keeps ([`authorize`] truncates its `path`

@@ -11,11 +11,16 @@
 //!
 //! Who writes: where a task runs [`flush_refusals_every`] (local-api), the refused request
 //! only counts and wakes it; elsewhere (a Lambda instance, frozen between invocations, runs
-//! no timer) the refused request that closes a window writes it before answering: one
-//! refused request per instance per window pays one write, and a valid use never does.
+//! no timer) every request of an entry point that counts refusals (the authorizer, a
+//! reported use, introspection) writes a window that is due, beside its own work
+//! ([`beside_due_refusals`]), and the refused request that closes a window writes it before
+//! answering. So an instance that gets only valid requests after a refusal still writes it
+//! once due, at most once per instance per window, and no request waits for the write on
+//! top of its own work.
 //! Refusals with authentic claims are not counted here: each is its user's own event.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -185,6 +190,28 @@ pub(super) async fn count_refusal(services: &Services, code: &'static str, detai
     }
 }
 
+/// Writes this process's window if it is due, where no task writes them (a Lambda instance).
+async fn flush_due(services: &Services) {
+    if services.refusals.background.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = write(services, services.clock.now(), false).await {
+        tracing::warn!(error = %e, "the unattributed refusals could not be written; kept for the next window");
+    }
+}
+
+/// Runs `work`, a request of an entry point that counts refusals, together with the write of
+/// this process's due window ([`flush_due`]; nothing to do, the usual case, costs a lock).
+/// Joined, not spawned: Lambda freezes the process as soon as the handler answers, so a
+/// detached write could sit frozen until the next invocation (its connection timed out by
+/// then) or be lost with the instance; joined, it has landed (or failed, and is kept for the
+/// next window) before the answer, which waits for the longer of the two, not their sum.
+/// Never cancelled either: a write dropped midway would lose the window it took.
+pub(super) async fn beside_due_refusals<T>(services: &Services, work: impl Future<Output = T>) -> T {
+    let ((), out) = tokio::join!(flush_due(services), work);
+    out
+}
+
 /// Writes the counted refusals now, whatever the window (shutdown, tests); how many
 /// refusals the written events count.
 pub async fn flush_refusals(services: &Services) -> Result<u64, StoreError> {
@@ -193,6 +220,10 @@ pub async fn flush_refusals(services: &Services) -> Result<u64, StoreError> {
 
 async fn write(services: &Services, now: Timestamp, force: bool) -> Result<u64, StoreError> {
     let events = services.refusals.take(now, force);
+    if events.is_empty() {
+        // Nothing taken (the usual case for a request): nothing written, nothing learnt.
+        return Ok(0);
+    }
     let mut written = 0;
     for (i, event) in events.iter().enumerate() {
         if let Err(e) = services.audit_appender.append(event.clone()).await {

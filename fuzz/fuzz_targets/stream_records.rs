@@ -9,6 +9,7 @@
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use libfuzzer_sys::fuzz_target;
 use adapter_streams::{IntakeBatch, expiries_from_stream, intake_batch};
+use shared::domain::Timestamp;
 
 fn by_ttl(record: &EventRecord) -> bool {
     record.user_identity.as_ref().is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
@@ -25,8 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let found = expiries_from_stream(&alone);
         assert!(found.len() <= 1, "{record:?}");
         if let Some(expiry) = found.first() {
-            let observed = record.change.approximate_creation_date_time.timestamp();
-            assert_eq!(expiry.observed_at.unix(), observed);
+            // The record's time as every timestamp is kept: clamped to years 0-9999 (a record
+            // dated 1795795601000 s, a milliseconds value read as seconds, is stamped 9999-12-31).
+            let observed = Timestamp::from_unix(record.change.approximate_creation_date_time.timestamp());
+            assert_eq!(expiry.observed_at, observed);
             match record.event_name.as_str() {
                 "REMOVE" => assert!(by_ttl(record), "a user's delete became an expiry: {record:?}"),
                 "MODIFY" => assert!(!expiry.consent.is_active(expiry.observed_at), "a live consent expired"),

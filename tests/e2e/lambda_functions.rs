@@ -485,23 +485,45 @@ async fn stops_at_init(function: &str, env: &[(String, String)]) -> String {
     std::io::read_to_string(stderr).unwrap()
 }
 
-/// The set-up runs after init: one that fails (here a cursor secret that does not exist)
-/// answers 503 to the request waiting for it, says why in the log, and is tried again by the
-/// next request rather than ending the process.
+/// The set-up runs after init: one that fails (here the public keys of a KMS key that does
+/// not exist) answers 503 to the request waiting for it, says why in the log, and is tried
+/// again by the next request rather than ending the process.
 #[tokio::test]
 async fn a_set_up_that_fails_answers_503_and_is_tried_again() {
+    let app = TestApp::on(Backend::Aws).await;
+    let mut env: Vec<_> = app.function_env().into_iter().filter(|(k, _)| k != "KMS_KEY_ID").collect();
+    env.push(("KMS_KEY_ID".into(), "0000abcd-12ab-34cd-56ef-1234567890ab".into()));
+    let jwks = Event::new("GET", "/.well-known/jwks.json").anonymous().to_json();
+    let (answers, log) = invoke_logged("jwks", &env, vec![jwks.clone(), jwks]).await;
+    assert_eq!([&answers[0]["statusCode"], &answers[1]["statusCode"]], [&json!(503), &json!(503)], "{answers:?}");
+    let lines = request_lines(&log);
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!((&lines[0]["decision"], &lines[0]["level"]), (&json!("failed"), &json!("ERROR")));
+    assert!(log.contains("KMS public keys"), "the cause is logged: {log}");
+}
+
+/// A paging function's cursor secret is fetched beside its first request's own work, not
+/// before it (BENCHMARKS.md, "First response"): a request that neither opens nor seals a
+/// cursor is answered without it; one that needs it waits for it, and a secret that cannot be
+/// read answers 503, says why in the log, and is tried again by the next such request.
+#[tokio::test]
+async fn a_cursor_secret_that_cannot_be_read_fails_only_the_requests_that_page() {
     let app = TestApp::on(Backend::Aws).await;
     let mut env = app.function_env();
     env.push((
         "SUPPORT_ACCESS_CURSOR_SECRET_ARN".into(),
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-secret-AbCdEf".into(),
     ));
-    let query = Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice").to_json();
-    let (answers, log) = invoke_logged("query-audit", &env, vec![query.clone(), query]).await;
-    assert_eq!([&answers[0]["statusCode"], &answers[1]["statusCode"]], [&json!(503), &json!(503)], "{answers:?}");
+    let first_page = Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice").to_json();
+    let next_page =
+        Event::new("GET", "/audit").caller("aud-1", "[auditor]").query("user_id=alice&cursor=abc.def").to_json();
+    let (answers, log) = invoke_logged("query-audit", &env, vec![first_page, next_page.clone(), next_page]).await;
+    let statuses: Vec<_> = answers.iter().map(|a| a["statusCode"].clone()).collect();
+    assert_eq!(statuses, [json!(200), json!(503), json!(503)], "{answers:?}");
+    assert_eq!(body(&answers[0])["events"], json!([]), "{answers:?}");
     let lines = request_lines(&log);
-    assert_eq!(lines.len(), 2, "{log}");
-    assert_eq!((&lines[0]["decision"], &lines[0]["level"]), (&json!("failed"), &json!("ERROR")));
+    assert_eq!(lines.len(), 3, "{log}");
+    assert_eq!((&lines[1]["decision"], &lines[1]["level"]), (&json!("failed"), &json!("ERROR")));
     assert!(log.contains("SUPPORT_ACCESS_CURSOR_SECRET_ARN"), "the cause is logged: {log}");
 }
 

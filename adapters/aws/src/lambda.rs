@@ -96,6 +96,15 @@ impl<T: Send + Sync + 'static> Deferred<T> {
     }
 }
 
+/// A cursor key fetched in the background ([`crate::CursorSource::Secret`]): a request that
+/// needs it waits for the fetch under way, or makes another if it failed (503 if that fails).
+#[async_trait::async_trait]
+impl shared::app::CursorKeys for Deferred<CursorKey> {
+    async fn key(&self) -> Result<&CursorKey, ApiError> {
+        self.get().await.map_err(ApiError::Unavailable)
+    }
+}
+
 /// Every port of a Lambda function, from the environment (see [`AwsSettings::from_env`] and
 /// [`crate::services`]): a bad or missing setting is an error that names it, and the function
 /// does not start; the calls (SDK configuration, public keys, cursor secret) are [`Deferred`].

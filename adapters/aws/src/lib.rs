@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
-use shared::app::CursorKey;
 use shared::app::Services;
+use shared::app::{CursorKey, CursorKeys};
 use shared::domain::Policy;
 use shared::ports::Clock;
 use shared::ports::Signer;
@@ -173,17 +173,29 @@ pub fn cursor_key_from_base64(name: &str, raw: &str) -> Result<CursorKey, String
 }
 
 impl CursorSource {
-    async fn key(self, config: &aws_config::SdkConfig) -> Result<CursorKey, String> {
+    /// The key of this source: at hand, or the secret's, fetched in the background from now
+    /// (a [`lambda::Deferred`]) so that the first request's own work runs beside the fetch
+    /// and only a request that opens or seals a cursor waits for it.
+    fn keys(self, config: &aws_config::SdkConfig) -> Arc<dyn CursorKeys> {
         let arn = match self {
-            Self::Key(key) => return Ok(*key),
+            Self::Key(key) => return Arc::new(*key),
             Self::Secret(arn) => arn,
         };
         let client = aws_sdk_secretsmanager::Client::new(config);
-        let out = client.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
-            format!("SUPPORT_ACCESS_CURSOR_SECRET_ARN: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))
-        })?;
-        let raw = out.secret_string().ok_or("SUPPORT_ACCESS_CURSOR_SECRET_ARN: the secret has no SecretString")?;
-        cursor_key_from_base64("SUPPORT_ACCESS_CURSOR_SECRET_ARN", raw)
+        Arc::new(lambda::Deferred::start(move || {
+            let (client, arn) = (client.clone(), arn.clone());
+            async move {
+                let out = client.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
+                    format!(
+                        "SUPPORT_ACCESS_CURSOR_SECRET_ARN: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?;
+                let raw =
+                    out.secret_string().ok_or("SUPPORT_ACCESS_CURSOR_SECRET_ARN: the secret has no SecretString")?;
+                cursor_key_from_base64("SUPPORT_ACCESS_CURSOR_SECRET_ARN", raw)
+            }
+        }))
     }
 }
 
@@ -250,8 +262,9 @@ pub async fn services_from_env(
 
 /// Every port on DynamoDB and KMS as `settings` say, on `config`'s clients. The public keys
 /// are fetched (`kms:GetPublicKey`) only when `verifies`: a process that never verifies or
-/// publishes tokens never reads public keys. Every call it makes (the public keys of every
-/// set, the cursor secret) runs at once: the wait is the slowest call's, not their sum.
+/// publishes tokens never reads public keys. The public keys of every set are fetched at
+/// once (the wait is the slowest call's, not their sum); the cursor secret is not waited for
+/// here at all, but fetched beside the first request's own work ([`CursorSource::keys`]).
 pub async fn services(
     settings: &AwsSettings,
     config: &aws_config::SdkConfig,
@@ -277,11 +290,11 @@ pub async fn services(
         }
         Services::keys_of(&signer).await.map_err(|e| format!("KMS public keys: {e}"))
     };
-    let (keys, checkpoint_keys, receipt_keys, cursor_key) = tokio::try_join!(
+    let cursor_key = cursor.keys(config);
+    let (keys, checkpoint_keys, receipt_keys) = tokio::try_join!(
         keys,
         public_keys_of(checkpoint_signer.as_ref(), verifies, "checkpoint"),
         public_keys_of(receipt_signer.as_ref(), verifies, "receipt"),
-        cursor.key(config)
     )?;
     // Each read of the controls is a DynamoDB call on the hot path: a warm instance answers
     // from its last read for at most `CONTROLS_CACHE_TTL` (docs/operators.md, incident response).

@@ -36,18 +36,18 @@ struct ListFilter<'a> {
 
 impl ListFilter<'_> {
     /// The page to read: after the cursor's position, if this very list sealed it.
-    fn query(&self, services: &Services, limit: usize, cursor: Option<&str>) -> Result<RequestQuery, ApiError> {
-        let after = cursor.map(|c| services.cursor_key.open(c, self)).transpose()?;
+    async fn query(&self, services: &Services, limit: usize, cursor: Option<&str>) -> Result<RequestQuery, ApiError> {
+        let after = services.cursor_key.open_cursor(cursor, self).await?;
         Ok(RequestQuery { limit, after, pending_at: self.pending_only.then(|| services.clock.now()) })
     }
 
     /// The page as answered: statuses as of now, the next position sealed for this list.
-    fn view(&self, services: &Services, page: RequestPage) -> RequestPageView {
+    async fn view(&self, services: &Services, page: RequestPage) -> Result<RequestPageView, ApiError> {
         let now = services.clock.now();
-        RequestPageView {
+        Ok(RequestPageView {
             requests: page.requests.into_iter().map(|r| r.as_of(now)).collect(),
-            next_cursor: page.next.map(|position| services.cursor_key.seal(self, position)),
-        }
+            next_cursor: services.cursor_key.seal_cursor(self, page.next).await?,
+        })
     }
 }
 
@@ -96,8 +96,8 @@ pub async fn user_requests(
 ) -> Result<RequestPageView, ApiError> {
     let filter =
         ListFilter { requests_of: "user", id: user.as_str(), pending_only: listing == RequestListing::Pending };
-    let page = services.request_reader.requests_for_user(user, &filter.query(services, limit, cursor)?).await?;
-    Ok(filter.view(services, page))
+    let page = services.request_reader.requests_for_user(user, &filter.query(services, limit, cursor).await?).await?;
+    filter.view(services, page).await
 }
 
 /// `GET /access-requests`: one page of the requests `agent` filed, newest first, statuses as
@@ -111,8 +111,8 @@ pub async fn agent_requests(
 ) -> Result<RequestPageView, ApiError> {
     let filter =
         ListFilter { requests_of: "agent", id: agent.as_str(), pending_only: listing == RequestListing::Pending };
-    let page = services.request_reader.requests_by_agent(agent, &filter.query(services, limit, cursor)?).await?;
-    Ok(filter.view(services, page))
+    let page = services.request_reader.requests_by_agent(agent, &filter.query(services, limit, cursor).await?).await?;
+    filter.view(services, page).await
 }
 
 async fn own_request(services: &Services, user: &UserId, id: &RequestId) -> Result<AccessRequest, ApiError> {

@@ -28,15 +28,13 @@ pub async fn query_audit(
     limit: usize,
     cursor: Option<&str>,
 ) -> Result<AuditPageView, ApiError> {
-    let after = cursor.map(|c| services.cursor_key.open(c, &filter)).transpose()?;
+    let after = services.cursor_key.open_cursor(cursor, &filter).await?;
     let page = services
         .audit_reader
         .query(&AuditQuery { filter: filter.clone(), limit, after, now: services.clock.now() })
         .await?;
-    Ok(AuditPageView {
-        events: page.events,
-        next_cursor: page.next.map(|position| services.cursor_key.seal(&filter, position)),
-    })
+    let next_cursor = services.cursor_key.seal_cursor(&filter, page.next).await?;
+    Ok(AuditPageView { events: page.events, next_cursor })
 }
 
 /// An event as the API serves it: `"pending": true` beside its own fields while it awaits the

@@ -331,7 +331,7 @@ pub async fn export_page(
     let invalid = || ApiError::InvalidRequest("cursor is not valid for this query".into());
     let position = match cursor {
         Some(cursor) => {
-            let raw = services.cursor_key.open(cursor, &filter)?;
+            let raw = services.cursor_key.key().await?.open(cursor, &filter)?;
             serde_json::from_str(&raw).map_err(|_| invalid())?
         }
         None => {
@@ -377,11 +377,12 @@ pub async fn export_page(
             next = None;
         }
     }
-    page.next_cursor = next.map(|at| {
+    let next = next.map(|at| {
         let position =
             ExportPosition { upto, at, streams: tally.streams, events: tally.events, digest: tally.digest.hex() };
-        services.cursor_key.seal(&filter, serde_json::to_string(&position).expect("a position serializes"))
+        serde_json::to_string(&position).expect("a position serializes")
     });
+    page.next_cursor = services.cursor_key.seal_cursor(&filter, next).await?;
     Ok(page)
 }
 

@@ -4,6 +4,9 @@
 //! filter (another user's log or list, say). A filter is any value that serializes; each
 //! listing's filter has its own shape, so one listing's cursor never opens for another.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -66,6 +69,57 @@ impl CursorKey {
     }
 }
 
+/// Where a process's cursor key comes from: at hand from the start (local-api's `cursor.key`,
+/// a function's throwaway key), or fetched beside the first request's own work (a Lambda
+/// function's Secrets Manager secret), so that a request waits for the key only when it opens
+/// or seals a cursor, and its query never waits for the fetch (BENCHMARKS.md, "First response").
+#[async_trait]
+pub trait CursorKeys: Send + Sync {
+    /// The key, once it is had; `Unavailable` when it cannot be (the next call tries again).
+    async fn key(&self) -> Result<&CursorKey, ApiError>;
+}
+
+#[async_trait]
+impl CursorKeys for CursorKey {
+    async fn key(&self) -> Result<&CursorKey, ApiError> {
+        Ok(self)
+    }
+}
+
+impl From<CursorKey> for Arc<dyn CursorKeys> {
+    fn from(key: CursorKey) -> Self {
+        Arc::new(key)
+    }
+}
+
+impl dyn CursorKeys {
+    /// The position inside `cursor` (none without one), if this key sealed it for this very
+    /// `filter`. Waits for the key only when there is a cursor to open.
+    pub async fn open_cursor<F: Serialize + Sync>(
+        &self,
+        cursor: Option<&str>,
+        filter: &F,
+    ) -> Result<Option<String>, ApiError> {
+        match cursor {
+            Some(cursor) => self.key().await?.open(cursor, filter).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `position` sealed for `filter` (none without one). Waits for the key only when there
+    /// is a position to seal.
+    pub async fn seal_cursor<F: Serialize + Sync>(
+        &self,
+        filter: &F,
+        position: Option<String>,
+    ) -> Result<Option<String>, ApiError> {
+        match position {
+            Some(position) => Ok(Some(self.key().await?.seal(filter, position))),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +175,27 @@ mod tests {
     fn a_cursor_from_another_key_is_refused() {
         let c = CursorKey::generate().seal(&alice(), "42".into());
         assert!(CursorKey::generate().open(&c, &alice()).is_err());
+    }
+
+    /// A key that cannot be had (a secret that cannot be read).
+    struct Unreadable;
+
+    #[async_trait]
+    impl CursorKeys for Unreadable {
+        async fn key(&self) -> Result<&CursorKey, ApiError> {
+            Err(ApiError::Unavailable("no secret".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_without_a_cursor_to_open_or_seal_never_waits_for_the_key() {
+        let keys: Arc<dyn CursorKeys> = Arc::new(Unreadable);
+        assert_eq!(keys.open_cursor(None, &alice()).await.unwrap(), None);
+        assert_eq!(keys.seal_cursor(&alice(), None).await.unwrap(), None);
+        assert!(matches!(keys.open_cursor(Some("a.b"), &alice()).await, Err(ApiError::Unavailable(_))));
+        assert!(matches!(keys.seal_cursor(&alice(), Some("42".into())).await, Err(ApiError::Unavailable(_))));
+        let ready: Arc<dyn CursorKeys> = CursorKey::generate().into();
+        let sealed = ready.seal_cursor(&alice(), Some("42".into())).await.unwrap();
+        assert_eq!(ready.open_cursor(sealed.as_deref(), &alice()).await.unwrap().as_deref(), Some("42"));
     }
 }

@@ -32,7 +32,7 @@ pub use checkpoint::{
     checkpoint_all, checkpoint_keys, checkpoint_now, checkpoint_run, export_page, make_checkpoint, seal_heads,
 };
 pub use consent::{current_consent, grant_consent, revoke_consent};
-pub use cursor::CursorKey;
+pub use cursor::{CursorKey, CursorKeys};
 pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};

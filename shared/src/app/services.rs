@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::app::CursorKey;
+use crate::app::CursorKeys;
 use crate::domain::Policy;
 use crate::ports::{
     AccessRequestReader, AccessRequestWriter, AuditAppender, AuditIntake, AuditReader, ChainArchive, Clock,
@@ -62,7 +62,7 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
     /// Authenticates audit cursors so a client cannot forge or edit one.
-    pub cursor_key: Arc<CursorKey>,
+    pub cursor_key: Arc<dyn CursorKeys>,
     /// The bounds of an export page (the defaults everywhere but in tests that force pages).
     pub export_budget: super::ExportBudget,
     /// The app's identity provider, where the service verifies its tokens itself (the app
@@ -79,7 +79,7 @@ impl Services {
         keys: KeyRing,
         clock: Arc<dyn Clock>,
         policy: Policy,
-        cursor_key: CursorKey,
+        cursor_key: impl Into<Arc<dyn CursorKeys>>,
     ) -> Self {
         Self {
             consent_reader: store.clone(),
@@ -103,7 +103,7 @@ impl Services {
             verified: Arc::new(support_access_verify::VerifiedCache::default()),
             clock,
             policy: Arc::new(policy),
-            cursor_key: Arc::new(cursor_key),
+            cursor_key: cursor_key.into(),
             export_budget: super::ExportBudget::default(),
             identity: None,
         }

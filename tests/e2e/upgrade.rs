@@ -5,6 +5,8 @@
 //! every export beside the new ones, its users read their old events. An export the old CLI
 //! saved has no receipt, which today's `verify` requires: it is refused by name, and the
 //! same data exported again verifies (docs/operators.md, "Upgrading").
+//! The last case does the same on DynamoDB (it needs `SUPPORT_ACCESS_TEST_AWS_ENDPOINT`): the
+//! old release's table items, loaded into fresh tables of today's schema.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -12,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use e2e::TestApp;
 use serde_json::{Value, json};
 use shared::domain::Policy;
+use shared::ports::Clock;
 use support_access_cli::api::Api;
 use support_access_cli::{Options, Report, VerifyFailure};
 use support_access_verify::{ExportKeySet, ExportKeys};
@@ -275,4 +279,104 @@ async fn a_user_reads_on_her_access_log_what_the_old_release_logged_and_an_old_c
     assert_eq!(status, 200, "{page}");
     let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, old_seqs[2..4], "{page}");
+}
+
+/// A DynamoDB JSON attribute (what `scan` prints) as the SDK's: the old tables hold strings
+/// and numbers only.
+fn attribute(value: &Value) -> aws_sdk_dynamodb::types::AttributeValue {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    match value.as_object().and_then(|o| o.iter().next()) {
+        Some((kind, Value::String(v))) if kind == "S" => AttributeValue::S(v.clone()),
+        Some((kind, Value::String(v))) if kind == "N" => AttributeValue::N(v.clone()),
+        _ => panic!("an attribute make.sh never wrote: {value}"),
+    }
+}
+
+/// Puts every item of the old release's tables (`dynamodb/tables.json`, by the role of its
+/// table) into `app`'s tables, as they were: the deployment after an update of its stack.
+async fn load_old_tables(app: &TestApp) -> usize {
+    let old: BTreeMap<String, Vec<serde_json::Map<String, Value>>> =
+        serde_json::from_str(&fixture_text("dynamodb/tables.json")).unwrap();
+    let tables = app.tables();
+    let (dynamodb, _) = e2e::aws_clients().await;
+    let mut loaded = 0;
+    for (role, items) in old {
+        let table = match role.as_str() {
+            "consents" => &tables.consents,
+            "audit" => &tables.audit,
+            "heads" => &tables.heads,
+            "checkpoints" => &tables.checkpoints,
+            "requests" => &tables.requests,
+            other => panic!("a table make.sh never dumped: {other}"),
+        };
+        for item in items {
+            let item = item.iter().map(|(name, value)| (name.clone(), attribute(value))).collect();
+            dynamodb.put_item().table_name(table).set_item(Some(item)).send().await.unwrap();
+            loaded += 1;
+        }
+    }
+    loaded
+}
+
+/// The old KMS key cannot be carried to the test's server: its public half (the JWK Set the
+/// old CLI saved) stands for it beside today's checkpoint keys, as a stack's `CheckpointKey`
+/// (which signed its checkpoints before the upgrade and after) stays published.
+fn with_old_checkpoint_key(app: &TestApp) -> ExportKeys {
+    let old: support_access_verify::JwkSet = serde_json::from_str(&fixture_text("dynamodb/jwks.json")).unwrap();
+    let mut keys = (*app.services().checkpoint_keys).clone();
+    keys.keys.extend(old.keys);
+    ExportKeys::new(support_access_verify::KeyRing::from_jwks(keys).unwrap(), app.export_keys().receipts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_the_old_chains_go_on_and_the_marking_after_the_upgrade_seals_what_the_old_checkpoints_left() {
+    let app = TestApp::on_aws(None).await;
+    // After the fixture was written, as an upgrade is.
+    app.clock.set(shared::ports::SystemClock.now());
+    assert_eq!(load_old_tables(&app).await, 32, "19 events, 5 heads, 2 checkpoints and 4 leaves, 2 requests");
+    let old_all = fixture_text("dynamodb/all.jsonl");
+    let old_events = events_of(&old_all);
+    let alice_head = old_events.values().filter(|e| e["user_id"] == "alice").max_by_key(|e| e["seq"].as_u64()).unwrap();
+    let keys = with_old_checkpoint_key(&app);
+
+    assert_eq!(app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+    let minted = app.mint("alice").await;
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    for _ in 0..2 {
+        assert!(app.authorize(minted.str("access_token"), "GET", "/app/whoami").await.is_authorized);
+    }
+
+    // Before the marking, a checkpoint seals alice's head (moved, so marked, since the
+    // upgrade) and not dave's, which moved before it: his event stays unsealed.
+    let run = shared::app::checkpoint_all(app.services(), None).await.unwrap();
+    assert_eq!(run.made.iter().map(|c| c.claims.seq).collect::<Vec<_>>(), [3]);
+    let (all, _) = app.export_pages(&shared::app::ExportScope::All).await;
+    let report = support_access_cli::verify_export(&all, &keys, Options { allow_unsealed: true }).unwrap();
+    assert_eq!(report.unsealed(), [("dave".to_owned(), 1, 1)]);
+
+    // `local-api mark-unsealed-heads`, once; then the next checkpoint seals him.
+    assert_eq!(app.dynamo().mark_unsealed_heads(app.clock.now().unix()).await.unwrap(), 1);
+    let run = shared::app::checkpoint_all(app.services(), None).await.unwrap();
+    assert_eq!(run.made.iter().map(|c| c.claims.seq).collect::<Vec<_>>(), [4]);
+
+    let (all, _) = app.export_pages(&shared::app::ExportScope::All).await;
+    let report =
+        support_access_cli::verify_export(&all, &keys, Options::default()).unwrap_or_else(|e| panic!("{e}\n{all}"));
+    assert_eq!(report.checkpoints, [1, 2, 3, 4]);
+    let events = events_of(&all);
+    for (id, old) in &old_events {
+        assert_eq!(events.get(id), Some(old), "event {id} as the old release wrote it");
+    }
+    let (old_checkpoints, checkpoints) = (checkpoints_of(&old_all), checkpoints_of(&all));
+    for seq in [1, 2] {
+        assert_eq!(checkpoints[&seq], old_checkpoints[&seq], "checkpoint {seq} as the old release signed it");
+    }
+    // alice's chain runs on from her old head.
+    let (mine, _) =
+        app.export_pages(&shared::app::ExportScope::User(shared::domain::UserId::parse("alice").unwrap())).await;
+    let report = support_access_cli::verify_export(&mine, &keys, Options::default()).unwrap();
+    let old_seq = alice_head["seq"].as_u64().unwrap();
+    let next = events_of(&mine).into_values().find(|e| e["seq"].as_u64() == Some(old_seq + 1)).unwrap();
+    assert_eq!((next["type"].as_str(), &next["prev_hash"]), (Some("consent.granted"), &alice_head["hash"]));
+    assert_eq!(report.heads["alice"].0, old_seq + 4, "granted, issued, used twice");
 }

@@ -27,4 +27,5 @@ mod races;
 mod refusals;
 mod sequencer;
 mod token_exchange;
+mod upgrade;
 mod verify_remote;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use e2e::send_json;
 use local_api::Runtime;
 use serde_json::{Value, json};
 use shared::domain::Policy;
@@ -46,13 +47,6 @@ impl Running {
     }
 }
 
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
-
 fn pyjwt_verify(jwks: &Value, token: &str, issuer: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
@@ -75,7 +69,7 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     let (alice, agent, auditor) =
         (api.token("alice", &[]), api.token("agent-7", &["support"]), api.token("aud-1", &["auditor"]));
 
-    let (status, consent) = send(
+    let (status, consent) = send_json(
         http.post(format!("{}/consents", api.base))
             .bearer_auth(&alice)
             .json(&json!({"duration_seconds": 3600, "scope": "read", "note": "billing ticket 4411"})),
@@ -83,7 +77,7 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     .await;
     assert_eq!(status, 201, "{consent}");
 
-    let (status, minted) = send(
+    let (status, minted) = send_json(
         http.post(format!("{}/tokens", api.base))
             .bearer_auth(&agent)
             .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
@@ -93,9 +87,9 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     let token = minted["access_token"].as_str().unwrap().to_owned();
 
     // From the issuer alone, as an issuer-only configuration does: its metadata, then the keys.
-    let (status, metadata) = send(http.get(format!("{}/.well-known/openid-configuration", api.base))).await;
+    let (status, metadata) = send_json(http.get(format!("{}/.well-known/openid-configuration", api.base))).await;
     assert_eq!((status, metadata["issuer"].as_str()), (200, Some(api.base.as_str())));
-    let (status, jwks) = send(http.get(metadata["jwks_uri"].as_str().unwrap())).await;
+    let (status, jwks) = send_json(http.get(metadata["jwks_uri"].as_str().unwrap())).await;
     assert_eq!(status, 200);
     let (ok, out) = pyjwt_verify(&jwks, &token, &api.base);
     assert!(ok, "PyJWT refused our token: {out}");
@@ -113,16 +107,16 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     assert!(!ok_pinned, "a verifier pinned to the old issuer must refuse the new one");
     assert!(!ok, "PyJWT must refuse a tampered token");
 
-    let (status, who) = send(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    let (status, who) = send_json(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
     assert_eq!((status, who["acting_agent"].as_str()), (200, Some("agent-7")));
-    let (status, _) = send(http.post(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    let (status, _) = send_json(http.post(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
     assert_eq!(status, 403, "read scope refuses POST");
 
-    let (status, _) = send(http.delete(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
+    let (status, _) = send_json(http.delete(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
     assert_eq!(status, 204);
-    let (status, refused) = send(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
+    let (status, refused) = send_json(http.get(format!("{}/app/whoami", api.base)).bearer_auth(&token)).await;
     assert_eq!(status, 401, "{refused}");
-    let (status, denied) = send(
+    let (status, denied) = send_json(
         http.post(format!("{}/tokens", api.base))
             .bearer_auth(&agent)
             .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
@@ -130,7 +124,7 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
     .await;
     assert_eq!((status, denied["type"].as_str().unwrap().rsplit('/').next()), (403, Some("no-consent")));
 
-    let (status, audit) = send(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
+    let (status, audit) = send_json(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
     assert_eq!(status, 200);
     let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
@@ -145,17 +139,17 @@ async fn the_readme_walkthrough_works_over_http_and_pyjwt_verifies_the_token() {
             "consent.granted"
         ]
     );
-    let (status, log) = send(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
+    let (status, log) = send_json(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
     assert_eq!((status, &log["events"]), (200, &audit["events"]));
 
     // An identity token from elsewhere is not an identity here.
     let foreign = adapter_embedded::DevIdentityProvider::generate().issue("alice", &[], SystemClock.now(), 3600);
-    let (status, _) = send(http.get(format!("{}/consents/current", api.base)).bearer_auth(&foreign)).await;
+    let (status, _) = send_json(http.get(format!("{}/consents/current", api.base)).bearer_auth(&foreign)).await;
     assert_eq!(status, 401);
 
     // A body over 16 KiB is refused without being read whole.
     let big = "x".repeat(64 * 1024);
-    let (status, problem) = send(
+    let (status, problem) = send_json(
         http.post(format!("{}/consents", api.base))
             .bearer_auth(&alice)
             .header("content-type", "application/json")
@@ -180,25 +174,25 @@ async fn the_demo_route_takes_the_user_s_identity_token_and_the_impersonation_to
 
     // Alice's own token: her identity, every method (her own request has no scope).
     for request in [http.get(&whoami), http.post(&whoami), http.delete(&whoami)] {
-        let (status, who) = send(request.bearer_auth(&alice)).await;
+        let (status, who) = send_json(request.bearer_auth(&alice)).await;
         assert_eq!((status, &who), (200, &json!({"user_id": "alice"})));
     }
 
-    let (status, consent) = send(
+    let (status, consent) = send_json(
         http.post(format!("{}/consents", api.base))
             .bearer_auth(&alice)
             .json(&json!({"duration_seconds": 3600, "scope": "read"})),
     )
     .await;
     assert_eq!(status, 201, "{consent}");
-    let (status, minted) = send(
+    let (status, minted) = send_json(
         http.post(format!("{}/tokens", api.base))
             .bearer_auth(&agent)
             .json(&json!({"user_id": "alice", "reason": "ticket 4411: billing page broken"})),
     )
     .await;
     assert_eq!(status, 201, "{minted}");
-    let (status, who) = send(http.get(&whoami).bearer_auth(minted["access_token"].as_str().unwrap())).await;
+    let (status, who) = send_json(http.get(&whoami).bearer_auth(minted["access_token"].as_str().unwrap())).await;
     assert_eq!(
         (status, who),
         (
@@ -213,12 +207,12 @@ async fn the_demo_route_takes_the_user_s_identity_token_and_the_impersonation_to
     let reserved = api.token("support-access", &[]);
     let expired = api.runtime.identity.issue("alice", &[], SystemClock.now().plus_seconds(-7200), 3600);
     for token in [&foreign, &reserved, &expired] {
-        let (status, _) = send(http.get(&whoami).bearer_auth(token)).await;
+        let (status, _) = send_json(http.get(&whoami).bearer_auth(token)).await;
         assert_eq!(status, 401);
     }
 
     // Alice's own requests are not on her log: the one use there is the agent's.
-    let (status, audit) = send(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
+    let (status, audit) = send_json(http.get(format!("{}/audit?user_id=alice", api.base)).bearer_auth(&auditor)).await;
     assert_eq!(status, 200);
     let kinds: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["token.used", "token.issued", "consent.granted"]);
@@ -232,19 +226,20 @@ async fn a_restart_on_the_same_data_directory_loses_nothing() {
 
     let api = start(dir.path()).await;
     let alice = api.token("alice", &[]);
-    let (_, consent) =
-        send(http.post(format!("{}/consents", api.base)).bearer_auth(&alice).json(&json!({"duration_seconds": 7200})))
-            .await;
-    let (_, jwks_before) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    let (_, consent) = send_json(
+        http.post(format!("{}/consents", api.base)).bearer_auth(&alice).json(&json!({"duration_seconds": 7200})),
+    )
+    .await;
+    let (_, jwks_before) = send_json(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
     api.stop().await;
 
     let api = start(dir.path()).await;
-    let (status, again) = send(http.get(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
+    let (status, again) = send_json(http.get(format!("{}/consents/current", api.base)).bearer_auth(&alice)).await;
     assert_eq!(status, 200, "the identity token and the consent survive the restart");
     assert_eq!(again, consent);
-    let (_, log) = send(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
+    let (_, log) = send_json(http.get(format!("{}/me/access-log", api.base)).bearer_auth(&alice)).await;
     assert_eq!(log["events"][0]["type"], "consent.granted");
-    let (_, jwks_after) = send(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
+    let (_, jwks_after) = send_json(http.get(format!("{}/.well-known/jwks.json", api.base))).await;
     assert_eq!(jwks_before, jwks_after, "the signing key is kept");
     api.stop().await;
 }
@@ -266,7 +261,8 @@ async fn oversized_and_hostile_requests_are_refused_and_the_server_keeps_serving
 
     // A body over 16 KiB.
     let big = json!({"duration_seconds": 3600, "note": "x".repeat(20_000)}).to_string();
-    let (status, body) = send(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(big)).await;
+    let (status, body) =
+        send_json(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(big)).await;
     assert_eq!(status, 413);
     problem(413, &body, "payload-too-large");
 
@@ -274,17 +270,18 @@ async fn oversized_and_hostile_requests_are_refused_and_the_server_keeps_serving
     let nested = "[".repeat(8000) + &"]".repeat(8000);
     let deep = format!(r#"{{"duration_seconds": 3600, "note": {nested}}}"#);
     assert!(deep.len() <= 16 * 1024);
-    let (status, body) = send(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(deep)).await;
+    let (status, body) =
+        send_json(client.post(format!("{}/consents", server.base)).bearer_auth(&alice).body(deep)).await;
     assert_eq!(status, 400);
     problem(400, &body, "invalid-request");
 
     // A 10 000-character query string.
     let long = format!("{}/audit?user_id={}", server.base, "a".repeat(10_000));
-    let (status, body) = send(client.get(long).bearer_auth(&auditor)).await;
+    let (status, body) = send_json(client.get(long).bearer_auth(&auditor)).await;
     assert_eq!(status, 400);
     problem(400, &body, "invalid-request");
     let repeated = format!("{}/audit?{}", server.base, "limit=1&".repeat(1_250));
-    let (status, body) = send(client.get(repeated).bearer_auth(&auditor)).await;
+    let (status, body) = send_json(client.get(repeated).bearer_auth(&auditor)).await;
     assert_eq!(status, 400, "{body}");
 
     // A header flood: hyper refuses the request before any handler (431), or drops it.
@@ -298,7 +295,7 @@ async fn oversized_and_hostile_requests_are_refused_and_the_server_keeps_serving
     }
 
     // Nothing of the above was written, and the server still answers.
-    let (status, body) = send(client.get(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
+    let (status, body) = send_json(client.get(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
     assert_eq!(status, 404, "{body}");
     assert!(
         server
@@ -335,7 +332,7 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
     let http = reqwest::Client::new();
     let (alice, agent, auditor) =
         (server.token("alice", &[]), server.token("agent-7", &["support"]), server.token("compliance-1", &["auditor"]));
-    let (status, _) = send(
+    let (status, _) = send_json(
         http.post(format!("{}/consents", server.base)).bearer_auth(&alice).json(&json!({"duration_seconds": 3600})),
     )
     .await;
@@ -351,7 +348,7 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
     assert!(minted.status.success(), "{}", text(&minted.stderr));
     let header = text(&minted.stdout).trim().to_owned();
     let token = header.strip_prefix("Authorization: Bearer ").expect("an Authorization header").to_owned();
-    let (status, _) = send(http.get(format!("{}/app/whoami", server.base)).bearer_auth(&token)).await;
+    let (status, _) = send_json(http.get(format!("{}/app/whoami", server.base)).bearer_auth(&token)).await;
     assert_eq!(status, 200);
 
     // A refusal prints the problem (status, slug, detail, request id) and exits 4 (the exit
@@ -448,7 +445,7 @@ async fn the_support_cli_mints_reads_follows_and_exports_the_log_and_prints_refu
         types
     };
     assert_eq!(read(3).await, ["consent.granted", "token.issued", "token.used"]);
-    let (status, _) = send(http.delete(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
+    let (status, _) = send_json(http.delete(format!("{}/consents/current", server.base)).bearer_auth(&alice)).await;
     assert_eq!(status, 204);
     assert_eq!(read(1).await, ["consent.revoked"]);
     follower.kill().unwrap();
@@ -494,7 +491,7 @@ async fn the_support_cli_requests_access_and_reports_its_status() {
     assert!(table.contains(&id) && table.contains("pending") && table.contains("full 900s"), "{table}");
 
     let (status, consent) =
-        send(http.post(format!("{}/me/access-requests/{id}/approve", server.base)).bearer_auth(&carol)).await;
+        send_json(http.post(format!("{}/me/access-requests/{id}/approve", server.base)).bearer_auth(&carol)).await;
     assert_eq!(status, 201, "{consent}");
     let one = cli(args(&["status", &id], &["--json"])).await;
     assert!(one.status.success(), "{}", text(&one.stderr));

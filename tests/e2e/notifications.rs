@@ -118,8 +118,7 @@ impl Service {
     }
 
     fn token(&self, sub: &str, groups: &[&str]) -> String {
-        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        self.runtime.identity.issue(sub, &groups, shared::ports::SystemClock.now(), 3600)
+        e2e::dev_token(&self.runtime, sub, groups)
     }
 
     async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -128,10 +127,7 @@ impl Service {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+        e2e::send_json(req).await
     }
 
     /// Every step of the product, as users and an agent take them; returns the types the

@@ -83,10 +83,7 @@ impl Upgraded {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+        e2e::send_json(req).await
     }
 
     /// A grant for alice, a token minted and used twice: events on her old chain.

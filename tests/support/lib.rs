@@ -970,6 +970,15 @@ pub async fn local_api_bound_first(
     (base, runtime)
 }
 
+/// Sends `req` and answers its status and JSON body (`null` when empty): every test that
+/// calls local-api over HTTP reads its answers this way.
+pub async fn send_json(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.expect("local-api answers");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("a body");
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("a JSON body") })
+}
+
 /// An identity token of local-api's dev identity provider for `sub` in `groups`, valid for
 /// an hour from now.
 pub fn dev_token(runtime: &local_api::Runtime, sub: &str, groups: &[&str]) -> String {

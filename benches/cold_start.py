@@ -16,8 +16,11 @@ The load average is printed: on a loaded machine read the paired quotients.
 For every run of every binary: a fresh process with the Lambda environment, one event queued.
 Measured from just before the process is spawned to (a) its first `GET .../invocation/next`
 (init: the runtime and whatever the function does before it asks for work) and (b) the
-moment its response for that event arrives (first response). Then VmHWM (peak RSS) is read
-from /proc while the process waits for its next event, and it is killed. A process that exits,
+moment its response for that event arrives (first response). The same event is then served
+once more, warm, and timed from that poll to its answer (warm response: what the handler's own
+work costs once set up; a function whose job changed, not its cold start, shows it here, so
+the first response less the warm one is the cold start's own cost). Then VmHWM (peak RSS) is
+read from /proc while the process waits for its next event, and it is killed. A process that exits,
 reports an error or answers an HTTP event with a non-2xx status stops the bench: a function
 that cannot serve must never show as a fast one. Prints median and p90 of each, the ratio of
 the medians to the hello function's (of the same set), the stripped size and the peak RSS.
@@ -86,12 +89,13 @@ class Api:
     def __init__(self):
         self.lock = threading.Lock()
         self.event = None
-        self.served = False
-        self.t_next = None
-        self.t_response = None
-        self.response = None
+        self.polls = 0
+        self.t_next = self.t_next2 = None
+        self.t_response = self.t_response2 = None
+        self.response = self.response2 = None
         self.repolled = False
         self.done = threading.Event()
+        self.done2 = threading.Event()
         self.killed = threading.Event()
         api = self
 
@@ -113,12 +117,14 @@ class Api:
                 if self.path != "/2018-06-01/runtime/invocation/next":
                     return self.reply(404)
                 with api.lock:
-                    first = not api.served
-                    if first:
+                    n = api.polls
+                    api.polls += 1
+                    if n == 0:
                         api.t_next = time.perf_counter()
-                        api.served = True
-                        event = api.event
-                if not first:
+                    elif n == 1:
+                        api.t_next2 = time.perf_counter()
+                    event = api.event
+                if n > 1:
                     # The next event never comes: the process is killed while it waits here.
                     api.repolled = True
                     api.killed.wait(30)
@@ -126,7 +132,7 @@ class Api:
                     return
                 deadline = int(time.time() * 1000) + 30_000
                 self.reply(200, json.dumps(event).encode(), [
-                    ("Lambda-Runtime-Aws-Request-Id", "req-1"),
+                    ("Lambda-Runtime-Aws-Request-Id", f"req-{n + 1}"),
                     ("Lambda-Runtime-Deadline-Ms", str(deadline)),
                     ("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench"),
                     ("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"),
@@ -136,10 +142,14 @@ class Api:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.endswith("/response") or self.path.endswith("/error") or self.path.endswith("/init/error"):
-                    api.t_response = time.perf_counter()
-                    api.response = (self.path.rsplit("/", 1)[1], body)
+                    now, answer = time.perf_counter(), (self.path.rsplit("/", 1)[1], body)
+                    second = "/req-2/" in self.path
+                    if second:
+                        api.t_response2, api.response2 = now, answer
+                    else:
+                        api.t_response, api.response = now, answer
                     self.reply(202, b'{"status":"OK"}')
-                    api.done.set()
+                    (api.done2 if second else api.done).set()
                 else:
                     self.reply(404)
 
@@ -150,9 +160,11 @@ class Api:
 
     def run(self, binary, name, event, env):
         with self.lock:
-            self.event, self.served, self.t_next, self.t_response, self.response = event, False, None, None, None
+            self.event, self.polls, self.t_next, self.t_response, self.response = event, 0, None, None, None
+            self.t_next2, self.t_response2, self.response2 = None, None, None
             self.repolled = False
         self.done.clear()
+        self.done2.clear()
         self.killed.clear()
         full_env = {
             "PATH": os.environ.get("PATH", ""),
@@ -167,12 +179,14 @@ class Api:
         t0 = time.perf_counter()
         proc = subprocess.Popen([binary], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while not self.done.wait(0.01):
-            if proc.poll() is not None:
-                raise SystemExit(f"{binary}: exited ({proc.returncode}) before answering: {proc.stderr.read()[-600:]!r}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit(f"{binary}: no answer within 60 s")
+        for done in (self.done, self.done2):
+            while not done.wait(0.01):
+                if proc.poll() is not None:
+                    raise SystemExit(
+                        f"{binary}: exited ({proc.returncode}) before answering: {proc.stderr.read()[-600:]!r}")
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise SystemExit(f"{binary}: no answer within 60 s")
         # Let the process reach its next poll (the peak after the first event), then read it.
         for _ in range(2000):
             if self.repolled:
@@ -193,7 +207,20 @@ class Api:
         response = json.loads(body or b"null")
         if isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300:
             raise SystemExit(f"{binary}: answered {response['statusCode']}: {body[:300]!r}")
-        return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, hwm, response
+        # The warm answer is not checked as the first is: the same event again may be refused
+        # on purpose (a second revoke finds no consent); it is reported only when it succeeded.
+        warm = (self.t_response2 - self.t_next2) * 1000 if succeeded(*self.response2) else None
+        return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, warm, hwm, response
+
+
+def succeeded(kind, body):
+    if kind != "response":
+        return False
+    try:
+        response = json.loads(body or b"null")
+    except ValueError:
+        return False
+    return not (isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300)
 
 
 def body_of(response):
@@ -252,10 +279,13 @@ class Set:
                 return None
             path = path or os.path.join(self.bin_dir, name)
             with turns.turn(self):
-                init, first, hwm, response = api.run(path, name, event, self.env)
-            r = self.results.setdefault(name, {"path": path, "init": [], "first": [], "hwm": []})
+                init, first, warm, hwm, response = api.run(path, name, event, self.env)
+            r = self.results.setdefault(name, {"path": path, "init": [], "first": [], "warm": [], "cold": [], "hwm": []})
             r["init"].append(init)
             r["first"].append(first)
+            if warm is not None:
+                r["warm"].append(warm)
+                r["cold"].append(first - warm)
             r["hwm"].append(hwm)
             return response
 
@@ -303,14 +333,27 @@ class Set:
     def print(self):
         print(f"\n{self.label}: {self.bin_dir}")
         print(f"{'binary':16} {'init med':>9} {'p90':>7} {'x hello':>8} {'1st resp med':>13} {'p90':>7} "
-              f"{'x hello':>8} {'size MB':>8} {'peak RSS MB':>12}")
+              f"{'x hello':>8} {'warm med':>9} {'1st - warm':>11} {'x hello':>8} {'size MB':>8} {'peak RSS MB':>12}")
         ratios = self.ratios()
         for name, r in self.results.items():
             init, first = statistics.median(r["init"]), statistics.median(r["first"])
             size = os.path.getsize(r["path"]) / 1e6
             hwm = max(r["hwm"]) / 1024
+            warm, cold_ms, cold = median_or_none(r["warm"]), median_or_none(r["cold"]), self.cold_ratio(name)
+            warm_s = "-" if warm is None else f"{warm:.1f}ms"
+            cold_s = "-" if cold_ms is None else f"{cold_ms:.1f}ms"
+            ratio_s = "-" if cold is None else f"{cold:.2f}x"
             print(f"{name:16} {init:8.1f}ms {p90(r['init']):6.1f} {ratios[name][0]:7.2f}x {first:12.1f}ms "
-                  f"{p90(r['first']):6.1f} {ratios[name][1]:7.2f}x {size:8.2f} {hwm:12.1f}")
+                  f"{p90(r['first']):6.1f} {ratios[name][1]:7.2f}x {warm_s:>9} {cold_s:>11} {ratio_s:>8} "
+                  f"{size:8.2f} {hwm:12.1f}")
+
+    def cold_ratio(self, name):
+        """The median of first response less warm response, over hello's: the cold start's own
+        cost, whatever the handler's job (None when the warm event was refused)."""
+        r, base = self.results[name], self.results["hello_lambda"]
+        if not r["cold"] or not base["cold"]:
+            return None
+        return statistics.median(r["cold"]) / statistics.median(base["cold"])
 
 
 class Turns:
@@ -364,6 +407,10 @@ class Turns:
                 self.cond.notify_all()
 
 
+def median_or_none(xs):
+    return statistics.median(xs) if xs else None
+
+
 def p90(xs):
     return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
 
@@ -393,7 +440,9 @@ def main():
         if i == 0:
             for s in sets:
                 for r in s.results.values():
-                    r["init"].clear(), r["first"].clear(), r["hwm"].clear()
+                    for series in r.values():
+                        if isinstance(series, list):
+                            series.clear()
 
     print(f"machine: {os.cpu_count()} cores; {runs} cold starts per binary and set (after one warm-up round); "
           f"load average (1, 5, 15 min) {' '.join(f'{x:.2f}' for x in load_before)} at the start, "
@@ -408,7 +457,8 @@ def main():
         paired = {name: statistics.median(a / b for a, b in zip(a_res[name]["first"], b_res[name]["first"]))
                   for name in b_res}
         print(f"\n{'binary':16} {'init x hello':>20} {'1st resp x hello':>20} {'1st resp - init, ms':>22} "
-              f"{'1st resp this/before':>21}   (before -> this build; the last paired per round)")
+              f"{'1st - warm x hello':>20} {'1st resp this/before':>21}   (before -> this build; the last "
+              f"paired per round)")
         for name in ("hello_lambda",) + FUNCTIONS:
             if name not in before:
                 print(f"{name:16} not in the before build: skipped")
@@ -416,9 +466,12 @@ def main():
             (ai, af), (bi, bf) = after[name], before[name]
             a_wait = statistics.median(f - i for f, i in zip(a_res[name]["first"], a_res[name]["init"]))
             b_wait = statistics.median(f - i for f, i in zip(b_res[name]["first"], b_res[name]["init"]))
+            ac, bc = sets[0].cold_ratio(name), sets[1].cold_ratio(name)
+            cold = "-" if ac is None or bc is None else f"{bc:.2f}x -> {ac:.2f}x"
             print(f"{name:16} {bi:8.2f}x -> {ai:6.2f}x {bf:8.2f}x -> {af:6.2f}x {b_wait:9.1f} -> {a_wait:8.1f} "
-                  f"{paired[name]:20.2f}x"
-                  f"{'' if ai <= 4 else '   init over 4x hello'}{'' if af <= bf else '   first response ratio up'}")
+                  f"{cold:>20} {paired[name]:20.2f}x"
+                  f"{'' if ai <= 4 else '   init over 4x hello'}{'' if af <= bf else '   first response ratio up'}"
+                  f"{'' if ac is None or bc is None or ac <= bc else '   cold start cost up'}")
 
 
 if __name__ == "__main__":

@@ -58,12 +58,13 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 
 /// The SDKs' default HTTPS client (hyper 1, rustls on aws-lc, the proxy settings of the
 /// environment), built once: it keeps one connector per timeout setting, which every client
-/// of [`sdk_config`] has in common.
+/// of [`sdk_config`] has in common. It trusts [`aws_trust`]'s roots.
 fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
-        let mut connector =
-            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        let mut connector = aws_smithy_http_client::ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(aws_trust());
         connector.set_connector_settings(settings.cloned());
         if let Some(components) = components {
             connector.set_sleep_impl(components.sleep_impl());
@@ -71,6 +72,29 @@ fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
         connector.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
         connector.build()
     })
+}
+
+/// The roots AWS service endpoints' certificates chain to: Amazon Trust Services' four and
+/// the Starfield Services root that cross-signs them, compiled in (`amazon-roots.pem`).
+const AMAZON_ROOTS_PEM: &[u8] = include_bytes!("amazon-roots.pem");
+
+/// What the SDK clients trust. Only [`AMAZON_ROOTS_PEM`], by default: the clients talk to AWS
+/// endpoints alone, so no other CA of the platform's hundred and more can stand in for one,
+/// and a cold start no longer reads and parses the platform's store before its first call
+/// (about 140 certificates on Lambda, twice over on some systems: 1-4 ms of every first
+/// response, BENCHMARKS.md "Cold start"). An operator who sets `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` (the CA of a TLS-inspecting proxy, an endpoint of their own over HTTPS)
+/// gets the platform's store with those, as the SDK's default does. The identity provider's
+/// keys are fetched with the platform's store as ever ([`identity::SdkHttpGet`]): any CA
+/// may serve them.
+fn aws_trust() -> aws_smithy_http_client::tls::TlsContext {
+    use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+    let named = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|name| std::env::var_os(name).is_some());
+    let store = match named {
+        true => TrustStore::default(),
+        false => TrustStore::empty().with_pem_certificate(AMAZON_ROOTS_PEM),
+    };
+    TlsContext::builder().with_trust_store(store).build().unwrap_or_default()
 }
 
 /// 1 s to connect, 2 s per attempt, 5 s per operation (retries included).
@@ -333,4 +357,46 @@ fn key_list(name: &str) -> Vec<String> {
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    /// SHA-256 of each root, as https://www.amazontrust.com/repository/ publishes them, in the
+    /// file's order: Amazon Root CA 1-4, Starfield Services Root Certificate Authority - G2.
+    const FINGERPRINTS: [&str; 5] = [
+        "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e",
+        "1ba5b2aa8c65401a82960118f80bec4f62304d83cec4713a19c39c011ea46db4",
+        "18ce6cfe7bf14e60b2e347b8dfe868cb31d02ebb3ada271569f50343b46db3a4",
+        "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
+        "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
+    ];
+
+    #[test]
+    fn the_aws_clients_trust_amazon_trust_services_five_roots_each_one_of_mozillas() {
+        let certs = CertificateDer::pem_slice_iter(super::AMAZON_ROOTS_PEM)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the compiled-in roots parse as PEM");
+        let fingerprints: Vec<String> = certs
+            .iter()
+            .map(|cert| {
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert)
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(fingerprints, FINGERPRINTS);
+        for (cert, fingerprint) in certs.iter().zip(FINGERPRINTS) {
+            let anchor = webpki::anchor_from_trusted_cert(cert).expect("a root certificate");
+            assert!(
+                webpki_roots::TLS_SERVER_ROOTS.iter().any(|mozilla| mozilla.subject == anchor.subject
+                    && mozilla.subject_public_key_info == anchor.subject_public_key_info),
+                "{fingerprint} is not one of Mozilla's roots"
+            );
+        }
+    }
 }

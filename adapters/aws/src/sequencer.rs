@@ -195,6 +195,20 @@ fn sequenced_expiry() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) + SEQUENCED_RETENTION_SECONDS
 }
 
+/// The mark of an intake item appended at a `seq` (with [`mark_names`] and [`mark_values`]),
+/// whether it is set alone or in the append's transaction: the `seq`, and the TTL that lets
+/// the marked item expire; the item must exist (`#s`), so a mark never creates one.
+const MARK_SET: &str = "SET #q = :q, expires_at = :e";
+const MARK_EXISTS: &str = "attribute_exists(#s)";
+
+fn mark_names() -> HashMap<String, String> {
+    HashMap::from([("#q".to_owned(), "seq".to_owned()), ("#s".to_owned(), "stream".to_owned())])
+}
+
+fn mark_values(seq: u64) -> HashMap<String, AttributeValue> {
+    HashMap::from([(":q".to_owned(), n(seq as i64)), (":e".to_owned(), n(sequenced_expiry()))])
+}
+
 /// Where a run has got to on a stream's chain: what the head says once it moves there.
 #[derive(Clone)]
 struct Moved {
@@ -480,12 +494,10 @@ impl DynamoStore {
             .table_name(&self.tables.intake)
             .key("stream", s(stream))
             .key("order", s(order))
-            .update_expression("SET #q = :q, expires_at = :e")
-            .condition_expression("attribute_exists(#s)")
-            .expression_attribute_names("#q", "seq")
-            .expression_attribute_names("#s", "stream")
-            .expression_attribute_values(":q", n(seq as i64))
-            .expression_attribute_values(":e", n(sequenced_expiry()))
+            .update_expression(MARK_SET)
+            .condition_expression(MARK_EXISTS)
+            .set_expression_attribute_names(Some(mark_names()))
+            .set_expression_attribute_values(Some(mark_values(seq)))
             .send()
             .await;
         landed(sent).map(|_| ())
@@ -499,12 +511,10 @@ impl DynamoStore {
             .table_name(&self.tables.intake)
             .key("stream", s(stream))
             .key("order", s(order))
-            .update_expression("SET #q = :q, expires_at = :e")
-            .condition_expression("attribute_exists(#s) AND attribute_not_exists(#q)")
-            .expression_attribute_names("#q", "seq")
-            .expression_attribute_names("#s", "stream")
-            .expression_attribute_values(":q", n(seq as i64))
-            .expression_attribute_values(":e", n(sequenced_expiry()));
+            .update_expression(MARK_SET)
+            .condition_expression(format!("{MARK_EXISTS} AND attribute_not_exists(#q)"))
+            .set_expression_attribute_names(Some(mark_names()))
+            .set_expression_attribute_values(Some(mark_values(seq)));
         Ok(TransactWriteItem::builder().update(built(mark.build())?).build())
     }
 

@@ -119,9 +119,12 @@ EXPECTED = {
     }
     | AUDIT_APPEND
     | HEADS,
+    # Both streams (the intake's for uses announced before they are sequenced, #18, on either
+    # path: its mapping is deployed either way), never either table itself.
     "NotifierFunction": {
-        (a, "AuditTable/stream")
+        (a, f"{table}/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+        for table in ["AuditTable", "AuditIntakeTable"]
     }
     | {("dynamodb:PutItem", "FirstUsesTable"), ("events:PutEvents", "NotificationBus")}
     | FAILED_BATCHES,
@@ -433,6 +436,9 @@ def rules_hold(template: dict, sequenced: bool):
                 # an intake item (TTL does).
                 if function == "SequencerFunction":
                     assert action in {"dynamodb:Query", "dynamodb:UpdateItem"} or resource.endswith("/stream"), action
+                elif function == "NotifierFunction":
+                    # Its stream only: the uses it announces are in the records.
+                    assert resource.endswith("/stream") and action not in WRITES, f"{function} may {action} {resource}"
                 elif function in {"AccessLogFunction", "QueryAuditFunction"}:
                     assert sequenced and action == "dynamodb:Query", f"{function} may {action} the audit intake"
                 else:
@@ -538,6 +544,25 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     # Kept retrying for 12 h, then sent whole to the failed-batches bucket before the stream
     # (24 h) trims it.
     assert notifier["MaximumRecordAgeInSeconds"] < 86400
+    # The notifier's second mapping (#18): the intake's new items of uses, announced before
+    # they are sequenced, kept as the Audit stream's are (retried 12 h from the failed record,
+    # then whole to the bucket), halved when the function itself fails. Deployed whatever
+    # SequencedAudit says, so that uses still pending when it is turned off are announced.
+    notifier_function = resources["NotifierFunction"]["Properties"]
+    uses = notifier_function["Events"]["IntakeStream"]
+    assert "Condition" not in uses
+    uses = uses["Properties"]
+    assert uses["Stream"] == {"Fn::GetAtt": ["AuditIntakeTable", "StreamArn"]}
+    assert uses["StartingPosition"] == "TRIM_HORIZON"
+    assert uses["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and uses["MaximumRetryAttempts"] == -1
+    assert uses["MaximumRecordAgeInSeconds"] == notifier["MaximumRecordAgeInSeconds"] < 86400
+    assert uses["BisectBatchOnFunctionError"] is True
+    assert uses["DestinationConfig"] == notifier["DestinationConfig"]
+    assert notifier["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}
+    assert [json.loads(f["Pattern"]) for f in uses["FilterCriteria"]["Filters"]] == [
+        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"type": {"S": ["token.used"]}}}}
+    ]
+    assert notifier_function["Environment"]["Variables"]["AUDIT_INTAKE_TABLE"] == {"Ref": "AuditIntakeTable"}
     sequencer = resources["SequencerFunction"]["Properties"]
     intake_stream = sequencer["Events"]["IntakeStream"]["Properties"]
     assert intake_stream["Stream"] == {"Fn::GetAtt": ["AuditIntakeTable", "StreamArn"]}
@@ -768,7 +793,8 @@ def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
 def test_every_stream_mapping_and_schedule_keeps_what_failed(template):
     resources = transformed(template)["Resources"]
     mappings = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
-    assert len(mappings) == 3
+    # The expiry recorder's, the sequencer's and the notifier's two (the Audit stream, the intake's).
+    assert len(mappings) == 4
     for name, mapping in mappings.items():
         # The S3 destination keeps the batch itself, not just its position in the stream.
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}, name

@@ -296,7 +296,7 @@ async fn a_dead_receiver_changes_nothing_for_the_api_and_misses_nothing_once_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
-    use adapter_aws::{EventBridgePublisher, audit_events_from_stream};
+    use adapter_aws::EventBridgePublisher;
     use e2e::{Backend, Event, TestApp};
 
     let app = TestApp::on(Backend::Aws).await;
@@ -317,8 +317,8 @@ async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
     // What DynamoDB Streams delivers to the notifier, read from moto's stream of the table.
     let batch: aws_lambda_events::event::dynamodb::Event =
         serde_json::from_value(e2e::stream_event(&app.tables().audit)).unwrap();
-    let events: Vec<_> = audit_events_from_stream(&batch).into_iter().map(|(_, e)| e).collect();
-    assert_eq!(events.len(), 6, "every committed event is in the stream: {events:?}");
+    let events: Vec<_> = app.dynamo().stream_events_to_announce(&batch).into_iter().map(|(_, e)| e).collect();
+    assert_eq!(events.len(), 6, "every committed event is in the stream, each direct use too: {events:?}");
     // A bus that does not exist: the batch fails at its first announced event, so the stream
     // retries from there (the notifier reports that record as the batch item failure).
     let nowhere = EventBridgePublisher::new(e2e::eventbridge_client().await, "no-such-bus");
@@ -345,6 +345,217 @@ async fn on_aws_the_audit_stream_reaches_eventbridge_once_per_step() {
     kinds.sort_by_key(|(seq, _)| seq.parse::<u64>().unwrap());
     let types: Vec<&str> = kinds.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(types, ["consent.granted", "token.issued", "token.used", "consent.revoked"], "one use announced of two");
+}
+
+/// The notifier's tests on the sequenced path (#18): a DynamoDB store that records through
+/// the intake, its calls counted at a proxy, and a bus whose every event lands in a queue.
+mod sequenced {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use adapter_aws::EventBridgePublisher;
+    use async_trait::async_trait;
+    use e2e::aws_proxy::AwsProxy;
+    use e2e::{Event, TestApp};
+    use serde_json::{Value, json};
+    use shared::app::{RelayStats, publish_committed};
+    use shared::domain::{AuditEvent, Notification};
+    use shared::ports::{PublishError, Publisher};
+
+    struct Setup {
+        proxy: AwsProxy,
+        app: TestApp,
+        bus: String,
+        queue: String,
+    }
+
+    async fn setup() -> Setup {
+        let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+        let proxy = AwsProxy::start(&upstream).await;
+        let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+        let bus = format!("support-access-{}", uuid::Uuid::new_v4().simple());
+        let queue = e2e::moto_sink(&["setup", &bus]).trim().to_owned();
+        Setup { proxy, app, bus, queue }
+    }
+
+    impl Setup {
+        /// A token of alice's, used `uses` times through the HTTP layer (each use one intake
+        /// put), its consent and its issue already on the chain.
+        async fn used_token(&self, uses: usize) -> String {
+            if self.app.consent("alice").await.is_none() {
+                assert_eq!(self.app.grant("alice", json!({"duration_seconds": 3600})).await.status, 201);
+            }
+            let token = self.app.mint("alice").await.str("access_token").to_owned();
+            self.app.settle().await;
+            for _ in 0..uses {
+                let used = self.app.call(Event::new("GET", "/app/whoami").anonymous().bearer(&token)).await;
+                assert_eq!(used.status, 200);
+            }
+            token
+        }
+
+        /// What the notifier takes from `table`'s stream as the event source delivers it, with
+        /// each record's sequence number.
+        fn stream(&self, table: &str) -> Vec<(String, AuditEvent)> {
+            let batch: aws_lambda_events::event::dynamodb::Event =
+                serde_json::from_value(e2e::stream_event(table)).unwrap();
+            self.app.dynamo().stream_events_to_announce(&batch)
+        }
+
+        async fn publisher(&self) -> EventBridgePublisher {
+            EventBridgePublisher::new(e2e::eventbridge_client().await, &self.bus)
+        }
+
+        /// Publishes `records` as the notifier does, counting the store's writes (the first-use
+        /// claims) at the proxy: `(delivered, PutItem calls)`.
+        async fn notify(&self, records: &[(String, AuditEvent)], publisher: &dyn Publisher) -> (u64, usize) {
+            let events: Vec<AuditEvent> = records.iter().map(|(_, e)| e.clone()).collect();
+            let stats = RelayStats::default();
+            self.proxy.clear();
+            publish_committed(&events, self.app.dynamo().as_ref(), publisher, &stats).await.unwrap();
+            (stats.delivered(), self.proxy.calls().iter().filter(|c| *c == "PutItem").count())
+        }
+
+        /// The ids and types of the next `n` notifications on the bus.
+        fn received(&self, n: usize) -> Vec<(String, String)> {
+            let received: Vec<Value> =
+                serde_json::from_str(&e2e::moto_sink(&["receive", &self.queue, &n.to_string()])).unwrap();
+            received.iter().map(|m| (m["detail"]["id"].as_str().unwrap().to_owned(), detail_type(m))).collect()
+        }
+    }
+
+    fn detail_type(m: &Value) -> String {
+        m["detail-type"].as_str().unwrap().to_owned()
+    }
+
+    fn uses(records: &[(String, AuditEvent)]) -> Vec<&AuditEvent> {
+        records.iter().map(|(_, e)| e).filter(|e| e.event_type.as_str() == "token.used").collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_use_recorded_through_the_intake_is_announced_before_the_sequencer_runs_and_never_claimed_again() {
+        let s = setup().await;
+        s.used_token(2).await;
+
+        // The intake's stream brings both uses while they are still pending: the first is
+        // announced (one claim each), the sequencer has not run.
+        let intake = s.stream(&s.app.tables().intake);
+        let pending = uses(&intake);
+        assert_eq!(pending.len(), 2, "only uses come from the intake: {intake:?}");
+        assert!(pending.iter().all(|e| e.is_pending()));
+        let (delivered, claims) = s.notify(&intake, &s.publisher().await).await;
+        assert_eq!((delivered, claims), (1, 2));
+        let waiting = s.app.sequencer().pending("alice", 10).await.unwrap();
+        assert!(waiting.iter().any(|e| e.event_id == pending[0].event_id), "announced while pending");
+        let announced: Vec<Value> = serde_json::from_str(&e2e::moto_sink(&["receive", &s.queue, "1"])).unwrap();
+        let data = &announced[0]["detail"]["data"];
+        assert_eq!(
+            (detail_type(&announced[0]), &data["event_id"]),
+            ("token.used".to_owned(), &json!(pending[0].event_id))
+        );
+        assert_eq!((&data["seq"], &data["hash"]), (&json!(0), &json!("")), "announced as it is, pending");
+
+        // The sequencer appends them; the Audit stream brings every step but those uses, and
+        // the notifier claims nothing there.
+        s.app.settle().await;
+        let audit = s.stream(&s.app.tables().audit);
+        let types: Vec<&str> = audit.iter().map(|(_, e)| e.event_type.as_str()).collect();
+        assert_eq!(types, ["consent.granted", "token.issued"], "the uses came from the intake");
+        let (delivered, claims) = s.notify(&audit, &s.publisher().await).await;
+        assert_eq!((delivered, claims), (2, 0), "no second claim of a use announced from the intake");
+        let mut steps: Vec<String> = s.received(2).into_iter().map(|(_, t)| t).collect();
+        steps.sort();
+        assert_eq!(steps, ["consent.granted", "token.issued"]);
+    }
+
+    /// Fails its `fail_at`-th publish (0-based), as a bus that refused one entry.
+    struct FailingAt {
+        inner: EventBridgePublisher,
+        fail_at: usize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Publisher for FailingAt {
+        async fn publish(&self, notification: &Notification) -> Result<(), PublishError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+                return Err(PublishError("refused".into()));
+            }
+            self.inner.publish(notification).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_intake_batch_delivered_again_announces_no_use_twice() {
+        let s = setup().await;
+        s.used_token(2).await;
+        s.used_token(2).await;
+        let intake = s.stream(&s.app.tables().intake);
+        let all = uses(&intake);
+        assert_eq!(all.len(), 4, "{intake:?}");
+        let firsts = [all[0].event_id.to_string(), all[2].event_id.to_string()];
+
+        // The second token's first use fails to publish: the batch reports that record, and
+        // the event source delivers the batch again from it.
+        let events: Vec<AuditEvent> = intake.iter().map(|(_, e)| e.clone()).collect();
+        let failing = FailingAt { inner: s.publisher().await, fail_at: 1, calls: AtomicUsize::new(0) };
+        let stats = RelayStats::default();
+        let failed = publish_committed(&events, s.app.dynamo().as_ref(), &failing, &stats).await;
+        let at = failed.map(|_| ()).map_err(|(i, _)| i).expect_err("the second announcement failed");
+        assert_eq!(intake[at].1.event_id.to_string(), firsts[1]);
+        assert_eq!(stats.delivered(), 1);
+        let (delivered, _) = s.notify(&intake[at..], &s.publisher().await).await;
+        assert_eq!(delivered, 1);
+        let mut received: Vec<String> = s.received(2).into_iter().map(|(id, _)| id).collect();
+        received.sort();
+        let mut expected = firsts.to_vec();
+        expected.sort();
+        assert_eq!(received, expected, "each token's first use once, no later use");
+
+        // The whole batch delivered again (a crash after it was published, or a replay from
+        // the failed-batches bucket) announces no other use: each later use still finds its
+        // token claimed by the first, and a first use goes out again with its own id only.
+        let (again, claims) = s.notify(&intake, &s.publisher().await).await;
+        assert_eq!((again, claims), (2, 4));
+        let mut replayed: Vec<String> = s.received(2).into_iter().map(|(id, _)| id).collect();
+        replayed.sort();
+        assert_eq!(replayed, expected, "the same first uses, by the ids consumers deduplicate on");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_direct_use_during_a_deploy_is_announced_from_the_audit_stream_once_beside_sequenced_ones() {
+        use shared::domain::Jti;
+        use shared::ports::{AuditIntake, Deadline};
+        let s = setup().await;
+        s.used_token(1).await;
+        // A function still on the direct path (the release before, or a deploy turning
+        // SequencedAudit on) appends a use of another token straight to the chain.
+        let consent = s.app.consent("alice").await.unwrap();
+        let direct = s.app.decided_use(&consent).with_jti(&Jti::generate());
+        s.app.direct_store().record(direct.clone(), Deadline::after(std::time::Duration::from_secs(30))).await.unwrap();
+        s.app.settle().await;
+
+        let intake = s.stream(&s.app.tables().intake);
+        let audit = s.stream(&s.app.tables().audit);
+        let sequenced = uses(&intake)[0].event_id.clone();
+        let from_audit: Vec<_> = uses(&audit).into_iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(
+            from_audit,
+            std::slice::from_ref(&direct.event_id),
+            "the direct use only: the other came from the intake"
+        );
+
+        let publisher = s.publisher().await;
+        let (delivered, claims) = s.notify(&intake, &publisher).await;
+        assert_eq!((delivered, claims), (1, 1));
+        let (delivered, claims) = s.notify(&audit, &publisher).await;
+        assert_eq!((delivered, claims), (3, 1), "grant, issue and the direct use; its one claim");
+        let mut used: Vec<String> =
+            s.received(4).into_iter().filter(|(_, t)| t == "token.used").map(|(id, _)| id).collect();
+        used.sort();
+        let mut expected = vec![sequenced.to_string(), direct.event_id.to_string()];
+        expected.sort();
+        assert_eq!(used, expected, "each use once, whichever stream brought it");
+    }
 }
 
 #[test]

@@ -225,12 +225,13 @@ impl DynamoStore {
         head_of(&item).ok_or_else(|| corrupt_head(stream))
     }
 
-    /// `event`'s `Audit` item, on condition its `seq` is free: the one way any writer, direct
-    /// or sequencer, takes a place on a chain.
-    pub(super) fn audit_put(&self, event: &AuditEvent) -> Result<TransactWriteItem, StoreError> {
+    /// An event's `Audit` item (its [`audit_item`], and the sequencer's mark when it appends
+    /// from the intake), on condition its `seq` is free: the one way any writer, direct or
+    /// sequencer, takes a place on a chain.
+    pub(super) fn audit_put(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let audit = Put::builder()
             .table_name(&self.tables.audit)
-            .set_item(Some(audit_item(event)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#s)")
             .expression_attribute_names("#s", "stream");
         Ok(TransactWriteItem::builder().put(built(audit.build())?).build())
@@ -296,7 +297,7 @@ impl DynamoStore {
             let mut items = own.clone();
             items.push(TransactWriteItem::builder().update(built(head.build())?).build());
             for event in &sealed {
-                items.push(self.audit_put(event)?);
+                items.push(self.audit_put(audit_item(event))?);
             }
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => {

@@ -159,6 +159,17 @@ pub fn audit_item(e: &AuditEvent) -> Item {
     item
 }
 
+/// The attribute (`BOOL` true) the sequencer adds to each `Audit` item it appends from the
+/// intake: the notifier announced such a `token.used` from the `AuditIntake` stream already,
+/// and skips it on the `Audit` stream without a second first-use claim. Not part of the event
+/// (its hash never covers it, no reader returns it); a direct writer never sets it.
+pub(super) const VIA_INTAKE: &str = "via_intake";
+
+/// Whether `item` (an `Audit` item) was appended by the sequencer from the intake.
+pub(super) fn appended_via_intake(item: &Item) -> bool {
+    item.get(VIA_INTAKE).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
+}
+
 /// An audit event read from its item.
 pub(super) struct AuditItem(pub AuditEvent);
 

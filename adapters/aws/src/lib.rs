@@ -35,7 +35,7 @@ pub use dynamodb::{DynamoStore, Tables};
 pub use identity::{SdkHttpGet, identity_from_env};
 pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
-pub use notify::{EventBridgePublisher, audit_events_from_stream};
+pub use notify::EventBridgePublisher;
 pub use provision::{create_cursor_secret, create_signing_key, create_tables};
 pub use sequencer::SEQUENCER_EVENTS_PER_TRANSACTION;
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions

@@ -2,18 +2,19 @@
 //! announced only once committed and publishing never runs inside a request; the `notifier`
 //! function reads it, claims each use as its token's first in `FirstUses` (one conditional
 //! put, first writer wins), and puts each announcement on an EventBridge bus (`detail` = the
-//! CloudEvents envelope).
-
-use std::collections::HashMap;
+//! CloudEvents envelope). On the sequenced path (#18) it reads the `AuditIntake` stream too,
+//! for uses only: a use is durable once its intake item is, so it is announced without
+//! waiting for the sequencer, and the sequencer's mark on the `Audit` item it appends
+//! (`via_intake`) keeps the notifier from claiming it a second time there.
 
 use async_trait::async_trait;
-use aws_lambda_events::event::dynamodb::Event;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use super::dynamodb::{DynamoStore, n, s, unavailable};
-use super::items::AuditItem;
-use shared::domain::{AuditEvent, NOTIFICATION_SOURCE, Notification};
+use super::items::{AuditItem, Item, appended_via_intake};
+use super::sequencer::intake_event;
+use shared::domain::{AuditEvent, AuditEventType, NOTIFICATION_SOURCE, Notification};
 use shared::ports::{FirstUses, PublishError, Publisher, StoreError, first_use_claim_expiry};
 
 /// Puts notifications on an EventBridge bus: `source` `support-access`, `detail-type` the
@@ -59,24 +60,44 @@ impl Publisher for EventBridgePublisher {
     }
 }
 
-/// The audit events a batch of Audit-stream records inserted, in order, each with its
-/// record's sequence number (to report a partial batch failure). A record that does not
-/// parse is logged and skipped, so one poison record cannot block the shard.
-pub fn audit_events_from_stream(event: &Event) -> Vec<(String, AuditEvent)> {
-    let mut out = Vec::new();
-    for record in &event.records {
-        if record.event_name != "INSERT" {
-            continue;
-        }
-        let item: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
-        match AuditItem::try_from(&item) {
-            Ok(audit) => out.push((record.change.sequence_number.clone().unwrap_or_default(), audit.0)),
-            Err(e) => {
-                tracing::error!(event_id = %record.event_id, error = %e, "unreadable audit event in stream record")
+/// The table a stream record came from: the name in its `eventSourceARN`
+/// (`arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>`).
+fn source_table(record: &EventRecord) -> Option<&str> {
+    record.event_source_arn.as_deref()?.split('/').nth(1)
+}
+
+impl DynamoStore {
+    /// The events a batch of stream records brings the notifier, in order, each with its
+    /// record's sequence number (to report a partial batch failure); only new items count. From
+    /// the `AuditIntake` stream (a record whose source is this store's intake table): each
+    /// `token.used`, announced before the sequencer appends it (the other types are announced
+    /// from the `Audit` stream, in chain order). From the `Audit` stream (any other record):
+    /// every event, but a `token.used` the sequencer appended from the intake (`via_intake`),
+    /// announced from the intake already. A record that does not parse is logged and skipped,
+    /// so one poison record cannot block the shard.
+    pub fn stream_events_to_announce(&self, event: &Event) -> Vec<(String, AuditEvent)> {
+        let mut out = Vec::new();
+        for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
+            let item: Item = record.change.new_image.clone().into();
+            let from_intake = source_table(record) == Some(self.tables.intake.as_str());
+            let read = if from_intake {
+                intake_event(&item).map(|e| Some(e).filter(|e| e.event_type == AuditEventType::TokenUsed))
+            } else {
+                AuditItem::try_from(&item).map(|a| {
+                    let announced = a.0.event_type == AuditEventType::TokenUsed && appended_via_intake(&item);
+                    Some(a.0).filter(|_| !announced)
+                })
+            };
+            match read {
+                Ok(Some(e)) => out.push((record.change.sequence_number.clone().unwrap_or_default(), e)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(event_id = %record.event_id, from_intake, error = %e, "unreadable audit event in stream record")
+                }
             }
         }
+        out
     }
-    out
 }
 
 #[async_trait]

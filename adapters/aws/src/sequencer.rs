@@ -52,7 +52,7 @@ use super::archive::{MOVED_SET, MarkMoved};
 use super::dynamodb::{
     Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
 };
-use super::items::{AuditItem, Item, audit_item, get_n, get_s, item_bytes};
+use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s, item_bytes};
 use shared::domain::{AuditEvent, EventId};
 use shared::ports::{
     AuditIntake, AuditPage, AuditQuery, AuditReader, Deadline, SEQUENCER_HOLD, Sequencer, SequencerRun, StoreError,
@@ -144,6 +144,20 @@ fn intake_item(event: &AuditEvent, decided_us: i64) -> Result<Item, StoreError> 
         ("type".into(), s(event.event_type.as_str())),
         ("body".into(), s(&body)),
     ]))
+}
+
+/// The `Audit` item of `event` as the sequencer appends it: marked [`VIA_INTAKE`], so the
+/// notifier, which announced it from the intake's stream, does not claim it again.
+fn appended_item(event: &AuditEvent) -> Item {
+    let mut item = audit_item(event);
+    item.insert(VIA_INTAKE.into(), AttributeValue::Bool(true));
+    item
+}
+
+/// The event an intake item (a table read, or a stream record's new image) holds: the one
+/// reading of an intake item, the sequencer's, the access log's and the notifier's.
+pub(super) fn intake_event(item: &Item) -> Result<AuditEvent, StoreError> {
+    Pending::try_from(item).map(|p| p.event)
 }
 
 /// A pending intake item.
@@ -678,11 +692,12 @@ impl DynamoStore {
             while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_TRANSACTION {
                 let p = &todo[to];
                 let event = p.event.clone().seal(next.seq + 1, &next.hash);
-                bytes += item_bytes(&audit_item(&event)) + item_bytes(&intake_item(&p.event, p.decided_us)?);
+                let appended = appended_item(&event);
+                bytes += item_bytes(&appended) + item_bytes(&intake_item(&p.event, p.decided_us)?);
                 if to > from && bytes > TRANSACTION_BYTES {
                     break;
                 }
-                items.push(self.audit_put(&event)?);
+                items.push(self.audit_put(appended)?);
                 items.push(self.mark_in_transaction(stream, &p.order, event.seq)?);
                 next.follow(&event);
                 to += 1;

@@ -998,11 +998,7 @@ async fn a_checkpoint_queries_the_moved_heads_and_never_scans_on_dynamodb() {
     assert_eq!(count("Scan"), 0, "{calls:?}");
     // One round of index queries: what it found is sealed, and no second round reads every
     // partition again to find nothing; three unmarkings.
-    assert_eq!(
-        count("Query") - adapter_aws::MOVED_SHARDS as usize,
-        1,
-        "and one of the latest checkpoint: {calls:?}"
-    );
+    assert_eq!(count("Query") - adapter_aws::MOVED_SHARDS as usize, 1, "and one of the latest checkpoint: {calls:?}");
     assert_eq!(count("UpdateItem"), 3, "{calls:?}");
 
     // A head written before heads were marked: unseen until the one-off marking.

@@ -18,7 +18,7 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 ///
 /// Sizing: an index partition takes 1,000 write units a second, and each event writes its
 /// whole item to the index (projection ALL), one unit per started KB. A use's item is 634
-/// bytes (36-character ids, two 64-hex hashes, `at_key`, a `METHOD path` detail), so one
+/// bytes, 645 as the sequencer appends it (its `via_intake` mark) (36-character ids, two 64-hex hashes, `at_key`, a `METHOD path` detail), so one
 /// unit; the largest event (128-character ids, a 500-character reason of 3-byte characters,
 /// a 256-byte detail) is 2,695 bytes, three units (both measured in the tests below). The
 /// shard is a uniform hash of the event id, so 8 shards take about 8,000 uses a second

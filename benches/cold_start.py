@@ -454,14 +454,15 @@ def main():
         a_res, b_res = sets[0].results, sets[1].results
         # Paired: the same function of both sets started back to back in each round, so the
         # median of their per-round quotient is the least disturbed by the machine's load.
+        # Over the functions both sets ran (either may lack some: an older build, or a subset).
         paired = {name: statistics.median(a / b for a, b in zip(a_res[name]["first"], b_res[name]["first"]))
-                  for name in b_res}
+                  for name in b_res if name in a_res}
         print(f"\n{'binary':16} {'init x hello':>20} {'1st resp x hello':>20} {'1st resp - init, ms':>22} "
               f"{'1st - warm x hello':>20} {'1st resp this/before':>21}   (before -> this build; the last "
               f"paired per round)")
         for name in ("hello_lambda",) + FUNCTIONS:
-            if name not in before:
-                print(f"{name:16} not in the before build: skipped")
+            if name not in before or name not in after:
+                print(f"{name:16} not in {'the before build' if name not in before else 'this build'}: skipped")
                 continue
             (ai, af), (bi, bf) = after[name], before[name]
             a_wait = statistics.median(f - i for f, i in zip(a_res[name]["first"], a_res[name]["init"]))

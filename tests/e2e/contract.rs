@@ -684,6 +684,66 @@ impl shared::ports::Publisher for Recorder {
     }
 }
 
+/// A store's first-use claims, counted.
+struct CountedClaims<'a> {
+    store: &'a dyn shared::ports::FirstUses,
+    claims: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl shared::ports::FirstUses for CountedClaims<'_> {
+    async fn claim_first_use(&self, used: &AuditEvent) -> Result<bool, shared::ports::StoreError> {
+        self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.claim_first_use(used).await
+    }
+}
+
+/// A notifier process remembers the claims it won: a token's later uses, and its first use
+/// delivered again, are answered without a claim and announced exactly as the store alone
+/// would; a token whose claim another process holds is asked of the store on each use, so
+/// that a redelivery of the holder's event (its shard moved here) is still announced.
+async fn a_notifier_remembers_the_claims_it_won_and_announces_the_same(app: TestApp) {
+    use shared::app::{FirstUseMemory, RelayStats, publish_committed};
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = app.first_uses();
+    let counted = CountedClaims { store: store.as_ref(), claims: Default::default() };
+    let memory = FirstUseMemory::new(16);
+    let claims = memory.over(&counted);
+    let (cid, exp) = (shared::domain::ConsentId::generate(), Timestamp::from_unix(T0 + 900));
+    let used = |jti: &shared::domain::Jti, s: i64, n: &str| {
+        AuditEvent::new(
+            AuditEventType::TokenUsed,
+            Timestamp::from_unix(T0 + s),
+            Some(user("alice")),
+            Actor { sub: agent("agent-7"), role: Role::Support },
+        )
+        .with_consent(&cid, Scope::Read, exp)
+        .with_jti(jti)
+        .with_detail(n.to_owned())
+    };
+    let (publisher, stats) = (Recorder::default(), RelayStats::default());
+    let delivered = || publisher.delivered.lock().unwrap().clone();
+
+    let mine = shared::domain::Jti::generate();
+    let (a1, a2, a3) = (used(&mine, 1, "a1"), used(&mine, 2, "a2"), used(&mine, 3, "a3"));
+    publish_committed(&[a1.clone(), a2, a3], &claims, &publisher, &stats).await.unwrap();
+    assert_eq!((delivered(), counted.claims.load(SeqCst)), (vec!["a1".to_owned()], 1), "one claim for three uses");
+    publish_committed(std::slice::from_ref(&a1), &claims, &publisher, &stats).await.unwrap();
+    assert_eq!((delivered(), counted.claims.load(SeqCst)), (vec!["a1".to_owned(), "a1".to_owned()], 1), "redelivered");
+
+    // Another process claimed this token's first use: each use here asks the store.
+    let theirs = shared::domain::Jti::generate();
+    let b1 = used(&theirs, 4, "b1");
+    assert!(store.claim_first_use(&b1).await.unwrap());
+    publish_committed(&[used(&theirs, 5, "b2"), used(&theirs, 6, "b3")], &claims, &publisher, &stats).await.unwrap();
+    assert_eq!((delivered().len(), counted.claims.load(SeqCst)), (2, 3), "refused claims are not remembered");
+    // The holder's event delivered here after all: announced, and from then on remembered.
+    publish_committed(std::slice::from_ref(&b1), &claims, &publisher, &stats).await.unwrap();
+    publish_committed(&[used(&theirs, 7, "b4")], &claims, &publisher, &stats).await.unwrap();
+    assert_eq!(delivered(), ["a1", "a1", "b1"]);
+    assert_eq!(counted.claims.load(SeqCst), 4);
+}
+
 /// A token's first use is announced once, by a claim on its `jti` (no read of the log): later
 /// uses are not; a first use whose publish failed after it was claimed is announced on the
 /// retry (the same event holds the claim); a redelivered first use is announced again with
@@ -975,6 +1035,7 @@ e2e::on_both_backends!(
     audit_queries_by_user_actor_type_and_time_page_exactly,
     a_filtered_time_query_finds_matches_behind_many_others,
     a_tokens_first_use_is_claimed_once_and_a_retried_one_announced,
+    a_notifier_remembers_the_claims_it_won_and_announces_the_same,
 );
 
 /// On DynamoDB a checkpoint run reads the moved heads by their index: no Scan, and a number

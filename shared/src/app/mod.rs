@@ -36,7 +36,10 @@ pub use cursor::{CursorKey, CursorKeys};
 pub use error::ApiError;
 pub use expiry::record_expiry;
 pub use mint::{MintedToken, mint_token};
-pub use notify::{RelayError, RelaySettings, RelayStats, publish_committed, relay_forever, relay_once, should_publish};
+pub use notify::{
+    FIRST_USE_MEMORY, FirstUseMemory, RelayError, RelaySettings, RelayStats, RememberedFirstUses, publish_committed,
+    relay_forever, relay_once, should_publish,
+};
 pub use operator::{
     CONTROLS_CACHE_TTL, CachedControls, MAX_REVOCATION_SCAN, RevocationView, StopView, emergency_stop, engage_stop,
     lift_stop, revoke_agent_tokens, stopped,

@@ -4,12 +4,79 @@
 //! saved position only past what was delivered, so a failure or a restart loses nothing
 //! (delivery is at least once, in commit order; consumers deduplicate by the event id).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::domain::{AuditEvent, AuditEventType, Notification, is_notified};
+use async_trait::async_trait;
+use hashlink::LruCache;
+
+use crate::domain::{AuditEvent, AuditEventType, EventId, Notification, is_notified};
 use crate::ports::{FirstUses, Outbox, Publisher, StoreError};
+
+/// How many tokens' first-use claims a [`FirstUseMemory`] remembers (about 100 bytes each).
+pub const FIRST_USE_MEMORY: usize = 10_000;
+
+/// What one notifier process remembers of the first-use claims it won: a token's later uses
+/// that reach it are answered from here, without a claim. On DynamoDB a claim is one
+/// conditional `PutItem`, billed one write unit whether it wins or is refused, so without this
+/// every use of a token costs a unit at the notifier, and with it about one per token: a
+/// token is one user's, whose records one stream shard carries, in order, to one instance at
+/// a time. Only a claim won here is remembered, because then its holder is known exactly (it
+/// never changes): a later use is another event (`false`), a redelivered one the same
+/// (`true`). A claim refused here says only that another event holds it, which a
+/// redelivery of that event in this process (after a shard moved) must still be told apart
+/// from, so those ask the store each time, as before. Bounded: the least recently used is
+/// forgotten first, and then only costs a unit again.
+pub struct FirstUseMemory {
+    won: Mutex<LruCache<String, EventId>>,
+}
+
+impl FirstUseMemory {
+    pub fn new(capacity: usize) -> Self {
+        Self { won: Mutex::new(LruCache::new(capacity.max(1))) }
+    }
+
+    /// `store`'s claims, answered from this memory where it can.
+    pub fn over<'a>(&'a self, store: &'a dyn FirstUses) -> RememberedFirstUses<'a> {
+        RememberedFirstUses { memory: self, store }
+    }
+
+    fn holder(&self, jti: &str) -> Option<EventId> {
+        self.won.lock().unwrap_or_else(|e| e.into_inner()).get(jti).cloned()
+    }
+
+    fn remember(&self, jti: &str, holder: &EventId) {
+        self.won.lock().unwrap_or_else(|e| e.into_inner()).insert(jti.to_owned(), holder.clone());
+    }
+}
+
+impl Default for FirstUseMemory {
+    fn default() -> Self {
+        Self::new(FIRST_USE_MEMORY)
+    }
+}
+
+/// A store's first-use claims through a [`FirstUseMemory`].
+pub struct RememberedFirstUses<'a> {
+    memory: &'a FirstUseMemory,
+    store: &'a dyn FirstUses,
+}
+
+#[async_trait]
+impl FirstUses for RememberedFirstUses<'_> {
+    async fn claim_first_use(&self, used: &AuditEvent) -> Result<bool, StoreError> {
+        let Some(jti) = &used.jti else { return self.store.claim_first_use(used).await };
+        if let Some(holder) = self.memory.holder(jti.as_str()) {
+            return Ok(holder == used.event_id);
+        }
+        let won = self.store.claim_first_use(used).await?;
+        if won {
+            self.memory.remember(jti.as_str(), &used.event_id);
+        }
+        Ok(won)
+    }
+}
 
 /// What a relay did, for logs and tests.
 #[derive(Debug, Default)]

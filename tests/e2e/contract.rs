@@ -684,6 +684,26 @@ impl shared::ports::Publisher for Recorder {
     }
 }
 
+/// A committed use of alice's, by agent-7, of token `jti` under consent `cid` (ending `exp`),
+/// `s` seconds after T0, its detail `n` (what a test's publisher records).
+fn alices_use(
+    cid: &shared::domain::ConsentId,
+    exp: Timestamp,
+    jti: &shared::domain::Jti,
+    s: i64,
+    n: &str,
+) -> AuditEvent {
+    AuditEvent::new(
+        AuditEventType::TokenUsed,
+        Timestamp::from_unix(T0 + s),
+        Some(user("alice")),
+        Actor { sub: agent("agent-7"), role: Role::Support },
+    )
+    .with_consent(cid, Scope::Read, exp)
+    .with_jti(jti)
+    .with_detail(n.to_owned())
+}
+
 /// A store's first-use claims, counted.
 struct CountedClaims<'a> {
     store: &'a dyn shared::ports::FirstUses,
@@ -710,17 +730,7 @@ async fn a_notifier_remembers_the_claims_it_won_and_announces_the_same(app: Test
     let memory = FirstUseMemory::new(16);
     let claims = memory.over(&counted);
     let (cid, exp) = (shared::domain::ConsentId::generate(), Timestamp::from_unix(T0 + 900));
-    let used = |jti: &shared::domain::Jti, s: i64, n: &str| {
-        AuditEvent::new(
-            AuditEventType::TokenUsed,
-            Timestamp::from_unix(T0 + s),
-            Some(user("alice")),
-            Actor { sub: agent("agent-7"), role: Role::Support },
-        )
-        .with_consent(&cid, Scope::Read, exp)
-        .with_jti(jti)
-        .with_detail(n.to_owned())
-    };
+    let used = |jti: &shared::domain::Jti, s: i64, n: &str| alices_use(&cid, exp, jti, s, n);
     let (publisher, stats) = (Recorder::default(), RelayStats::default());
     let delivered = || publisher.delivered.lock().unwrap().clone();
 
@@ -754,17 +764,7 @@ async fn a_tokens_first_use_is_claimed_once_and_a_retried_one_announced(app: Tes
     let first_uses = app.first_uses();
     let (cid, jti) = (shared::domain::ConsentId::generate(), shared::domain::Jti::generate());
     let exp = Timestamp::from_unix(T0 + 900);
-    let used = |s: i64, n: &str| {
-        AuditEvent::new(
-            AuditEventType::TokenUsed,
-            Timestamp::from_unix(T0 + s),
-            Some(user("alice")),
-            Actor { sub: agent("agent-7"), role: Role::Support },
-        )
-        .with_consent(&cid, Scope::Read, exp)
-        .with_jti(&jti)
-        .with_detail(n.to_owned())
-    };
+    let used = |s: i64, n: &str| alices_use(&cid, exp, &jti, s, n);
     let (first, second, third) = (used(1, "first"), used(2, "second"), used(3, "third"));
     let publisher = Recorder::default();
     let stats = RelayStats::default();

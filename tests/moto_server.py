@@ -38,9 +38,11 @@ Two gaps of moto's, closed here so the tests test our code rather than the gaps:
   every call, and routes each request through a Flask app. Here the list and the methods
   are found once, and a DynamoDB call (`X-Amz-Target: DynamoDB_20120810.*`, a POST without
   an `Origin`) goes straight to DynamoDB's handler, as moto's Flask view calls it, with the
-  one header Flask's CORS layer adds. An UpdateExpression is parsed once per distinct
-  expression rather than twice per update (moto only reads the tree; its validator works on
-  a deep copy).
+  one header Flask's CORS layer adds. moto parses each UpdateExpression, and each condition
+  or filter expression, twice per call (the handler's checks, the model's work) and only
+  reads the tree it makes (its update validator works on a deep copy): here an update
+  expression is parsed once, and a condition once per expression, names and values (the
+  last 4,096 kept).
 - moto refuses transactions of more than 25 actions, DynamoDB's limit until 2022; DynamoDB
   takes 100 now (the test proxy enforces that limit), so moto is told the same.
 
@@ -54,6 +56,7 @@ it appends every DynamoDB call it runs, in the order it runs them, to FILE (JSON
 tests/moto_replay.py to send again.
 """
 import base64
+import collections
 import copy
 import functools
 import hashlib
@@ -69,6 +72,7 @@ import moto.core.responses
 import moto.core.utils
 import moto.dynamodb.models
 import moto.dynamodb.responses
+from moto.dynamodb.comparisons import ConditionExpressionParser
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
@@ -210,8 +214,9 @@ def _unasked(member, value):
     return False
 
 
-# False only in tests/moto_server_check.py: moto's own path (Flask, its serializer), to compare.
-plain_answers = True
+# False only in tests/moto_server_check.py: moto's own path (Flask, its serializer, a parse of
+# every expression every time), to compare with.
+shortcuts = True
 
 
 def _plain(name, members):
@@ -223,7 +228,7 @@ def _plain(name, members):
     def plain(self):
         answer = handle(self)
         result = answer.result if isinstance(answer, ActionResult) else None
-        if not plain_answers or not isinstance(result, dict):
+        if not shortcuts or not isinstance(result, dict):
             return answer
         if any(k in order and k not in members and not _unasked(k, v) for k, v in result.items()):
             return answer
@@ -244,6 +249,54 @@ def _string_equal(self, other):
     return _equal(self, other)
 
 
+_parse_condition = ConditionExpressionParser.parse
+# (expression, its names, its values) -> (the tree, the names and values it used), latest last
+_conditions = collections.OrderedDict()
+_CONDITIONS_KEPT = 4096
+
+
+def _parse_condition_once(self):
+    """moto's parse of a condition or filter expression, from a cache of the trees it made:
+    moto parses each twice per call (the handler's checks, the model's evaluation), and the
+    same few expressions with the same values come again and again. The tree is only read
+    (each node's `expr(item)`), so one serves every call; the names and values it used are
+    what the handler checks against the request's."""
+    if not shortcuts:
+        return _parse_condition(self)
+    try:
+        key = (
+            self.condition_expression,
+            json.dumps(self.expression_attribute_names, sort_keys=True),
+            json.dumps(self.expression_attribute_values, sort_keys=True),
+        )
+    except TypeError:
+        return _parse_condition(self)  # a value JSON cannot hold (bytes): parse it each time
+    with _lock:
+        seen = _conditions.get(key)
+        if seen is not None:
+            _conditions.move_to_end(key)
+    if seen is None:
+        tree = _parse_condition(self)
+        seen = (tree, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+        with _lock:
+            _conditions[key] = seen
+            if len(_conditions) > _CONDITIONS_KEPT:
+                _conditions.popitem(last=False)
+        return tree
+    tree, names, values = seen
+    self.expr_attr_names_found.extend(names)
+    self.expr_attr_values_found.extend(values)
+    return tree
+
+
+_parse_update = UpdateExpressionParser.make.__func__
+_parse_update_once = functools.lru_cache(maxsize=4096)(_parse_update)
+
+
+def _parse_update_cached(cls, expression):
+    return (_parse_update_once if shortcuts else _parse_update)(cls, expression)
+
+
 _route = DomainDispatcherApplication.__call__
 
 
@@ -251,7 +304,7 @@ def _straight_to_dynamodb(self, environ, start_response):
     """A DynamoDB call to DynamoDB's handler, as moto's Flask app for DynamoDB would (its view,
     then the header flask-cors adds), without finding the app or running Flask per request."""
     if not (
-        plain_answers
+        shortcuts
         and environ.get("REQUEST_METHOD") == "POST"
         and "HTTP_ORIGIN" not in environ
         and environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_20120810.")
@@ -342,7 +395,8 @@ DynamoHandler.transact_write_items = _idempotent
 _modules = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _modules
 moto.core.responses.method_names_from_class = functools.lru_cache(maxsize=None)(moto.core.utils.method_names_from_class)
-UpdateExpressionParser.make = classmethod(functools.lru_cache(maxsize=4096)(UpdateExpressionParser.make.__func__))
+ConditionExpressionParser.parse = _parse_condition_once
+UpdateExpressionParser.make = classmethod(_parse_update_cached)
 DomainDispatcherApplication.__call__ = _straight_to_dynamodb
 DynamoHandler.call_action = _one_call_at_a_time
 

@@ -2,10 +2,11 @@
 
 Each request below goes to moto_server's application twice, in process: in one region with
 the shortcuts (answers written as JSON directly, DynamoDB calls straight to DynamoDB's
-handler), in another with `plain_answers` off, which is moto's generic path (Flask, the
-model-driven serializer). Status, headers (but the request id) and body bytes must be equal,
-and each request must have taken the path it is listed for: a plain answer without moto's
-serializer, any other (an error, ConsumedCapacity asked for) through it.
+handler, expressions parsed once), in another with `shortcuts` off, which is moto's own
+path (Flask, the model-driven serializer, every expression parsed every time). Status,
+headers (but the request id) and body bytes must be equal, and each request must have taken
+the path it is listed for: a plain answer without moto's serializer, any other (an error,
+capacity by index) through it.
 
 usage: moto_server_check.py   (prints one line per request; exits 1 on the first difference)
 """
@@ -39,7 +40,7 @@ client = Client(DomainDispatcherApplication(create_backend_app))
 
 
 def call(region, op, body):
-    moto_server.plain_answers = region == FAST
+    moto_server.shortcuts = region == FAST
     if "ClientRequestToken" in body:  # the token cache is the server's, not a region's
         body = dict(body, ClientRequestToken=f"{body['ClientRequestToken']}-{region}")
     before = dict(seen)
@@ -174,6 +175,22 @@ CASES = [
         {"TableName": CONSENTS, "Key": {"user_id": s("bob")}, "UpdateExpression": "SET #s = :s",
          "ConditionExpression": "#n > :many", "ExpressionAttributeNames": {"#s": "scope", "#n": "uses"},
          "ExpressionAttributeValues": {":s": s("write"), ":many": n("5")}, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"},
+        SERIALIZED,
+    ),
+    # The same expressions with another value: another condition, which holds.
+    (
+        "UpdateItem",
+        {"TableName": CONSENTS, "Key": {"user_id": s("bob")}, "UpdateExpression": "SET #s = :s",
+         "ConditionExpression": "#n > :many", "ExpressionAttributeNames": {"#s": "scope", "#n": "uses"},
+         "ExpressionAttributeValues": {":s": s("write"), ":many": n("1")}, "ReturnValues": "ALL_NEW"},
+        PLAIN,
+    ),
+    # The same again, with a name it does not use: refused, as moto refuses it.
+    (
+        "UpdateItem",
+        {"TableName": CONSENTS, "Key": {"user_id": s("bob")}, "UpdateExpression": "SET #s = :s",
+         "ConditionExpression": "#n > :many", "ExpressionAttributeNames": {"#s": "scope", "#n": "uses", "#x": "x"},
+         "ExpressionAttributeValues": {":s": s("write"), ":many": n("1")}},
         SERIALIZED,
     ),
     ("DeleteItem", {"TableName": CONSENTS, "Key": {"user_id": s("bob")}, "ReturnValues": "ALL_OLD"}, PLAIN),

@@ -22,27 +22,28 @@ Two gaps of moto's, closed here so the tests test our code rather than the gaps:
   whose records a failed transaction must not leave behind), restored the same way; with one
   call at a time, nothing else can see the difference.
 - moto answers through its generic, model-driven serializer, which costs milliseconds per
-  returned item in Python (most of a 500-item Query's second; a third of a GetItem's time):
-  an export of tens of thousands of events then measured the serializer. The plain answer
-  of a Query, GetItem, PutItem, UpdateItem, DeleteItem or TransactWriteItems (items, counts,
-  the last key, the attributes ReturnValues asked for, and the consumed capacity in the one
-  form moto writes unasked) is written as JSON directly instead: the same bytes, in the
-  API's order of members, with the same headers. Any other answer (capacity by index, an
-  error) goes the usual way. tests/moto_server_check.py (run by the e2e test
+  returned item in Python (most of a 500-item Query's second): an export of tens of
+  thousands of events then measured the serializer. The plain answer of a Query, GetItem,
+  PutItem, UpdateItem, DeleteItem or TransactWriteItems (items, counts, the last key, the
+  attributes ReturnValues asked for, and the consumed capacity in the one form moto writes
+  unasked) is written as JSON directly instead: the same bytes, in the API's order of
+  members, with the same headers. Any other answer (capacity by index, an error) goes the
+  usual way. tests/moto_server_check.py (run by the e2e test
   `aws_model::the_test_servers_shortcuts_answer_what_moto_itself_answers`) sends each kind
-  of call both ways and compares the bytes.
-  And every Query compares the partition key of each item of the table to the one asked for,
-  through a Decimal-casting equality: two strings are compared as strings here.
-- moto's server spends as long again per call finding the service and running Flask: it
-  lists its own package directory on every request, reflects on the handler's methods on
-  every call, and routes each request through a Flask app. Here the list and the methods
-  are found once, and a DynamoDB call (`X-Amz-Target: DynamoDB_20120810.*`, a POST without
-  an `Origin`) goes straight to DynamoDB's handler, as moto's Flask view calls it, with the
-  one header Flask's CORS layer adds. moto parses each UpdateExpression, and each condition
-  or filter expression, twice per call (the handler's checks, the model's work) and only
-  reads the tree it makes (its update validator works on a deep copy): here an update
-  expression is parsed once, and a condition once per expression, names and values (the
-  last 4,096 kept).
+  of call both ways and compares the bytes. And every Query compares the partition key of
+  each item of the table to the one asked for, through a Decimal-casting equality: two
+  strings are compared as strings here.
+- moto's server spends more per call finding the service and running Flask than DynamoDB's
+  handler spends on a GetItem (with the serializer, 0.9 of its 1.4 ms: BENCHMARKS.md, "The
+  test server's cost per call"): it lists its own package directory on every request,
+  reflects on the handler's methods on every call, and routes each request through a Flask
+  app. Here the list and the methods are found once, and a DynamoDB call (`X-Amz-Target:
+  DynamoDB_20120810.*`, a POST without an `Origin`) goes straight to DynamoDB's handler, as
+  moto's Flask view calls it, with the one header Flask's CORS layer adds. moto parses each
+  UpdateExpression, and each condition or filter expression, twice per call (the handler's
+  checks, the model's work) and only reads the tree it makes (its update validator works on
+  a deep copy): here an update expression is parsed once, and a condition once per
+  expression, names and values (the last 4,096 kept).
 - moto refuses transactions of more than 25 actions, DynamoDB's limit until 2022; DynamoDB
   takes 100 now (the test proxy enforces that limit), so moto is told the same.
 
@@ -394,7 +395,8 @@ DynamoDBBackend.transact_write_items = _serialised
 DynamoHandler.transact_write_items = _idempotent
 _modules = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _modules
-moto.core.responses.method_names_from_class = functools.lru_cache(maxsize=None)(moto.core.utils.method_names_from_class)
+_method_names = moto.core.utils.method_names_from_class
+moto.core.responses.method_names_from_class = functools.lru_cache(maxsize=None)(_method_names)
 ConditionExpressionParser.parse = _parse_condition_once
 UpdateExpressionParser.make = classmethod(_parse_update_cached)
 DomainDispatcherApplication.__call__ = _straight_to_dynamodb

@@ -332,3 +332,16 @@ async fn a_cancelled_transaction_on_moto_leaves_every_item_as_it_was() {
     assert_eq!(padding("old").await, 10, "the overwrite is undone");
     assert_eq!(padding("kept").await, 10, "the committed item is as it was");
 }
+
+/// `tests/moto_server.py` answers DynamoDB's plain calls as JSON it writes itself, past moto's
+/// Flask app and serializer; `tests/moto_server_check.py` sends each kind of call (every
+/// attribute type, ReturnValues, capacity asked for, errors, a repeated token, 99 actions)
+/// both ways and compares status, headers and bytes, and that each took the path it should.
+#[test]
+fn the_test_servers_shortcuts_answer_what_moto_itself_answers() {
+    let out = std::process::Command::new(e2e::python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("moto_server_check.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

@@ -72,6 +72,7 @@ import moto.backends
 import moto.core.responses
 import moto.core.utils
 import moto.dynamodb.models
+import werkzeug.serving
 import moto.dynamodb.responses
 from moto.dynamodb.comparisons import ConditionExpressionParser
 from moto.dynamodb.models import DynamoDBBackend
@@ -401,6 +402,13 @@ ConditionExpressionParser.parse = _parse_condition_once
 UpdateExpressionParser.make = classmethod(_parse_update_cached)
 DomainDispatcherApplication.__call__ = _straight_to_dynamodb
 DynamoHandler.call_action = _one_call_at_a_time
+# werkzeug listens with a backlog of 128; a burst of new connections (a bench's isolated
+# instances, a test's racing clients) overflowed it, and the kernel dropped their SYNs: each
+# dropped connection then waited for its SYN to be sent again, 1 s and 3 s later, a stall
+# DynamoDB never shows (seen as denials near 1 and 2 s in scripts/bench-aws and as the
+# kernel's ListenOverflows counter). The kernel caps this at net.core.somaxconn.
+werkzeug.serving.LISTEN_QUEUE = 4096
+werkzeug.serving.BaseWSGIServer.request_queue_size = 4096
 
 if __name__ == "__main__":
     import os

@@ -39,7 +39,8 @@ async fn main() {
         std::process::exit(2);
     }
     model.latency = model.latency.scaled(scale);
-    let listener = tokio::net::TcpListener::bind(&listen).await.unwrap_or_else(|e| {
+    let address = listen.parse().map_err(|e: std::net::AddrParseError| std::io::Error::other(e));
+    let listener = address.and_then(AwsProxy::listener).unwrap_or_else(|e| {
         eprintln!("aws-proxy: cannot listen on {listen}: {e}");
         std::process::exit(1)
     });

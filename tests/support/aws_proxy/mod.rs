@@ -214,8 +214,21 @@ impl AwsProxy {
 
     /// A proxy applying `model` to every call.
     pub async fn start_with(upstream: &str, model: Model) -> Self {
-        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+        let listener = Self::listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
         Self::serve(listener, upstream, model)
+    }
+
+    /// A listener on `addr` with a backlog of 4,096 (the kernel caps it at
+    /// `net.core.somaxconn`). tokio's `bind` listens with 128, as the standard library does,
+    /// which a burst of new connections (a bench's isolated instances) overflows: the kernel
+    /// then drops their handshakes, and each waits a second or more for a retransmission, a
+    /// stall DynamoDB never shows (it was most of scripts/bench-aws's denials near 1 and 2 s,
+    /// counted by the kernel's `ListenOverflows`). The test server listens the same way.
+    pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(4096)
     }
 
     /// Serves on `listener` (the `aws-proxy` binary's own port).

@@ -39,7 +39,7 @@ use e2e::aws_proxy::{AwsProxy, OpStats};
 use e2e::{Event, fresh_deployment, moto_endpoint, sdk_config_with, setup_clients, test_policy};
 use shared::app::{self, AuthorizeError, CursorKey, Services};
 use shared::domain::{Actor, AuditEvent, AuditEventType, Role, Timestamp, UserId};
-use shared::ports::{SEQUENCER_HOLD, SystemClock};
+use shared::ports::{SEQUENCER_HOLD, StoreError, SystemClock};
 use support_access_verify::chain::{GENESIS, UNATTRIBUTED_STREAM};
 
 /// AWS list prices, us-east-1, as published on aws.amazon.com/dynamodb/pricing/on-demand and
@@ -272,6 +272,11 @@ impl Fleet {
         let outcome = match app::authorize(&instance, token, &http::Method::GET, "/app/whoami").await {
             Ok(_) => "allowed".to_owned(),
             Err(AuthorizeError::Rejected(r)) => format!("refused: {}", r.code()),
+            // Told apart: a use refused before its write for its intake deadline, or any
+            // other failure of the check or the write (a timeout, a throttle).
+            Err(AuthorizeError::Unavailable(StoreError::DeadlinePassed)) => {
+                "past the intake deadline (denied)".to_owned()
+            }
             Err(AuthorizeError::Unavailable(_)) => "unavailable (denied)".to_owned(),
         };
         self.release(instance);

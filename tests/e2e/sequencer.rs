@@ -140,7 +140,7 @@ async fn a_use_past_its_deadline_is_refused_and_leaves_nothing(app: TestApp) {
     let late = Deadline::after(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2)).await;
     let refused = app.intake().record(app.decided_use(&consent), late).await;
-    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::DeadlinePassed)), "{refused:?}");
     assert_eq!(app.sequencer().pending("alice", 100).await.unwrap().len(), 1, "only the grant");
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
@@ -153,7 +153,7 @@ async fn a_use_decided_a_hold_ago_is_refused_whatever_its_budget(app: TestApp) {
     let generous = Deadline::after(Duration::from_secs(60));
     tokio::time::sleep(app.sequencer_hold() + Duration::from_millis(20)).await;
     let refused = app.intake().record(app.decided_use(&consent), generous).await;
-    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(matches!(refused, Err(StoreError::DeadlinePassed)), "{refused:?}");
     settle(&app).await;
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted"]);
 }

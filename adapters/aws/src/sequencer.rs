@@ -753,7 +753,7 @@ impl DynamoStore {
 #[async_trait]
 impl AuditIntake for DynamoStore {
     async fn record(&self, event: AuditEvent, deadline: Deadline) -> Result<(), StoreError> {
-        let refused = || StoreError::Unavailable("the use's deadline passed before it was recorded".into());
+        let refused = || StoreError::DeadlinePassed;
         let Some(state) = &self.sequencer else {
             if deadline.passed() {
                 return Err(refused());

@@ -213,7 +213,7 @@ impl AuditIntake for SqliteStore {
             // before its deadline and less than the hold after its decision (see the module's
             // documentation).
             if deadline.passed() || hold.is_some_and(|hold| deadline.age() >= hold) {
-                return Err(StoreError::Unavailable("the use's deadline passed before it was recorded".into()));
+                return Err(StoreError::DeadlinePassed);
             }
             match mode {
                 Mode::Sequenced => record_in(tx, &event),

@@ -13,6 +13,11 @@ pub enum StoreError {
     /// Storage could not be reached or refused the work (throttling, timeout, I/O).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A use recorded through the intake would land past its [`super::Deadline`] (or a hold
+    /// after its decision): refused before any write, answered as storage unavailable (503),
+    /// and told apart from an outage in logs and benchmarks.
+    #[error("storage unavailable: the use's deadline passed before it was recorded")]
+    DeadlinePassed,
     /// Storage holds something that does not parse into the domain.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

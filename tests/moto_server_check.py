@@ -123,6 +123,18 @@ def event(stream, seq, actor="agent-7", **extra):
 
 
 PLAIN, SERIALIZED = True, False
+# A transaction with a put, an update and a condition check, sent twice under one token.
+TRANSACTION_T1 = {
+    "ClientRequestToken": "t1",
+    "TransactItems": [
+        {"Put": {"TableName": EVENTS, "Item": event("alice", 1), "ConditionExpression": "attribute_not_exists(#s)",
+                 "ExpressionAttributeNames": {"#s": "stream"}}},
+        {"Update": {"TableName": CONSENTS, "Key": {"user_id": s("alice")}, "UpdateExpression": "SET #h = :h",
+                    "ExpressionAttributeNames": {"#h": "head"}, "ExpressionAttributeValues": {":h": n("1")}}},
+        {"ConditionCheck": {"TableName": CONSENTS, "Key": {"user_id": s("carol")}, "ConditionExpression": "attribute_exists(#u)",
+                            "ExpressionAttributeNames": {"#u": "user_id"}}},
+    ],
+}
 CASES = [
     ("PutItem", {"TableName": CONSENTS, "Item": RICH}, PLAIN),
     ("PutItem", {"TableName": CONSENTS, "Item": {"user_id": s("bob"), "scope": s("read")}}, PLAIN),
@@ -197,33 +209,13 @@ CASES = [
     ("DeleteItem", {"TableName": CONSENTS, "Key": {"user_id": s("bob")}}, PLAIN),
     (
         "TransactWriteItems",
-        {
-            "ClientRequestToken": "t1",
-            "TransactItems": [
-                {"Put": {"TableName": EVENTS, "Item": event("alice", 1), "ConditionExpression": "attribute_not_exists(#s)",
-                         "ExpressionAttributeNames": {"#s": "stream"}}},
-                {"Update": {"TableName": CONSENTS, "Key": {"user_id": s("alice")}, "UpdateExpression": "SET #h = :h",
-                            "ExpressionAttributeNames": {"#h": "head"}, "ExpressionAttributeValues": {":h": n("1")}}},
-                {"ConditionCheck": {"TableName": CONSENTS, "Key": {"user_id": s("carol")}, "ConditionExpression": "attribute_exists(#u)",
-                                    "ExpressionAttributeNames": {"#u": "user_id"}}},
-            ],
-        },
+        TRANSACTION_T1,
         PLAIN,
     ),
     # The same token again: the answer it gave, from the token cache (no second run).
     (
         "TransactWriteItems",
-        {
-            "ClientRequestToken": "t1",
-            "TransactItems": [
-                {"Put": {"TableName": EVENTS, "Item": event("alice", 1), "ConditionExpression": "attribute_not_exists(#s)",
-                         "ExpressionAttributeNames": {"#s": "stream"}}},
-                {"Update": {"TableName": CONSENTS, "Key": {"user_id": s("alice")}, "UpdateExpression": "SET #h = :h",
-                            "ExpressionAttributeNames": {"#h": "head"}, "ExpressionAttributeValues": {":h": n("1")}}},
-                {"ConditionCheck": {"TableName": CONSENTS, "Key": {"user_id": s("carol")}, "ConditionExpression": "attribute_exists(#u)",
-                                    "ExpressionAttributeNames": {"#u": "user_id"}}},
-            ],
-        },
+        TRANSACTION_T1,
         None,  # neither path runs: the cached answer
     ),
     # The sequencer's largest: 99 appends in one transaction.

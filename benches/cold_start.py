@@ -201,26 +201,28 @@ class Api:
         proc.wait()
         proc.stderr.close()
         self.killed.set()
-        kind, body = self.response
-        if kind != "response":
-            raise SystemExit(f"{binary}: {kind}: {body[:300]!r}")
-        response = json.loads(body or b"null")
-        if isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300:
-            raise SystemExit(f"{binary}: answered {response['statusCode']}: {body[:300]!r}")
+        response, failed = answered(*self.response)
+        if failed:
+            raise SystemExit(f"{binary}: {failed}")
         # The warm answer is not checked as the first is: the same event again may be refused
         # on purpose (a second revoke finds no consent); it is reported only when it succeeded.
-        warm = (self.t_response2 - self.t_next2) * 1000 if succeeded(*self.response2) else None
+        warm = (self.t_response2 - self.t_next2) * 1000 if not answered(*self.response2)[1] else None
         return (self.t_next - t0) * 1000, (self.t_response - t0) * 1000, warm, hwm, response
 
 
-def succeeded(kind, body):
+def answered(kind, body):
+    """An invocation's answer (`kind` the Runtime API path it was posted to), parsed, and why it
+    failed: an error posted, a body that is not JSON, or an HTTP answer outside 2xx (None when
+    it succeeded)."""
     if kind != "response":
-        return False
+        return None, f"{kind}: {body[:300]!r}"
     try:
         response = json.loads(body or b"null")
     except ValueError:
-        return False
-    return not (isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300)
+        return None, f"not JSON: {body[:300]!r}"
+    if isinstance(response, dict) and "statusCode" in response and not 200 <= response["statusCode"] < 300:
+        return response, f"answered {response['statusCode']}: {body[:300]!r}"
+    return response, None
 
 
 def body_of(response):

@@ -46,6 +46,9 @@ Two gaps of moto's, closed here so the tests test our code rather than the gaps:
   expression, names and values (the last 4,096 kept).
 - moto refuses transactions of more than 25 actions, DynamoDB's limit until 2022; DynamoDB
   takes 100 now (the test proxy enforces that limit), so moto is told the same.
+- werkzeug listens with a backlog of 128, which a burst of new connections overflows: the
+  kernel drops their handshakes and each waits 1-3 s for a retransmission, a stall DynamoDB
+  never shows. Here the backlog is 4,096, as the test proxy's (`AwsProxy::listener`).
 
 Everything else is moto's own `moto_server` entry point, unchanged.
 
@@ -67,12 +70,12 @@ import time
 import types
 
 import flask
+import werkzeug.serving
 from botocore.exceptions import ClientError
 import moto.backends
 import moto.core.responses
 import moto.core.utils
 import moto.dynamodb.models
-import werkzeug.serving
 import moto.dynamodb.responses
 from moto.dynamodb.comparisons import ConditionExpressionParser
 from moto.dynamodb.models import DynamoDBBackend
@@ -402,11 +405,7 @@ ConditionExpressionParser.parse = _parse_condition_once
 UpdateExpressionParser.make = classmethod(_parse_update_cached)
 DomainDispatcherApplication.__call__ = _straight_to_dynamodb
 DynamoHandler.call_action = _one_call_at_a_time
-# werkzeug listens with a backlog of 128; a burst of new connections (a bench's isolated
-# instances, a test's racing clients) overflowed it, and the kernel dropped their SYNs: each
-# dropped connection then waited for its SYN to be sent again, 1 s and 3 s later, a stall
-# DynamoDB never shows (seen as denials near 1 and 2 s in scripts/bench-aws and as the
-# kernel's ListenOverflows counter). The kernel caps this at net.core.somaxconn.
+# The listen backlog (see the module's docstring; the kernel caps it at net.core.somaxconn).
 werkzeug.serving.LISTEN_QUEUE = 4096
 werkzeug.serving.BaseWSGIServer.request_queue_size = 4096
 

@@ -753,10 +753,9 @@ impl DynamoStore {
 #[async_trait]
 impl AuditIntake for DynamoStore {
     async fn record(&self, event: AuditEvent, deadline: Deadline) -> Result<(), StoreError> {
-        let refused = || StoreError::DeadlinePassed;
         let Some(state) = &self.sequencer else {
             if deadline.passed() {
-                return Err(refused());
+                return Err(StoreError::DeadlinePassed);
             }
             return self.commit_all(Vec::new(), vec![event]).await.map(|_| ());
         };
@@ -764,7 +763,7 @@ impl AuditIntake for DynamoStore {
         // hold after its decision: the sequencer's ordering rests on that bound.
         let budget = deadline.remaining().min(state.hold.saturating_sub(deadline.age()).saturating_sub(PUT_MARGIN));
         if budget.is_zero() {
-            return Err(refused());
+            return Err(StoreError::DeadlinePassed);
         }
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(budget.min(Duration::from_secs(1)))

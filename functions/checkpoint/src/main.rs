@@ -2,8 +2,8 @@
 //! since they were last sealed into KMS-signed checkpoints linked to the last, at most
 //! `MAX_LEAVES_PER_CHECKPOINT` heads each, those that moved first first, until those it found
 //! are sealed or the invocation's deadline (less `CHECKPOINT_RUN_MARGIN`) nears: the rest is
-//! left to the next run. Each run writes one line of metrics (the unsealed backlog and its age, the
-//! newest checkpoint's age) that the checkpoint alarm watches. The schedule's event carries
+//! left to the next run. Each run writes one line of metrics (the unsealed backlog and its age,
+//! the newest checkpoint's age) that the checkpoint alarm watches. The schedule's event carries
 //! nothing it needs; a run with nothing new makes no checkpoint.
 
 use adapter_aws::lambda::{Needs, init_tracing, services_from_env, until_deadline};

@@ -108,9 +108,9 @@ pub struct CheckpointRun {
 }
 
 /// Makes checkpoints of at most `limit` heads each, the heads that moved first first, until
-/// every head that had moved when the last were read is sealed, or `until` passed (checked before each checkpoint, so a run ends within
-/// `until` plus one checkpoint's time: the caller keeps that much margin); the rest is left
-/// to the next run. The scheduled form (the `checkpoint` function); see [`CheckpointRun`].
+/// every head that had moved when the last were read is sealed, or `until` passed (checked
+/// before each checkpoint, so a run ends within `until` plus one checkpoint's time: the
+/// caller keeps that much margin); the rest is left to the next run. The scheduled form (the `checkpoint` function); see [`CheckpointRun`].
 pub async fn checkpoint_run(
     archive: &dyn ChainArchive,
     signer: &dyn Signer,

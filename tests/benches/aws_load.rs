@@ -320,6 +320,20 @@ impl Run {
         percentile(&self.latencies, p)
     }
 
+    /// Adds `other`'s uses, outcomes, lags, wall time and counted calls to this run's.
+    fn absorb(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+        self.lags.extend(other.lags);
+        self.wall += other.wall;
+        self.started_instances += other.started_instances;
+        for (op, s) in &other.stats {
+            *self.stats.entry(op.clone()).or_default() += s;
+        }
+    }
+
     /// The chain lag's line (sequenced path), `None` when there is none to tell.
     fn lag_note(&self, name: &str) -> Option<String> {
         let lags = (!self.lags.is_empty()).then_some(&self.lags)?;
@@ -539,6 +553,31 @@ async fn seed_chain(direct: &aws_sdk_dynamodb::Client, tables: &Tables, user: &s
     seed(direct, &tables.heads, vec![head]).await;
 }
 
+/// A burst of 50 uses of `tokens` and, 20 ms into it, a revoke of `revoked`'s consent: how
+/// long the revoke took, its status, when it answered, and the burst (its uses timed).
+async fn revoke_during_burst(
+    api: &Fleet,
+    authorizer: &Arc<Fleet>,
+    tokens: &[String],
+    revoked: &str,
+) -> (Duration, u16, Instant, Run, Vec<(Instant, String)>) {
+    let deployment = authorizer.deployment.clone();
+    if let Some(sequencer) = &deployment.sequencer {
+        sequencer.drain(Duration::from_secs(60)).await;
+    }
+    let burst = {
+        let (authorizer, tokens) = (authorizer.clone(), tokens.to_vec());
+        tokio::spawn(async move { uses_timed(&authorizer, &tokens, 50, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let at = Instant::now();
+    let (status, _) = api.call(Event::new("DELETE", "/consents/current").user(revoked)).await;
+    let answered = Instant::now();
+    deployment.touched(revoked);
+    let (burst, timed) = burst.await.unwrap();
+    (answered - at, status, answered, burst, timed)
+}
+
 /// `n` chain heads that moved since the last checkpoint (none yet), written straight to moto.
 async fn seed_heads(direct: &aws_sdk_dynamodb::Client, tables: &Tables, n: usize) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -671,57 +710,55 @@ async fn main() {
             }
             print(&format!("e. an idle revoke{tag}"), &idle, &mut notes);
 
-            // e. A revoke during a burst of 50 uses of one user's token, `e_rounds` times.
+            // e. A revoke during a burst of 50 uses of one user's token, `e_rounds` times; and
+            // its reference e', a revoke of an idle user during the same burst on another user:
+            // the same load on the store, so the ratio shows whether a revoke waits behind the
+            // uses of the consent it ends (#18's "a revoke waits in the same queue as the uses it
+            // should stop"), not how busy the machine is. The two alternate, round by round.
             let (mut revokes, mut bursts) = (Run::default(), Run::default());
+            let (mut reference, mut reference_bursts) = (Run::default(), Run::default());
             let (mut allowed, mut used, mut late, mut after_revoke) = (0, 0, 0, 0);
             for round in 0..e_rounds {
                 let user = format!("revoked-{round}");
+                let (steady, bystander) = (format!("steady-{round}"), format!("bystander-{round}"));
                 let victim = tokens(&api, std::slice::from_ref(&user)).await;
-                if let Some(sequencer) = &deployment.sequencer {
-                    sequencer.drain(Duration::from_secs(60)).await;
-                }
-                let burst = {
-                    let (authorizer, victim) = (authorizer.clone(), victim.clone());
-                    tokio::spawn(async move { uses_timed(&authorizer, &victim, 50, None).await })
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let at = Instant::now();
-                let (status, _) = api.call(Event::new("DELETE", "/consents/current").user(&user)).await;
-                let revoked = Instant::now();
-                deployment.touched(&user);
-                revokes.record(revoked - at, format!("revoke {status}"));
-                let (burst, timed) = burst.await.unwrap();
-                if let Some(sequencer) = &deployment.sequencer {
-                    sequencer.drain(Duration::from_secs(60)).await;
-                }
-                let events = api.acquire().await.unwrap().chain_archive.stream_events(&user, 0, 1000).await.unwrap();
-                let revoked_at = events.iter().find(|e| e.event_type == AuditEventType::ConsentRevoked).map(|e| e.seq);
-                late += events
-                    .iter()
-                    .filter(|e| e.event_type == AuditEventType::TokenUsed && revoked_at.is_some_and(|r| e.seq > r))
-                    .count();
-                used += events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed).count();
-                allowed += burst.outcomes.get("allowed").copied().unwrap_or(0);
-                // Allowed although the use began (so read its consent) after the revoke answered.
-                after_revoke +=
-                    timed.iter().filter(|(began, outcome)| outcome == "allowed" && *began > revoked).count();
-                bursts.latencies.extend(burst.latencies);
-                for (k, v) in burst.outcomes {
-                    *bursts.outcomes.entry(k).or_default() += v;
-                }
-                bursts.lags.extend(burst.lags);
-                bursts.wall += burst.wall;
-                for (op, s) in burst.stats {
-                    let total = bursts.stats.entry(op).or_default();
-                    total.calls += s.calls;
-                    total.read_units += s.read_units;
-                    total.write_units += s.write_units;
-                    total.conflicts += s.conflicts;
-                    total.throttled += s.throttled;
-                    total.over_limit += s.over_limit;
-                    total.failed += s.failed;
+                let steady_token = tokens(&api, &[steady.clone(), bystander.clone()]).await;
+                for paired in [round % 2 == 1, round % 2 == 0] {
+                    if paired {
+                        let (took, status, _, burst, _) =
+                            revoke_during_burst(&api, &authorizer, &steady_token[..1], &bystander).await;
+                        reference.record(took, format!("revoke {status}"));
+                        reference_bursts.absorb(burst);
+                        continue;
+                    }
+                    let (took, status, revoked, burst, timed) =
+                        revoke_during_burst(&api, &authorizer, &victim, &user).await;
+                    revokes.record(took, format!("revoke {status}"));
+                    if let Some(sequencer) = &deployment.sequencer {
+                        sequencer.drain(Duration::from_secs(60)).await;
+                    }
+                    let events =
+                        api.acquire().await.unwrap().chain_archive.stream_events(&user, 0, 1000).await.unwrap();
+                    let revoked_at =
+                        events.iter().find(|e| e.event_type == AuditEventType::ConsentRevoked).map(|e| e.seq);
+                    late += events
+                        .iter()
+                        .filter(|e| e.event_type == AuditEventType::TokenUsed && revoked_at.is_some_and(|r| e.seq > r))
+                        .count();
+                    used += events.iter().filter(|e| e.event_type == AuditEventType::TokenUsed).count();
+                    allowed += burst.outcomes.get("allowed").copied().unwrap_or(0);
+                    // Allowed although the use began (so read its consent) after the revoke answered.
+                    after_revoke +=
+                        timed.iter().filter(|(began, outcome)| outcome == "allowed" && *began > revoked).count();
+                    bursts.absorb(burst);
                 }
             }
+            print(
+                &format!("e'. a revoke of an idle user, during a burst of 50 uses of another ({e_rounds} rounds){tag}"),
+                &reference,
+                &mut notes,
+            );
+            print(&format!("e'. the bursts of 50 around those revokes{tag}"), &reference_bursts, &mut notes);
             print(&format!("e. the revoke, during a burst of 50 uses ({e_rounds} rounds){tag}"), &revokes, &mut notes);
             print(&format!("e. the bursts of 50 around the revokes{tag}"), &bursts, &mut notes);
             let note = format!(

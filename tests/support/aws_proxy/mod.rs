@@ -94,6 +94,19 @@ pub struct OpStats {
     pub failed: u64,
 }
 
+impl std::ops::AddAssign<&OpStats> for OpStats {
+    fn add_assign(&mut self, other: &OpStats) {
+        self.calls += other.calls;
+        self.read_units += other.read_units;
+        self.write_units += other.write_units;
+        self.bytes_written += other.bytes_written;
+        self.throttled += other.throttled;
+        self.conflicts += other.conflicts;
+        self.over_limit += other.over_limit;
+        self.failed += other.failed;
+    }
+}
+
 /// Units a partition (or the KMS quota) has left: refilled at `rate` per second up to
 /// `capacity`; a read is charged after its answer, so it can leave the bucket below zero.
 struct Bucket {

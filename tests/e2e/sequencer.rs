@@ -719,3 +719,61 @@ async fn a_stack_the_previous_release_sequenced_upgrades_in_place_on_dynamodb() 
         .unwrap();
     assert_eq!(unmarked_above.items().len(), 0, "the previous release, rolled back, would find nothing pending");
 }
+
+/// The head lists only what is appended in its floor window, and its floor never goes down:
+/// a use landing late (decided seconds before the newest appended) does not lower it, which
+/// would leave an appended item between the two floors unlisted, and so pending again. The
+/// head each run moves is marked moved, for the next checkpoint to seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_lists_the_floor_window_only_and_a_late_use_never_lowers_its_floor_on_dynamodb() {
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let alice = ["alice".to_owned()];
+    let listed = async |app: &TestApp| {
+        let head = head_item(app, "alice").await;
+        let floor: i64 = head["appended_from"].as_n().unwrap().parse().unwrap();
+        let list = head.get("appended").map_or(0, |b| b.as_b().unwrap().as_ref().len());
+        assert_eq!(list % adapter_aws::LISTED_BYTES, 0);
+        (floor - e2e::T0, list / adapter_aws::LISTED_BYTES)
+    };
+    let use_at = async |offset: i64| {
+        app.clock.set(shared::domain::Timestamp::from_unix(e2e::T0 + offset));
+        let use_ = app.decided_use(&consent);
+        app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
+        use_.event_id
+    };
+
+    let c = use_at(93).await;
+    let a = use_at(100).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 2);
+    assert_eq!(listed(&app).await, (95, 1), "five seconds below the newest; only the use at +100 above it");
+    // Decided at +97, landing now: appended, the floor kept (not lowered to +92, below which
+    // the use at +93 is appended and not listed).
+    let b = use_at(97).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 1);
+    assert_eq!(listed(&app).await, (95, 2));
+    assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "nothing appended is pending");
+    let again = app.sequencer().sequence_streams(&alice, 100).await.unwrap();
+    assert_eq!((again.sequenced, again.pending), (0, 0));
+
+    // Later on, the window moves: the head lists the new use only. (Sealed by a checkpoint
+    // meanwhile: its moved mark removed, as the checkpoint removes it.)
+    let (dynamodb, _) = e2e::aws_clients().await;
+    dynamodb
+        .update_item()
+        .table_name(&app.tables().heads)
+        .key("stream", aws_sdk_dynamodb::types::AttributeValue::S("alice".into()))
+        .update_expression("REMOVE moved_shard, moved_at")
+        .send()
+        .await
+        .unwrap();
+    let d = use_at(200).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 1);
+    assert_eq!(listed(&app).await, (195, 1));
+    let head = head_item(&app, "alice").await;
+    assert!(head.contains_key("moved_shard") && head.contains_key("moved_at"), "marked moved, for the checkpoint");
+    let events = app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap();
+    assert_eq!(events.iter().skip(1).map(|e| e.event_id.clone()).collect::<Vec<_>>(), [c, a, b, d]);
+    assert_eq!(kinds(&chain(&app, "alice").await).len(), 5, "the grant and four uses, once each");
+}

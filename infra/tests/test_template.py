@@ -135,13 +135,14 @@ EXPECTED = {
     | AUDIT_APPEND
     | HEADS
     | FAILED_BATCHES,
-    # The sequenced path (#18): the intake's stream, its items read and marked, conditional
-    # appends and the chain past the head, the head read and moved forward.
+    # The sequenced path (#18): the intake's stream, its items read (never written: what is
+    # appended is listed in the head), conditional appends and the chain past the head, the
+    # head read and moved forward.
     "SequencerFunction": {
         (a, "AuditIntakeTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
-    | {("dynamodb:Query", "AuditIntakeTable"), ("dynamodb:UpdateItem", "AuditIntakeTable")}
+    | {("dynamodb:Query", "AuditIntakeTable")}
     | AUDIT_APPEND
     | {("dynamodb:Query", "AuditTable")}
     | {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:UpdateItem", "ChainHeadsTable")}
@@ -431,11 +432,11 @@ def rules_hold(template: dict, sequenced: bool):
                 # The first-use claims are the notifier's alone, written only by a conditional put.
                 assert (function, action) == ("NotifierFunction", "dynamodb:PutItem"), f"{function} may {action} first uses"
             if resource.startswith("AuditIntakeTable"):
-                # The intake is the sequencer's to read and mark; the writers may only put
-                # into it (on the sequenced path), a user's log only read it; no one deletes
-                # an intake item (TTL does).
+                # The intake is the sequencer's to read; the writers may only put into it (on
+                # the sequenced path), a user's log only read it; no one updates or deletes an
+                # intake item (TTL does).
                 if function == "SequencerFunction":
-                    assert action in {"dynamodb:Query", "dynamodb:UpdateItem"} or resource.endswith("/stream"), action
+                    assert action == "dynamodb:Query" or resource.endswith("/stream"), action
                 elif function == "NotifierFunction":
                     # Its stream only: the uses it announces are in the records.
                     assert resource.endswith("/stream") and action not in WRITES, f"{function} may {action} {resource}"

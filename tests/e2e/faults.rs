@@ -251,10 +251,10 @@ async fn a_use_whose_intake_put_outlasts_its_deadline_is_refused_and_lands_once_
 
 /// A sequencer run that fails at any of its calls, every way (each fault once, as a blip the
 /// SDK retries, and from then on, as a crash at that point: a `DropAfter` is a run killed just
-/// after its call took effect; its append transaction also cancelled by a conflict with
-/// another transaction and by throttling, which the run sends again, then gives up on), is
-/// completed by the next runs: every pending event lands on the chain once, in a chain that
-/// verifies, and nothing stays pending.
+/// after its call took effect; its appends and its head move also refused by a conflict with
+/// a transaction on their item, which the run sends again, then gives up on), is completed by
+/// the next runs: every pending event lands on the chain once, in a chain that verifies, and
+/// nothing stays pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothing_is_doubled() {
     use shared::ports::{Deadline, StoreError};
@@ -290,7 +290,11 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
     let clean = app.sequencer().sequence_streams(&alice, 100).await.unwrap();
     assert_eq!((clean.sequenced, clean.pending), (2, 0));
     let calls = proxy.calls();
-    assert_eq!(calls, ["GetItem", "Query", "Query", "TransactWriteItems"], "the two uses in one transaction");
+    assert_eq!(
+        calls,
+        ["GetItem", "Query", "Query", "PutItem", "PutItem", "UpdateItem"],
+        "the two uses put one after the other, then the head"
+    );
     let mut uses = 2;
     let mut cases = 0;
     for (call, name) in calls.iter().enumerate() {
@@ -317,5 +321,5 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
         }
     }
     eprintln!("{cases} sequencer fault cases over the calls {calls:?}");
-    assert_eq!(cases, 4 * 4 * 2 + 2 * 2, "every call of a run was enumerated, the transaction's cancellations too");
+    assert_eq!(cases, (3 * 4 + 3 * 5) * 2, "every call of a run was enumerated, the writes' conflicts too");
 }

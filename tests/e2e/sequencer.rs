@@ -341,9 +341,8 @@ const BUSY: usize = 250;
 /// One busy user's `BUSY` uses, pending at once behind their grant (already on the chain),
 /// are appended by one run, each once, in a chain that verifies; a run again (a redelivered
 /// batch) and a repeated put of a use already appended change nothing. With `proxy` (on
-/// DynamoDB): the run appends them in `ceil(BUSY / 49)` transactions (49 events, their 49
-/// marks and the head: 99 actions each) and no single-item write, and the repeated run
-/// reads and writes nothing else.
+/// DynamoDB): the run appends them in `BUSY` puts and `ceil(BUSY / 49)` moves of the head, no
+/// transaction and nothing written to the intake, and the repeated run only reads.
 async fn busy_user(app: &TestApp, proxy: Option<&e2e::aws_proxy::AwsProxy>) {
     use futures::StreamExt;
     let consent = grant(app, "alice").await;
@@ -363,10 +362,11 @@ async fn busy_user(app: &TestApp, proxy: Option<&e2e::aws_proxy::AwsProxy>) {
     let count = |calls: &[String], name: &str| calls.iter().filter(|c| *c == name).count();
     if let Some(proxy) = proxy {
         let calls = proxy.calls();
-        let per = adapter_aws::SEQUENCER_EVENTS_PER_TRANSACTION;
+        let per = adapter_aws::SEQUENCER_EVENTS_PER_HEAD_MOVE;
         assert_eq!(per, 49);
-        assert_eq!(count(&calls, "TransactWriteItems"), BUSY.div_ceil(per), "{calls:?}");
-        assert_eq!(count(&calls, "PutItem") + count(&calls, "UpdateItem"), 0, "{calls:?}");
+        assert_eq!(count(&calls, "TransactWriteItems"), 0, "{calls:?}");
+        assert_eq!(count(&calls, "PutItem"), BUSY, "{calls:?}");
+        assert_eq!(count(&calls, "UpdateItem"), BUSY.div_ceil(per), "{calls:?}");
     }
     let appended = app.services().chain_archive.stream_events("alice", 0, 10_000).await.unwrap();
     assert_eq!(kinds(&chain(app, "alice").await)[1..], vec!["token.used"; BUSY][..]);
@@ -392,7 +392,7 @@ async fn a_busy_users_pending_events_are_appended_by_one_run_once(app: TestApp) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_users_pending_events_take_one_transaction_per_49_on_dynamodb() {
+async fn a_busy_users_pending_events_take_one_put_each_and_a_head_move_per_49_on_dynamodb() {
     let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
     let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
     let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
@@ -506,4 +506,274 @@ async fn direct_appends_racing_the_sequencer_keep_one_chain_on_dynamodb() {
     assert!(accepted.is_subset(&seen), "every accepted use landed");
     assert!(seen.is_subset(&ids), "nothing else landed");
     assert!(accepted.len() >= EACH + EACH / 2, "the direct appends and most puts were accepted: {}", accepted.len());
+}
+
+/// DynamoDB's size of an item as it bills it (names and values; a number about half its
+/// digits plus one, a list 3 bytes plus 1 and its size per element).
+fn billed_bytes(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    fn value(v: &V) -> usize {
+        match v {
+            V::S(s) => s.len(),
+            V::N(n) => n.len().div_ceil(2) + 1,
+            V::B(b) => b.as_ref().len(),
+            V::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            V::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// `stream`'s `ChainHeads` item, read from the test server.
+async fn head_item(
+    app: &TestApp,
+    stream: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    let (dynamodb, _) = e2e::aws_clients().await;
+    let out = dynamodb
+        .get_item()
+        .table_name(&app.tables().heads)
+        .key("stream", aws_sdk_dynamodb::types::AttributeValue::S(stream.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.item.expect("a head")
+}
+
+/// What a use costs the sequencer in write units as DynamoDB bills them, counted at the test
+/// proxy (which bills an update 1 unit, not knowing the item's size: a head past 1 KB is
+/// billed here by its size at the end of the run, for every move of the run, an upper bound).
+/// Each use a run of its own (many users, a use now and then each): its `Audit` item and its
+/// two index items (3) and the head (1), where a transaction billed 8 (the item, its mark
+/// and the head twice each, the index items once). One busy user's `BUSY` uses in one run:
+/// 3 each and a head move per 49, where transactions of 49 billed about 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequenced_use_costs_4_write_units_as_a_run_of_its_own_and_about_3_in_a_busy_run_on_dynamodb() {
+    use futures::StreamExt;
+    const SPARSE: usize = 8;
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
+    let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+    let users: Vec<String> = (0..SPARSE).map(|i| format!("user{i}")).collect();
+    let mut consents = Vec::new();
+    for who in users.iter().map(String::as_str).chain(["busy"]) {
+        consents.push(grant(&app, who).await);
+    }
+    settle(&app).await;
+    let written = |proxy: &e2e::aws_proxy::AwsProxy| proxy.stats().values().map(|s| s.write_units).sum::<f64>();
+
+    for consent in &consents[..SPARSE] {
+        app.intake().record(app.decided_use(consent), deadline(&app)).await.unwrap();
+    }
+    proxy.clear();
+    for who in &users {
+        let run = app.sequencer().sequence_streams(std::slice::from_ref(who), 100).await.unwrap();
+        assert_eq!((run.sequenced, run.pending), (1, 0), "{who}");
+    }
+    for who in &users {
+        assert!(billed_bytes(&head_item(&app, who).await) <= 1024, "{who}'s head is billed 1 unit a move");
+    }
+    let sparse = written(&proxy) / SPARSE as f64;
+    let calls = proxy.calls();
+    let count = |name: &str| calls.iter().filter(|c| *c == name).count();
+    let sparse_calls = (count("PutItem"), count("UpdateItem"), count("TransactWriteItems"));
+
+    let busy = consents.last().unwrap();
+    let uses: Vec<_> = (0..BUSY).map(|_| app.decided_use(busy)).collect();
+    futures::stream::iter(uses)
+        .for_each_concurrent(8, |u| async {
+            app.intake().record(u, Deadline::after(Duration::from_secs(30))).await.unwrap()
+        })
+        .await;
+    proxy.clear();
+    let run = app.sequencer().sequence_streams(&["busy".to_owned()], 1_000).await.unwrap();
+    assert_eq!((run.sequenced, run.pending), (BUSY, 0));
+    let moves = proxy.calls().iter().filter(|c| *c == "UpdateItem").count();
+    let head = billed_bytes(&head_item(&app, "busy").await);
+    let busy_units = (written(&proxy) + (moves * (head.div_ceil(1024) - 1)) as f64) / BUSY as f64;
+    eprintln!(
+        "write units a use: {sparse:.2} as a run of its own, {busy_units:.2} in a run of {BUSY} \
+         ({moves} head moves, the head {head} bytes at the end)"
+    );
+    assert_eq!(sparse_calls, (SPARSE, SPARSE, 0), "a put and a head move a run: {calls:?}");
+    assert!(sparse <= 4.0, "{sparse} write units a use as a run of its own");
+    assert!(busy_units <= 3.2, "{busy_units} write units a use in a busy run");
+}
+
+/// A stack the previous release sequenced upgrades in place: its intake items marked (`seq`),
+/// its heads listing nothing (`floor_at` only), and here one run of an earlier release that
+/// put and marked two events and crashed before moving the head past them. This release
+/// shows only what is really pending, adopts the two without doubling them, appends the
+/// rest once, and leaves `floor_at` above every event it appended, so that the previous
+/// release, rolled back onto the drained stack, would find nothing pending (its read:
+/// unmarked intake items from `floor_at` on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_the_previous_release_sequenced_upgrades_in_place_on_dynamodb() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let mut recorded = Vec::new();
+    for _ in 0..3 {
+        let use_ = app.decided_use(&consent);
+        recorded.push(use_.clone());
+        app.intake().record(use_, deadline(&app)).await.unwrap();
+    }
+    settle(&app).await;
+    let before = app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap();
+    assert_eq!(before.len(), 4);
+
+    // What the previous releases left: every appended item marked, the head without a list,
+    // two events behind the chain.
+    let (dynamodb, _) = e2e::aws_clients().await;
+    let tables = app.tables().clone();
+    let items = dynamodb
+        .query()
+        .table_name(&tables.intake)
+        .key_condition_expression("#s = :s")
+        .expression_attribute_names("#s", "stream")
+        .expression_attribute_values(":s", V::S("alice".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.items().len(), 4, "every intake item stays after its event is appended");
+    for item in items.items() {
+        let body: AuditEvent = serde_json::from_str(item["body"].as_s().unwrap()).unwrap();
+        let seq = before.iter().find(|e| e.event_id == body.event_id).unwrap().seq;
+        assert!(item.contains_key("expires_at"), "set at the put");
+        dynamodb
+            .update_item()
+            .table_name(&tables.intake)
+            .key("stream", item["stream"].clone())
+            .key("order", item["order"].clone())
+            .update_expression("SET #q = :q")
+            .expression_attribute_names("#q", "seq")
+            .expression_attribute_values(":q", V::N(seq.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let behind = &before[1];
+    dynamodb
+        .update_item()
+        .table_name(&tables.heads)
+        .key("stream", V::S("alice".into()))
+        .update_expression("SET #q = :q, #h = :h, floor_at = :f REMOVE appended, appended_from")
+        .expression_attribute_names("#q", "seq")
+        .expression_attribute_names("#h", "hash")
+        .expression_attribute_values(":q", V::N(behind.seq.to_string()))
+        .expression_attribute_values(":h", V::S(behind.hash.clone()))
+        .expression_attribute_values(":f", V::N((before[3].at.unix() - 5).to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "marked items are not pending");
+    let mut later = Vec::new();
+    for _ in 0..2 {
+        let use_ = app.decided_use(&consent);
+        later.push(use_.event_id.clone());
+        app.intake().record(use_, deadline(&app)).await.unwrap();
+    }
+    let pending: Vec<_> = app.sequencer().pending("alice", 10).await.unwrap().into_iter().map(|e| e.event_id).collect();
+    assert_eq!(pending, later, "only the unmarked items are pending");
+    let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };
+    let log = all_pages(&app, by_alice, 10).await;
+    assert_eq!(log.iter().filter(|e| e.seq == 0).count(), 2, "the access log shows the two pending only");
+
+    let run = app.sequencer().sequence_streams(&["alice".to_owned()], 100).await.unwrap();
+    assert_eq!((run.sequenced, run.pending), (2, 0), "the two events behind the head adopted, the two new appended");
+    let after = app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap();
+    assert_eq!(after[..4], before[..], "the chain before, unchanged");
+    assert_eq!(after[4..].iter().map(|e| e.event_id.clone()).collect::<Vec<_>>(), later);
+    assert_eq!(
+        kinds(&chain(&app, "alice").await),
+        ["consent.granted", "token.used", "token.used", "token.used", "token.used", "token.used"]
+    );
+    // A retried put of an event already on the chain, and a redelivered batch: nothing.
+    app.intake().record(recorded[2].clone(), deadline(&app)).await.unwrap();
+    let again = app.sequencer().sequence_streams(&["alice".to_owned()], 100).await.unwrap();
+    assert_eq!((again.sequenced, again.pending), (0, 0));
+    assert_eq!(app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap(), after);
+
+    // The previous release's pending read on this head: unmarked items from `floor_at` on.
+    let head = head_item(&app, "alice").await;
+    let floor: i64 = head["floor_at"].as_n().unwrap().parse().unwrap();
+    assert!(after.iter().all(|e| e.at.unix() < floor), "floor_at is past every event appended");
+    let unmarked_above = dynamodb
+        .query()
+        .table_name(&tables.intake)
+        .key_condition_expression("#s = :s AND #o >= :lo")
+        .filter_expression("attribute_not_exists(#q)")
+        .expression_attribute_names("#s", "stream")
+        .expression_attribute_names("#o", "order")
+        .expression_attribute_names("#q", "seq")
+        .expression_attribute_values(":s", V::S("alice".into()))
+        .expression_attribute_values(":lo", V::S(format!("{:016}", floor * 1_000_000)))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unmarked_above.items().len(), 0, "the previous release, rolled back, would find nothing pending");
+}
+
+/// The head lists only what is appended in its floor window, and its floor never goes down:
+/// a use landing late (decided seconds before the newest appended) does not lower it, which
+/// would leave an appended item between the two floors unlisted, and so pending again. The
+/// head each run moves is marked moved, for the next checkpoint to seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_lists_the_floor_window_only_and_a_late_use_never_lowers_its_floor_on_dynamodb() {
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let consent = grant(&app, "alice").await;
+    settle(&app).await;
+    let alice = ["alice".to_owned()];
+    let listed = async |app: &TestApp| {
+        let head = head_item(app, "alice").await;
+        let floor: i64 = head["appended_from"].as_n().unwrap().parse().unwrap();
+        let list = head.get("appended").map_or(0, |b| b.as_b().unwrap().as_ref().len());
+        assert_eq!(list % adapter_aws::LISTED_BYTES, 0);
+        (floor - e2e::T0, list / adapter_aws::LISTED_BYTES)
+    };
+    let use_at = async |offset: i64| {
+        app.clock.set(shared::domain::Timestamp::from_unix(e2e::T0 + offset));
+        let use_ = app.decided_use(&consent);
+        app.intake().record(use_.clone(), deadline(&app)).await.unwrap();
+        use_.event_id
+    };
+
+    let c = use_at(93).await;
+    let a = use_at(100).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 2);
+    assert_eq!(listed(&app).await, (95, 1), "five seconds below the newest; only the use at +100 above it");
+    // Decided at +97, landing now: appended, the floor kept (not lowered to +92, below which
+    // the use at +93 is appended and not listed).
+    let b = use_at(97).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 1);
+    assert_eq!(listed(&app).await, (95, 2));
+    assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "nothing appended is pending");
+    let again = app.sequencer().sequence_streams(&alice, 100).await.unwrap();
+    assert_eq!((again.sequenced, again.pending), (0, 0));
+
+    // Later on, the window moves: the head lists the new use only. (Sealed by a checkpoint
+    // meanwhile: its moved mark removed, as the checkpoint removes it.)
+    let (dynamodb, _) = e2e::aws_clients().await;
+    dynamodb
+        .update_item()
+        .table_name(&app.tables().heads)
+        .key("stream", aws_sdk_dynamodb::types::AttributeValue::S("alice".into()))
+        .update_expression("REMOVE moved_shard, moved_at")
+        .send()
+        .await
+        .unwrap();
+    let d = use_at(200).await;
+    assert_eq!(app.sequencer().sequence_streams(&alice, 100).await.unwrap().sequenced, 1);
+    assert_eq!(listed(&app).await, (195, 1));
+    let head = head_item(&app, "alice").await;
+    assert!(head.contains_key("moved_shard") && head.contains_key("moved_at"), "marked moved, for the checkpoint");
+    let events = app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap();
+    assert_eq!(events.iter().skip(1).map(|e| e.event_id.clone()).collect::<Vec<_>>(), [c, a, b, d]);
+    assert_eq!(kinds(&chain(&app, "alice").await).len(), 5, "the grant and four uses, once each");
 }

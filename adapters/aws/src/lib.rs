@@ -37,7 +37,7 @@ pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::EventBridgePublisher;
 pub use provision::{create_cursor_secret, create_signing_key, create_tables};
-pub use sequencer::SEQUENCER_EVENTS_PER_TRANSACTION;
+pub use sequencer::{INTAKE_RETENTION_SECONDS, LISTED_BYTES, SEQUENCER_EVENTS_PER_HEAD_MOVE};
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
 pub use adapter_streams::{ExpiryRecord, IntakeBatch, expiries_from_stream, intake_batch};

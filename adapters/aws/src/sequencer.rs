@@ -15,44 +15,57 @@
 //! A run of the sequencer over one stream (any number may race or repeat):
 //! 1. reads the chain head consistently, then the chain past it (events a run appended and
 //!    did not record in the head: a crash, or a racing run still going), which it adopts;
-//! 2. reads the stream's pending items (consistent Query from the head's `floor_at`),
-//!    sorts them by decision time, applies [`decision_order`] and cuts at the first
-//!    consent-ending event held less than the hold since this process first saw it;
-//! 3. marks sequenced the intake items of the events it adopted (`seq`, and `expires_at` for
-//!    TTL), before anything moves the head past them;
-//! 4. appends the pending events in transactions of at most [`SEQUENCER_EVENTS_PER_TRANSACTION`], each
-//!    one `TransactWriteItems` of the events' `Audit` items (on condition their `seq` is
-//!    free), their intake items' marks (on condition they are still pending) and the head
-//!    (on condition it is still the one the previous transaction left, or this run read),
-//!    with the new `floor_at`, the oldest decision second a pending item can still have, so
-//!    reads skip the marked items below it. A failed condition means another run (or a
-//!    direct writer, during a deploy) got there first: the run reads again, from the new
-//!    head, and carries on from there; a transaction that only met another one on its items,
-//!    or throttling, is sent again as it is (its conditions still decide).
+//! 2. reads the stream's intake items from the head's floor (`appended_from`, consistent
+//!    Query), drops those already appended (listed in the head, or marked by the previous
+//!    release), sorts the rest by decision time, applies [`decision_order`] and cuts at the
+//!    first consent-ending event held less than the hold since this process first saw it;
+//! 3. appends the pending events one at a time, each a single conditional `PutItem` of its
+//!    `Audit` item (on condition its `seq` is free), and after each
+//!    [`SEQUENCER_EVENTS_PER_HEAD_MOVE`] (and at the end) moves the head in one conditional
+//!    `UpdateItem` (on condition it is still the one the run read, or last left), with the new
+//!    floor (`appended_from`, the oldest decision second a pending item can still have, never
+//!    lowered) and the list of what is appended at or above it (`appended`). A failed
+//!    condition means another run (or a direct writer, during a deploy) got there first: the
+//!    run reads again, from the new head, and carries on from there; a write that met a
+//!    transaction on its item, or throttling, is sent again as it is (its condition still
+//!    decides).
 //!
-//! Marks instead of deletes: a retried put of an event already on its chain still finds its
-//! item and changes nothing (a delete would let it land as a second use). Each transaction
-//! appends, marks and moves the head at once, so nothing is pending after it is on the chain,
-//! and no head is behind a chain this version wrote; events past the head are still adopted
-//! (step 1), written by a run of the previous version (one `PutItem` per event, the marks,
-//! then the head), which may run beside this one during a deploy. A redelivered batch finds
-//! its items marked, and changes nothing. The stamps of first sight live in memory: another
-//! process sees an event anew and only holds it once more.
+//! The puts go one after another, never concurrently: each event's `prev_hash` is the hash
+//! of the event at the `seq` before it, and an `Audit` item is never deleted, so a writer puts
+//! `seq` n only once the item at n - 1 is one it put or read. Concurrent puts could leave an
+//! event on the chain behind one that failed (throttled, or taken by a racing writer), which
+//! no later run could mend.
+//!
+//! No marks, no deletes: an intake item stays after its event is appended (TTL removes it
+//! [`INTAKE_RETENTION_SECONDS`] after its put, pending or not), so a retried put of an event
+//! already on its chain still finds its item and changes nothing (a delete would let it land
+//! as a second use). What is appended is told by the head alone: an intake item is appended
+//! when it is below the head's floor, or listed in the head (the first
+//! [`LISTED_BYTES`] bytes of the SHA-256 of its key), or marked (`seq`, written by the
+//! previous release, which marked each item in the transaction that appended it: still read,
+//! so a stack upgrades in place). A crash between the puts and the head leaves events past
+//! the head, which the next run adopts (step 1) and lists in the head it moves past them.
+//! Events past the head may also come from a run of the previous release beside this one
+//! during a deploy (its items marked). A redelivered batch finds nothing pending, and only
+//! reads. The head's `floor_at` is left for the previous release: above every event this
+//! release appended, so a rollback after a drain finds none of them pending (docs/operators.md).
+//! The stamps of first sight live in memory: another process sees an event anew and only
+//! holds it once more.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::archive::{MOVED_SET, MarkMoved};
 use super::dynamodb::{
     Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
 };
-use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s, item_bytes};
+use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s};
 use shared::domain::{AuditEvent, EventId};
 use shared::ports::{
     AuditIntake, AuditPage, AuditQuery, AuditReader, Deadline, SEQUENCER_HOLD, Sequencer, SequencerRun, StoreError,
@@ -75,25 +88,26 @@ const PUT_MARGIN: Duration = Duration::from_millis(50);
 /// seconds, with room.
 const FLOOR_WINDOW_SECONDS: i64 = 5;
 
-/// How long a sequenced intake item stays (TTL removes it later, free): far longer than any
-/// put can take to land after its decision.
-const SEQUENCED_RETENTION_SECONDS: i64 = 24 * 3600;
+/// How long an intake item stays after its put, pending or appended (TTL removes it later,
+/// free): far longer than any put can take to land after its decision (a retried put of an
+/// appended event must still find its item), and longer than a broken sequencer can go
+/// unnoticed and unmended: its failed batches reach `FailuresAlarm` within the hour, and a
+/// pending item past this is gone from the intake unappended (docs/operators.md).
+pub const INTAKE_RETENTION_SECONDS: i64 = 14 * 24 * 3600;
 
-/// How many events one append transaction carries: each is two of its actions (the event's
-/// `Audit` item and its intake item's mark), and the head one more: 2 x 49 + 1 = 99 of the
-/// 100 actions DynamoDB allows in one `TransactWriteItems`.
-pub const SEQUENCER_EVENTS_PER_TRANSACTION: usize = 49;
+/// How many events a run appends between two moves of the head: bounds how long the head is
+/// behind the chain (a direct writer waits for it during a deploy) and what a crashed run
+/// leaves for the next to adopt.
+pub const SEQUENCER_EVENTS_PER_HEAD_MOVE: usize = 49;
 
-/// The bytes of items one append transaction may carry: DynamoDB's 4 MB, less room for the
-/// head. An event is at most about 3 KB and its intake item about twice that, so the count
-/// binds first (49 such events: under 0.5 MB); this keeps an unforeseen large event from
-/// failing a whole run.
-const TRANSACTION_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// The bytes of an intake key's SHA-256 a head lists it by: as unlikely to collide as two
+/// UUID v4 event ids (a collision would pass a pending event as appended).
+pub const LISTED_BYTES: usize = 16;
 
-/// How often an append transaction is sent again when it met another transaction on one of
-/// its items (`TransactionConflict`: a racing run, or a checkpoint sealing the head), and
-/// when a partition was over its throughput (`ThrottlingError`), before the run gives up as
-/// unavailable (the stream delivers its records again).
+/// How often a write of a run is sent again when it met a transaction on its item
+/// (`TransactionConflictException`: a direct writer's, or a checkpoint sealing the head), and
+/// when a partition was over its throughput (beyond the SDK's own retries), before the run
+/// gives up as unavailable (the stream delivers its records again).
 const CONFLICT_RESENDS: u32 = 8;
 const THROTTLE_RESENDS: u32 = 3;
 /// Backoff after throttling: up to 100 ms, 200 ms, 400 ms (a partition refills each second).
@@ -143,7 +157,19 @@ fn intake_item(event: &AuditEvent, decided_us: i64) -> Result<Item, StoreError> 
         ("at".into(), n(event.at.unix())),
         ("type".into(), s(event.event_type.as_str())),
         ("body".into(), s(&body)),
+        // Set at the put, so that appending it writes nothing more to it.
+        ("expires_at".into(), n(decided_us / 1_000_000 + INTAKE_RETENTION_SECONDS)),
     ]))
+}
+
+/// How a head lists the intake item `order` as appended.
+type Listed = [u8; LISTED_BYTES];
+
+fn listed(order: &str) -> Listed {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, order.as_bytes());
+    let mut out = [0; LISTED_BYTES];
+    out.copy_from_slice(&digest.as_ref()[..LISTED_BYTES]);
+    out
 }
 
 /// The `Audit` item of `event` as the sequencer appends it: marked [`VIA_INTAKE`], so the
@@ -191,8 +217,8 @@ fn in_decision_order(mut pending: Vec<Pending>) -> Vec<Pending> {
 }
 
 /// Whether a conditional write landed: `Ok(false)` when its condition failed, which for
-/// every conditional write here means the item is already as wanted (recorded, marked,
-/// appended or moved by another run), so nothing is left to do.
+/// every conditional write here means the item is already as wanted (recorded, appended or
+/// moved by another run), so nothing is left to do.
 fn landed<T, E, R>(sent: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -205,24 +231,6 @@ where
     }
 }
 
-fn sequenced_expiry() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64) + SEQUENCED_RETENTION_SECONDS
-}
-
-/// The mark of an intake item appended at a `seq` (with [`mark_names`] and [`mark_values`]),
-/// whether it is set alone or in the append's transaction: the `seq`, and the TTL that lets
-/// the marked item expire; the item must exist (`#s`), so a mark never creates one.
-const MARK_SET: &str = "SET #q = :q, expires_at = :e";
-const MARK_EXISTS: &str = "attribute_exists(#s)";
-
-fn mark_names() -> HashMap<String, String> {
-    HashMap::from([("#q".to_owned(), "seq".to_owned()), ("#s".to_owned(), "stream".to_owned())])
-}
-
-fn mark_values(seq: u64) -> HashMap<String, AttributeValue> {
-    HashMap::from([(":q".to_owned(), n(seq as i64)), (":e".to_owned(), n(sequenced_expiry()))])
-}
-
 /// Where a run has got to on a stream's chain: what the head says once it moves there.
 #[derive(Clone)]
 struct Moved {
@@ -231,8 +239,11 @@ struct Moved {
     /// The newest decision second on the chain this run appended or adopted (`i64::MIN`:
     /// none yet).
     newest_at: i64,
-    /// The oldest decision second a pending item can still have.
+    /// The oldest decision second a pending item can still have (`i64::MIN`: any).
     floor_at: i64,
+    /// The head's `floor_at`, for the previous release: past every event this release
+    /// appended (see [`Head::compat_floor`]).
+    compat_floor: i64,
     consents: ChainConsents,
 }
 
@@ -242,6 +253,7 @@ impl Moved {
         self.consents.follow(event);
         (self.seq, self.hash) = (event.seq, event.hash.clone());
         self.newest_at = self.newest_at.max(event.at.unix());
+        self.compat_floor = self.compat_floor.max(event.at.unix().saturating_add(1));
     }
 }
 
@@ -253,32 +265,12 @@ enum Pass {
     Lost(SequencerRun),
 }
 
-/// What a cancelled append transaction says, in the order its reasons are weighed.
-enum Refused {
-    /// A condition failed: another run (or a direct writer) took a `seq`, marked an item or
-    /// moved the head first. Read again from the new head; never send it again.
+/// How a write of a run was answered, once sent again as its refusal allows.
+enum Sent {
+    Landed,
+    /// Its condition failed: another run (or a direct writer) took the `seq` or moved the
+    /// head first. Read again from the new head; never send it again.
     Lost,
-    /// Another transaction was on one of its items at the time: nothing was written.
-    Conflict,
-    /// A partition over its throughput: nothing was written.
-    Throttled,
-    Failed(StoreError),
-}
-
-fn refusal(e: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>) -> Refused {
-    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else {
-        return Refused::Failed(unavailable(e));
-    };
-    let codes: Vec<&str> = c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
-    if codes.contains(&"ConditionalCheckFailed") {
-        Refused::Lost
-    } else if codes.contains(&"TransactionConflict") {
-        Refused::Conflict
-    } else if codes.iter().any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded")) {
-        Refused::Throttled
-    } else {
-        Refused::Failed(StoreError::Unavailable(format!("append transaction cancelled: {codes:?}")))
-    }
 }
 
 /// A stream's chain head as the sequencer reads it.
@@ -287,10 +279,25 @@ struct Head {
     exists: bool,
     seq: u64,
     hash: String,
-    /// The oldest decision second a pending item of the stream can have (none: read all).
+    /// The oldest decision second a pending item of the stream can have (none: read all):
+    /// `appended_from`, or where a head of the previous release has none, its `floor_at`.
     floor_at: Option<i64>,
+    /// The head's `floor_at` as stored: this release writes it above every event it
+    /// appended, for the previous release (whose runs take an unmarked item at or above it
+    /// for pending), and reads it only from a head that release wrote.
+    compat_floor: Option<i64>,
+    /// The intake items at or above `floor_at` that are appended (`appended`).
+    listed: BTreeSet<Listed>,
     /// The chain's consent state at the head: the live consent, and the last consents ended.
     consents: ChainConsents,
+}
+
+impl Head {
+    /// Whether the intake item `order` is on its chain by what the head says (a marked item,
+    /// of the previous release, is too).
+    fn has_appended(&self, order: &str) -> bool {
+        self.floor_at.is_some_and(|at| *order < *order_floor(at)) || self.listed.contains(&listed(order))
+    }
 }
 
 /// How many ended consents a head remembers (a stream ends a few per hour at most).
@@ -428,12 +435,32 @@ impl DynamoStore {
                 seq: 0,
                 hash: support_access_verify::chain::GENESIS.to_owned(),
                 floor_at: None,
+                compat_floor: None,
+                listed: BTreeSet::new(),
                 consents: ChainConsents::default(),
             });
         };
         let (seq, hash) = head_of(&item).ok_or_else(|| corrupt_head(stream))?;
-        let floor_at = item.get("floor_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-        Ok(Head { exists: true, seq, hash, floor_at, consents: ChainConsents::of(&item) })
+        let number = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+        let compat_floor = number("floor_at");
+        let listed = match item.get("appended") {
+            None => BTreeSet::new(),
+            Some(AttributeValue::B(blob)) if blob.as_ref().len() % LISTED_BYTES == 0 => blob
+                .as_ref()
+                .chunks_exact(LISTED_BYTES)
+                .map(|c| c.try_into().expect("chunks of LISTED_BYTES"))
+                .collect(),
+            Some(_) => return Err(corrupt_head(stream)),
+        };
+        Ok(Head {
+            exists: true,
+            seq,
+            hash,
+            floor_at: number("appended_from").or(compat_floor),
+            compat_floor,
+            listed,
+            consents: ChainConsents::of(&item),
+        })
     }
 
     /// Every item of one key range, oldest first, read consistently.
@@ -476,11 +503,12 @@ impl DynamoStore {
         items.iter().map(|i| AuditItem::try_from(i).map(|a| a.0)).collect()
     }
 
-    /// `stream`'s pending intake items from decision second `floor_at` on, by key.
-    async fn pending_items(&self, stream: &str, floor_at: Option<i64>) -> Result<Vec<Pending>, StoreError> {
+    /// `stream`'s intake items from `head`'s floor on, by key: those pending, and those the
+    /// head lists as appended. Items the previous release marked (`seq`) are neither.
+    async fn intake_items(&self, stream: &str, head: &Head) -> Result<(Vec<Pending>, Vec<Pending>), StoreError> {
         let mut names = HashMap::from([("#s".to_owned(), "stream".to_owned()), ("#q".to_owned(), "seq".to_owned())]);
         let mut values = HashMap::from([(":s".to_owned(), s(stream))]);
-        let key_condition = match floor_at {
+        let key_condition = match head.floor_at {
             Some(at) => {
                 names.insert("#o".to_owned(), "order".to_owned());
                 values.insert(":lo".to_owned(), s(&order_floor(at)));
@@ -490,109 +518,127 @@ impl DynamoStore {
         };
         let items =
             self.query_all(&self.tables.intake, key_condition, Some("attribute_not_exists(#q)"), names, values).await?;
-        items.iter().map(Pending::try_from).collect()
+        let items = items.iter().map(Pending::try_from).collect::<Result<Vec<_>, _>>()?;
+        Ok(items.into_iter().partition(|p| !head.has_appended(&p.order)))
     }
 
     /// `stream`'s pending events in the order the sequencer will append them.
     async fn pending_in_order(&self, stream: &str) -> Result<Vec<Pending>, StoreError> {
         let head = self.chain_head(stream).await?;
-        Ok(in_decision_order(self.pending_items(stream, head.floor_at).await?))
+        Ok(in_decision_order(self.intake_items(stream, &head).await?.0))
     }
 
-    /// Marks the intake item `order` of `stream` sequenced at `seq`: an event adopted from a
-    /// run of the previous version (whose own mark may have landed already: same values).
-    async fn mark_sequenced(&self, stream: &str, order: &str, seq: u64) -> Result<(), StoreError> {
-        let sent = self
-            .client
-            .update_item()
-            .table_name(&self.tables.intake)
-            .key("stream", s(stream))
-            .key("order", s(order))
-            .update_expression(MARK_SET)
-            .condition_expression(MARK_EXISTS)
-            .set_expression_attribute_names(Some(mark_names()))
-            .set_expression_attribute_values(Some(mark_values(seq)))
-            .send()
-            .await;
-        landed(sent).map(|_| ())
+    /// Sends one write of a run (`send`, called again for each resend): `Lost` when its
+    /// condition failed (another writer got there first: read again, never resend), sent
+    /// again as it is after a conflict with a transaction on its item or throttling, a few
+    /// times each.
+    async fn resent<T, E, R, F>(&self, what: &str, send: impl Fn() -> F) -> Result<Sent, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let (mut conflicts, mut throttles) = (0, 0);
+        loop {
+            let e = match send().await {
+                Ok(_) => return Ok(Sent::Landed),
+                Err(e) => e,
+            };
+            match e.as_service_error().and_then(|e| e.code()) {
+                Some("ConditionalCheckFailedException") => return Ok(Sent::Lost),
+                Some("TransactionConflictException") if conflicts < CONFLICT_RESENDS => {
+                    backoff(conflicts).await;
+                    conflicts += 1;
+                }
+                Some("ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded")
+                    if throttles < THROTTLE_RESENDS =>
+                {
+                    jittered_backoff(throttles, THROTTLE_BACKOFF_BASE_MS, THROTTLE_BACKOFF_CAP_MS).await;
+                    throttles += 1;
+                }
+                _ => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{what} failed after {conflicts} conflicts and {throttles} throttles: {}",
+                        unavailable(e)
+                    )));
+                }
+            }
+        }
     }
 
-    /// The mark of the pending intake item `order` of `stream`, appended at `seq`, in the
-    /// transaction that appends it: on condition it is still pending (a racing run that
-    /// appended it first marked it, and this transaction must lose).
-    fn mark_in_transaction(&self, stream: &str, order: &str, seq: u64) -> Result<TransactWriteItem, StoreError> {
-        let mark = Update::builder()
-            .table_name(&self.tables.intake)
-            .key("stream", s(stream))
-            .key("order", s(order))
-            .update_expression(MARK_SET)
-            .condition_expression(format!("{MARK_EXISTS} AND attribute_not_exists(#q)"))
-            .set_expression_attribute_names(Some(mark_names()))
-            .set_expression_attribute_values(Some(mark_values(seq)));
-        Ok(TransactWriteItem::builder().update(built(mark.build())?).build())
+    /// Appends `event` (sealed) at its `seq`: its `Audit` item on condition the `seq` is free,
+    /// as [`DynamoStore::audit_put`] takes a place on a chain, marked [`VIA_INTAKE`].
+    async fn put_appended(&self, event: &AuditEvent) -> Result<Sent, StoreError> {
+        let item = appended_item(event);
+        self.resent("an append", || {
+            self.client
+                .put_item()
+                .table_name(&self.tables.audit)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(#s)")
+                .expression_attribute_names("#s", "stream")
+                .send()
+        })
+        .await
     }
 
-    /// The head of `stream` moved to `to` in an append transaction, on condition it is still
+    /// Moves the head of `stream` to `to`, listing `listed` appended, on condition it is still
     /// `from` (`None`: no head yet).
-    fn head_in_transaction(
+    async fn move_head(
         &self,
         stream: &str,
         from: Option<&(u64, String)>,
         to: &Moved,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let head = Update::builder()
-            .table_name(&self.tables.heads)
-            .key("stream", s(stream))
-            .update_expression(format!(
-                "SET #q = :q, #h = :h, #at = :at, floor_at = :f, live = :l, ended = :e, {MOVED_SET}"
-            ))
-            .mark_moved(stream, to.newest_at)
-            .expression_attribute_names("#q", "seq")
-            .expression_attribute_names("#h", "hash")
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":q", n(to.seq as i64))
-            .expression_attribute_values(":h", s(&to.hash))
-            .expression_attribute_values(":at", n(to.newest_at))
-            .expression_attribute_values(":f", n(to.floor_at))
-            .expression_attribute_values(":l", s(to.consents.live.as_deref().unwrap_or_default()))
-            .expression_attribute_values(":e", AttributeValue::L(to.consents.ended.iter().map(|c| s(c)).collect()));
-        let head = match from {
-            None => head.condition_expression("attribute_not_exists(#s)").expression_attribute_names("#s", "stream"),
-            Some((seq, hash)) => head
-                .condition_expression("#q = :last AND #h = :last_hash")
-                .expression_attribute_values(":last", n(*seq as i64))
-                .expression_attribute_values(":last_hash", s(hash)),
-        };
-        Ok(TransactWriteItem::builder().update(built(head.build())?).build())
-    }
-
-    /// Sends one append transaction: `Ok(true)` once it landed, `Ok(false)` when a condition
-    /// failed (another writer got there first: read again, never resend), sent again as it
-    /// is after a conflict with another transaction or throttling, a few times each.
-    async fn send_appends(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
-        let (mut conflicts, mut throttles) = (0, 0);
-        loop {
-            let sent = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
-            let Err(e) = sent else { return Ok(true) };
-            match refusal(e) {
-                Refused::Lost => return Ok(false),
-                Refused::Conflict if conflicts < CONFLICT_RESENDS => {
-                    backoff(conflicts).await;
-                    conflicts += 1;
-                }
-                Refused::Throttled if throttles < THROTTLE_RESENDS => {
-                    jittered_backoff(throttles, THROTTLE_BACKOFF_BASE_MS, THROTTLE_BACKOFF_CAP_MS).await;
-                    throttles += 1;
-                }
-                Refused::Conflict => {
-                    return Err(StoreError::Unavailable(format!("append transaction in conflict {conflicts} times")));
-                }
-                Refused::Throttled => {
-                    return Err(StoreError::Unavailable(format!("append transaction throttled {throttles} times")));
-                }
-                Refused::Failed(e) => return Err(e),
-            }
+        listed: &BTreeSet<Listed>,
+    ) -> Result<Sent, StoreError> {
+        let list = if listed.is_empty() { " REMOVE appended" } else { "" };
+        let mut values = HashMap::from([
+            (":q".to_owned(), n(to.seq as i64)),
+            (":h".to_owned(), s(&to.hash)),
+            (":at".to_owned(), n(to.newest_at)),
+            (":c".to_owned(), n(to.compat_floor)),
+            (":f".to_owned(), n(to.floor_at)),
+            (":l".to_owned(), s(to.consents.live.as_deref().unwrap_or_default())),
+            (":e".to_owned(), AttributeValue::L(to.consents.ended.iter().map(|c| s(c)).collect())),
+        ]);
+        let mut set =
+            "SET #q = :q, #h = :h, #at = :at, floor_at = :c, appended_from = :f, live = :l, ended = :e".to_owned();
+        if !listed.is_empty() {
+            values.insert(
+                ":a".to_owned(),
+                AttributeValue::B(Blob::new(listed.iter().flatten().copied().collect::<Vec<u8>>())),
+            );
+            set.push_str(", appended = :a");
         }
+        let mut names = HashMap::from([
+            ("#q".to_owned(), "seq".to_owned()),
+            ("#h".to_owned(), "hash".to_owned()),
+            ("#at".to_owned(), "at".to_owned()),
+        ]);
+        let condition = match from {
+            None => {
+                names.insert("#s".to_owned(), "stream".to_owned());
+                "attribute_not_exists(#s)"
+            }
+            Some((seq, hash)) => {
+                values.insert(":last".to_owned(), n(*seq as i64));
+                values.insert(":last_hash".to_owned(), s(hash));
+                "#q = :last AND #h = :last_hash"
+            }
+        };
+        self.resent("a head move", || {
+            self.client
+                .update_item()
+                .table_name(&self.tables.heads)
+                .key("stream", s(stream))
+                .update_expression(format!("{set}, {MOVED_SET}{list}"))
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .mark_moved(stream, to.newest_at)
+                .condition_expression(condition)
+                .send()
+        })
+        .await
     }
 
     /// One run over one stream (see the module's documentation): appends at most `limit`,
@@ -621,9 +667,9 @@ impl DynamoStore {
     }
 
     /// One pass of a run: reads the head, the chain past it and the pending items, and
-    /// appends them (module documentation, steps 1 to 4).
+    /// appends them (module documentation, steps 1 to 3).
     async fn sequence_pass(&self, state: &SequencerState, stream: &str, limit: usize) -> Result<Pass, StoreError> {
-        // 1. The head, then what a run appended past it: both before the pending items, so
+        // 1. The head, then what a run appended past it: both before the intake items, so
         // every event this run sees pending and another run appended sits past this head.
         let head = self.chain_head(stream).await?;
         let adopted = self.chain_after(stream, head.seq).await?;
@@ -631,7 +677,8 @@ impl DynamoStore {
             seq: head.seq,
             hash: head.hash.clone(),
             newest_at: i64::MIN,
-            floor_at: 0,
+            floor_at: head.floor_at.unwrap_or(i64::MIN),
+            compat_floor: head.compat_floor.unwrap_or(i64::MIN),
             consents: head.consents.clone(),
         };
         for event in &adopted {
@@ -643,14 +690,18 @@ impl DynamoStore {
             }
             at.follow(event);
         }
+        // What the head will list: the items it lists already, the adopted events' and those
+        // this run appends (each with its decision second, to keep those at the floor or above).
+        let mut appended: Vec<(String, i64)> = adopted.iter().map(|e| (order_key(e), e.at.unix())).collect();
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
         // 2. The pending items in decision order, cut at the first consent change held.
         // Released by the time the read began (a use that landed after that may be missed);
         // stamped by the time it answered (not before the event committed).
         let read_at = Instant::now();
-        let all = self.pending_items(stream, head.floor_at).await?;
+        let (all, listed_already) = self.intake_items(stream, &head).await?;
         let seen_at = Instant::now();
+        appended.extend(listed_already.iter().map(|p| (p.order.clone(), p.event.at.unix())));
         let (done, pending): (Vec<Pending>, Vec<Pending>) =
             all.into_iter().partition(|p| adopted.contains_key(&p.event.event_id));
         // A late use is judged against the chain before the batch, whose own ends order it.
@@ -673,44 +724,45 @@ impl DynamoStore {
             cut
         };
 
-        // 3. The adopted events' items marked, before any head moves past them.
-        futures_util::future::try_join_all(
-            done.iter().map(|p| self.mark_sequenced(stream, &p.order, adopted[&p.event.event_id])),
-        )
-        .await?;
-
-        // 4. Appended in transactions, each with its marks and the head; the first (or the
-        // only one, when the run only adopted) on condition the head is as read.
+        // 3. Appended one put at a time, the head moved after each SEQUENCER_EVENTS_PER_HEAD_MOVE
+        // and at the end (or only, when the run only adopted); the first move on condition the
+        // head is as read.
         let todo = &ordered[..cut.min(limit)];
         let mut last = head.exists.then(|| (head.seq, head.hash.clone()));
         let mut head_behind = at.seq != head.seq;
         let (mut from, mut lost) = (0, false);
         while from < todo.len() || head_behind {
-            // At most SEQUENCER_EVENTS_PER_TRANSACTION events and TRANSACTION_BYTES of items (each event
-            // its `Audit` item and its intake item), and at least one event when any is left.
-            let (mut next, mut items, mut bytes, mut to) = (at.clone(), Vec::new(), 0, from);
-            while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_TRANSACTION {
+            let (mut next, mut to) = (at.clone(), from);
+            while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_HEAD_MOVE {
                 let p = &todo[to];
                 let event = p.event.clone().seal(next.seq + 1, &next.hash);
-                let appended = appended_item(&event);
-                bytes += item_bytes(&appended) + item_bytes(&intake_item(&p.event, p.decided_us)?);
-                if to > from && bytes > TRANSACTION_BYTES {
+                if let Sent::Lost = self.put_appended(&event).await? {
+                    // Another writer has this `seq`: what this run put before it is still
+                    // its own, and the head moves past it.
+                    lost = true;
                     break;
                 }
-                items.push(self.audit_put(appended)?);
-                items.push(self.mark_in_transaction(stream, &p.order, event.seq)?);
                 next.follow(&event);
+                appended.push((p.order.clone(), p.event.at.unix()));
                 to += 1;
             }
+            // The floor: below the newest decision second by the window, or the oldest left
+            // pending, and never lower than it was (the list covers what is above it only).
             let left = ordered[to..].iter().map(|p| p.event.at.unix()).min();
-            next.floor_at = next.newest_at.saturating_sub(FLOOR_WINDOW_SECONDS).min(left.unwrap_or(i64::MAX));
-            items.push(self.head_in_transaction(stream, last.as_ref(), &next)?);
-            if !self.send_appends(items).await? {
+            let floor = next.newest_at.saturating_sub(FLOOR_WINDOW_SECONDS).min(left.unwrap_or(i64::MAX));
+            next.floor_at = next.floor_at.max(floor);
+            let listed: BTreeSet<Listed> =
+                appended.iter().filter(|(_, at)| *at >= next.floor_at).map(|(order, _)| listed(order)).collect();
+            let moved = (to > from || head_behind)
+                && matches!(self.move_head(stream, last.as_ref(), &next, &listed).await?, Sent::Landed);
+            if moved {
+                last = Some((next.seq, next.hash.clone()));
+                (at, from, head_behind) = (next, to, false);
+            }
+            if lost || !moved {
                 lost = true;
                 break;
             }
-            last = Some((next.seq, next.hash.clone()));
-            (at, from, head_behind) = (next, to, false);
         }
         if let Ok(mut seen) = state.seen.lock() {
             for p in done.iter().chain(&todo[..from]) {
@@ -721,32 +773,45 @@ impl DynamoStore {
         Ok(if lost { Pass::Lost(run) } else { Pass::Done(run) })
     }
 
-    /// The streams with pending items, and how many each has: a `Scan` of the intake, for
-    /// [`Sequencer::sequence`] (tests and operators; the function is driven by the stream).
+    /// The streams with pending items, and how many each has: a `Scan` of the intake, then
+    /// each such stream's head (what it lists as appended), for [`Sequencer::sequence`] (tests
+    /// and operators; the function is driven by the stream).
     async fn pending_streams(&self) -> Result<BTreeMap<String, usize>, StoreError> {
-        let (mut streams, mut start) = (BTreeMap::new(), None);
+        let (mut unmarked, mut start) = (BTreeMap::<String, Vec<String>>::new(), None);
         loop {
             let out = self
                 .client
                 .scan()
                 .table_name(&self.tables.intake)
                 .filter_expression("attribute_not_exists(#q)")
-                .projection_expression("#s")
+                .projection_expression("#s, #o")
                 .expression_attribute_names("#q", "seq")
                 .expression_attribute_names("#s", "stream")
+                .expression_attribute_names("#o", "order")
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(unavailable)?;
             for item in out.items() {
-                *streams.entry(get_s(item, "audit intake item", "stream")?.to_owned()).or_insert(0) += 1;
+                let (stream, order) =
+                    (get_s(item, "audit intake item", "stream")?, get_s(item, "audit intake item", "order")?);
+                unmarked.entry(stream.to_owned()).or_default().push(order.to_owned());
             }
             match out.last_evaluated_key() {
                 Some(key) => start = Some(key.clone()),
-                None => return Ok(streams),
+                None => break,
             }
         }
+        let mut streams = BTreeMap::new();
+        for (stream, orders) in unmarked {
+            let head = self.chain_head(&stream).await?;
+            let pending = orders.iter().filter(|o| !head.has_appended(o)).count();
+            if pending > 0 {
+                streams.insert(stream, pending);
+            }
+        }
+        Ok(streams)
     }
 }
 
@@ -781,7 +846,7 @@ impl AuditIntake for DynamoStore {
             .config_override(aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts))
             .send()
             .await;
-        // Not landed: already recorded (pending, or sequenced and marked), nothing changes.
+        // Not landed: already recorded (pending, or appended), nothing changes.
         landed(sent).map(|_| ())
     }
 }
@@ -843,7 +908,7 @@ impl AuditReader for DynamoStore {
         };
         // Newest first by decision time (the display order; the chain's may differ slightly).
         let head = self.chain_head(user.as_str()).await?;
-        let mut pending = self.pending_items(user.as_str(), head.floor_at).await?;
+        let mut pending = self.intake_items(user.as_str(), &head).await?.0;
         pending.sort_by_key(|p| std::cmp::Reverse(log_key(p)));
         if let Some(below) = &below {
             let below = position_key(below)?;

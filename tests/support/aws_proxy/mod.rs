@@ -42,8 +42,9 @@ pub enum Fault {
     DropBefore,
     /// The call is forwarded and done, then the connection closes without the answer.
     DropAfter,
-    /// A `TransactWriteItems` cancelled with `TransactionConflict` on every item (another
-    /// transaction on them; nothing written, the SDK does not retry it).
+    /// A `TransactWriteItems` cancelled with `TransactionConflict` on every item, or a
+    /// single-item write refused with `TransactionConflictException` (another transaction on
+    /// its items; nothing written, the SDK does not retry it).
     Conflict,
     /// A `TransactWriteItems` cancelled with `ThrottlingError` on every item (a partition
     /// over its throughput; nothing written, the SDK does not retry it).
@@ -55,12 +56,15 @@ impl Fault {
     /// The cancellations a transaction meets besides failed conditions.
     pub const CANCELLATIONS: [Self; 2] = [Self::Conflict, Self::CancelledThrottled];
 
-    /// Every fault a call of operation `name` can meet: [`Fault::ALL`], and for a
-    /// `TransactWriteItems` its [`Fault::CANCELLATIONS`] too.
+    /// Every fault a call of operation `name` can meet: [`Fault::ALL`], for a
+    /// `TransactWriteItems` its [`Fault::CANCELLATIONS`] too, and for a single-item write a
+    /// transaction on its item ([`Fault::Conflict`]).
     pub fn for_call(name: &str) -> Vec<Self> {
         let mut faults = Self::ALL.to_vec();
-        if name == "TransactWriteItems" {
-            faults.extend(Self::CANCELLATIONS);
+        match name {
+            "TransactWriteItems" => faults.extend(Self::CANCELLATIONS),
+            "PutItem" | "UpdateItem" | "DeleteItem" => faults.push(Self::Conflict),
+            _ => {}
         }
         faults
     }
@@ -438,6 +442,9 @@ async fn forward(
         Some(Fault::Throttle) => return Ok(aws_error(400, "ThrottlingException")),
         Some(Fault::ServerError) => return Ok(aws_error(500, "InternalServerError")),
         Some(Fault::DropBefore) => return Err(Dropped),
+        Some(Fault::Conflict) if op.name() != "TransactWriteItems" => {
+            return Ok(dynamo_error("TransactionConflictException", "Transaction is ongoing for the item"));
+        }
         Some(fault @ (Fault::Conflict | Fault::CancelledThrottled)) => {
             let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let actions = request["TransactItems"].as_array().map_or(1, Vec::len);

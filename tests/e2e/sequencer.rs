@@ -494,25 +494,6 @@ e2e::on_both_backends!(
     a_stalled_streams_pending_events_show_in_the_auditors_queries_by_actor_and_time,
 );
 
-/// The streams listed as stalled in the intake (`#stalled#<shard>` partitions), read directly.
-async fn stalled_list(app: &TestApp) -> Vec<String> {
-    use aws_sdk_dynamodb::types::AttributeValue as V;
-    let (dynamodb, _) = e2e::aws_clients().await;
-    let out = dynamodb
-        .scan()
-        .table_name(&app.tables().intake)
-        .filter_expression("begins_with(#s, :p)")
-        .expression_attribute_names("#s", "stream")
-        .expression_attribute_values(":p", V::S(adapter_aws::STALLED_PREFIX.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    let mut streams: Vec<String> = out.items().iter().map(|i| i["order"].as_s().unwrap().clone()).collect();
-    streams.sort();
-    streams
-}
-
 /// The list of stalled streams costs a healthy run nothing, and follows the stalls: a run
 /// over fresh records writes nothing to it; a stale stream is listed before its run, a run
 /// that does not finish keeps it listed, and a run that leaves it nothing pending unlists it.
@@ -534,17 +515,17 @@ async fn the_stalled_list_is_untouched_by_a_healthy_run_and_follows_a_stall_on_d
     let stats = proxy.stats();
     assert!(!stats.contains_key("DeleteItem"), "a healthy run unlists nothing: {stats:?}");
     assert_eq!(stats.get("PutItem").map(|s| s.calls), Some(1), "one put, the event's: {stats:?}");
-    assert!(stalled_list(&app).await.is_empty());
+    assert!(app.stalled_list().await.is_empty());
 
     // bob's revoke is held; his records came late (stale), and the run's time is up.
     app::revoke_consent(app.services(), &user("bob")).await.unwrap();
     let bob = vec!["bob".to_owned()];
     let cut = app::sequence_named(app.sequencer().as_ref(), bob.clone(), &bob, hold, std::time::Instant::now()).await;
     assert_eq!(cut.unfinished, bob);
-    assert_eq!(stalled_list(&app).await, bob, "listed before the run, and kept: it did not finish");
+    assert_eq!(app.stalled_list().await, bob, "listed before the run, and kept: it did not finish");
     let done = app::sequence_named(app.sequencer().as_ref(), bob.clone(), &bob, hold, later()).await;
     assert_eq!((done.sequenced, done.unfinished.len(), done.failed.len()), (1, 0, 0));
-    assert!(stalled_list(&app).await.is_empty(), "unlisted once nothing is pending");
+    assert!(app.stalled_list().await.is_empty(), "unlisted once nothing is pending");
     assert_eq!(kinds(&chain(&app, "bob").await), ["consent.granted", "consent.revoked"]);
 }
 

@@ -136,13 +136,15 @@ EXPECTED = {
     | HEADS
     | FAILED_BATCHES,
     # The sequenced path (#18): the intake's stream, its items read (never written: what is
-    # appended is listed in the head), conditional appends and the chain past the head, the
-    # head read and moved forward.
+    # appended is listed in the head; the list of stalled streams, in partitions no user's
+    # stream can have, is put and deleted), conditional appends and the chain past the
+    # head, the head read and moved forward.
     "SequencerFunction": {
         (a, "AuditIntakeTable/stream")
         for a in ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
     }
     | {("dynamodb:Query", "AuditIntakeTable")}
+    | {("dynamodb:PutItem", "AuditIntakeTable"), ("dynamodb:DeleteItem", "AuditIntakeTable")}
     | AUDIT_APPEND
     | {("dynamodb:Query", "AuditTable")}
     | {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:UpdateItem", "ChainHeadsTable")}
@@ -310,6 +312,25 @@ def test_a_reported_use_is_written_with_exactly_the_authorizers_permissions(temp
     assert grants(roles["IntrospectFunction"]) == grants(roles["AuthorizerFunction"])
 
 
+def test_the_sequencer_writes_to_the_intake_only_in_the_stalled_list(template):
+    """The sequencer may put and delete intake items only in the partitions of the list of
+    stalled streams (`#stalled#<shard>`, a key no user's stream can have), never a user's
+    pending event; the list's entries trigger no sequencer run (no decided_us)."""
+    role = roles_by_function(template)["SequencerFunction"]
+    writes = [
+        s
+        for p in role["Properties"]["Policies"]
+        for s in statements(p)
+        if {"dynamodb:PutItem", "dynamodb:DeleteItem"} & set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        and resource_name(s["Resource"]) == "AuditIntakeTable"
+    ]
+    assert len(writes) == 1, writes
+    assert writes[0]["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["#stalled#*"]}}
+    stream = template["Resources"]["SequencerFunction"]["Properties"]["Events"]["IntakeStream"]["Properties"]
+    (pattern,) = [json.loads(f["Pattern"]) for f in stream["FilterCriteria"]["Filters"]]
+    assert pattern["dynamodb"]["NewImage"]["decided_us"] == {"N": [{"exists": True}]}
+
+
 def test_the_checkpoint_touches_only_the_marks_of_a_head(template):
     """The checkpoint may update a chain head only to remove its marks: the attributes it may
     name are the key, the seq its condition reads and the two marks; it never reads back."""
@@ -436,7 +457,10 @@ def rules_hold(template: dict, sequenced: bool):
                 # the sequenced path), a user's log only read it; no one updates or deletes an
                 # intake item (TTL does).
                 if function == "SequencerFunction":
-                    assert action == "dynamodb:Query" or resource.endswith("/stream"), action
+                    # Its writes reach the list of stalled streams only (next test).
+                    assert action in {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"} or resource.endswith(
+                        "/stream"
+                    ), action
                 elif function == "NotifierFunction":
                     # Its stream only: the uses it announces are in the records.
                     assert resource.endswith("/stream") and action not in WRITES, f"{function} may {action} {resource}"
@@ -575,7 +599,9 @@ def test_storage_is_protected_and_the_audit_log_retained(template):
     assert intake_stream["BisectBatchOnFunctionError"] is True
     assert 0 < intake_stream["MaximumRetryAttempts"] <= 10 and intake_stream["MaximumRecordAgeInSeconds"] < 86400
     assert intake_stream["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedBatchesBucket", "Arn"]}
-    assert [json.loads(f["Pattern"]) for f in intake_stream["FilterCriteria"]["Filters"]] == [{"eventName": ["INSERT"]}]
+    assert [json.loads(f["Pattern"]) for f in intake_stream["FilterCriteria"]["Filters"]] == [
+        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"decided_us": {"N": [{"exists": True}]}}}}
+    ]
     assert sequencer["Environment"]["Variables"]["AUDIT_INTAKE_TABLE"] == {"Ref": "AuditIntakeTable"}
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert indexes == {"by-actor", "by-time"}

@@ -584,6 +584,9 @@ async fn the_sequencer_appends_the_users_its_stream_batch_names_and_reports_only
     let (answers, log) = invoke_logged("sequencer", &env, vec![batch.clone()]).await;
     assert_eq!(failures(&answers[0]), expected, "{answers:?}");
     assert!(log.contains(r#""sequenced":5"#), "{log}");
+    // mallory's run failed: listed as stalled, and the auditor's queries by time still answer
+    // (her unreadable item left out of them, not failing them).
+    assert_eq!(app.stalled_list().await, ["mallory"]);
     let chain = |events: &[shared::domain::AuditEvent], user: &str| -> Vec<(u64, String)> {
         let mut mine: Vec<_> =
             events.iter().filter(|e| e.stream() == user).map(|e| (e.seq, e.event_type.as_str().to_owned())).collect();

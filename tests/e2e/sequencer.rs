@@ -297,6 +297,84 @@ async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) 
     assert_eq!(marks(&page), vec![None; 6], "sequenced: no marker");
 }
 
+/// The auditor's queries by actor and by time see what a stalled sequencer leaves pending: a
+/// stream listed as stalled (as `sequence_named` lists one whose run did not finish, or whose
+/// records came late) has its pending events shown first, newest first, unsealed, then the
+/// sealed events, paged exactly whatever the page size; once sequenced, each shows once,
+/// sealed. (On a healthy DynamoDB stack nothing is listed: a use is pending for the
+/// sequencer's lag only, as an index item is unseen for its propagation.)
+async fn a_stalled_streams_pending_events_show_in_the_auditors_queries_by_actor_and_time(app: TestApp) {
+    let consent = grant(&app, "alice").await;
+    grant(&app, "bob").await;
+    settle(&app).await;
+    let mut recorded = Vec::new();
+    for _ in 0..3 {
+        let use_ = app.decided_use(&consent);
+        recorded.push(use_.event_id.clone());
+        app.intake().record(use_, deadline(&app)).await.unwrap();
+    }
+    recorded.reverse();
+    app.sequencer().mark_stalled(&["alice".to_owned()]).await.unwrap();
+    app.sequencer().mark_stalled(&["alice".to_owned()]).await.unwrap();
+
+    let by_agent =
+        AuditFilter { actor: Some(shared::domain::AgentId::parse("agent-7").unwrap()), ..Default::default() };
+    let since = AuditFilter { from: Some(app.clock.now().plus_seconds(-3600)), ..Default::default() };
+    for limit in [1, 2, 3, 4, 50] {
+        let log = all_pages(&app, by_agent.clone(), limit).await;
+        let ids: Vec<_> = log.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, recorded, "by actor: the pending uses, newest first (limit {limit})");
+        assert!(log.iter().all(|e| e.seq == 0 && e.hash.is_empty()), "marked pending (limit {limit})");
+        let log = all_pages(&app, since.clone(), limit).await;
+        let ids: Vec<_> = log.iter().take(3).map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, recorded, "by time: the pending uses first (limit {limit})");
+        assert!(log[..3].iter().all(|e| e.seq == 0), "marked pending (limit {limit})");
+        let sealed: Vec<_> = log[3..].iter().map(|e| (e.event_type, e.seq)).collect();
+        assert_eq!(
+            sealed,
+            [(AuditEventType::ConsentGranted, 1), (AuditEventType::ConsentGranted, 1)],
+            "then the two grants, sealed (limit {limit})"
+        );
+    }
+    let page = app::query_audit(app.services(), by_agent.clone(), 50, None).await.unwrap();
+    let served = serde_json::to_value(&page).unwrap();
+    assert!(served["events"].as_array().unwrap().iter().all(|e| e["pending"] == true), "served as pending");
+
+    // A run that leaves a held revoke pending at its time's end lists the stream itself.
+    app::revoke_consent(app.services(), &user("bob")).await.unwrap();
+    let hold = app.sequencer_hold();
+    let named = vec!["bob".to_owned()];
+    let cut = app::sequence_named(app.sequencer().as_ref(), named.clone(), &[], hold, std::time::Instant::now()).await;
+    assert_eq!(cut.unfinished, named, "the held revoke is left pending");
+    assert!(cut.listing.is_none());
+    let by_time = all_pages(&app, since.clone(), 2).await;
+    let pending: Vec<_> = by_time.iter().filter(|e| e.seq == 0).map(|e| e.event_type).collect();
+    assert_eq!(
+        pending,
+        [
+            AuditEventType::ConsentRevoked,
+            AuditEventType::TokenUsed,
+            AuditEventType::TokenUsed,
+            AuditEventType::TokenUsed
+        ],
+        "bob's held revoke shows too, newest first"
+    );
+
+    // Sequenced: each once, sealed (a stale stream's finished run unlists it; a listed stream
+    // with nothing pending shows nothing more).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let done =
+        app::sequence_named(app.sequencer().as_ref(), vec!["alice".to_owned()], &["alice".to_owned()], hold, until)
+            .await;
+    assert!(done.failed.is_empty() && done.unfinished.is_empty() && done.listing.is_none());
+    settle(&app).await;
+    let log = all_pages(&app, by_agent, 2).await;
+    assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 3, 2], "by actor: the uses, sealed, once");
+    let log = all_pages(&app, since, 2).await;
+    assert!(log.iter().all(|e| e.seq > 0), "by time: nothing pending");
+    assert_eq!(log.len(), 6, "three uses, two grants, bob's revoke, and nothing twice");
+}
+
 /// The stream-driven entry point (the `sequencer` function's): a run over the streams named
 /// touches no other stream, and `sequence_named` appends a named stream whose last event is a
 /// held consent change in one call, running it again once the hold is over (nothing else
@@ -313,24 +391,25 @@ async fn the_streams_named_are_sequenced_and_no_other(app: TestApp) {
 
     let hold = app.sequencer_hold();
     let until = std::time::Instant::now() + 20 * hold;
-    let done = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "alice"]), hold, until).await;
+    let done = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "alice"]), &[], hold, until).await;
     assert_eq!((done.sequenced, done.failed.len(), done.unfinished.len()), (2, 0, 0), "{done:?}");
     assert!(done.rounds >= 2, "alice's grant held by the first round, released by a later one: {done:?}");
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
     assert!(chain(&app, "bob").await.is_empty(), "bob was not named");
     assert_eq!(app.sequencer().pending("bob", 10).await.unwrap().len(), 1);
 
-    let done = app::sequence_named(app.sequencer().as_ref(), named(&["bob", "alice"]), hold, until).await;
+    let done = app::sequence_named(app.sequencer().as_ref(), named(&["bob", "alice"]), &[], hold, until).await;
     assert_eq!((done.sequenced, done.failed.len(), done.unfinished.len()), (1, 0, 0), "{done:?}");
     assert_eq!(kinds(&chain(&app, "bob").await), ["consent.granted"]);
     // Named again (a redelivered trigger): nothing to do.
-    let again = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "bob"]), hold, until).await;
+    let again = app::sequence_named(app.sequencer().as_ref(), named(&["alice", "bob"]), &[], hold, until).await;
     assert_eq!((again.sequenced, again.rounds), (0, 1), "{again:?}");
     assert_eq!(kinds(&chain(&app, "alice").await), ["consent.granted", "token.used"]);
 
     // Too little time for a held change: the stream is unfinished, its events still pending.
     grant(&app, "carol").await;
-    let short = app::sequence_named(app.sequencer().as_ref(), named(&["carol"]), hold, std::time::Instant::now()).await;
+    let short =
+        app::sequence_named(app.sequencer().as_ref(), named(&["carol"]), &[], hold, std::time::Instant::now()).await;
     assert_eq!((short.sequenced, short.unfinished.clone()), (0, named(&["carol"])), "{short:?}");
     assert_eq!(app.sequencer().pending("carol", 10).await.unwrap().len(), 1);
 }
@@ -412,7 +491,43 @@ e2e::on_both_backends!(
     recording_an_event_again_changes_nothing,
     racing_writers_and_sequencers_append_every_event_once,
     the_access_log_shows_pending_events_first_then_the_chain,
+    a_stalled_streams_pending_events_show_in_the_auditors_queries_by_actor_and_time,
 );
+
+/// The list of stalled streams costs a healthy run nothing, and follows the stalls: a run
+/// over fresh records writes nothing to it; a stale stream is listed before its run, a run
+/// that does not finish keeps it listed, and a run that leaves it nothing pending unlists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stalled_list_is_untouched_by_a_healthy_run_and_follows_a_stall_on_dynamodb() {
+    let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
+    let proxy = e2e::aws_proxy::AwsProxy::start(&upstream).await;
+    let app = TestApp::sequenced_on_aws(&proxy.endpoint, TestApp::AWS_SEQUENCER_HOLD).await;
+    let consent = grant(&app, "alice").await;
+    grant(&app, "bob").await;
+    settle(&app).await;
+    let hold = app.sequencer_hold();
+    let later = || std::time::Instant::now() + Duration::from_secs(30);
+
+    app.intake().record(app.decided_use(&consent), deadline(&app)).await.unwrap();
+    proxy.clear();
+    let done = app::sequence_named(app.sequencer().as_ref(), vec!["alice".to_owned()], &[], hold, later()).await;
+    assert_eq!((done.sequenced, done.failed.len(), done.listing.is_none()), (1, 0, true));
+    let stats = proxy.stats();
+    assert!(!stats.contains_key("DeleteItem"), "a healthy run unlists nothing: {stats:?}");
+    assert_eq!(stats.get("PutItem").map(|s| s.calls), Some(1), "one put, the event's: {stats:?}");
+    assert!(app.stalled_list().await.is_empty());
+
+    // bob's revoke is held; his records came late (stale), and the run's time is up.
+    app::revoke_consent(app.services(), &user("bob")).await.unwrap();
+    let bob = vec!["bob".to_owned()];
+    let cut = app::sequence_named(app.sequencer().as_ref(), bob.clone(), &bob, hold, std::time::Instant::now()).await;
+    assert_eq!(cut.unfinished, bob);
+    assert_eq!(app.stalled_list().await, bob, "listed before the run, and kept: it did not finish");
+    let done = app::sequence_named(app.sequencer().as_ref(), bob.clone(), &bob, hold, later()).await;
+    assert_eq!((done.sequenced, done.unfinished.len(), done.failed.len()), (1, 0, 0));
+    assert!(app.stalled_list().await.is_empty(), "unlisted once nothing is pending");
+    assert_eq!(kinds(&chain(&app, "bob").await), ["consent.granted", "consent.revoked"]);
+}
 
 /// A use whose put lands after its consent's end is on the chain (on DynamoDB: a put still in
 /// flight when its client gave up at the deadline, so the app refused the use) is appended as

@@ -592,6 +592,29 @@ impl TestApp {
         &self.aws.as_ref().expect("an AWS backend").tables
     }
 
+    /// The users the sequencer lists as stalled (the `#stalled#<shard>` partitions of
+    /// `AuditIntake`), read straight from the table, sorted.
+    pub async fn stalled_list(&self) -> Vec<String> {
+        let (dynamodb, _) = aws_clients().await;
+        let out = dynamodb
+            .scan()
+            .table_name(&self.tables().intake)
+            .filter_expression("begins_with(#s, :p)")
+            .expression_attribute_names("#s", "stream")
+            .expression_attribute_values(
+                ":p",
+                aws_sdk_dynamodb::types::AttributeValue::S(adapter_aws::STALLED_PREFIX.into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        let mut streams: Vec<String> =
+            out.items().iter().map(|i| i["order"].as_s().expect("a listed stream").clone()).collect();
+        streams.sort();
+        streams
+    }
+
     /// The DynamoDB store, for the expiry recorder.
     pub fn dynamo(&self) -> Arc<DynamoStore> {
         self.aws.as_ref().expect("an AWS backend").store.clone()

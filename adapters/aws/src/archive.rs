@@ -65,11 +65,16 @@ pub const MOVED_SHARDS: u32 = 32;
 /// The part of a head's `SET` that marks it moved (see [`MarkMoved`]).
 pub(crate) const MOVED_SET: &str = "moved_shard = :moved_shard, moved_at = if_not_exists(moved_at, :moved_at)";
 
-/// The index partition of `stream`'s head: FNV-1a, stable across builds (any value would do,
-/// the checkpoint reads every partition, but one stream keeps one).
+/// The index partition of `stream`'s head (any value would do, the checkpoint reads every
+/// partition, but one stream keeps one).
 fn moved_shard(stream: &str) -> u32 {
+    stream_shard(stream, MOVED_SHARDS)
+}
+
+/// `stream`'s partition of `shards`: FNV-1a, stable across builds.
+pub(crate) fn stream_shard(stream: &str, shards: u32) -> u32 {
     let hash = stream.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (hash % u64::from(MOVED_SHARDS)) as u32
+    (hash % u64::from(shards)) as u32
 }
 
 /// Marks a head moved, in the same update that moves it: every writer of a head (the direct

@@ -29,6 +29,7 @@ use shared::ports::Clock;
 use shared::ports::Signer;
 use shared::token::KeyRing;
 
+pub use adapter_streams::STALLED_PREFIX;
 pub use archive::MOVED_SHARDS;
 pub use der::{der_signature_to_raw, spki_to_uncompressed_point};
 pub use dynamodb::{DynamoStore, Tables};
@@ -37,7 +38,9 @@ pub use items::audit_item;
 pub use kms::{KmsSigner, kms_kid};
 pub use notify::EventBridgePublisher;
 pub use provision::{create_cursor_secret, create_signing_key, create_tables};
-pub use sequencer::{INTAKE_RETENTION_SECONDS, LISTED_BYTES, SEQUENCER_EVENTS_PER_HEAD_MOVE};
+pub use sequencer::{
+    INTAKE_RETENTION_SECONDS, LISTED_BYTES, SEQUENCER_EVENTS_PER_HEAD_MOVE, STALLED_LISTED_SECONDS, STALLED_SHARDS,
+};
 // The stream reader lives beside this module (feature `streams`, no SDK); the functions
 // keep finding it here.
 pub use adapter_streams::{ExpiryRecord, IntakeBatch, expiries_from_stream, intake_batch};

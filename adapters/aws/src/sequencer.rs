@@ -61,11 +61,13 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::archive::{MOVED_SET, MarkMoved};
+use super::archive::{MOVED_SET, MarkMoved, stream_shard};
 use super::dynamodb::{
     Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
 };
 use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s};
+use adapter_streams::STALLED_PREFIX;
+use futures_util::{StreamExt, TryStreamExt};
 use shared::domain::{AuditEvent, EventId};
 use shared::ports::{
     AuditIntake, AuditPage, AuditQuery, AuditReader, Deadline, SEQUENCER_HOLD, Sequencer, SequencerRun, StoreError,
@@ -796,6 +798,9 @@ impl DynamoStore {
             for item in out.items() {
                 let (stream, order) =
                     (get_s(item, "audit intake item", "stream")?, get_s(item, "audit intake item", "order")?);
+                if stream.starts_with(STALLED_PREFIX) {
+                    continue;
+                }
                 unmarked.entry(stream.to_owned()).or_default().push(order.to_owned());
             }
             match out.last_evaluated_key() {
@@ -886,6 +891,14 @@ impl Sequencer for DynamoStore {
         events.truncate(limit);
         Ok(events)
     }
+
+    async fn mark_stalled(&self, streams: &[String]) -> Result<(), StoreError> {
+        self.list_stalled(streams, true).await
+    }
+
+    async fn clear_stalled(&self, streams: &[String]) -> Result<(), StoreError> {
+        self.list_stalled(streams, false).await
+    }
 }
 
 /// Where a page of a user's log ended among the pending events: `p<decided_us>|<order>`.
@@ -896,23 +909,46 @@ fn pending_position(p: &Pending) -> String {
 #[async_trait]
 impl AuditReader for DynamoStore {
     /// On a sequencing store, a user's log lists the pending events first (unsealed, newest
-    /// first), then the chain, as the embedded store does.
+    /// first), then the chain, as the embedded store does. A query by actor or by time does
+    /// the same with the pending events of the streams listed as stalled
+    /// ([`Sequencer::mark_stalled`]): on a healthy stack, none (an event is pending for the
+    /// sequencer's lag, under a second, as an index item is unseen for its propagation).
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
-        let Some(user) = query.filter.user_id.as_ref().filter(|_| self.sequencer.is_some()) else {
+        if self.sequencer.is_none() {
             return self.query_chain(query).await;
-        };
+        }
         let below = match query.after.as_deref() {
             None => None,
-            Some(p) if p.starts_with('p') => Some(p.to_owned()),
+            Some(p) if p.starts_with('p') => Some(position_key(p)?),
             Some(_) => return self.query_chain(query).await,
         };
+        let streams = match &query.filter.user_id {
+            Some(user) => vec![user.to_string()],
+            None => self.stalled_streams().await?,
+        };
+        let by_user = query.filter.user_id.is_some();
+        let pending: Vec<Vec<Pending>> = futures_util::stream::iter(streams)
+            .map(|stream| async move {
+                let head = self.chain_head(&stream).await?;
+                match self.intake_items(&stream, &head).await {
+                    Ok((pending, _)) => Ok(pending),
+                    // One stalled user's unreadable item (what stalls their sequencer, and
+                    // fails their own log) does not hide everyone else's from the auditor.
+                    Err(StoreError::Corrupt(e)) if !by_user => {
+                        tracing::warn!(%stream, error = %e, "a stalled stream's pending events are unreadable; left out");
+                        Ok(Vec::new())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(STALLED_READS_AT_ONCE)
+            .try_collect()
+            .await?;
         // Newest first by decision time (the display order; the chain's may differ slightly).
-        let head = self.chain_head(user.as_str()).await?;
-        let mut pending = self.intake_items(user.as_str(), &head).await?.0;
+        let mut pending: Vec<Pending> = pending.into_iter().flatten().collect();
         pending.sort_by_key(|p| std::cmp::Reverse(log_key(p)));
         if let Some(below) = &below {
-            let below = position_key(below)?;
-            pending.retain(|p| log_key(p) < below);
+            pending.retain(|p| log_key(p) < *below);
         }
         let (from, to) = query.window();
         let mut shown: Vec<Pending> = Vec::new();
@@ -932,7 +968,9 @@ impl AuditReader for DynamoStore {
         let rest = AuditQuery { limit: query.limit - shown.len(), after: None, ..query.clone() };
         let chain = self.query_chain(&rest).await?;
         let mut events: Vec<AuditEvent> = shown.into_iter().map(|p| p.event).collect();
-        events.extend(chain.events);
+        // Appended between the two reads: shown once, pending (its sealed copy is the chain's).
+        let ids: BTreeSet<EventId> = events.iter().map(|e| e.event_id.clone()).collect();
+        events.extend(chain.events.into_iter().filter(|e| !ids.contains(&e.event_id)));
         Ok(AuditPage { events, next: chain.next })
     }
 }
@@ -940,6 +978,81 @@ impl AuditReader for DynamoStore {
 /// The sort key of a pending event in a user's log (newest first: the highest comes first).
 fn log_key(p: &Pending) -> (i64, String) {
     (p.decided_us, p.order.clone())
+}
+
+/// Partitions of the list of stalled streams, `#stalled#0` to `#stalled#7` in
+/// `AuditIntake` (see [`STALLED_PREFIX`]): a stall lists each of its users once per delivery,
+/// so 8 partitions take about 8,000 of them a second.
+pub const STALLED_SHARDS: u32 = 8;
+
+/// How long a stream stays listed as stalled after it was last listed: a day, past the
+/// event source's last delivery of its records (an hour, then the failed-batches bucket), so
+/// what a stall left pending stays in the auditor's view well after the alarm.
+pub const STALLED_LISTED_SECONDS: i64 = 24 * 3600;
+
+/// How many stalled streams a query reads at once (a head and an intake range each).
+const STALLED_READS_AT_ONCE: usize = 16;
+
+/// The key of `stream`'s entry in the list of stalled streams: partition
+/// `#stalled#<shard>` (no user's stream can have it: `#` is not in an identifier), sort key
+/// the stream.
+fn stalled_key(stream: &str) -> (String, String) {
+    (format!("{STALLED_PREFIX}{}", stream_shard(stream, STALLED_SHARDS)), stream.to_owned())
+}
+
+impl DynamoStore {
+    /// Every stream listed as stalled, read from each partition of the list.
+    async fn stalled_streams(&self) -> Result<Vec<String>, StoreError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let shards = futures_util::future::try_join_all((0..STALLED_SHARDS).map(|shard| {
+            let names =
+                HashMap::from([("#s".to_owned(), "stream".to_owned()), ("#e".to_owned(), "expires_at".to_owned())]);
+            let values =
+                HashMap::from([(":s".to_owned(), s(&format!("{STALLED_PREFIX}{shard}"))), (":now".to_owned(), n(now))]);
+            async move { self.query_all(&self.tables.intake, "#s = :s", Some("#e > :now"), names, values).await }
+        }))
+        .await?;
+        shards.iter().flatten().map(|item| get_s(item, "stalled stream entry", "order").map(str::to_owned)).collect()
+    }
+
+    /// Lists (`list`) or unlists each of `streams`: one `PutItem` or `DeleteItem` each, a
+    /// repeat changing nothing. An entry counts for [`STALLED_LISTED_SECONDS`] after its
+    /// last listing (readers skip it after, TTL removes it later): the sequencer lists a
+    /// stream again at each delivery of its records while it stalls. An entry left by a run
+    /// that failed once, then finished in another process on fresh records (which does not
+    /// know to unlist it), costs readers an empty read for at most that long.
+    async fn list_stalled(&self, streams: &[String], list: bool) -> Result<(), StoreError> {
+        futures_util::stream::iter(streams.to_vec())
+            .map(|stream| async move {
+                let (partition, sort) = stalled_key(&stream);
+                if list {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    self.client
+                        .put_item()
+                        .table_name(&self.tables.intake)
+                        .item("stream", s(&partition))
+                        .item("order", s(&sort))
+                        .item("expires_at", n(now + STALLED_LISTED_SECONDS))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(unavailable)
+                } else {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.tables.intake)
+                        .key("stream", s(&partition))
+                        .key("order", s(&sort))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(unavailable)
+                }
+            })
+            .buffer_unordered(STALLED_READS_AT_ONCE)
+            .try_collect()
+            .await
+    }
 }
 
 /// The sort key a `p<decided_us>|<order>` position names.

@@ -384,8 +384,8 @@ impl AuditAppender for SqliteStore {
 
 /// Where a page ended: the sort key of its last event, in the order of the query.
 enum Position {
-    /// A query by user on a sequenced store, still among the user's pending events (which
-    /// come first, newest first): the intake `id` of the last one shown.
+    /// A query on a sequenced store, still among the pending events (which come first,
+    /// newest first): the intake `id` of the last one shown.
     Pending(i64),
     /// A query by user: that user's `seq`.
     Seq(i64),
@@ -396,10 +396,10 @@ enum Position {
 impl Position {
     fn parse(raw: &str, by_user: bool) -> Result<Self, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("position {raw:?}"));
+        if let Some(id) = raw.strip_prefix('p') {
+            return id.parse().map(Self::Pending).map_err(|_| corrupt());
+        }
         if by_user {
-            if let Some(id) = raw.strip_prefix('p') {
-                return id.parse().map(Self::Pending).map_err(|_| corrupt());
-            }
             return raw.parse().map(Self::Seq).map_err(|_| corrupt());
         }
         let mut parts = raw.splitn(3, '|');
@@ -421,10 +421,11 @@ impl AuditReader for SqliteStore {
         let by_user = q.filter.user_id.is_some();
         let after = q.after.as_deref().map(|p| Position::parse(p, by_user)).transpose()?;
         let (from, to) = q.window();
-        // A user's pending events (a sequenced store) come first, newest first: on the first
-        // page, and on the pages that continue among them.
+        // The pending events (a sequenced store) come first, newest first: on the first page,
+        // and on the pages that continue among them. A user's, or everyone's for a query by
+        // actor or by time.
         let pending_before = match (&after, self.mode()) {
-            (None, Mode::Sequenced) if by_user => Some(i64::MAX),
+            (None, Mode::Sequenced) => Some(i64::MAX),
             (Some(Position::Pending(id)), _) => Some(*id),
             _ => None,
         };
@@ -433,8 +434,9 @@ impl AuditReader for SqliteStore {
             let mut events: Vec<(AuditEvent, String)> = Vec::new();
             // The intake id of the last pending event on the page, if it holds any.
             let mut last_pending = None;
-            if let (Some(before), Some(user)) = (pending_before, &f.user_id) {
-                for (id, event) in super::intake::pending_newest_first(tx, user.as_str(), before)? {
+            if let Some(before) = pending_before {
+                let stream = f.user_id.as_ref().map(UserId::as_str);
+                for (id, event) in super::intake::pending_newest_first(tx, stream, before)? {
                     if !f.matches(&event) || event.at < from || event.at > to {
                         continue;
                     }
@@ -444,7 +446,8 @@ impl AuditReader for SqliteStore {
                             next: last_pending.map(|last: i64| format!("p{last}")),
                         });
                     }
-                    events.push((event, user.to_string()));
+                    let stream = event.stream().to_owned();
+                    events.push((event, stream));
                     last_pending = Some(id);
                 }
             }

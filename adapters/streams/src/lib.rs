@@ -83,6 +83,9 @@ pub fn expiries_from_stream(event: &Event) -> Vec<ExpiryRecord> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IntakeBatch {
     pub streams: BTreeMap<String, Vec<String>>,
+    /// When each stream's oldest record of the batch was written (the records'
+    /// `ApproximateCreationDateTime`, unix seconds): how long its events have waited.
+    pub oldest: BTreeMap<String, i64>,
     /// Sequence numbers of `INSERT` records without a readable `stream` key: reported as
     /// failed, so that after its retries the batch is kept (the failed-batches bucket) and an
     /// operator sees it, instead of an intake item nobody sequences.
@@ -94,14 +97,30 @@ struct IntakeKey {
     stream: String,
 }
 
+/// The partition prefix of the `AuditIntake` items that list stalled streams (`#stalled#0`
+/// and on, see `adapter_aws`'s sequencer): not a user's stream (`#` is in no identifier), so
+/// never a trigger. The sequencer's event filter leaves their records out; a batch that has
+/// one anyway skips it.
+pub const STALLED_PREFIX: &str = "#stalled#";
+
+/// How long a stream's events may wait for the sequencer before it lists the stream as
+/// stalled: far past its healthy lag (under a second, up to a hold more behind a consent
+/// change), so a healthy stack lists nothing.
+pub const STALE_AFTER_SECONDS: i64 = 10;
+
 /// The streams a batch of `AuditIntake` stream records names. Only `INSERT` records count:
-/// a `MODIFY` is the sequencer's own mark of a sequenced item, a `REMOVE` its TTL deletion.
+/// a `MODIFY` is a mark of a sequenced item by an earlier release, a `REMOVE` a TTL deletion.
 pub fn intake_batch(event: &Event) -> IntakeBatch {
     let mut batch = IntakeBatch::default();
     for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
         let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
         match serde_dynamo::from_item::<_, IntakeKey>(record.change.keys.clone()) {
-            Ok(key) if !key.stream.is_empty() => batch.streams.entry(key.stream).or_default().push(sequence_number),
+            Ok(key) if key.stream.starts_with(STALLED_PREFIX) => {}
+            Ok(key) if !key.stream.is_empty() => {
+                let written = record.change.approximate_creation_date_time.timestamp();
+                batch.oldest.entry(key.stream.clone()).and_modify(|at| *at = (*at).min(written)).or_insert(written);
+                batch.streams.entry(key.stream).or_default().push(sequence_number)
+            }
             Ok(_) => {
                 tracing::error!(event_id = %record.event_id, "intake stream record with an empty stream key");
                 batch.unreadable.push(sequence_number);
@@ -116,6 +135,12 @@ pub fn intake_batch(event: &Event) -> IntakeBatch {
 }
 
 impl IntakeBatch {
+    /// The streams whose oldest record was written more than [`STALE_AFTER_SECONDS`] before
+    /// `now` (unix seconds): delivered again after a failed run, or behind a backlog.
+    pub fn stale(&self, now: i64) -> Vec<String> {
+        self.oldest.iter().filter(|(_, at)| now - **at > STALE_AFTER_SECONDS).map(|(s, _)| s.clone()).collect()
+    }
+
     /// The answer to the event source: every record of the streams `retry` names, and every
     /// unreadable record, as a batch item failure (the source delivers the batch again from
     /// the lowest of them; the streams done meanwhile find nothing to do twice).
@@ -141,6 +166,10 @@ mod tests {
     use serde_json::json;
 
     fn record(name: &str, sequence_number: &str, keys: serde_json::Value) -> serde_json::Value {
+        record_at(name, sequence_number, keys, 1795601760)
+    }
+
+    fn record_at(name: &str, sequence_number: &str, keys: serde_json::Value, written: i64) -> serde_json::Value {
         json!({
             "eventID": format!("e{sequence_number}"),
             "eventName": name,
@@ -148,7 +177,7 @@ mod tests {
             "eventSource": "aws:dynamodb",
             "awsRegion": "us-east-1",
             "dynamodb": {
-                "ApproximateCreationDateTime": 1795601760,
+                "ApproximateCreationDateTime": written,
                 "Keys": keys,
                 "SequenceNumber": sequence_number,
                 "SizeBytes": 100,
@@ -189,5 +218,24 @@ mod tests {
             ids(batch.response([&"alice".to_owned(), &"nobody".to_owned()])),
             ["100", "101", "104", "106", "107"]
         );
+    }
+
+    #[test]
+    fn a_stream_is_stale_when_its_oldest_record_waited_past_the_bound_and_list_entries_trigger_nothing() {
+        let now = 1_795_601_760;
+        let event: Event = serde_json::from_value(json!({"Records": [
+            record_at("INSERT", "100", keys("alice"), now - 2),
+            record_at("INSERT", "101", keys("bob"), now - 1),
+            record_at("INSERT", "102", keys("bob"), now - STALE_AFTER_SECONDS - 1),
+            record_at("INSERT", "103", keys("carol"), now - STALE_AFTER_SECONDS),
+            record_at("INSERT", "104", json!({"stream": {"S": "#stalled#3"}, "order": {"S": "dave"}}), now - 600),
+        ]}))
+        .unwrap();
+        let batch = intake_batch(&event);
+        assert_eq!(batch.streams.keys().collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+        assert!(batch.unreadable.is_empty(), "a list entry is neither a trigger nor unreadable");
+        assert_eq!(batch.oldest["bob"], now - STALE_AFTER_SECONDS - 1);
+        assert_eq!(batch.stale(now), ["bob"]);
+        assert_eq!(batch.stale(now + 1), ["bob", "carol"]);
     }
 }

@@ -48,5 +48,5 @@ pub use refusals::{
     REFUSAL_SAMPLE_CHARS, REFUSAL_WINDOW_COUNT, REFUSAL_WINDOW_SECONDS, RefusalTally, flush_refusals,
     flush_refusals_every, refused_in,
 };
-pub use sequence::{SEQUENCER_PARALLEL_STREAMS, SEQUENCER_RUN_LIMIT, SequencedStreams, sequence_named};
+pub use sequence::{ListedHere, SEQUENCER_PARALLEL_STREAMS, SEQUENCER_RUN_LIMIT, SequencedStreams, sequence_named};
 pub use services::Services;

@@ -107,6 +107,17 @@ pub trait Sequencer: Send + Sync {
     /// The pending events of `stream`, in the order the sequencer will append them
     /// (unsealed: `seq` 0, no hashes), at most `limit`.
     async fn pending(&self, stream: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Lists `streams` as stalled: their events have been pending longer than a healthy
+    /// sequencer leaves them (a failed or unfinished run, or a trigger delivered late), so
+    /// the auditor's queries by actor and by time, which otherwise read sealed events only,
+    /// read their pending events too ([`crate::ports::AuditReader::query`]). Listing a
+    /// stream again changes nothing. A store whose readers see every pending event without
+    /// such a list (the embedded one: its intake holds pending rows only) does nothing.
+    async fn mark_stalled(&self, streams: &[String]) -> Result<(), StoreError>;
+
+    /// Takes `streams` off that list: a run left nothing pending on them.
+    async fn clear_stalled(&self, streams: &[String]) -> Result<(), StoreError>;
 }
 
 /// The sequencer's ordering rule, shared by every backend: `events` are one stream's pending

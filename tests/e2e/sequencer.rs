@@ -36,6 +36,22 @@ async fn settle(app: &TestApp) {
     app.settle().await;
 }
 
+/// `n` uses of `consent` recorded through the intake (pending), in the order recorded.
+async fn record_uses(app: &TestApp, consent: &Consent, n: usize) -> Vec<AuditEvent> {
+    let mut recorded = Vec::new();
+    for _ in 0..n {
+        let use_ = app.decided_use(consent);
+        recorded.push(use_.clone());
+        app.intake().record(use_, deadline(app)).await.unwrap();
+    }
+    recorded
+}
+
+/// Their ids, newest first (the order a log shows pending events in).
+fn newest_first(events: &[AuditEvent]) -> Vec<shared::domain::EventId> {
+    events.iter().rev().map(|e| e.event_id.clone()).collect()
+}
+
 /// `who`'s chain, verified, as `(type, consent_id)` oldest first.
 async fn chain(app: &TestApp, who: &str) -> Vec<(String, String)> {
     let events = app.services().chain_archive.stream_events(who, 0, 10_000).await.unwrap();
@@ -264,13 +280,7 @@ async fn all_pages(app: &TestApp, filter: AuditFilter, limit: usize) -> Vec<Audi
 async fn the_access_log_shows_pending_events_first_then_the_chain(app: TestApp) {
     let consent = grant(&app, "alice").await;
     settle(&app).await;
-    let mut recorded = Vec::new();
-    for _ in 0..5 {
-        let use_ = app.decided_use(&consent);
-        recorded.push(use_.event_id.clone());
-        app.intake().record(use_, deadline(&app)).await.unwrap();
-    }
-    recorded.reverse();
+    let recorded = newest_first(&record_uses(&app, &consent, 5).await);
     let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };
     for limit in [1, 2, 5, 6, 50] {
         let log = all_pages(&app, by_alice.clone(), limit).await;
@@ -307,13 +317,7 @@ async fn a_stalled_streams_pending_events_show_in_the_auditors_queries_by_actor_
     let consent = grant(&app, "alice").await;
     grant(&app, "bob").await;
     settle(&app).await;
-    let mut recorded = Vec::new();
-    for _ in 0..3 {
-        let use_ = app.decided_use(&consent);
-        recorded.push(use_.event_id.clone());
-        app.intake().record(use_, deadline(&app)).await.unwrap();
-    }
-    recorded.reverse();
+    let recorded = newest_first(&record_uses(&app, &consent, 3).await);
     app.sequencer().mark_stalled(&["alice".to_owned()]).await.unwrap();
     app.sequencer().mark_stalled(&["alice".to_owned()]).await.unwrap();
 
@@ -730,12 +734,7 @@ async fn a_stack_the_previous_release_sequenced_upgrades_in_place_on_dynamodb() 
     let app = TestApp::sequenced(e2e::Backend::Aws).await;
     let consent = grant(&app, "alice").await;
     settle(&app).await;
-    let mut recorded = Vec::new();
-    for _ in 0..3 {
-        let use_ = app.decided_use(&consent);
-        recorded.push(use_.clone());
-        app.intake().record(use_, deadline(&app)).await.unwrap();
-    }
+    let recorded = record_uses(&app, &consent, 3).await;
     settle(&app).await;
     let before = app.services().chain_archive.stream_events("alice", 0, 100).await.unwrap();
     assert_eq!(before.len(), 4);
@@ -787,12 +786,7 @@ async fn a_stack_the_previous_release_sequenced_upgrades_in_place_on_dynamodb() 
         .unwrap();
 
     assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "marked items are not pending");
-    let mut later = Vec::new();
-    for _ in 0..2 {
-        let use_ = app.decided_use(&consent);
-        later.push(use_.event_id.clone());
-        app.intake().record(use_, deadline(&app)).await.unwrap();
-    }
+    let later: Vec<_> = record_uses(&app, &consent, 2).await.into_iter().map(|e| e.event_id).collect();
     let pending: Vec<_> = app.sequencer().pending("alice", 10).await.unwrap().into_iter().map(|e| e.event_id).collect();
     assert_eq!(pending, later, "only the unmarked items are pending");
     let by_alice = AuditFilter { user_id: Some(user("alice")), ..Default::default() };

@@ -37,7 +37,7 @@ fn put(tx: &Connection, key: &str, expires_at: Option<i64>, body: &impl serde::S
 impl Controls for SqliteStore {
     async fn read(&self, agent: Option<&AgentId>) -> Result<ControlState, StoreError> {
         let key = agent.map(agent_key);
-        self.read(move |tx| {
+        self.lookup(move |tx| {
             let stop = body_of::<EmergencyStop>(tx, STOP)?;
             let revocation = key.map(|k| body_of::<AgentRevocation>(tx, &k)).transpose()?.flatten();
             Ok(ControlState { stop, revocation })

@@ -123,6 +123,16 @@ pub(super) fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {e}"))
 }
 
+/// Keeps each cached statement's query plan whatever values are bound to it (SQLite's query
+/// planner stability guarantee). Without it, a statement with `column = ?` in its WHERE
+/// clause is marked to be planned again once its bindings are cleared, which the statement
+/// cache does after every use: the chain-head read was parsed and planned anew on every
+/// append (BENCHMARKS.md, "Load on local-api"). No query here has a plan that depends on a
+/// bound value (no `LIKE`, no statistics tables).
+pub(super) fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ()).map_err(unavailable)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed, mode 0600, and so its `-wal` and `-shm` files too) the
     /// database at `path`.
@@ -144,6 +154,7 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+        stable_plans(&conn)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         // Data directories from before the hash chain: their events keep an empty hash (and
@@ -179,6 +190,18 @@ impl SqliteStore {
             None => self.transaction(work).await,
         }
     }
+
+    /// As [`Self::read`], for a lookup of a few rows by key: run on the calling thread when a
+    /// reader is free (see [`Readers::lookup`]).
+    pub(super) async fn lookup<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.readers {
+            Some(readers) => readers.lookup(work).await,
+            None => self.transaction(work).await,
+        }
+    }
 }
 
 /// How a write records its audit events: appended to their chains at once, or recorded as
@@ -198,6 +221,9 @@ pub(super) fn emit_in(tx: &Connection, mode: Mode, event: AuditEvent) -> Result<
     }
 }
 
+/// A stream's last `seq` and `hash`.
+const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1";
+
 /// Appends `event` at the end of its stream inside `tx`: the next `seq`, chained to the
 /// stream's last event.
 pub(super) fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent, StoreError> {
@@ -205,7 +231,7 @@ pub(super) fn append_in(tx: &Connection, event: AuditEvent) -> Result<AuditEvent
     // Cached statements: the hot paths run these on every call; parsing SQL each time cost
     // more than executing it.
     let head: Option<(i64, String)> = tx
-        .prepare_cached("SELECT seq, hash FROM audit WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")
+        .prepare_cached(CHAIN_HEAD)
         .and_then(|mut stmt| stmt.query_row([&stream], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(unavailable)?;
     let (last, prev_hash) = head.unwrap_or((0, GENESIS.to_owned()));
@@ -310,7 +336,7 @@ impl TryFrom<&Row<'_>> for ConsentRow {
 impl ConsentReader for SqliteStore {
     async fn current(&self, user: &UserId, now: Timestamp) -> Result<Option<Consent>, StoreError> {
         let (user, reading, mode) = (user.clone(), user.clone(), self.mode());
-        match self.read(move |c| consent_of(c, &reading)).await? {
+        match self.lookup(move |c| consent_of(c, &reading)).await? {
             // Only a consent that ran out needs the writer (to delete it and log the expiry).
             Some(consent) if !consent.is_active(now) => {
                 self.transaction(move |tx| settle_expiry(tx, mode, &user, now)).await
@@ -563,6 +589,20 @@ mod tests {
         let a2 = s.append(event(AuditEventType::TokenDenied, Some("alice"), 3)).await.unwrap();
         let u1 = s.append(event(AuditEventType::TokenRejected, None, 4)).await.unwrap();
         assert_eq!((a1.seq, b1.seq, a2.seq, u1.seq), (1, 1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn the_chain_head_read_is_planned_once_not_on_every_append() {
+        let s = SqliteStore::in_memory().unwrap();
+        for at in 1..=3 {
+            s.append(event(AuditEventType::TokenDenied, Some("alice"), at)).await.unwrap();
+        }
+        // The writer's cached statement, after three appends.
+        let replanned = s
+            .transaction(|c| Ok(c.prepare_cached(CHAIN_HEAD).unwrap().get_status(rusqlite::StatementStatus::RePrepare)))
+            .await
+            .unwrap();
+        assert_eq!(replanned, 0);
     }
 
     #[tokio::test]

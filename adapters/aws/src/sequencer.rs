@@ -102,8 +102,8 @@ pub const INTAKE_RETENTION_SECONDS: i64 = 14 * 24 * 3600;
 /// leaves for the next to adopt.
 pub const SEQUENCER_EVENTS_PER_HEAD_MOVE: usize = 49;
 
-/// The bytes of an intake key's SHA-256 a head lists it by: as unlikely to collide as two
-/// UUID v4 event ids (a collision would pass a pending event as appended).
+/// The bytes of an intake key's SHA-256 a head lists it by: 128 bits, as unlikely to collide
+/// as two random UUIDs (a collision would pass a pending event as appended).
 pub const LISTED_BYTES: usize = 16;
 
 /// How often a write of a run is sent again when it met a transaction on its item

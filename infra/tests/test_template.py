@@ -43,7 +43,13 @@ EXPECTED = {
     | HEADS
     | CONTROLS_READ
     | {("kms:Sign", "SigningKey")},
-    "QueryAuditFunction": {("dynamodb:Query", "AuditTable"), ("dynamodb:Query", "AuditTable/index/*")} | CURSOR_SECRET,
+    # The events a sequencer run's index item lists are read by key (BatchGetItem).
+    "QueryAuditFunction": {
+        ("dynamodb:Query", "AuditTable"),
+        ("dynamodb:Query", "AuditTable/index/*"),
+        ("dynamodb:BatchGetItem", "AuditTable"),
+    }
+    | CURSOR_SECRET,
     "AccessLogFunction": {("dynamodb:Query", "AuditTable")} | CURSOR_SECRET,
     "ExportAuditFunction": {
         ("dynamodb:Query", "AuditTable"),
@@ -116,6 +122,7 @@ EXPECTED = {
         ("dynamodb:PutItem", "ControlsTable"),
         ("dynamodb:DeleteItem", "ControlsTable"),
         ("dynamodb:Query", "AuditTable/index/by-actor"),
+        ("dynamodb:BatchGetItem", "AuditTable"),
     }
     | AUDIT_APPEND
     | HEADS,
@@ -419,7 +426,9 @@ def rules_hold(template: dict, sequenced: bool):
             if resource.endswith("/stream"):
                 assert action in {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}, f"{function} may {action} a stream"
             elif resource.startswith("AuditTable"):
-                assert action in {"dynamodb:PutItem", "dynamodb:Query"}, f"{function} may {action} the audit table"
+                # Append and read, never change or delete (BatchGetItem: the events an index
+                # item lists, read by key).
+                assert action in {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchGetItem"}, f"{function} may {action} the audit table"
             if action == "events:PutEvents":
                 assert (function, resource) == ("NotifierFunction", "NotificationBus"), f"{function} publishes to {resource}"
             if resource == "ConsentsTable" and action in WRITES:

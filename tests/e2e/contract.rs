@@ -538,6 +538,112 @@ async fn audit_queries_by_user_actor_type_and_time_page_exactly(app: TestApp) {
     }
 }
 
+/// The same queries over a sequencer's chains on DynamoDB, where a run of two or more events
+/// of a stream lists them in index items (per actor, cut at a minute of event times) and a
+/// run of one keeps its event's own index entries: every filter and page size answers
+/// exactly the reference, each event once, whichever way it is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditors_queries_page_exactly_over_a_sequencers_index_items_on_dynamodb() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    use shared::ports::Deadline;
+    let app = TestApp::sequenced(e2e::Backend::Aws).await;
+    let users = ["alice", "bob", "carol"];
+    let agents = ["agent-7", "agent-9"];
+    let streams: Vec<String> = users
+        .iter()
+        .map(|u| u.to_string())
+        .chain([support_access_verify::chain::UNATTRIBUTED_STREAM.to_owned()])
+        .collect();
+    let mut n = 0;
+    // Ten rounds five days apart; in each, a user has 1 to 4 events 40 s apart (a run of 4
+    // spans two minutes: two index items an actor), and the sequencer runs after each round.
+    for round in 0..10i64 {
+        for (k, u) in users.iter().enumerate() {
+            let events = 1 + (round + k as i64) % 4;
+            for j in 0..events {
+                let at = Timestamp::from_unix(T0 - 40 * 24 * 3600 + round * 5 * 24 * 3600 + j * 40);
+                let kind = [AuditEventType::TokenUsed, AuditEventType::TokenDenied, AuditEventType::TokenIssued]
+                    [(n % 4 % 3) as usize];
+                let e = AuditEvent::new(
+                    kind,
+                    at,
+                    Some(user(u)),
+                    Actor { sub: agent(agents[(n % 2) as usize]), role: Role::Support },
+                )
+                .with_detail(format!("n{n}"));
+                n += 1;
+                app.intake().record(e, Deadline::after(std::time::Duration::from_secs(5))).await.unwrap();
+            }
+        }
+        if round == 6 {
+            let e = AuditEvent::new(
+                AuditEventType::TokenRejected,
+                Timestamp::from_unix(T0 - 86400),
+                None,
+                Actor::unknown(),
+            )
+            .with_detail("unattributed");
+            app.intake().record(e, Deadline::after(std::time::Duration::from_secs(5))).await.unwrap();
+        }
+        let run = app.sequencer().sequence_streams(&streams, 1_000).await.unwrap();
+        assert_eq!(run.pending, 0, "round {round}");
+    }
+    let mut written = Vec::new();
+    for stream in &streams {
+        written.extend(app.services().chain_archive.stream_events(stream, 0, 1_000).await.unwrap());
+    }
+    assert_eq!(written.len(), n as usize + 1);
+
+    // Both ways of indexing are on the table.
+    let (dynamodb, _) = e2e::aws_clients().await;
+    let items = dynamodb.scan().table_name(&app.tables().audit).send().await.unwrap();
+    let index_items = items.items().iter().filter(|i| i.get("refs").is_some()).count();
+    let own_entries = items.items().iter().filter(|i| i.get("event_id").is_some() && i.get("at_key").is_some()).count();
+    let listed = items.items().iter().filter(|i| i.get("event_id").is_some() && i.get("at_key").is_none()).count();
+    assert!(index_items > 0 && own_entries > 0 && listed > 0, "{index_items} index items, {own_entries}, {listed}");
+    assert!(
+        items
+            .items()
+            .iter()
+            .filter(|i| i.get("refs").is_some())
+            .all(|i| matches!(i.get("stream"), Some(V::S(s)) if s.starts_with("#ix#")))
+    );
+
+    let day = |d: i64| Timestamp::from_unix(T0 + d * 24 * 3600);
+    let filters = [
+        AuditFilter::default(),
+        AuditFilter { actor: Some(agent("agent-7")), ..Default::default() },
+        AuditFilter {
+            actor: Some(agent("agent-9")),
+            event_type: Some(AuditEventType::TokenUsed),
+            ..Default::default()
+        },
+        AuditFilter { actor: Some(agent("agent-7")), from: Some(day(-30)), to: Some(day(-10)), ..Default::default() },
+        AuditFilter { event_type: Some(AuditEventType::TokenDenied), ..Default::default() },
+        AuditFilter { from: Some(day(-25)), to: Some(day(-5)), ..Default::default() },
+        // A window that cuts a run's two minutes in half.
+        AuditFilter {
+            from: Some(Timestamp::from_unix(T0 - 40 * 24 * 3600 + 5 * 24 * 3600 + 50)),
+            to: Some(Timestamp::from_unix(T0 - 40 * 24 * 3600 + 5 * 24 * 3600 + 90)),
+            ..Default::default()
+        },
+        AuditFilter { user_id: Some(user("carol")), event_type: Some(AuditEventType::TokenUsed), ..Default::default() },
+    ];
+    for filter in filters {
+        let expected = reference(&written, &filter);
+        assert!(!expected.is_empty(), "{filter:?}");
+        for limit in [1, 2, 7, 100] {
+            let got = all_events(&app, filter.clone(), limit).await;
+            assert_eq!(
+                got.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                expected.iter().map(|e| e.detail.clone()).collect::<Vec<_>>(),
+                "filter {filter:?}, limit {limit}"
+            );
+            assert_eq!(got, expected);
+        }
+    }
+}
+
 #[tokio::test]
 async fn when_kms_cannot_sign_mint_answers_unavailable_and_records_no_issue() {
     let mut app = TestApp::on(e2e::Backend::Aws).await;

@@ -254,7 +254,9 @@ async fn a_use_whose_intake_put_outlasts_its_deadline_is_refused_and_lands_once_
 /// after its call took effect; its appends and its head move also refused by a conflict with
 /// a transaction on their item, which the run sends again, then gives up on), is completed by
 /// the next runs: every pending event lands on the chain once, in a chain that verifies, and
-/// nothing stays pending.
+/// nothing stays pending; the auditor's query by actor finds each use once (a run killed
+/// before its head moved had its index item written or not: the next run indexes what it
+/// adopts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothing_is_doubled() {
     use shared::ports::{Deadline, StoreError};
@@ -292,8 +294,8 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
     let calls = proxy.calls();
     assert_eq!(
         calls,
-        ["GetItem", "Query", "Query", "PutItem", "PutItem", "UpdateItem"],
-        "the two uses put one after the other, then the head"
+        ["GetItem", "Query", "Query", "PutItem", "PutItem", "PutItem", "UpdateItem"],
+        "the two uses put one after the other, their index item, then the head"
     );
     let mut uses = 2;
     let mut cases = 0;
@@ -317,9 +319,33 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
                 assert_eq!(after.len(), before.len() + 2, "{at}: the two uses, once each");
                 assert_eq!(chain.iter().filter(|e| e["type"] == "token.used").count(), uses, "{at}");
                 assert!(app.sequencer().pending("alice", 10).await.unwrap().is_empty(), "{at}");
+                assert_eq!(uses_by_actor(&app).await, uses, "{at}: the actor's query, each use once");
             }
         }
     }
     eprintln!("{cases} sequencer fault cases over the calls {calls:?}");
-    assert_eq!(cases, (3 * 4 + 3 * 5) * 2, "every call of a run was enumerated, the writes' conflicts too");
+    assert_eq!(cases, (3 * 4 + 4 * 5) * 2, "every call of a run was enumerated, the writes' conflicts too");
+}
+
+/// The distinct uses the auditor's query by their agent finds, every page read.
+async fn uses_by_actor(app: &TestApp) -> usize {
+    use shared::domain::{AgentId, AuditFilter};
+    let filter = AuditFilter {
+        actor: Some(AgentId::parse("agent-7").unwrap()),
+        event_type: Some(AuditEventType::TokenUsed),
+        ..Default::default()
+    };
+    let (mut ids, mut cursor) = (std::collections::HashSet::new(), None::<String>);
+    let mut found = 0;
+    for _ in 0..100 {
+        let page = shared::app::query_audit(app.services(), filter.clone(), 100, cursor.as_deref()).await.unwrap();
+        found += page.events.len();
+        ids.extend(page.events.into_iter().map(|e| e.event_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), found, "an event listed twice was returned twice");
+    found
 }

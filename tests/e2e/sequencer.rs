@@ -448,7 +448,8 @@ async fn busy_user(app: &TestApp, proxy: Option<&e2e::aws_proxy::AwsProxy>) {
         let per = adapter_aws::SEQUENCER_EVENTS_PER_HEAD_MOVE;
         assert_eq!(per, 49);
         assert_eq!(count(&calls, "TransactWriteItems"), 0, "{calls:?}");
-        assert_eq!(count(&calls, "PutItem"), BUSY, "{calls:?}");
+        // Each event's put, and an index item per 49 (one actor, within a minute).
+        assert_eq!(count(&calls, "PutItem"), BUSY + BUSY.div_ceil(per), "{calls:?}");
         assert_eq!(count(&calls, "UpdateItem"), BUSY.div_ceil(per), "{calls:?}");
     }
     let appended = app.services().chain_archive.stream_events("alice", 0, 10_000).await.unwrap();
@@ -665,11 +666,13 @@ async fn head_item(
 /// proxy (which bills an update 1 unit, not knowing the item's size: a head past 1 KB is
 /// billed here by its size at the end of the run, for every move of the run, an upper bound).
 /// Each use a run of its own (many users, a use now and then each): its `Audit` item and its
-/// two index items (3) and the head (1), where a transaction billed 8 (the item, its mark
-/// and the head twice each, the index items once). One busy user's `BUSY` uses in one run:
-/// 3 each and a head move per 49, where transactions of 49 billed about 6.
+/// two index entries (3) and the head (1), where a transaction billed 8 (the item, its mark
+/// and the head twice each, the index entries once). One busy user's `BUSY` uses in one run:
+/// each its item (1), without index entries of its own; per 49, an index item listing them
+/// (about 3.7 KB: 4 units in the table and 4 in each index) and a head move: about 1.3 a use,
+/// where its own index entries made it 3.1, and transactions of 49 about 6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sequenced_use_costs_4_write_units_as_a_run_of_its_own_and_about_3_in_a_busy_run_on_dynamodb() {
+async fn a_sequenced_use_costs_4_write_units_as_a_run_of_its_own_and_under_1_5_in_a_busy_run_on_dynamodb() {
     use futures::StreamExt;
     const SPARSE: usize = 8;
     let upstream = std::env::var("SUPPORT_ACCESS_TEST_AWS_ENDPOINT").expect("run the README's test command");
@@ -718,7 +721,7 @@ async fn a_sequenced_use_costs_4_write_units_as_a_run_of_its_own_and_about_3_in_
     );
     assert_eq!(sparse_calls, (SPARSE, SPARSE, 0), "a put and a head move a run: {calls:?}");
     assert!(sparse <= 4.0, "{sparse} write units a use as a run of its own");
-    assert!(busy_units <= 3.2, "{busy_units} write units a use in a busy run");
+    assert!(busy_units <= 1.5, "{busy_units} write units a use in a busy run");
 }
 
 /// A stack the previous release sequenced upgrades in place: its intake items marked (`seq`),

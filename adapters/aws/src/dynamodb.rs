@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
 use support_access_verify::chain::GENESIS;
 
 use super::archive::{MOVED_SET, MarkMoved};
+use super::index::IndexRange;
 use super::items::{
     AuditItem, ConsentItem, Item, at_key_bounds, audit_item, consent_item, month_of, time_buckets, user_key,
 };
@@ -106,7 +107,7 @@ pub(super) const APPEND_BUDGET: Duration = Duration::from_secs(5);
 const BACKOFF_BASE_MS: u64 = 2;
 const BACKOFF_CAP_MS: u64 = 50;
 /// How many `Query` calls one range read may spend before answering with what it has.
-const MAX_QUERY_CALLS: usize = 12;
+pub(super) const MAX_QUERY_CALLS: usize = 12;
 /// How many months of the time index one page may visit before answering with what it has.
 const MAX_MONTHS_PER_PAGE: usize = 14;
 
@@ -420,10 +421,10 @@ pub(super) struct Range<'a> {
 
 /// What a range read found: matching items (newest first), and whether the range is used up.
 pub(super) struct Found {
-    items: Vec<Item>,
-    exhausted: bool,
+    pub(super) items: Vec<Item>,
+    pub(super) exhausted: bool,
     /// The sort key of the last item examined (matching or not).
-    last_examined: Option<AttributeValue>,
+    pub(super) last_examined: Option<AttributeValue>,
 }
 
 impl DynamoStore {
@@ -531,17 +532,14 @@ impl DynamoStore {
                 Some(pos) => pos.clone().min(hi),
                 None => hi,
             };
-            values.insert(":pk".to_owned(), s(actor.as_str()));
-            values.insert(":lo".to_owned(), s(&lo));
-            values.insert(":hi".to_owned(), s(&hi));
-            let range = Range {
-                index: Some(Tables::ACTOR_INDEX),
-                key_condition: "actor = :pk AND at_key BETWEEN :lo AND :hi".to_owned(),
-                filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
-                names: &names,
-                values,
+            let range = IndexRange {
+                index: Tables::ACTOR_INDEX,
+                partition: ("actor", actor.as_str()),
+                lo: &lo,
+                hi: &hi,
+                event_type: f.event_type.map(|t| t.as_str()),
             };
-            let mut found = self.read_range(&self.tables.audit, "at_key", &range, want + 1).await?;
+            let mut found = self.read_indexed(&range, want + 1).await?;
             // BETWEEN is inclusive; the position itself was the last event of the previous page.
             if query.after.is_some() {
                 found.items.retain(|i| i.get("at_key").map(sort_value).as_deref() != query.after.as_deref());
@@ -549,7 +547,7 @@ impl DynamoStore {
             found.items.truncate(want);
             page_from(found, query.limit, "at_key")
         } else {
-            self.query_by_time(query, from, to, &names, &values, &filters).await?
+            self.query_by_time(query, from, to, f.event_type.map(|t| t.as_str())).await?
         };
 
         let events = items.iter().map(|i| AuditItem::try_from(i).map(|a| a.0)).collect::<Result<Vec<_>, _>>()?;
@@ -587,9 +585,7 @@ impl DynamoStore {
         query: &AuditQuery,
         from: Timestamp,
         to: Timestamp,
-        names: &HashMap<String, String>,
-        values: &HashMap<String, AttributeValue>,
-        filters: &[&str],
+        event_type: Option<&str>,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let want = query.limit + 1;
         let (lo, top) = at_key_bounds(from, to);
@@ -619,22 +615,16 @@ impl DynamoStore {
             }
             let reads =
                 time_buckets(month).enumerate().filter(|(shard, _)| done & (1 << shard) == 0).map(|(shard, bucket)| {
-                    let mut values = values.clone();
-                    values.insert(":pk".to_owned(), s(&bucket));
-                    values.insert(":lo".to_owned(), s(&lo));
-                    values.insert(":hi".to_owned(), s(&hi));
-                    let range = Range {
-                        index: Some(Tables::TIME_INDEX),
-                        key_condition: "time_bucket = :pk AND at_key BETWEEN :lo AND :hi".to_owned(),
-                        filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
-                        names,
-                        values,
-                    };
+                    let (lo, hi) = (&lo, &hi);
                     async move {
-                        Ok::<_, StoreError>((
-                            shard,
-                            self.read_range(&self.tables.audit, "at_key", &range, want + 1).await?,
-                        ))
+                        let range = IndexRange {
+                            index: Tables::TIME_INDEX,
+                            partition: ("time_bucket", &bucket),
+                            lo,
+                            hi,
+                            event_type,
+                        };
+                        Ok::<_, StoreError>((shard, self.read_indexed(&range, want + 1).await?))
                     }
                 });
             let shards = futures_util::future::try_join_all(reads).await?;

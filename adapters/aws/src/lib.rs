@@ -9,6 +9,7 @@ mod controls;
 mod der;
 mod dynamodb;
 mod identity;
+mod index;
 mod items;
 mod kms;
 pub mod lambda;

@@ -65,6 +65,7 @@ use super::archive::{MOVED_SET, MarkMoved, stream_shard};
 use super::dynamodb::{
     Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
 };
+use super::index::IndexRef;
 use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s};
 use adapter_streams::STALLED_PREFIX;
 use futures_util::{StreamExt, TryStreamExt};
@@ -175,10 +176,15 @@ fn listed(order: &str) -> Listed {
 }
 
 /// The `Audit` item of `event` as the sequencer appends it: marked [`VIA_INTAKE`], so the
-/// notifier, which announced it from the intake's stream, does not claim it again.
-fn appended_item(event: &AuditEvent) -> Item {
+/// notifier, which announced it from the intake's stream, does not claim it again; without
+/// its own index entries when an index item lists it (`crate::index`).
+fn appended_item(event: &AuditEvent, in_index_item: bool) -> Item {
     let mut item = audit_item(event);
     item.insert(VIA_INTAKE.into(), AttributeValue::Bool(true));
+    if in_index_item {
+        item.remove("at_key");
+        item.remove("time_bucket");
+    }
     item
 }
 
@@ -268,7 +274,7 @@ enum Pass {
 }
 
 /// How a write of a run was answered, once sent again as its refusal allows.
-enum Sent {
+pub(super) enum Sent {
     Landed,
     /// Its condition failed: another run (or a direct writer) took the `seq` or moved the
     /// head first. Read again from the new head; never send it again.
@@ -534,7 +540,7 @@ impl DynamoStore {
     /// condition failed (another writer got there first: read again, never resend), sent
     /// again as it is after a conflict with a transaction on its item or throttling, a few
     /// times each.
-    async fn resent<T, E, R, F>(&self, what: &str, send: impl Fn() -> F) -> Result<Sent, StoreError>
+    pub(super) async fn resent<T, E, R, F>(&self, what: &str, send: impl Fn() -> F) -> Result<Sent, StoreError>
     where
         F: std::future::Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -570,8 +576,8 @@ impl DynamoStore {
 
     /// Appends `event` (sealed) at its `seq`: its `Audit` item on condition the `seq` is free,
     /// as [`DynamoStore::audit_put`] takes a place on a chain, marked [`VIA_INTAKE`].
-    async fn put_appended(&self, event: &AuditEvent) -> Result<Sent, StoreError> {
-        let item = appended_item(event);
+    async fn put_appended(&self, event: &AuditEvent, in_index_item: bool) -> Result<Sent, StoreError> {
+        let item = appended_item(event, in_index_item);
         self.resent("an append", || {
             self.client
                 .put_item()
@@ -695,6 +701,10 @@ impl DynamoStore {
         // What the head will list: the items it lists already, the adopted events' and those
         // this run appends (each with its decision second, to keep those at the floor or above).
         let mut appended: Vec<(String, i64)> = adopted.iter().map(|e| (order_key(e), e.at.unix())).collect();
+        // What the index must list before the head moves: the adopted events (a run that died
+        // may not have indexed them; listed twice is read once), then the puts of a chunk of
+        // two or more, made without their own index entries (`crate::index`).
+        let mut unindexed: Vec<IndexRef> = adopted.iter().map(IndexRef::of).collect();
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
         // 2. The pending items in decision order, cut at the first consent change held.
@@ -735,14 +745,18 @@ impl DynamoStore {
         let (mut from, mut lost) = (0, false);
         while from < todo.len() || head_behind {
             let (mut next, mut to) = (at.clone(), from);
+            let in_index_item = (todo.len() - from).min(SEQUENCER_EVENTS_PER_HEAD_MOVE) >= 2;
             while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_HEAD_MOVE {
                 let p = &todo[to];
                 let event = p.event.clone().seal(next.seq + 1, &next.hash);
-                if let Sent::Lost = self.put_appended(&event).await? {
+                if let Sent::Lost = self.put_appended(&event, in_index_item).await? {
                     // Another writer has this `seq`: what this run put before it is still
                     // its own, and the head moves past it.
                     lost = true;
                     break;
+                }
+                if in_index_item {
+                    unindexed.push(IndexRef::of(&event));
                 }
                 next.follow(&event);
                 appended.push((p.order.clone(), p.event.at.unix()));
@@ -755,6 +769,10 @@ impl DynamoStore {
             next.floor_at = next.floor_at.max(floor);
             let listed: BTreeSet<Listed> =
                 appended.iter().filter(|(_, at)| *at >= next.floor_at).map(|(order, _)| listed(order)).collect();
+            if !unindexed.is_empty() {
+                self.put_index(&unindexed).await?;
+                unindexed.clear();
+            }
             let moved = (to > from || head_behind)
                 && matches!(self.move_head(stream, last.as_ref(), &next, &listed).await?, Sent::Landed);
             if moved {

@@ -265,8 +265,9 @@ pub fn locate(table: &str, schema: &Schema, item: &Value) -> (String, Vec<String
     let pk = attr_json(fields, &schema.hash);
     let sk = schema.range.as_deref().map(|r| attr_json(fields, r)).unwrap_or_default();
     let mut partitions = vec![format!("{table}|{pk}")];
-    for (name, (hash, _)) in &schema.indexes {
-        if fields.contains_key(hash) {
+    // An index holds only the items that carry every attribute of its key (a sparse index).
+    for (name, (hash, range)) in &schema.indexes {
+        if fields.contains_key(hash) && range.as_ref().is_none_or(|r| fields.contains_key(r)) {
             partitions.push(format!("{table}/{name}|{}", attr_json(fields, hash)));
         }
     }

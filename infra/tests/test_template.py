@@ -790,6 +790,24 @@ def test_every_function_logs_to_its_own_group_kept_for_the_retention_parameter(t
     }
 
 
+def test_only_the_authorizer_leaves_out_lambdas_records_and_no_function_filters_its_own_lines(template):
+    # The authorizer runs for every request of the app's API: its system records are a
+    # parameter, WARN by default (no platform.start, no platform.report). No function sets an
+    # ApplicationLogLevel: Lambda would drop the lines under it by their `level`, and with them
+    # the EMF metrics every request line carries.
+    param = template["Parameters"]["AuthorizerSystemLogLevel"]
+    assert (param["Default"], param["AllowedValues"]) == ("WARN", ["DEBUG", "INFO", "WARN"])
+    # As deployed: SAM merges the Globals' LogFormat into each function's own LoggingConfig
+    # (Lambda takes a log level only with the JSON format).
+    resources = transformed(template)["Resources"]
+    for function in FUNCTIONS:
+        config = resources[function]["Properties"]["LoggingConfig"]
+        assert config["LogFormat"] == "JSON", function
+        assert "ApplicationLogLevel" not in config, function
+        expected = {"Ref": "AuthorizerSystemLogLevel"} if function == "AuthorizerFunction" else None
+        assert config.get("SystemLogLevel") == expected, (function, config)
+
+
 def test_every_alarm_notifies_the_topic_and_every_function_has_one(template):
     resources = template["Resources"]
     alarms = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}

@@ -276,9 +276,13 @@ async fn every_function_serves_its_job_through_the_runtime_api() {
     let ask = |method: &str| serde_json::to_value(authorizer_event(Some(&token), method, "/orders")).unwrap();
     let (decided, log) = invoke_logged("authorizer", &env, vec![ask("GET"), ask("POST")]).await;
     assert_eq!(decided[0]["isAuthorized"], true, "{decided:?}");
-    // One line per decision, never the token (nor its signature or claims segment).
+    // One line per decision and nothing else (every byte it writes is paid per request of
+    // the app's API), never the token (nor its signature or claims segment).
     let lines = request_lines(&log);
-    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!((lines.len(), log.lines().count()), (2, 2), "{log}");
+    // The process's constants once, on the cold start's line; the test's trace is sampled.
+    let process = |v: &Value| ["function_name", "function_arn", "xray_trace_id"].map(|k| v.get(k).is_some());
+    assert_eq!((process(&lines[0]), process(&lines[1])), ([true; 3], [false, false, true]), "{log}");
     for part in std::iter::once(token.as_str()).chain(token.split('.').skip(1)) {
         assert!(!log.contains(part), "a token in the log: {log}");
     }

@@ -1,10 +1,13 @@
 //! The one log line of every request a Lambda function serves, in AWS Lambda Powertools'
 //! conventions: a JSON object with Powertools' logger keys (`level`, `message`, `timestamp`,
-//! `service`, `cold_start`, `function_name`, `function_request_id`, `xray_trace_id`, ...), the
-//! request's [`Summary`], and, in the same object, a CloudWatch Embedded Metric Format
-//! directive (`_aws`) that turns its `latency_ms` and `requests` into metrics by service,
-//! route and decision. One serialization and one write per request: the authorizer's hot path
-//! pays nothing more. Never a token: the summary carries none.
+//! `service`, `cold_start`, `function_request_id`; `function_name`, `function_memory_size` and
+//! `function_arn` on the process's first line only, `xray_trace_id` only when X-Ray samples the
+//! request), the request's [`Summary`], and, in the same object, a CloudWatch Embedded Metric
+//! Format directive (`_aws`) that turns its `latency_ms` and `requests` into metrics by
+//! service, route and decision. One serialization and one write per request: the authorizer's
+//! hot path pays nothing more. Never a token: the summary carries none. CloudWatch Logs bills
+//! every byte, and the authorizer writes a line for every request of the app's API: what a
+//! field costs is counted in `the_authorizers_line_is_counted_...` below.
 //!
 //! Settings, as Powertools reads them: `POWERTOOLS_SERVICE_NAME` (default `support-access`)
 //! and `POWERTOOLS_METRICS_NAMESPACE` (default `SupportAccess`).
@@ -106,17 +109,23 @@ pub fn request_line(
     now: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let settings = settings();
+    let process = context.filter(|_| cold_start);
     let line = Line {
         level: if summary.decision == shared::http::Decision::Failed { "ERROR" } else { "INFO" },
         message: "request",
         timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         service: &settings.service,
         cold_start,
-        function_name: context.map(|c| c.env_config.function_name.as_str()),
-        function_memory_size: context.map(|c| c.env_config.memory),
-        function_arn: context.map(|c| c.invoked_function_arn.as_str()),
+        // Constant for the process, and each process has a log stream of its own in its
+        // function's own group: on its first line only, where they cost once per instance
+        // instead of a quarter of every line (BENCHMARKS.md, "The authorizer's log bytes").
+        function_name: process.map(|c| c.env_config.function_name.as_str()),
+        function_memory_size: process.map(|c| c.env_config.memory),
+        function_arn: process.map(|c| c.invoked_function_arn.as_str()),
         function_request_id: context.map(|c| c.request_id.as_str()),
-        xray_trace_id: context.and_then(|c| c.xray_trace_id.as_deref()),
+        // Lambda passes a trace header on every invocation; X-Ray holds a trace only for a
+        // sampled one (`Tracing=Active`), so an unsampled id leads nowhere.
+        xray_trace_id: context.and_then(|c| c.xray_trace_id.as_deref()).filter(|id| sampled(id)),
         correlation_id: summary.correlation_id.as_deref(),
         route: &summary.route,
         role: &summary.role,
@@ -140,6 +149,11 @@ pub fn request_line(
         },
     };
     serde_json::to_string(&line).expect("a request line always serializes")
+}
+
+/// Whether an X-Ray trace header (`Root=...;Parent=...;Sampled=1`) says the request is sampled.
+fn sampled(header: &str) -> bool {
+    header.split(';').any(|field| field.trim() == "Sampled=1")
 }
 
 /// Writes the request's line to stdout (CloudWatch Logs, where EMF is read) in one write.
@@ -261,6 +275,24 @@ mod tests {
         assert_eq!(line(&summary(Decision::Failed))["level"], "ERROR");
     }
 
+    #[test]
+    fn the_process_fields_are_on_the_cold_starts_line_only_and_the_trace_id_only_when_sampled() {
+        let now = chrono::DateTime::from_timestamp_millis(1_795_600_800_123).unwrap();
+        let summary = summary(Decision::Allowed);
+        let mut context = context();
+        let keys = |context: &Context, cold| {
+            let text = request_line(&summary, Some(context), Duration::from_micros(1), cold, now);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            ["function_name", "function_memory_size", "function_arn", "xray_trace_id"].map(|k| v.get(k).is_some())
+        };
+        assert_eq!(keys(&context, true), [true; 4], "sampled, cold");
+        assert_eq!(keys(&context, false), [false, false, false, true], "sampled, warm");
+        context.xray_trace_id =
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0".into());
+        assert_eq!(keys(&context, true), [true, true, true, false], "unsampled, cold");
+        assert_eq!(keys(&context, false), [false; 4], "unsampled, warm");
+    }
+
     /// The Embedded Metric Format's rules (CloudWatch's specification): `_aws` holds a
     /// millisecond `Timestamp` and `CloudWatchMetrics`, an array of directives each with a
     /// `Namespace`, `Dimensions` (an array of dimension sets, each an array of at most 30
@@ -295,6 +327,65 @@ mod tests {
             assert!(units.contains(&metric["Unit"].as_str().unwrap()), "{metric}");
         }
         assert_eq!(v["requests"], 1);
+    }
+
+    /// The authorizer's line as it writes it to stdout (for CloudWatch Logs), with the lengths a
+    /// deployed stack gives its fields: the function name SAM makes (`<stack>-<logical
+    /// id>-<12 characters>`), its ARN, a UUID request id, X-Ray's trace header (Lambda passes
+    /// one on every invocation, `Sampled=0` unless `Tracing=Active` samples it), API Gateway's
+    /// 16-character request id, identity-provider subjects as UUIDs, and the summaries
+    /// `shared::http::decide` makes for (a) a use of an impersonation token (user and acting
+    /// agent), (b) a user's own identity token (the user alone) and (c) a forged token
+    /// (refused, no one named). CloudWatch Logs bills what it ingests, so these bytes (and
+    /// the newline) are the log's share of a use's cost (BENCHMARKS.md, "The authorizer's
+    /// log bytes, counted and trimmed"): printed by
+    /// `cargo test -p adapter-aws --lib authorizers_line -- --nocapture`.
+    #[test]
+    fn the_authorizers_line_is_counted_for_a_use_a_users_own_request_and_a_forged_token() {
+        let name = "support-access-prod-AuthorizerFunction-Xk3JbT9qLm2P";
+        let mut context = Context::default();
+        context.request_id = "8f5b2c1e-3d4a-4b6c-9e7f-0a1b2c3d4e5f".into();
+        context.invoked_function_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{name}");
+        context.env_config = std::sync::Arc::new(lambda_http::lambda_runtime::Config {
+            function_name: name.into(),
+            memory: 256,
+            version: "$LATEST".into(),
+            log_stream: "2026/12/04/[$LATEST]0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+            log_group: format!("/aws/lambda/{name}"),
+        });
+        let (user, agent) = ("0b6f3a52-7c1d-4e8a-9f2b-5d4c3b2a1f0e", "c4e2a7d9-1b3f-4a6c-8e5d-2f7a9b1c3d5e");
+        let authorizer = |decision, user: Option<&str>, agent: Option<&str>, role: &str| Summary {
+            route: Cow::Borrowed("authorizer"),
+            role: role.into(),
+            user: user.map(str::to_owned),
+            agent: agent.map(str::to_owned),
+            decision,
+            status: None,
+            correlation_id: Some("Kd7wPg0uoAMEVhQ=".into()),
+        };
+        let cases = [
+            ("(a) a use", authorizer(Decision::Allowed, Some(user), Some(agent), "support"), 41_234, 650),
+            ("(b) a user's own request", authorizer(Decision::Allowed, Some(user), None, "user"), 812, 600),
+            ("(c) a forged token", authorizer(Decision::Refused, None, None, "anonymous"), 23_456, 560),
+        ];
+        let now = chrono::DateTime::from_timestamp_millis(1_796_362_200_123).unwrap();
+        let trace =
+            |sampled| format!("Root=1-6751a2b3-5f3c9b7e1d2a4c6e8f0a1b2c;Parent=3e1f0a9b8c7d6e5f;Sampled={sampled}");
+        let mut bytes = |summary: &Summary, micros, sampled, cold| {
+            context.xray_trace_id = Some(trace(sampled));
+            let line = request_line(summary, Some(&context), Duration::from_micros(micros), cold, now);
+            (line.len() + 1, line)
+        };
+        println!("bytes a line, newline included: warm (Tracing off) / warm, sampled / cold start");
+        for (what, summary, micros, bound) in cases {
+            let (warm, line) = bytes(&summary, micros, 0, false);
+            let (sampled, _) = bytes(&summary, micros, 1, false);
+            let (cold, _) = bytes(&summary, micros, 0, true);
+            println!("{what}: {warm} / {sampled} / {cold}\n  {line}");
+            // A warm line is what nearly every request writes: it must not grow back.
+            assert!(warm <= bound, "{what}: {warm} bytes, over {bound}: {line}");
+            assert!(sampled - warm > 80 && cold - warm > 200, "{what}: {warm} / {sampled} / {cold}");
+        }
     }
 
     #[test]

@@ -478,12 +478,22 @@ mod tests {
 
     #[test]
     fn a_write_lands_in_its_table_partition_and_each_index_partition_it_carries() {
-        let body = json!({"TableName": "Audit", "Item": {"stream": {"S": "alice"}, "seq": {"N": "7"}, "time_bucket": {"S": "2026-12"}}});
+        let body = json!({"TableName": "Audit", "Item": {"stream": {"S": "alice"}, "seq": {"N": "7"},
+            "time_bucket": {"S": "2026-12"}, "at_key": {"S": "1#alice#7"}}});
         let touches = writes("PutItem", &body, &|_| Some(audit_schema()));
         assert_eq!(touches.len(), 1);
         let partitions: Vec<&str> = touches[0].charges.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(partitions, vec![r#"Audit|{"S":"alice"}"#, r#"Audit/by-time|{"S":"2026-12"}"#]);
         assert_eq!(touches[0].write_units(), 2.0, "one unit in the table, one in the index");
+    }
+
+    #[test]
+    fn an_item_without_every_attribute_of_an_index_key_is_not_in_that_index() {
+        let body = json!({"TableName": "Audit", "Item": {"stream": {"S": "alice"}, "seq": {"N": "7"}, "time_bucket": {"S": "2026-12"}}});
+        let touches = writes("PutItem", &body, &|_| Some(audit_schema()));
+        let partitions: Vec<&str> = touches[0].charges.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(partitions, vec![r#"Audit|{"S":"alice"}"#]);
+        assert_eq!(touches[0].write_units(), 1.0, "the table's unit alone: the index is sparse");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Deployment {
     }
 }
 
-/// The `sequencer` function as its event source mapping runs it: every `POLL` (Lambda polls
+/// The `sequencer` function as its event source mapping runs it: every [`poll`] (Lambda polls
 /// a DynamoDB stream's shards four times a second), one invocation for the streams written
 /// since the last poll ([`app::sequence_named`], as `functions/sequencer` runs it), several
 /// at once, but never two on one stream (records of one partition key go in order, one
@@ -138,15 +138,22 @@ struct LoopState {
     failures: usize,
 }
 
-const POLL: Duration = Duration::from_millis(250);
+/// Lambda's polling of a stream's shard (four times a second), or the mapping's batching
+/// window when longer: `BENCH_AWS_SEQUENCER_WINDOW_MS` (the template's
+/// `SequencerBatchingWindowSeconds`, in milliseconds; 250, a window of 0, by default).
+fn poll() -> Duration {
+    let ms = std::env::var("BENCH_AWS_SEQUENCER_WINDOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250u64);
+    Duration::from_millis(ms.max(250))
+}
 
 impl SequencerLoop {
     fn start(store: DynamoStore) -> Arc<Self> {
         let this = Arc::new(Self { store, state: Mutex::default() });
         let weak = Arc::downgrade(&this);
+        let poll = poll();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll).await;
                 let Some(this) = weak.upgrade() else { return };
                 let batch: Vec<String> = {
                     let mut state = this.state.lock().unwrap();

@@ -51,8 +51,8 @@ fn parse_text(value: &str, field: &'static str, min: usize, max: usize) -> Resul
 }
 
 /// The user's note on a consent ("ticket 4411, billing problem"): 0..=500 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Note(String);
 
 impl Note {
@@ -68,8 +68,8 @@ impl Note {
 }
 
 /// Why an agent acts as a user (a ticket reference and a sentence): 8..=500 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Reason(String);
 
 impl Reason {
@@ -96,6 +96,12 @@ macro_rules! string_conversions {
         impl From<$name> for String {
             fn from(value: $name) -> String {
                 value.0
+            }
+        }
+        // Written as the string it holds, without `into = "String"`'s copy of it (as the ids).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
             }
         }
     };

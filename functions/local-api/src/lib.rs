@@ -330,8 +330,12 @@ async fn handle(
 /// the dev sign-in does (`page`): a page that rebinds its own name to 127.0.0.1 learns none.
 /// API Gateway's authorizer never gets here, so the Lambda functions answer as before.
 fn stray_identity_hint(parts: &http::request::Parts, route: Route, runtime: &Runtime) -> Option<String> {
+    // The route first: a bearer is a long header, and checking it is text costs a pass over it.
+    if !route.takes_identity() {
+        return None;
+    }
     let bearer = parts.headers.get(http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(bearer_token);
-    if !route.takes_identity() || !matches!(runtime.identity.validate(bearer?), Err(IdentityError::OtherKey)) {
+    if !matches!(runtime.identity.validate(bearer?), Err(IdentityError::OtherKey)) {
         return None;
     }
     let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
@@ -400,9 +404,11 @@ pub fn to_lambda_request(
 ) -> lambda_http::Request {
     let http::request::Parts { method, uri, version, headers, .. } = parts;
     let header_text = |name: http::header::HeaderName| headers.get(name).and_then(|h| h.to_str().ok());
-    let claims = header_text(http::header::AUTHORIZATION)
+    let claims = route
+        .is_none_or(Route::takes_identity)
+        .then(|| header_text(http::header::AUTHORIZATION))
+        .flatten()
         .and_then(bearer_token)
-        .filter(|_| route.is_none_or(Route::takes_identity))
         .and_then(|t| runtime.identity.validate(t).ok())
         .map(|claims| stringify_claims(&claims));
 
@@ -415,7 +421,7 @@ pub fn to_lambda_request(
     context.domain_name = Some(header_text(http::header::HOST).unwrap_or("localhost").to_owned());
     context.domain_prefix = Some("local-api".to_owned());
     let now = chrono::Utc::now();
-    context.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
+    context.time = Some(request_time(now));
     context.time_epoch = now.timestamp_millis();
     context.http.method = method.clone();
     context.http.path = Some(uri.path().to_owned());
@@ -435,7 +441,8 @@ pub fn to_lambda_request(
         Ok(text) => lambda_http::Body::Text(text),
         Err(bytes) => lambda_http::Body::Binary(bytes.into_bytes()),
     };
-    let query: QueryMap = uri.query().unwrap_or("").parse().unwrap_or_default();
+    // No query, no parse: parsing an empty one still built a map on every request.
+    let query: QueryMap = uri.query().map(|q| q.parse().unwrap_or_default()).unwrap_or_default();
     let path_and_query = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut request = lambda_http::Request::new(body);
     *request.method_mut() = method;
@@ -445,6 +452,23 @@ pub fn to_lambda_request(
         .with_raw_http_path(uri.path())
         .with_query_string_parameters(query)
         .with_request_context(RequestContext::ApiGatewayV2(context))
+}
+
+/// `now` as API Gateway writes a request's time (`04/Dec/2026:06:18:08 +0000`), formatted
+/// once per second per thread: formatting it on every request cost a percent of the whole
+/// server's CPU under load (BENCHMARKS.md, "Load on local-api").
+fn request_time(now: chrono::DateTime<chrono::Utc>) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(i64, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((second, text)) if *second == now.timestamp() => text.clone(),
+        _ => {
+            let text = now.format("%d/%b/%Y:%H:%M:%S %z").to_string();
+            *last = Some((now.timestamp(), text.clone()));
+            text
+        }
+    })
 }
 
 /// `headers` with each repeated header's values joined by commas into one, as API Gateway
@@ -474,6 +498,15 @@ fn joined(headers: &http::HeaderMap) -> http::HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_time_is_written_as_api_gateway_does_and_follows_the_clock_by_the_second() {
+        let at = |seconds: i64, millis: u32| chrono::DateTime::from_timestamp(seconds, millis * 1_000_000).unwrap();
+        assert_eq!(request_time(at(1_796_365_088, 0)), "04/Dec/2026:06:18:08 +0000");
+        assert_eq!(request_time(at(1_796_365_088, 999)), "04/Dec/2026:06:18:08 +0000");
+        assert_eq!(request_time(at(1_796_365_089, 1)), "04/Dec/2026:06:18:09 +0000");
+        assert_eq!(request_time(at(1_796_365_088, 500)), "04/Dec/2026:06:18:08 +0000", "a clock stepped back");
+    }
 
     #[test]
     fn accept_failures_back_off_doubling_to_a_second_and_log_once_per_run() {

@@ -227,10 +227,51 @@ impl AuditEvent {
     pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {
         self.seq = seq;
         self.prev_hash = prev_hash.to_owned();
-        self.hash.clear();
-        let value = serde_json::to_value(&self).expect("an audit event serializes");
-        self.hash = support_access_verify::chain::event_hash(&value);
+        let mut canonical = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut canonical, &self.canonical()).expect("an audit event serializes");
+        self.hash = support_access_verify::chain::canonical_hash(&canonical);
         self
+    }
+
+    /// The event as its canonical encoding has it (`support_access_verify::chain`), written
+    /// straight from the struct: every append seals an event, and going through a
+    /// `serde_json::Value` (a map and a string per member) cost more than the hash itself
+    /// (BENCHMARKS.md, "Load on local-api"). A test holds it to `chain::event_hash`.
+    fn canonical(&self) -> Canonical<'_> {
+        // No `..`: a new field does not compile until it is placed here.
+        let AuditEvent {
+            event_id,
+            event_type,
+            at,
+            user_id,
+            actor,
+            seq,
+            prev_hash,
+            hash: _,
+            consent_id,
+            jti,
+            scope,
+            reason,
+            expires_at,
+            detail,
+            request_id,
+        } = self;
+        Canonical {
+            actor: CanonicalActor { role: actor.role, sub: &actor.sub },
+            at: *at,
+            consent_id: consent_id.as_ref(),
+            detail: detail.as_deref(),
+            event_id,
+            expires_at: *expires_at,
+            jti: jti.as_ref(),
+            prev_hash,
+            reason: reason.as_ref(),
+            request_id: request_id.as_ref(),
+            scope: *scope,
+            seq: *seq,
+            event_type: *event_type,
+            user_id: user_id.as_ref(),
+        }
     }
 
     pub fn with_consent(mut self, consent_id: &ConsentId, scope: Scope, expires_at: Timestamp) -> Self {
@@ -264,6 +305,41 @@ impl AuditEvent {
         self.detail = Some(detail.into());
         self
     }
+}
+
+/// An [`AuditEvent`] without its `hash`, members in the canonical order (sorted by key) and
+/// the absent facts left out as the event's own serialization leaves them out.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    actor: CanonicalActor<'a>,
+    at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consent_id: Option<&'a ConsentId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    event_id: &'a EventId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a Jti>,
+    prev_hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a RequestId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<Scope>,
+    seq: u64,
+    #[serde(rename = "type")]
+    event_type: AuditEventType,
+    user_id: Option<&'a UserId>,
+}
+
+/// An [`Actor`], members sorted by key.
+#[derive(Serialize)]
+struct CanonicalActor<'a> {
+    role: Role,
+    sub: &'a AgentId,
 }
 
 /// Which events an audit query wants; every field narrows the result. Times are inclusive.
@@ -317,6 +393,32 @@ mod tests {
         assert!(v.get("jti").is_none());
         let back: AuditEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_sealed_events_hash_is_the_chain_hash_of_its_json_with_every_fact_set_or_absent() {
+        let bare = AuditEvent::new(
+            AuditEventType::TokenRejected,
+            Timestamp::from_unix(-62_167_219_200),
+            None,
+            Actor::unknown(),
+        );
+        let full = AuditEvent::new(
+            AuditEventType::TokenUsed,
+            Timestamp::from_unix(1_764_064_800),
+            Some(UserId::parse("alice").unwrap()),
+            Actor { sub: AgentId::parse("agent-7").unwrap(), role: Role::Support },
+        )
+        .with_consent(&ConsentId::generate(), Scope::Full, Timestamp::from_unix(253_402_300_799))
+        .with_jti(&Jti::generate())
+        .with_reason(&Reason::parse("ticket \"4411\" \\ caf\u{e9} \u{1F600}").unwrap())
+        .with_request(&RequestId::generate())
+        .with_detail("GET /a/b?c=d\u{1}\u{1f}\n\t\r\u{8}\u{c}\u{7f}\u{2028} reported by rs-1");
+        for (event, seq) in [(bare, 1), (full.clone(), 42), (full.with_expires_at(Timestamp::from_unix(5)), u64::MAX)] {
+            let sealed = event.seal(seq, support_access_verify::chain::GENESIS);
+            let value = serde_json::to_value(&sealed).unwrap();
+            assert_eq!(sealed.hash, support_access_verify::chain::event_hash(&value), "{value}");
+        }
     }
 
     #[test]

@@ -390,8 +390,14 @@ impl DynamoStore {
     }
 
     /// The items of `table` at `keys`, read consistently (`BatchGetItem`, 100 keys a call,
-    /// 32 calls in flight; keys the service left unprocessed asked again after a pause).
-    async fn batch_get(&self, table: &str, keys: Vec<Item>, projection: &str) -> Result<Vec<Item>, StoreError> {
+    /// 32 calls in flight; keys the service left unprocessed asked again after a pause), with
+    /// the attributes `projection` names (`None`: all of them), in no particular order.
+    pub(super) async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
         let names = [("#s", "stream"), ("#q", "seq"), ("#h", "hash")];
         // Collected first: a lazy map's closure would make this future not `Send` for every lifetime.
         let chunks: Vec<Vec<Item>> = keys.chunks(KEYS_PER_BATCH_GET).map(<[Item]>::to_vec).collect();
@@ -399,9 +405,11 @@ impl DynamoStore {
             .into_iter()
             .map(|chunk| async move {
                 let mut request = KeysAndAttributes::builder().set_keys(Some(chunk)).consistent_read(true);
-                request = request.projection_expression(projection);
-                for (name, attribute) in names.iter().filter(|(name, _)| projection.contains(name)) {
-                    request = request.expression_attribute_names(*name, *attribute);
+                if let Some(projection) = projection {
+                    request = request.projection_expression(projection);
+                    for (name, attribute) in names.iter().filter(|(name, _)| projection.contains(name)) {
+                        request = request.expression_attribute_names(*name, *attribute);
+                    }
                 }
                 let mut request = Some(request.build().map_err(|e| StoreError::Unavailable(e.to_string()))?);
                 let (mut items, mut attempt) = (Vec::new(), 0u32);
@@ -433,7 +441,7 @@ impl DynamoStore {
     ) -> Result<Vec<MovedHead>, StoreError> {
         let keys = streams.iter().map(|stream| HashMap::from([("stream".to_owned(), s(stream))])).collect();
         let mut heads = Vec::new();
-        for item in self.batch_get(&self.tables.heads, keys, "#s, #q, #h, moved_at").await? {
+        for item in self.batch_get(&self.tables.heads, keys, Some("#s, #q, #h, moved_at")).await? {
             // Unmarked since the index was read (it lags its table): sealed already.
             let Some(moved_at) = item.get("moved_at") else { continue };
             let stream = str_of_head(&item, "stream")?;
@@ -450,7 +458,7 @@ impl DynamoStore {
             .map(|h| HashMap::from([("pk".to_owned(), s(&leaf_pk(&h.head.stream))), ("sk".to_owned(), s(&sk))]))
             .collect();
         let mut sealed = std::collections::HashSet::new();
-        for item in self.batch_get(&self.tables.checkpoints, keys, "#s, #q").await? {
+        for item in self.batch_get(&self.tables.checkpoints, keys, Some("#s, #q")).await? {
             sealed.insert((str_of(&item, "stream")?.to_owned(), num_of(&item, "seq")?));
         }
         heads.retain(|h| !sealed.contains(&(h.head.stream.clone(), h.head.seq)));

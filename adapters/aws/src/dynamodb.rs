@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -428,6 +429,32 @@ pub(super) struct Found {
 }
 
 impl DynamoStore {
+    /// One `Query` call over `range`, newest first, at most `limit` items examined, from
+    /// `start` (consistent on the table; an index is read as it stands).
+    pub(super) async fn query_page(
+        &self,
+        table: &str,
+        range: &Range<'_>,
+        limit: usize,
+        start: Option<Item>,
+    ) -> Result<QueryOutput, StoreError> {
+        self.client
+            .query()
+            .table_name(table)
+            .set_index_name(range.index.map(str::to_owned))
+            .key_condition_expression(&range.key_condition)
+            .set_filter_expression(range.filter.clone())
+            .set_expression_attribute_names(if range.names.is_empty() { None } else { Some(range.names.clone()) })
+            .set_expression_attribute_values(Some(range.values.clone()))
+            .scan_index_forward(false)
+            .consistent_read(range.index.is_none())
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)
+    }
+
     /// Reads `range` until `want` items match, the range ends, or the call budget is spent.
     pub(super) async fn read_range(
         &self,
@@ -439,22 +466,7 @@ impl DynamoStore {
         let mut found = Found { items: Vec::new(), exhausted: false, last_examined: None };
         let mut start: Option<Item> = None;
         for _ in 0..MAX_QUERY_CALLS {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .set_index_name(range.index.map(str::to_owned))
-                .key_condition_expression(&range.key_condition)
-                .set_filter_expression(range.filter.clone())
-                .set_expression_attribute_names(if range.names.is_empty() { None } else { Some(range.names.clone()) })
-                .set_expression_attribute_values(Some(range.values.clone()))
-                .scan_index_forward(false)
-                .consistent_read(range.index.is_none())
-                .limit(i32::try_from(want.max(10)).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
+            let out = self.query_page(table, range, want.max(10), start.take()).await?;
             for item in out.items() {
                 if found.items.len() == want {
                     return Ok(found);

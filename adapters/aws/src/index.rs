@@ -31,12 +31,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::try_join_all;
 use shared::domain::{AuditEvent, Timestamp};
 use shared::ports::StoreError;
 
-use super::dynamodb::{DynamoStore, Found, MAX_QUERY_CALLS, n, s, unavailable};
+use super::dynamodb::{DynamoStore, Found, MAX_QUERY_CALLS, Range, n, s};
 use super::items::{Item, TIME_SHARDS, at_key, get_n, get_s, month_of};
 
 /// The partition prefix of index items in `Audit`.
@@ -151,6 +151,30 @@ fn index_top(hi: &str) -> String {
     format!("{:012}~", second.saturating_add(INDEX_SPAN_SECONDS).min(999_999_999_999))
 }
 
+/// Adds what the index entry `item` holds to `found`: itself (an event's own entry), or
+/// the events it lists in the range.
+fn expand(range: &IndexRange<'_>, item: &Item, found: &mut BTreeMap<String, Entry>) -> Result<(), StoreError> {
+    let key = get_s(item, "audit index entry", "at_key")?;
+    let Some(refs) = item.get("refs") else {
+        if key <= range.hi {
+            found.insert(key.to_owned(), Entry::Item(item.clone()));
+        }
+        return Ok(());
+    };
+    let refs = refs.as_s().map_err(|_| StoreError::Corrupt(format!("audit index item {key}: refs")))?;
+    for line in refs.lines() {
+        let (event_key, event_type) =
+            line.rsplit_once('#').ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
+        let (_, stream, seq) =
+            parse_key(event_key).ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
+        let wanted = event_key >= range.lo && event_key <= range.hi && range.event_type.is_none_or(|t| t == event_type);
+        if wanted && !found.contains_key(event_key) {
+            found.insert(event_key.to_owned(), Entry::Listed(stream.to_owned(), seq));
+        }
+    }
+    Ok(())
+}
+
 impl DynamoStore {
     /// Puts the index items listing `refs` (unconditionally: the same content is the same
     /// item), all at once.
@@ -188,6 +212,13 @@ impl DynamoStore {
             values.insert(":type".to_owned(), s(t));
             "#t = :type OR attribute_exists(#r)".to_owned()
         });
+        let query = Range {
+            index: Some(range.index),
+            key_condition: "#p = :pk AND #k BETWEEN :lo AND :hi".to_owned(),
+            filter,
+            names: &names,
+            values,
+        };
         let mut found: BTreeMap<String, Entry> = BTreeMap::new();
         let certain = |found: &BTreeMap<String, Entry>, above: &str| {
             found.range::<str, _>((Bound::Excluded(above), Bound::Unbounded)).count()
@@ -196,28 +227,14 @@ impl DynamoStore {
         // Where reading stopped: `None` once the range has ended (every event found is certain).
         let mut stopped: Option<String> = None;
         'calls: for _ in 0..MAX_QUERY_CALLS {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tables.audit)
-                .index_name(range.index)
-                .key_condition_expression("#p = :pk AND #k BETWEEN :lo AND :hi")
-                .set_filter_expression(filter.clone())
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .scan_index_forward(false)
-                .limit(i32::try_from(want.max(100)).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
+            let out = self.query_page(&self.tables.audit, &query, want.max(100), start.take()).await?;
             for item in out.items() {
                 let key = get_s(item, "audit index entry", "at_key")?.to_owned();
                 if certain(&found, &key) >= want {
                     stopped = Some(key);
                     break 'calls;
                 }
-                self.expand(range, item, &mut found)?;
+                expand(range, item, &mut found)?;
             }
             match out.last_evaluated_key() {
                 Some(key) => {
@@ -247,87 +264,23 @@ impl DynamoStore {
         Ok(Found { items, exhausted, last_examined })
     }
 
-    /// Adds what the index entry `item` holds to `found`: itself (an event's own entry), or
-    /// the events it lists in the range.
-    fn expand(
-        &self,
-        range: &IndexRange<'_>,
-        item: &Item,
-        found: &mut BTreeMap<String, Entry>,
-    ) -> Result<(), StoreError> {
-        let key = get_s(item, "audit index entry", "at_key")?;
-        let Some(refs) = item.get("refs") else {
-            if key <= range.hi {
-                found.insert(key.to_owned(), Entry::Item(item.clone()));
-            }
-            return Ok(());
-        };
-        let refs = refs.as_s().map_err(|_| StoreError::Corrupt(format!("audit index item {key}: refs")))?;
-        for line in refs.lines() {
-            let (event_key, event_type) = line
-                .rsplit_once('#')
-                .ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
-            let (_, stream, seq) =
-                parse_key(event_key).ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
-            let wanted =
-                event_key >= range.lo && event_key <= range.hi && range.event_type.is_none_or(|t| t == event_type);
-            if wanted && !found.contains_key(event_key) {
-                found.insert(event_key.to_owned(), Entry::Listed(stream.to_owned(), seq));
-            }
-        }
-        Ok(())
-    }
-
     /// The events of `entries`, in their order: those an index item listed read from the
-    /// table (`BatchGetItem`, consistent, 100 keys a call, what is left unprocessed asked
-    /// again), each checked against its key and given its `at_key`.
+    /// table ([`DynamoStore::batch_get`]), each checked against its key and given its `at_key`.
     async fn entries_read(&self, entries: Vec<(String, Entry)>) -> Result<Vec<Item>, StoreError> {
-        let wanted: Vec<(String, u64)> = entries
+        let keys: Vec<Item> = entries
             .iter()
             .filter_map(|(_, e)| match e {
-                Entry::Listed(stream, seq) => Some((stream.clone(), *seq)),
+                Entry::Listed(stream, seq) => {
+                    Some(HashMap::from([("stream".to_owned(), s(stream)), ("seq".to_owned(), n(*seq as i64))]))
+                }
                 Entry::Item(_) => None,
             })
             .collect();
         let mut read: HashMap<(String, u64), Item> = HashMap::new();
-        for chunk in wanted.chunks(100) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|(stream, seq)| {
-                    HashMap::from([("stream".to_owned(), s(stream)), ("seq".to_owned(), n(*seq as i64))])
-                })
-                .collect();
-            for attempt in 0.. {
-                if keys.is_empty() {
-                    break;
-                }
-                if attempt == 8 {
-                    return Err(StoreError::Unavailable("indexed events left unprocessed".into()));
-                }
-                if attempt > 0 {
-                    super::dynamodb::backoff(attempt).await;
-                }
-                let ask = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.tables.audit, ask)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                for item in out.responses().and_then(|r| r.get(&self.tables.audit)).into_iter().flatten() {
-                    let stream = get_s(item, "audit event", "stream")?.to_owned();
-                    let seq = u64::try_from(get_n(item, "audit event", "seq")?).unwrap_or_default();
-                    read.insert((stream, seq), item.clone());
-                }
-                if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.tables.audit)) {
-                    keys = left.keys().to_vec();
-                }
-            }
+        for item in self.batch_get(&self.tables.audit, keys, None).await? {
+            let stream = get_s(&item, "audit event", "stream")?.to_owned();
+            let seq = u64::try_from(get_n(&item, "audit event", "seq")?).unwrap_or_default();
+            read.insert((stream, seq), item);
         }
         entries
             .into_iter()

@@ -27,6 +27,7 @@ use support_access_cli::api::{
 };
 use support_access_cli::exit::Exit;
 use support_access_cli::{Options, VerifyFailure, verify_stream};
+use support_access_verify::chain::hex;
 use support_access_verify::{ExportKeySet, ExportKeys};
 
 #[derive(Parser)]
@@ -438,10 +439,6 @@ impl ExportArgs {
             (None, false) => "all".to_owned(),
         }
     }
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The file of an export and its `.cursor`, and the running hash of what the file holds.

@@ -73,12 +73,17 @@ pub fn event_hash(event: &Value) -> String {
 /// `canonical`: for writers that encode their events canonically themselves, as
 /// `AuditEvent::seal` does, where building a [`Value`] first cost more than the hash.
 pub fn canonical_hash(canonical: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(canonical);
-    let mut hex = String::with_capacity(2 * digest.len());
-    for b in digest {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    hex(&Sha256::digest(canonical))
+}
+
+/// `bytes` as lowercase hex, the form of every digest this service writes (event hashes,
+/// checkpoint links, receipts' digests), without a formatter per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     hex
 }

@@ -17,7 +17,7 @@ use ct_merkle::{HashableLeaf, InclusionProof, RootHash};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::chain::{GENESIS, canonical_json};
+use crate::chain::{GENESIS, canonical_json, hex};
 use crate::check::{SignatureForm, verify_jws};
 use crate::{KeyRing, Rejection};
 
@@ -138,10 +138,6 @@ pub fn verify_inclusion(claims: &CheckpointClaims, leaf: &ProvenLeaf) -> Result<
 /// JWS (or [`GENESIS`] before the first).
 pub fn link_of(jws: Option<&str>) -> String {
     jws.map_or_else(|| GENESIS.to_owned(), |jws| hex(&Sha256::digest(jws.as_bytes())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn digest_of(text: &str) -> Result<[u8; 32], CheckpointError> {

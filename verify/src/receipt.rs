@@ -71,7 +71,7 @@ impl LineDigest {
 
     /// Lowercase hex.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::chain::hex(&self.0)
     }
 
     /// The digest written as [`LineDigest::hex`]; `None` if it is not 64 lowercase hex digits.

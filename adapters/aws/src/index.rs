@@ -112,7 +112,7 @@ fn index_item(actor: &str, refs: &[&IndexRef]) -> Item {
     let lines: Vec<String> = refs.iter().map(|r| format!("{}#{}", r.key, r.event_type)).collect();
     let body = lines.join("\n");
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{actor}\n{body}").as_bytes());
-    let id: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let id = support_access_verify::chain::hex(&digest.as_ref()[..16]);
     let newest = refs.last().expect("an index item lists at least one event");
     HashMap::from([
         ("stream".into(), s(&format!("{INDEX_PREFIX}{id}"))),

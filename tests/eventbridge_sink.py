@@ -7,6 +7,7 @@
   receive ENDPOINT QUEUE N    up to N messages from the queue (waiting at most 20 s in all);
                               prints their bodies as a JSON array
 """
+import base64
 import json
 import sys
 import time
@@ -19,6 +20,14 @@ session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key=
 
 def client(name):
     return session.client(name, endpoint_url=endpoint)
+
+
+def as_json(value):
+    """What `json` cannot write itself: a binary attribute (boto3's bytes) as the base64 text
+    a Lambda event carries it in; anything else as its text."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    return str(value)
 
 
 if command == "setup":
@@ -50,7 +59,7 @@ elif command == "records":
             iterator = page.get("NextShardIterator")
             if not page["Records"] or not iterator:
                 break
-    print(json.dumps({"Records": records}, default=str))
+    print(json.dumps({"Records": records}, default=as_json))
 elif command == "receive":
     queue, wanted = args[0], int(args[1])
     sqs = client("sqs")

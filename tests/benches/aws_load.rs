@@ -140,9 +140,10 @@ struct LoopState {
 
 /// Lambda's polling of a stream's shard (four times a second), or the mapping's batching
 /// window when longer: `BENCH_AWS_SEQUENCER_WINDOW_MS` (the template's
-/// `SequencerBatchingWindowSeconds`, in milliseconds; 250, a window of 0, by default).
+/// `SequencerBatchingWindowSeconds`, in milliseconds; 1000, the template's default; 250 is
+/// a window of 0).
 fn poll() -> Duration {
-    let ms = std::env::var("BENCH_AWS_SEQUENCER_WINDOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250u64);
+    let ms = std::env::var("BENCH_AWS_SEQUENCER_WINDOW_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000u64);
     Duration::from_millis(ms.max(250))
 }
 

@@ -544,9 +544,10 @@ async fn audit_queries_by_user_actor_type_and_time_page_exactly(app: TestApp) {
 }
 
 /// The same queries over a sequencer's chains on DynamoDB, where a run of two or more events
-/// of a stream lists them in index items (per actor, cut at a minute of event times) and a
-/// run of one keeps its event's own index entries: every filter and page size answers
-/// exactly the reference, each event once, whichever way it is indexed.
+/// of a stream lists them in index items (per actor, cut at a minute of event times), a run
+/// of one keeps its event's own index entries, and two uses or more in a row are one bundle
+/// item: every filter and page size answers exactly the reference, each event once, whichever
+/// way it is stored and indexed, and an export page may end anywhere in a bundle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auditors_queries_page_exactly_over_a_sequencers_index_items_on_dynamodb() {
     use aws_sdk_dynamodb::types::AttributeValue as V;
@@ -593,19 +594,43 @@ async fn the_auditors_queries_page_exactly_over_a_sequencers_index_items_on_dyna
         let run = app.sequencer().sequence_streams(&streams, 1_000).await.unwrap();
         assert_eq!(run.pending, 0, "round {round}");
     }
+    // Seven uses of alice's in a row, by both agents, after the rounds (decided later, as on
+    // a live stack): a bundle, which a page of her log, of an agent's events and of an export
+    // can each end inside.
+    let later = T0 + 6 * 24 * 3600;
+    for j in 0..7 {
+        let at = Timestamp::from_unix(later + j);
+        let actor = Actor { sub: agent(agents[(j % 2) as usize]), role: Role::Support };
+        let e = AuditEvent::new(AuditEventType::TokenUsed, at, Some(user("alice")), actor).with_detail(format!("b{j}"));
+        n += 1;
+        app.intake().record(e, Deadline::after(std::time::Duration::from_secs(5))).await.unwrap();
+    }
+    assert_eq!(app.sequencer().sequence_streams(&streams, 1_000).await.unwrap().pending, 0);
     let mut written = Vec::new();
     for stream in &streams {
         written.extend(app.services().chain_archive.stream_events(stream, 0, 1_000).await.unwrap());
     }
     assert_eq!(written.len(), n as usize + 1);
 
-    // Both ways of indexing are on the table.
+    // Both ways of indexing, and bundles, are on the table.
     let (dynamodb, _) = e2e::aws_clients().await;
     let items = dynamodb.scan().table_name(&app.tables().audit).send().await.unwrap();
     let index_items = items.items().iter().filter(|i| i.get("refs").is_some()).count();
     let own_entries = items.items().iter().filter(|i| i.get("event_id").is_some() && i.get("at_key").is_some()).count();
     let listed = items.items().iter().filter(|i| i.get("event_id").is_some() && i.get("at_key").is_none()).count();
-    assert!(index_items > 0 && own_entries > 0 && listed > 0, "{index_items} index items, {own_entries}, {listed}");
+    let bundles = items.items().iter().filter(|i| i.get("v").is_some()).count();
+    assert!(
+        index_items > 0 && own_entries > 0 && listed > 0 && bundles > 0,
+        "{index_items} index items, {own_entries}, {listed}, {bundles} bundles"
+    );
+    // An export reads on from any event, inside a bundle or not, each event once.
+    let alice: Vec<_> = written.iter().filter(|e| e.stream() == "alice").cloned().collect();
+    for after in 0..alice.len() {
+        for limit in [1, 2, 5] {
+            let page = app.services().chain_archive.stream_events("alice", after as u64, limit).await.unwrap();
+            assert_eq!(page, alice[after..(after + limit).min(alice.len())], "after {after}, limit {limit}");
+        }
+    }
     assert!(
         items
             .items()
@@ -633,6 +658,9 @@ async fn the_auditors_queries_page_exactly_over_a_sequencers_index_items_on_dyna
             ..Default::default()
         },
         AuditFilter { user_id: Some(user("carol")), event_type: Some(AuditEventType::TokenUsed), ..Default::default() },
+        AuditFilter { user_id: Some(user("alice")), ..Default::default() },
+        AuditFilter { user_id: Some(user("alice")), actor: Some(agent("agent-9")), ..Default::default() },
+        AuditFilter { from: Some(day(6)), to: Some(Timestamp::from_unix(later + 4)), ..Default::default() },
     ];
     for filter in filters {
         assert!(!reference(&written, &filter).is_empty(), "{filter:?}");

@@ -294,8 +294,8 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
     let calls = proxy.calls();
     assert_eq!(
         calls,
-        ["GetItem", "Query", "Query", "PutItem", "PutItem", "PutItem", "UpdateItem"],
-        "the two uses put one after the other, their index item, then the head"
+        ["GetItem", "Query", "Query", "PutItem", "PutItem", "UpdateItem"],
+        "the two uses' bundle, their index item, then the head"
     );
     let mut uses = 2;
     let mut cases = 0;
@@ -324,7 +324,7 @@ async fn a_sequencer_run_failing_at_any_call_is_completed_by_the_next_and_nothin
         }
     }
     eprintln!("{cases} sequencer fault cases over the calls {calls:?}");
-    assert_eq!(cases, (3 * 4 + 4 * 5) * 2, "every call of a run was enumerated, the writes' conflicts too");
+    assert_eq!(cases, (3 * 4 + 3 * 5) * 2, "every call of a run was enumerated, the writes' conflicts too");
 }
 
 /// The distinct uses the auditor's query by their agent finds, every page read.

@@ -31,8 +31,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes,
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::Tables;
+use super::bundle::{MAX_BUNDLE_EVENTS, events_of_all};
 use super::dynamodb::{DynamoStore, EXPIRY_MARKER_PREFIX, built, corrupt_head, head_of, n, s, unavailable};
-use super::items::{AuditItem, Item, corrupt, get_n, get_s};
+use super::items::{Item, corrupt, get_n, get_s};
 use shared::domain::AuditEvent;
 use shared::ports::{
     ChainArchive, Checkpoint, CheckpointClaims, Leaf, MovedHead, MovedHeads, ProvenLeaf, StoreError, StreamsPage,
@@ -498,7 +499,12 @@ impl ChainArchive for DynamoStore {
         Ok(StreamsPage { streams, next })
     }
 
+    /// From `after_seq - MAX_BUNDLE_EVENTS` on: a bundle is keyed by its first `seq`, so the
+    /// one holding `after_seq + 1` (an export page may end inside a bundle) is at most that far
+    /// below, and this stays one `Query` (the items below `after_seq` it reads, 48 at most, are
+    /// dropped).
     async fn stream_events(&self, stream: &str, after_seq: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let from = after_seq.saturating_sub(MAX_BUNDLE_EVENTS as u64 - 1);
         let out = self
             .client
             .query()
@@ -506,14 +512,19 @@ impl ChainArchive for DynamoStore {
             .key_condition_expression("#s = :s AND seq > :after")
             .expression_attribute_names("#s", "stream")
             .expression_attribute_values(":s", s(stream))
-            .expression_attribute_values(":after", AttributeValue::N(after_seq.to_string()))
+            .expression_attribute_values(":after", AttributeValue::N(from.to_string()))
             .scan_index_forward(true)
             .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit.saturating_add((after_seq - from) as usize)).unwrap_or(i32::MAX))
             .send()
             .await
             .map_err(unavailable)?;
-        out.items().iter().map(|i| AuditItem::try_from(i).map(|a| a.0)).collect()
+        // A bundle holding `after_seq` holds events at or below it too; one holding more than
+        // `limit` past it is cut (a read from the last event returned reads it again).
+        let mut events = events_of_all(out.items(), true)?;
+        events.retain(|e| e.seq > after_seq);
+        events.truncate(limit);
+        Ok(events)
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {

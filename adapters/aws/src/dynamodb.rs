@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::types::{
 use support_access_verify::chain::GENESIS;
 
 use super::archive::{MOVED_SET, MarkMoved};
+use super::bundle::unbundled;
 use super::index::IndexRange;
 use super::items::{
     AuditItem, ConsentItem, Item, at_key_bounds, audit_item, consent_item, month_of, time_buckets, user_key,
@@ -525,18 +526,25 @@ impl DynamoStore {
                 values.insert(":actor".to_owned(), s(actor.as_str()));
                 filters.push("actor = :actor");
             }
-            let key_condition = match &query.after {
-                Some(pos) => {
-                    let seq: i64 = pos.parse().map_err(|_| StoreError::Corrupt(format!("position {pos:?}")))?;
-                    values.insert(":pos".to_owned(), n(seq));
+            let below = match &query.after {
+                Some(pos) => Some(pos.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("position {pos:?}")))?),
+                None => None,
+            };
+            let key_condition = match below {
+                Some(seq) => {
+                    values.insert(":pos".to_owned(), n(seq as i64));
                     names.insert("#q".to_owned(), "seq".to_owned());
                     "#s = :pk AND #q < :pos".to_owned()
                 }
                 None => "#s = :pk".to_owned(),
             };
-            let range =
-                Range { index: None, key_condition, filter: Some(filters.join(" AND ")), names: &names, values };
-            let found = self.read_range(&self.tables.audit, "seq", &range, want).await?;
+            // A bundle (keyed by its first `seq`) passes the filter and is filtered here, event
+            // by event: read newest first from a position inside it, it is the first item read.
+            names.insert("#v".to_owned(), "v".to_owned());
+            let filter = format!("({}) OR attribute_exists(#v)", filters.join(" AND "));
+            let range = Range { index: None, key_condition, filter: Some(filter), names: &names, values };
+            let mut found = self.read_range(&self.tables.audit, "seq", &range, want).await?;
+            found.items = unbundled(&found.items, |e| f.matches(e) && below.is_none_or(|below| e.seq < below))?;
             page_from(found, query.limit, "seq")
         } else if let Some(actor) = &f.actor {
             let (lo, hi) = at_key_bounds(from, to);

@@ -27,8 +27,11 @@
 //! carrying its own entries) is read once, by its key. A redelivered batch appends nothing
 //! and indexes nothing. An index item is never changed after its put (a put of the same
 //! content writes the same item).
+//!
+//! Events in a bundle (`crate::bundle`) are listed with the bundle's key (its first `seq`)
+//! as a fourth part of their line, and read from the bundle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::ops::Bound;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -36,8 +39,9 @@ use futures_util::future::try_join_all;
 use shared::domain::{AuditEvent, Timestamp};
 use shared::ports::StoreError;
 
+use super::bundle::events_of;
 use super::dynamodb::{DynamoStore, Found, MAX_QUERY_CALLS, Range, n, s};
-use super::items::{Item, TIME_SHARDS, at_key, get_n, get_s, month_of};
+use super::items::{Item, TIME_SHARDS, at_key, audit_item, get_n, get_s, month_of};
 
 /// The partition prefix of index items in `Audit`.
 pub(super) const INDEX_PREFIX: &str = "#ix#";
@@ -61,6 +65,8 @@ pub(super) struct IndexRef {
     pub key: String,
     pub at: i64,
     pub event_type: String,
+    /// The key (first `seq`) of the bundle that holds it, if one does.
+    pub bundle: Option<u64>,
 }
 
 impl IndexRef {
@@ -70,8 +76,26 @@ impl IndexRef {
             key: at_key(event.at, event.stream(), event.seq),
             at: event.at.unix(),
             event_type: event.event_type.as_str().to_owned(),
+            bundle: None,
         }
     }
+
+    /// `event`, held by the bundle whose first event is `first`.
+    pub(super) fn in_bundle(event: &AuditEvent, first: u64) -> Self {
+        Self { bundle: Some(first), ..Self::of(event) }
+    }
+}
+
+/// An index line read back: the event's `at_key`, its type, and the bundle that holds it.
+fn parse_line(line: &str) -> Option<(&str, &str, Option<u64>)> {
+    // `at#stream#seq#type`, then `#bundle` for an event in a bundle.
+    let mut hashes = line.match_indices('#').map(|(i, _)| i);
+    let end = hashes.nth(2)?;
+    let (key, rest) = (&line[..end], &line[end + 1..]);
+    Some(match rest.split_once('#') {
+        Some((event_type, bundle)) => (key, event_type, Some(bundle.parse().ok()?)),
+        None => (key, rest, None),
+    })
 }
 
 /// An `at_key` read back: its second, stream and `seq`.
@@ -109,7 +133,13 @@ pub(super) fn index_items(refs: &[IndexRef]) -> Vec<Item> {
 }
 
 fn index_item(actor: &str, refs: &[&IndexRef]) -> Item {
-    let lines: Vec<String> = refs.iter().map(|r| format!("{}#{}", r.key, r.event_type)).collect();
+    let lines: Vec<String> = refs
+        .iter()
+        .map(|r| match r.bundle {
+            Some(last) => format!("{}#{}#{last}", r.key, r.event_type),
+            None => format!("{}#{}", r.key, r.event_type),
+        })
+        .collect();
     let body = lines.join("\n");
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{actor}\n{body}").as_bytes());
     let id = support_access_verify::chain::hex(&digest.as_ref()[..16]);
@@ -128,10 +158,19 @@ fn index_item(actor: &str, refs: &[&IndexRef]) -> Item {
 }
 
 /// One entry of a key range as the reader has it: an event item the index holds itself, or
-/// an event an index item lists (its stream and `seq`), to be read from the table.
+/// an event an index item lists, to be read from the table.
 enum Entry {
     Item(Item),
-    Listed(String, u64),
+    Listed(Listed),
+}
+
+/// An event an index item lists: its stream, `seq` and type, and the key (`seq`) of the
+/// `Audit` item that holds it: its own, or its bundle's.
+struct Listed {
+    stream: String,
+    seq: u64,
+    event_type: String,
+    holder: u64,
 }
 
 /// A key range of one index partition, for [`DynamoStore::read_indexed`].
@@ -163,13 +202,16 @@ fn expand(range: &IndexRange<'_>, item: &Item, found: &mut BTreeMap<String, Entr
     };
     let refs = refs.as_s().map_err(|_| StoreError::Corrupt(format!("audit index item {key}: refs")))?;
     for line in refs.lines() {
-        let (event_key, event_type) =
-            line.rsplit_once('#').ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
-        let (_, stream, seq) =
-            parse_key(event_key).ok_or_else(|| StoreError::Corrupt(format!("audit index item {key}: {line:?}")))?;
+        let bad = || StoreError::Corrupt(format!("audit index item {key}: {line:?}"));
+        let (event_key, event_type, bundle) = parse_line(line).ok_or_else(bad)?;
+        let (_, stream, seq) = parse_key(event_key).ok_or_else(bad)?;
         let wanted = event_key >= range.lo && event_key <= range.hi && range.event_type.is_none_or(|t| t == event_type);
-        if wanted && !found.contains_key(event_key) {
-            found.insert(event_key.to_owned(), Entry::Listed(stream.to_owned(), seq));
+        if !wanted {
+            continue;
+        }
+        if let btree_map::Entry::Vacant(v) = found.entry(event_key.to_owned()) {
+            let (stream, event_type, holder) = (stream.to_owned(), event_type.to_owned(), bundle.unwrap_or(seq));
+            v.insert(Entry::Listed(Listed { stream, seq, event_type, holder }));
         }
     }
     Ok(())
@@ -265,42 +307,51 @@ impl DynamoStore {
     }
 
     /// The events of `entries`, in their order: those an index item listed read from the
-    /// table ([`DynamoStore::batch_get`]), each checked against its key and given its `at_key`.
+    /// table ([`DynamoStore::batch_get`], each item once: a bundle holds many), each checked
+    /// against its key and given its `at_key`.
     async fn entries_read(&self, entries: Vec<(String, Entry)>) -> Result<Vec<Item>, StoreError> {
-        let keys: Vec<Item> = entries
+        let mut keys: Vec<(String, u64)> = entries
             .iter()
             .filter_map(|(_, e)| match e {
-                Entry::Listed(stream, seq) => {
-                    Some(HashMap::from([("stream".to_owned(), s(stream)), ("seq".to_owned(), n(*seq as i64))]))
-                }
+                Entry::Listed(l) => Some((l.stream.clone(), l.holder)),
                 Entry::Item(_) => None,
             })
             .collect();
-        let mut read: HashMap<(String, u64), Item> = HashMap::new();
+        keys.sort();
+        keys.dedup();
+        let keys = keys
+            .into_iter()
+            .map(|(stream, seq)| HashMap::from([("stream".to_owned(), s(&stream)), ("seq".to_owned(), n(seq as i64))]))
+            .collect();
+        // Each event each item read holds, by stream and `seq`.
+        let mut read: HashMap<(String, u64), Vec<AuditEvent>> = HashMap::new();
         for item in self.batch_get(&self.tables.audit, keys, None).await? {
             let stream = get_s(&item, "audit event", "stream")?.to_owned();
-            let seq = u64::try_from(get_n(&item, "audit event", "seq")?).unwrap_or_default();
-            read.insert((stream, seq), item);
+            let holder = u64::try_from(get_n(&item, "audit event", "seq")?).unwrap_or_default();
+            read.insert((stream, holder), events_of(&item)?);
         }
-        entries
-            .into_iter()
-            .map(|(key, entry)| match entry {
-                Entry::Item(item) => Ok(item),
-                Entry::Listed(stream, seq) => {
-                    let mut item = read.remove(&(stream.clone(), seq)).ok_or_else(|| {
-                        StoreError::Corrupt(format!("audit index lists {stream} {seq}, not on the chain"))
-                    })?;
-                    let at = get_n(&item, "audit event", "at")?;
-                    if at_key(Timestamp::from_unix(at), &stream, seq) != key {
-                        return Err(StoreError::Corrupt(format!(
-                            "audit index lists {key}, the chain holds another event"
-                        )));
-                    }
-                    item.insert("at_key".into(), AttributeValue::S(key));
-                    Ok(item)
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            let l = match entry {
+                Entry::Item(item) => {
+                    out.push(item);
+                    continue;
                 }
-            })
-            .collect()
+                Entry::Listed(l) => l,
+            };
+            let held =
+                read.get(&(l.stream.clone(), l.holder)).and_then(|events| events.iter().find(|e| e.seq == l.seq));
+            let Some(event) = held else {
+                return Err(StoreError::Corrupt(format!("audit index lists {} {}, not on the chain", l.stream, l.seq)));
+            };
+            if at_key(event.at, &l.stream, event.seq) != key || event.event_type.as_str() != l.event_type {
+                return Err(StoreError::Corrupt(format!("audit index lists {key}, the chain holds another event")));
+            }
+            let mut item = audit_item(event);
+            item.insert("at_key".into(), AttributeValue::S(key));
+            out.push(item);
+        }
+        Ok(out)
     }
 }
 
@@ -314,6 +365,7 @@ mod tests {
             key: at_key(Timestamp::from_unix(at), stream, seq),
             at,
             event_type: "token.used".into(),
+            bundle: None,
         }
     }
 
@@ -346,6 +398,19 @@ mod tests {
         let a = index_items(&[r("agent", 5, "bob", 1), r("agent", 6, "bob", 2)]);
         let b = index_items(&[r("agent", 6, "bob", 2), r("agent", 5, "bob", 1), r("agent", 5, "bob", 1)]);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_line_names_the_bundle_that_holds_its_event() {
+        let mut bundled = r("agent", 7, "dave", 12);
+        bundled.bundle = Some(20);
+        let items = index_items(&[r("agent", 7, "dave", 11), bundled]);
+        let refs = items[0]["refs"].as_s().unwrap();
+        let lines: Vec<_> = refs.lines().map(|l| parse_line(l).unwrap()).collect();
+        let key = |seq| at_key(Timestamp::from_unix(7), "dave", seq);
+        assert_eq!(lines, vec![(key(11).as_str(), "token.used", None), (key(12).as_str(), "token.used", Some(20))]);
+        assert_eq!(parse_line("000000000007#dave#12#token.used#x"), None);
+        assert_eq!(parse_line("000000000007#dave"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! domain values and `StoreError`/`SignerError`.
 
 mod archive;
+mod bundle;
 mod controls;
 mod der;
 mod dynamodb;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
+use super::bundle::is_bundle;
 use super::dynamodb::{DynamoStore, n, s, unavailable};
 use super::items::{AuditItem, Item, appended_via_intake};
 use super::sequencer::intake_event;
@@ -73,7 +74,8 @@ impl DynamoStore {
     /// `token.used`, announced before the sequencer appends it (the other types are announced
     /// from the `Audit` stream, in chain order). From the `Audit` stream (any other record):
     /// every event, but a `token.used` the sequencer appended from the intake (`via_intake`),
-    /// announced from the intake already. A record that does not parse is logged and skipped,
+    /// announced from the intake already, and so every bundle (`crate::bundle`: uses from the
+    /// intake only, never read here). A record that does not parse is logged and skipped,
     /// so one poison record cannot block the shard.
     pub fn stream_events_to_announce(&self, event: &Event) -> Vec<(String, AuditEvent)> {
         let mut out = Vec::new();
@@ -82,6 +84,8 @@ impl DynamoStore {
             let from_intake = source_table(record) == Some(self.tables.intake.as_str());
             let read = if from_intake {
                 intake_event(&item).map(|e| Some(e).filter(|e| e.event_type == AuditEventType::TokenUsed))
+            } else if is_bundle(&item) {
+                Ok(None)
             } else {
                 AuditItem::try_from(&item).map(|a| {
                     let announced = a.0.event_type == AuditEventType::TokenUsed && appended_via_intake(&item);

@@ -20,8 +20,10 @@
 //!    release), sorts the rest by decision time, applies [`decision_order`] and cuts at the
 //!    first consent-ending event held less than the hold since this process first saw it;
 //! 3. appends the pending events one at a time, each a single conditional `PutItem` of its
-//!    `Audit` item (on condition its `seq` is free), and after each
-//!    [`SEQUENCER_EVENTS_PER_HEAD_MOVE`] (and at the end) moves the head in one conditional
+//!    `Audit` item (on condition its `seq` is free), two uses or more in a row as one
+//!    bundle (`crate::bundle`: one such put for up to [`SEQUENCER_EVENTS_PER_HEAD_MOVE`]),
+//!    and after each bundle, each [`SEQUENCER_EVENTS_PER_HEAD_MOVE`] other events (and at
+//!    the end) moves the head in one conditional
 //!    `UpdateItem` (on condition it is still the one the run read, or last left), with the new
 //!    floor (`appended_from`, the oldest decision second a pending item can still have, never
 //!    lowered) and the list of what is appended at or above it (`appended`). A failed
@@ -62,11 +64,12 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::archive::{MOVED_SET, MarkMoved, stream_shard};
+use super::bundle::{MAX_BUNDLE_EVENTS, bundle_item, bundled, events_of, is_bundle};
 use super::dynamodb::{
     Cancelled, DynamoStore, backoff, built, cancellation, corrupt_head, head_of, jittered_backoff, n, s, unavailable,
 };
 use super::index::IndexRef;
-use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s};
+use super::items::{Item, VIA_INTAKE, audit_item, get_n, get_s};
 use adapter_streams::STALLED_PREFIX;
 use futures_util::{StreamExt, TryStreamExt};
 use shared::domain::{AuditEvent, EventId};
@@ -211,6 +214,11 @@ impl TryFrom<&Item> for Pending {
             .map_err(|e| StoreError::Corrupt(format!("audit intake item: {e}")))?;
         Ok(Self { order: get_s(item, W, "order")?.to_owned(), decided_us: get_n(item, W, "decided_us")?, event })
     }
+}
+
+/// Whether `todo` starts with two uses in a row, which the sequencer appends as a bundle.
+fn starts_bundle(todo: &[Pending]) -> bool {
+    matches!(todo, [a, b, ..] if bundled(&a.event) && bundled(&b.event))
 }
 
 /// `pending` in the order the sequencer appends them: by decision time, then the ordering
@@ -503,12 +511,19 @@ impl DynamoStore {
         }
     }
 
-    /// The events on `stream`'s chain past `seq`, oldest first.
-    async fn chain_after(&self, stream: &str, seq: u64) -> Result<Vec<AuditEvent>, StoreError> {
+    /// The events on `stream`'s chain past `seq` (a head's), oldest first, each with the key
+    /// of the bundle that holds it, if one does. A head is never inside a bundle (a run moves
+    /// it to a bundle's last event), so every item holding an event past it is keyed past it.
+    async fn chain_after(&self, stream: &str, seq: u64) -> Result<Vec<(AuditEvent, Option<u64>)>, StoreError> {
         let names = HashMap::from([("#s".to_owned(), "stream".to_owned()), ("#q".to_owned(), "seq".to_owned())]);
         let values = HashMap::from([(":s".to_owned(), s(stream)), (":q".to_owned(), n(seq as i64))]);
         let items = self.query_all(&self.tables.audit, "#s = :s AND #q > :q", None, names, values).await?;
-        items.iter().map(|i| AuditItem::try_from(i).map(|a| a.0)).collect()
+        let mut out = Vec::new();
+        for item in &items {
+            let holder = is_bundle(item).then(|| get_n(item, "audit bundle", "seq")).transpose()?;
+            out.extend(events_of(item)?.into_iter().map(|e| (e, holder.map(|h| h as u64))));
+        }
+        Ok(out)
     }
 
     /// `stream`'s intake items from `head`'s floor on, by key: those pending, and those the
@@ -579,6 +594,22 @@ impl DynamoStore {
     async fn put_appended(&self, event: &AuditEvent, in_index_item: bool) -> Result<Sent, StoreError> {
         let item = appended_item(event, in_index_item);
         self.resent("an append", || {
+            self.client
+                .put_item()
+                .table_name(&self.tables.audit)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(#s)")
+                .expression_attribute_names("#s", "stream")
+                .send()
+        })
+        .await
+    }
+
+    /// Appends `events` (sealed, two or more uses in a row) as one bundle, on condition its
+    /// key, the first event's `seq`, is free (`crate::bundle`: why that is enough).
+    async fn put_bundle(&self, events: &[AuditEvent]) -> Result<Sent, StoreError> {
+        let item = bundle_item(events)?;
+        self.resent("a bundle's put", || {
             self.client
                 .put_item()
                 .table_name(&self.tables.audit)
@@ -680,7 +711,8 @@ impl DynamoStore {
         // 1. The head, then what a run appended past it: both before the intake items, so
         // every event this run sees pending and another run appended sits past this head.
         let head = self.chain_head(stream).await?;
-        let adopted = self.chain_after(stream, head.seq).await?;
+        let (adopted, holders): (Vec<AuditEvent>, Vec<Option<u64>>) =
+            self.chain_after(stream, head.seq).await?.into_iter().unzip();
         let mut at = Moved {
             seq: head.seq,
             hash: head.hash.clone(),
@@ -704,7 +736,11 @@ impl DynamoStore {
         // What the index must list before the head moves: the adopted events (a run that died
         // may not have indexed them; listed twice is read once), then the puts of a chunk of
         // two or more, made without their own index entries (`crate::index`).
-        let mut unindexed: Vec<IndexRef> = adopted.iter().map(IndexRef::of).collect();
+        let mut unindexed: Vec<IndexRef> = adopted
+            .iter()
+            .zip(&holders)
+            .map(|(e, holder)| holder.map_or_else(|| IndexRef::of(e), |first| IndexRef::in_bundle(e, first)))
+            .collect();
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
         // 2. The pending items in decision order, cut at the first consent change held.
@@ -736,31 +772,56 @@ impl DynamoStore {
             cut
         };
 
-        // 3. Appended one put at a time, the head moved after each SEQUENCER_EVENTS_PER_HEAD_MOVE
-        // and at the end (or only, when the run only adopted); the first move on condition the
-        // head is as read.
+        // 3. Appended one put at a time (two uses or more in a row: one bundle), the head moved
+        // after each bundle, each SEQUENCER_EVENTS_PER_HEAD_MOVE other events and at the end (or
+        // only, when the run only adopted); the first move on condition the head is as read.
         let todo = &ordered[..cut.min(limit)];
         let mut last = head.exists.then(|| (head.seq, head.hash.clone()));
         let mut head_behind = at.seq != head.seq;
         let (mut from, mut lost) = (0, false);
         while from < todo.len() || head_behind {
             let (mut next, mut to) = (at.clone(), from);
-            let in_index_item = (todo.len() - from).min(SEQUENCER_EVENTS_PER_HEAD_MOVE) >= 2;
-            while to < todo.len() && to - from < SEQUENCER_EVENTS_PER_HEAD_MOVE {
-                let p = &todo[to];
-                let event = p.event.clone().seal(next.seq + 1, &next.hash);
-                if let Sent::Lost = self.put_appended(&event, in_index_item).await? {
-                    // Another writer has this `seq`: what this run put before it is still
-                    // its own, and the head moves past it.
+            // Two uses or more in a row from here: one bundle (`crate::bundle`). Else the events
+            // up to the next such pair, each an item of its own.
+            let uses = todo[from..].iter().take(MAX_BUNDLE_EVENTS).take_while(|p| bundled(&p.event)).count();
+            if uses >= 2 {
+                let mut events = Vec::with_capacity(uses);
+                for p in &todo[from..from + uses] {
+                    let event = p.event.clone().seal(next.seq + 1, &next.hash);
+                    next.follow(&event);
+                    events.push(event);
+                }
+                if let Sent::Lost = self.put_bundle(&events).await? {
+                    // Another writer has its first `seq`: nothing of it is on the chain.
+                    next = at.clone();
                     lost = true;
-                    break;
+                } else {
+                    let first = events[0].seq;
+                    unindexed.extend(events.iter().map(|e| IndexRef::in_bundle(e, first)));
+                    appended.extend(todo[from..from + uses].iter().map(|p| (p.order.clone(), p.event.at.unix())));
+                    to += uses;
                 }
-                if in_index_item {
-                    unindexed.push(IndexRef::of(&event));
+            } else {
+                let ends = (from + 1..todo.len().min(from + SEQUENCER_EVENTS_PER_HEAD_MOVE))
+                    .find(|&i| starts_bundle(&todo[i..]))
+                    .unwrap_or(todo.len().min(from + SEQUENCER_EVENTS_PER_HEAD_MOVE));
+                let in_index_item = ends - from >= 2;
+                while to < ends {
+                    let p = &todo[to];
+                    let event = p.event.clone().seal(next.seq + 1, &next.hash);
+                    if let Sent::Lost = self.put_appended(&event, in_index_item).await? {
+                        // Another writer has this `seq`: what this run put before it is still
+                        // its own, and the head moves past it.
+                        lost = true;
+                        break;
+                    }
+                    if in_index_item {
+                        unindexed.push(IndexRef::of(&event));
+                    }
+                    next.follow(&event);
+                    appended.push((p.order.clone(), p.event.at.unix()));
+                    to += 1;
                 }
-                next.follow(&event);
-                appended.push((p.order.clone(), p.event.at.unix()));
-                to += 1;
             }
             // The floor: below the newest decision second by the window, or the oldest left
             // pending, and never lower than it was (the list covers what is above it only).

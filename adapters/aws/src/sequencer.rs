@@ -589,27 +589,12 @@ impl DynamoStore {
         }
     }
 
-    /// Appends `event` (sealed) at its `seq`: its `Audit` item on condition the `seq` is free,
-    /// as [`DynamoStore::audit_put`] takes a place on a chain, marked [`VIA_INTAKE`].
-    async fn put_appended(&self, event: &AuditEvent, in_index_item: bool) -> Result<Sent, StoreError> {
-        let item = appended_item(event, in_index_item);
-        self.resent("an append", || {
-            self.client
-                .put_item()
-                .table_name(&self.tables.audit)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(#s)")
-                .expression_attribute_names("#s", "stream")
-                .send()
-        })
-        .await
-    }
-
-    /// Appends `events` (sealed, two or more uses in a row) as one bundle, on condition its
-    /// key, the first event's `seq`, is free (`crate::bundle`: why that is enough).
-    async fn put_bundle(&self, events: &[AuditEvent]) -> Result<Sent, StoreError> {
-        let item = bundle_item(events)?;
-        self.resent("a bundle's put", || {
+    /// Puts `item` on its chain: an `Audit` item on condition its key (stream, `seq`) is free,
+    /// as [`DynamoStore::audit_put`] takes a place on a chain. `item` is an event's own item
+    /// ([`appended_item`], marked [`VIA_INTAKE`]) or a bundle of uses ([`bundle_item`], keyed
+    /// by its first event's `seq`: `crate::bundle` says why that condition is enough).
+    async fn put_on_chain(&self, what: &str, item: Item) -> Result<Sent, StoreError> {
+        self.resent(what, || {
             self.client
                 .put_item()
                 .table_name(&self.tables.audit)
@@ -791,7 +776,7 @@ impl DynamoStore {
                     next.follow(&event);
                     events.push(event);
                 }
-                if let Sent::Lost = self.put_bundle(&events).await? {
+                if let Sent::Lost = self.put_on_chain("a bundle's put", bundle_item(&events)?).await? {
                     // Another writer has its first `seq`: nothing of it is on the chain.
                     next = at.clone();
                     lost = true;
@@ -809,7 +794,7 @@ impl DynamoStore {
                 while to < ends {
                     let p = &todo[to];
                     let event = p.event.clone().seal(next.seq + 1, &next.hash);
-                    if let Sent::Lost = self.put_appended(&event, in_index_item).await? {
+                    if let Sent::Lost = self.put_on_chain("an append", appended_item(&event, in_index_item)).await? {
                         // Another writer has this `seq`: what this run put before it is still
                         // its own, and the head moves past it.
                         lost = true;

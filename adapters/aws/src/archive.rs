@@ -521,7 +521,7 @@ impl ChainArchive for DynamoStore {
             .map_err(unavailable)?;
         // A bundle holding `after_seq` holds events at or below it too; one holding more than
         // `limit` past it is cut (a read from the last event returned reads it again).
-        let mut events = events_of_all(out.items(), true)?;
+        let mut events = events_of_all(out.items())?;
         events.retain(|e| e.seq > after_seq);
         events.truncate(limit);
         Ok(events)

@@ -7,11 +7,12 @@
 //! stream and the `seq` of the FIRST event it holds, `last` the `seq` of its last (at most
 //! [`MAX_BUNDLE_EVENTS`] - 1 above the first), `v` = [`BUNDLE_VERSION`], and `events` the
 //! events as the chain holds them (sealed: `seq`, `prev_hash` and `hash` included), one JSON
-//! object a line, deflated (49 uses: about 4 KB, 4 write units, where their own items were
+//! object a line, deflated (49 uses: about 3 KB, 3 write units, where their own items were
 //! 49). A bundle has neither GSI key: the run's index items list its events
 //! (`crate::index`), each naming the bundle by its key. A read of a chain newest first from
-//! `s` (`seq <= s`) meets the bundle holding `s` first; a read oldest first from `s` starts
-//! at the bundle holding `s`, the newest item at or below it ([`DynamoStore::holder_of`]).
+//! `s` (`seq <= s`) meets the bundle holding `s` first ([`unbundled`]); a read oldest first
+//! past `s` starts [`MAX_BUNDLE_EVENTS`] - 1 below it, where the bundle holding `s + 1` can
+//! start at the lowest (`ChainArchive::stream_events`).
 //!
 //! What a bundle is NOT: part of what is hashed, exported, checkpointed or verified. Events
 //! and their hash encoding are unchanged; a bundle is how they are stored. Items without `v`
@@ -40,7 +41,7 @@ use shared::domain::{AuditEvent, AuditEventType};
 use shared::ports::StoreError;
 
 use super::dynamodb::{n, s};
-use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n};
+use super::items::{AuditItem, Item, VIA_INTAKE, audit_item, get_n, get_s};
 
 /// The `v` of a bundle item.
 pub(super) const BUNDLE_VERSION: i64 = 2;
@@ -100,7 +101,7 @@ fn unbundle(item: &Item) -> Result<Vec<AuditEvent>, StoreError> {
         return Err(corrupt(item, format!("version {version}, this release reads {BUNDLE_VERSION}")));
     }
     let (first, last) = (get_n(item, "audit bundle", "seq")?, get_n(item, "audit bundle", "last")?);
-    let stream = super::items::get_s(item, "audit bundle", "stream")?;
+    let stream = get_s(item, "audit bundle", "stream")?;
     let deflated = match item.get("events") {
         Some(AttributeValue::B(blob)) => blob.as_ref(),
         _ => return Err(corrupt(item, "events")),
@@ -130,16 +131,11 @@ pub(super) fn events_of(item: &Item) -> Result<Vec<AuditEvent>, StoreError> {
     if is_bundle(item) { unbundle(item) } else { AuditItem::try_from(item).map(|a| vec![a.0]) }
 }
 
-/// The events `items` hold (as a `Query` of `Audit` read them, in either direction), in the
-/// items' order, each bundle's events in the same direction.
-pub(super) fn events_of_all(items: &[Item], forward: bool) -> Result<Vec<AuditEvent>, StoreError> {
+/// The events `items` hold (a `Query` of `Audit` read oldest first), oldest first.
+pub(super) fn events_of_all(items: &[Item]) -> Result<Vec<AuditEvent>, StoreError> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        let mut events = events_of(item)?;
-        if !forward {
-            events.reverse();
-        }
-        out.extend(events);
+        out.extend(events_of(item)?);
     }
     Ok(out)
 }
@@ -187,8 +183,8 @@ mod tests {
         assert_eq!(item["seq"].as_n().unwrap(), "4");
         assert_eq!(item["last"].as_n().unwrap(), "49");
         assert_eq!(events_of(&item).unwrap(), events[3..]);
-        let newest_first = events_of_all(&[item], false).unwrap();
-        assert_eq!(newest_first.first().unwrap().seq, 49);
+        let newest_first = unbundled(&[item], |_| true).unwrap();
+        assert_eq!(newest_first.first().unwrap()["seq"].as_n().unwrap(), "49");
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn index_item(actor: &str, refs: &[&IndexRef]) -> Item {
     let lines: Vec<String> = refs
         .iter()
         .map(|r| match r.bundle {
-            Some(last) => format!("{}#{}#{last}", r.key, r.event_type),
+            Some(bundle) => format!("{}#{}#{bundle}", r.key, r.event_type),
             None => format!("{}#{}", r.key, r.event_type),
         })
         .collect();

@@ -216,9 +216,10 @@ impl TryFrom<&Item> for Pending {
     }
 }
 
-/// Whether `todo` starts with two uses in a row, which the sequencer appends as a bundle.
-fn starts_bundle(todo: &[Pending]) -> bool {
-    matches!(todo, [a, b, ..] if bundled(&a.event) && bundled(&b.event))
+/// How many uses in a row `todo` starts with, up to a bundle's most: two or more are
+/// appended as one bundle.
+fn uses_in_a_row(todo: &[Pending]) -> usize {
+    todo.iter().take(MAX_BUNDLE_EVENTS).take_while(|p| bundled(&p.event)).count()
 }
 
 /// `pending` in the order the sequencer appends them: by decision time, then the ordering
@@ -520,8 +521,10 @@ impl DynamoStore {
         let items = self.query_all(&self.tables.audit, "#s = :s AND #q > :q", None, names, values).await?;
         let mut out = Vec::new();
         for item in &items {
-            let holder = is_bundle(item).then(|| get_n(item, "audit bundle", "seq")).transpose()?;
-            out.extend(events_of(item)?.into_iter().map(|e| (e, holder.map(|h| h as u64))));
+            let events = events_of(item)?;
+            // A bundle is keyed by its first event's `seq`.
+            let holder = is_bundle(item).then(|| events[0].seq);
+            out.extend(events.into_iter().map(|e| (e, holder)));
         }
         Ok(out)
     }
@@ -721,11 +724,8 @@ impl DynamoStore {
         // What the index must list before the head moves: the adopted events (a run that died
         // may not have indexed them; listed twice is read once), then the puts of a chunk of
         // two or more, made without their own index entries (`crate::index`).
-        let mut unindexed: Vec<IndexRef> = adopted
-            .iter()
-            .zip(&holders)
-            .map(|(e, holder)| holder.map_or_else(|| IndexRef::of(e), |first| IndexRef::in_bundle(e, first)))
-            .collect();
+        let mut unindexed: Vec<IndexRef> =
+            adopted.iter().zip(&holders).map(|(e, holder)| IndexRef { bundle: *holder, ..IndexRef::of(e) }).collect();
         let adopted: HashMap<EventId, u64> = adopted.into_iter().map(|e| (e.event_id, e.seq)).collect();
 
         // 2. The pending items in decision order, cut at the first consent change held.
@@ -768,7 +768,7 @@ impl DynamoStore {
             let (mut next, mut to) = (at.clone(), from);
             // Two uses or more in a row from here: one bundle (`crate::bundle`). Else the events
             // up to the next such pair, each an item of its own.
-            let uses = todo[from..].iter().take(MAX_BUNDLE_EVENTS).take_while(|p| bundled(&p.event)).count();
+            let uses = uses_in_a_row(&todo[from..]);
             if uses >= 2 {
                 let mut events = Vec::with_capacity(uses);
                 for p in &todo[from..from + uses] {
@@ -788,7 +788,7 @@ impl DynamoStore {
                 }
             } else {
                 let ends = (from + 1..todo.len().min(from + SEQUENCER_EVENTS_PER_HEAD_MOVE))
-                    .find(|&i| starts_bundle(&todo[i..]))
+                    .find(|&i| uses_in_a_row(&todo[i..]) >= 2)
                     .unwrap_or(todo.len().min(from + SEQUENCER_EVENTS_PER_HEAD_MOVE));
                 let in_index_item = ends - from >= 2;
                 while to < ends {

@@ -15,6 +15,9 @@ from cfnlint.decode import decode_str
 from samtranslator.translator.transform import transform
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
+# The tables' shapes, the one list of them: `create_tables` (adapters/aws/src/provision.rs)
+# builds the test tables from it, and the template must declare exactly these.
+TABLE_SHAPES = json.loads((TEMPLATE.parent / "tables.json").read_text())
 BASIC = "AWSLambdaBasicExecutionRole"
 
 HEADS = {("dynamodb:GetItem", "ChainHeadsTable"), ("dynamodb:PutItem", "ChainHeadsTable")}
@@ -536,18 +539,52 @@ def test_a_widened_role_is_caught(template):
         test_the_rules_hold_whatever_the_table_says(widened)
 
 
+def test_the_tables_are_the_shapes_the_tests_run_against(template):
+    """Keys, attribute types, indexes, streams and TTL exactly as `infra/tables.json` says,
+    and no other table: the tests' tables are created from that file."""
+    resources = template["Resources"]
+    declared = {name for name, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
+    assert declared == {shape["resource"] for shape in TABLE_SHAPES}
+    kinds = ("HASH", "RANGE")
+
+    def keys(schema):
+        return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+    for shape in TABLE_SHAPES:
+        props = resources[shape["resource"]]["Properties"]
+        where = shape["resource"]
+        assert {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]} == shape[
+            "attributes"
+        ], where
+        assert len(props["AttributeDefinitions"]) == len(shape["attributes"]), where
+        assert keys(props["KeySchema"]) == list(zip(shape["key"], kinds)), where
+        indexes = {
+            i["IndexName"]: (keys(i["KeySchema"]), i["Projection"]["ProjectionType"])
+            for i in props.get("GlobalSecondaryIndexes", [])
+        }
+        assert indexes == {
+            i["name"]: (list(zip(i["key"], kinds)), i["projection"]) for i in shape.get("indexes", [])
+        }, where
+        assert props.get("StreamSpecification", {}).get("StreamViewType") == shape.get("stream"), where
+        ttl = props.get("TimeToLiveSpecification")
+        assert ttl == ({"AttributeName": shape["ttl"], "Enabled": True} if "ttl" in shape else None), where
+
+
+def test_a_table_that_drifts_from_its_shape_is_caught(template):
+    drifted = copy.deepcopy(template)
+    audit = drifted["Resources"]["AuditTable"]["Properties"]
+    audit["GlobalSecondaryIndexes"][0]["Projection"]["ProjectionType"] = "KEYS_ONLY"
+    with pytest.raises(AssertionError):
+        test_the_tables_are_the_shapes_the_tests_run_against(drifted)
+    drifted = copy.deepcopy(template)
+    del drifted["Resources"]["FirstUsesTable"]["Properties"]["TimeToLiveSpecification"]
+    with pytest.raises(AssertionError):
+        test_the_tables_are_the_shapes_the_tests_run_against(drifted)
+
+
 def test_storage_is_protected_and_the_audit_log_retained(template):
     resources = template["Resources"]
-    for table in [
-        "ConsentsTable",
-        "AuditTable",
-        "ChainHeadsTable",
-        "CheckpointsTable",
-        "AccessRequestsTable",
-        "ControlsTable",
-        "FirstUsesTable",
-        "AuditIntakeTable",
-    ]:
+    for table in [shape["resource"] for shape in TABLE_SHAPES]:
         props = resources[table]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

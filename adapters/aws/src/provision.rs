@@ -1,178 +1,146 @@
 //! Creates the tables and the signing key on an endpoint (`local-api setup-aws`, and the
-//! contract tests against a DynamoDB/KMS API server on loopback). The SAM template declares
-//! the same shapes for real deployments.
+//! contract tests against a DynamoDB/KMS API server on loopback). The tables' shapes (keys,
+//! attribute types, indexes, streams, TTL) are read from `infra/tables.json`, the one list of
+//! them: the SAM template declares the same shapes for real deployments, and
+//! `infra/tests/test_template.py` holds the template to that file, so what the tests run
+//! against is what a stack deploys.
+
+use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+use serde::Deserialize;
 
 use super::Tables;
 use shared::ports::{SignerError, StoreError};
+
+/// The tables' shapes, one entry a table of the template, named by its resource there.
+const TABLE_SHAPES: &str = include_str!("../../../infra/tables.json");
+
+/// A table as `infra/tables.json` describes it, in CloudFormation's terms.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableShape {
+    /// Its logical id in `infra/template.yaml`.
+    resource: String,
+    /// The key and index attributes, each with its type (`S` or `N`).
+    attributes: BTreeMap<String, String>,
+    /// The partition key, then the sort key if it has one.
+    key: Vec<String>,
+    #[serde(default)]
+    indexes: Vec<IndexShape>,
+    /// The stream's view type (`NEW_IMAGE`, `OLD_IMAGE`), if it has a stream.
+    stream: Option<String>,
+    /// The TTL attribute (epoch seconds), if it has one.
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexShape {
+    name: String,
+    key: Vec<String>,
+    /// `ALL` or `KEYS_ONLY`.
+    projection: String,
+}
 
 fn failed(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {e}"))
 }
 
-fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
-    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| failed("key schema", e))
+fn shapes() -> Result<Vec<TableShape>, StoreError> {
+    serde_json::from_str(TABLE_SHAPES).map_err(|e| failed("infra/tables.json", e))
 }
 
-fn attr(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
-    AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().map_err(|e| failed("attribute", e))
+/// The configured name of the table the template calls `resource`.
+fn name_of<'a>(tables: &'a Tables, resource: &str) -> Result<&'a str, StoreError> {
+    Ok(match resource {
+        "ConsentsTable" => &tables.consents,
+        "AuditTable" => &tables.audit,
+        "ChainHeadsTable" => &tables.heads,
+        "CheckpointsTable" => &tables.checkpoints,
+        "AccessRequestsTable" => &tables.requests,
+        "ControlsTable" => &tables.controls,
+        "FirstUsesTable" => &tables.first_uses,
+        "AuditIntakeTable" => &tables.intake,
+        other => return Err(failed("infra/tables.json", format!("no table is configured for {other}"))),
+    })
 }
 
-fn gsi(name: &str, pk: &str, sk: &str) -> Result<GlobalSecondaryIndex, StoreError> {
-    gsi_of(name, pk, sk, ProjectionType::All)
+/// `value` as the SDK's enum, if it is one of the enum's `values` (the SDK takes any other
+/// string as an unknown variant, which only the API would refuse).
+fn known<'a, T: From<&'a str>>(value: &'a str, values: &[&str]) -> Result<T, StoreError> {
+    if values.contains(&value) {
+        Ok(T::from(value))
+    } else {
+        Err(failed("infra/tables.json", format!("{value:?} is none of {values:?}")))
+    }
 }
 
-fn gsi_of(name: &str, pk: &str, sk: &str, projection: ProjectionType) -> Result<GlobalSecondaryIndex, StoreError> {
-    GlobalSecondaryIndex::builder()
-        .index_name(name)
-        .key_schema(key(pk, KeyType::Hash)?)
-        .key_schema(key(sk, KeyType::Range)?)
-        .projection(Projection::builder().projection_type(projection).build())
-        .build()
-        .map_err(|e| failed("index", e))
+/// The key schema of a table or an index: the partition key, then the sort key.
+fn key_schema(key: &[String]) -> Result<Vec<KeySchemaElement>, StoreError> {
+    if key.is_empty() || key.len() > 2 {
+        return Err(failed("infra/tables.json", format!("a key of {} attributes", key.len())));
+    }
+    key.iter()
+        .zip([KeyType::Hash, KeyType::Range])
+        .map(|(name, kind)| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| failed("key schema", e))
+        })
+        .collect()
 }
 
-/// Creates `Consents` (TTL on `expires_at`, stream of old images), `Audit` (by user stream and
-/// `seq`, with the actor and time indexes, stream of new images), `ChainHeads` (with the sparse index of moved heads), `Checkpoints` (with the index of leaves by
-/// checkpoint) and `AccessRequests`
-/// (by user and id, with the agent index and the sparse index of pending requests; TTL on
-/// `purge_at`), `Controls` (the operators' switches, TTL on `expires_at`) and `FirstUses` (each
-/// token's first-use claim by `jti`, TTL on `expires_at`) and `AuditIntake` (decided events
-/// not yet on their chains, by stream and `order`, stream of new images, TTL on `expires_at`
-/// once sequenced), all on-demand.
+/// Creates every table of `infra/tables.json` under its configured name, on demand, with
+/// its stream and TTL.
 pub async fn create_tables(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<(), StoreError> {
-    use ScalarAttributeType::{N, S};
-    client
-        .create_table()
-        .table_name(&tables.consents)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("user_id", S)?)
-        .key_schema(key("user_id", KeyType::Hash)?)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::OldImage)
-                .build()
-                .map_err(|e| failed("stream", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| failed("create consents table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    enable_ttl(client, &tables.consents, "expires_at").await?;
-    client
-        .create_table()
-        .table_name(&tables.audit)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("stream", S)?)
-        .attribute_definitions(attr("seq", N)?)
-        .attribute_definitions(attr("actor", S)?)
-        .attribute_definitions(attr("at_key", S)?)
-        .attribute_definitions(attr("time_bucket", S)?)
-        .key_schema(key("stream", KeyType::Hash)?)
-        .key_schema(key("seq", KeyType::Range)?)
-        .global_secondary_indexes(gsi(Tables::ACTOR_INDEX, "actor", "at_key")?)
-        .global_secondary_indexes(gsi(Tables::TIME_INDEX, "time_bucket", "at_key")?)
-        // New images feed the notifier (see `notify`).
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .map_err(|e| failed("stream", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| failed("create audit table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    client
-        .create_table()
-        .table_name(&tables.heads)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("stream", S)?)
-        .attribute_definitions(attr("moved_shard", N)?)
-        .attribute_definitions(attr("moved_at", N)?)
-        .key_schema(key("stream", KeyType::Hash)?)
-        // The heads that moved since a checkpoint sealed them (sparse: only marked heads).
-        .global_secondary_indexes(gsi_of(Tables::MOVED_INDEX, "moved_shard", "moved_at", ProjectionType::KeysOnly)?)
-        .send()
-        .await
-        .map_err(|e| failed("create chain heads table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    client
-        .create_table()
-        .table_name(&tables.checkpoints)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk", S)?)
-        .attribute_definitions(attr("sk", S)?)
-        .attribute_definitions(attr("checkpoint", N)?)
-        .attribute_definitions(attr("leaf_index", N)?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        // The leaves by checkpoint (sparse: only leaves have these attributes), whole.
-        .global_secondary_indexes(gsi(Tables::LEAVES_INDEX, "checkpoint", "leaf_index")?)
-        .send()
-        .await
-        .map_err(|e| failed("create checkpoints table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    client
-        .create_table()
-        .table_name(&tables.requests)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("user_id", S)?)
-        .attribute_definitions(attr("request_id", S)?)
-        .attribute_definitions(attr("agent", S)?)
-        .attribute_definitions(attr("pending", S)?)
-        .attribute_definitions(attr("pending_deadline", N)?)
-        .key_schema(key("user_id", KeyType::Hash)?)
-        .key_schema(key("request_id", KeyType::Range)?)
-        .global_secondary_indexes(gsi(Tables::AGENT_INDEX, "agent", "request_id")?)
-        .global_secondary_indexes(gsi(Tables::PENDING_INDEX, "pending", "pending_deadline")?)
-        .send()
-        .await
-        .map_err(|e| failed("create access requests table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    enable_ttl(client, &tables.requests, "purge_at").await?;
-    client
-        .create_table()
-        .table_name(&tables.controls)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("key", S)?)
-        .key_schema(key("key", KeyType::Hash)?)
-        .send()
-        .await
-        .map_err(|e| failed("create controls table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    enable_ttl(client, &tables.controls, "expires_at").await?;
-    client
-        .create_table()
-        .table_name(&tables.first_uses)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("jti", S)?)
-        .key_schema(key("jti", KeyType::Hash)?)
-        .send()
-        .await
-        .map_err(|e| failed("create first uses table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    enable_ttl(client, &tables.first_uses, "expires_at").await?;
-    client
-        .create_table()
-        .table_name(&tables.intake)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("stream", S)?)
-        .attribute_definitions(attr("order", S)?)
-        .key_schema(key("stream", KeyType::Hash)?)
-        .key_schema(key("order", KeyType::Range)?)
-        // New images trigger the sequencer (function `sequencer`).
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .map_err(|e| failed("stream", e))?,
-        )
-        .send()
-        .await
-        .map_err(|e| failed("create audit intake table", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    enable_ttl(client, &tables.intake, "expires_at").await?;
+    for shape in shapes()? {
+        let name = name_of(tables, &shape.resource)?;
+        let mut create = client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
+        for (attribute, kind) in &shape.attributes {
+            let kind: ScalarAttributeType = known(kind, ScalarAttributeType::values())?;
+            create = create.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(kind)
+                    .build()
+                    .map_err(|e| failed("attribute", e))?,
+            );
+        }
+        for element in key_schema(&shape.key)? {
+            create = create.key_schema(element);
+        }
+        for index in &shape.indexes {
+            let projection: ProjectionType = known(&index.projection, ProjectionType::values())?;
+            create = create.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(&index.name)
+                    .set_key_schema(Some(key_schema(&index.key)?))
+                    .projection(Projection::builder().projection_type(projection).build())
+                    .build()
+                    .map_err(|e| failed("index", e))?,
+            );
+        }
+        if let Some(view) = &shape.stream {
+            let view: StreamViewType = known(view, StreamViewType::values())?;
+            create = create.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(view)
+                    .build()
+                    .map_err(|e| failed("stream", e))?,
+            );
+        }
+        create
+            .send()
+            .await
+            .map_err(|e| failed(&format!("create {name}"), aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        if let Some(attribute) = &shape.ttl {
+            enable_ttl(client, name, attribute).await?;
+        }
+    }
     Ok(())
 }
 
@@ -222,4 +190,68 @@ pub async fn create_cursor_secret(config: &aws_config::SdkConfig, name: &str) ->
         .await
         .map_err(|e| format!("create cursor secret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
     out.arn().map(str::to_owned).ok_or_else(|| "CreateSecret returned no ARN".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_of_the_shapes_file_is_configured_and_every_configured_table_is_in_it() {
+        let tables = Tables::from_env();
+        let mut listed: Vec<&str> = shapes().unwrap().iter().map(|s| name_of(&tables, &s.resource).unwrap()).collect();
+        listed.sort();
+        let mut configured = [
+            &tables.consents,
+            &tables.audit,
+            &tables.heads,
+            &tables.checkpoints,
+            &tables.requests,
+            &tables.controls,
+            &tables.first_uses,
+            &tables.intake,
+        ]
+        .map(String::as_str);
+        configured.sort();
+        assert_eq!(listed, configured);
+    }
+
+    #[test]
+    fn the_indexes_the_queries_name_are_the_shapes_indexes() {
+        let index = |resource: &str, name: &str| {
+            shapes().unwrap().iter().any(|s| s.resource == resource && s.indexes.iter().any(|i| i.name == name))
+        };
+        assert!(index("AuditTable", Tables::ACTOR_INDEX));
+        assert!(index("AuditTable", Tables::TIME_INDEX));
+        assert!(index("AccessRequestsTable", Tables::AGENT_INDEX));
+        assert!(index("AccessRequestsTable", Tables::PENDING_INDEX));
+        assert!(index("ChainHeadsTable", Tables::MOVED_INDEX));
+        assert!(index("CheckpointsTable", Tables::LEAVES_INDEX));
+    }
+
+    #[test]
+    fn every_type_projection_and_stream_view_is_one_the_sdk_knows() {
+        for shape in shapes().unwrap() {
+            for kind in shape.attributes.values() {
+                known::<ScalarAttributeType>(kind, ScalarAttributeType::values()).unwrap();
+            }
+            for index in &shape.indexes {
+                known::<ProjectionType>(&index.projection, ProjectionType::values()).unwrap();
+            }
+            if let Some(view) = &shape.stream {
+                known::<StreamViewType>(view, StreamViewType::values()).unwrap();
+            }
+        }
+        assert!(known::<ProjectionType>("SOME", ProjectionType::values()).is_err());
+    }
+
+    #[test]
+    fn every_key_attribute_is_defined_and_every_defined_attribute_is_a_key() {
+        for shape in shapes().unwrap() {
+            let keys: std::collections::BTreeSet<&String> =
+                shape.key.iter().chain(shape.indexes.iter().flat_map(|i| &i.key)).collect();
+            let defined: std::collections::BTreeSet<&String> = shape.attributes.keys().collect();
+            assert_eq!(keys, defined, "{}", shape.resource);
+        }
+    }
 }
